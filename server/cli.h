@@ -1,0 +1,14 @@
+/* cli.h — the sdxld subcommands.  Each takes argv after the subcommand name and returns
+ * a process exit status: 0 success, 1 runtime failure (message on stderr), 2 usage. */
+#ifndef SD_CLI_H
+#define SD_CLI_H
+
+int cli_encode(int argc, char **argv);
+int cli_unet(int argc, char **argv);
+int cli_vae(int argc, char **argv);
+int cli_generate(int argc, char **argv);
+int cli_init(int argc, char **argv);
+int cli_bench(int argc, char **argv);
+int serve_main(int argc, char **argv);   /* serve.c */
+
+#endif

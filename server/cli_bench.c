@@ -1,0 +1,130 @@
+/* cli_bench.c — `sdxld bench`: time each pipeline stage on a model folder and print one
+ * table.  Inputs are random (the numbers measure speed, not quality); each stage runs
+ * once to warm up (sizing the activation arena) and then --repeat times, reporting the
+ * best and the mean. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "cli.h"
+#include "cli_util.h"
+#include "core/rng.h"
+
+struct timing { double best, sum; int n; };
+
+static void record(struct timing *t, double ms) {
+    if (!t->n || ms < t->best) t->best = ms;
+    t->sum += ms;
+    t->n++;
+}
+
+static void row(const char *stage, int batch, int w, int h, const struct timing *t) {
+    printf("| %-18s | %5d | %4dx%-4d | %10.1f | %10.1f |\n", stage, batch, w, h, t->best, t->sum / t->n);
+}
+
+int cli_bench(int argc, char **argv) {
+    struct engine_config ec = { 0 };
+    int width = 0, height = 0, batch = 1, repeat = 1, steps = 4;
+    const char *stages = "text,unet,vae,e2e";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help")) {
+            printf("sdxld bench --model DIR [--backend cpu] [--threads N] [--width W] [--height H]\n"
+                   "            [--batch N] [--steps 4] [--repeat N] [--stages text,unet,vae,e2e]\n");
+            return 0;
+        }
+        if (!(v = cli_value(argc, argv, &i))) return 2;
+        if (!strcmp(a, "--model")) ec.model_dir = v;
+        else if (!strcmp(a, "--unet")) ec.unet_path = v;
+        else if (!strcmp(a, "--backend")) ec.backend = v;
+        else if (!strcmp(a, "--threads")) ec.threads = atoi(v);
+        else if (!strcmp(a, "--width")) width = atoi(v);
+        else if (!strcmp(a, "--height")) height = atoi(v);
+        else if (!strcmp(a, "--batch")) batch = atoi(v);
+        else if (!strcmp(a, "--repeat")) repeat = atoi(v);
+        else if (!strcmp(a, "--steps")) steps = atoi(v);
+        else if (!strcmp(a, "--stages")) stages = v;
+        else { fprintf(stderr, "sdxld bench: unknown option '%s'\n", a); return 2; }
+    }
+    if (!ec.model_dir) { fprintf(stderr, "sdxld bench: need --model DIR\n"); return 2; }
+    if (batch < 1 || batch > 64 || repeat < 1 || repeat > 1000) { fprintf(stderr, "sdxld bench: bad --batch/--repeat\n"); return 2; }
+    struct engine *e;
+    double t0 = sd_now_ms();
+    if (engine_load(&e, &ec)) return cli_fail("loading model");
+    double load_ms = sd_now_ms() - t0;
+    const struct engine_info *info = engine_info(e);
+    if (!width) width = info->default_width;
+    if (!height) height = info->default_height;
+    struct engine_dims d;
+    engine_dims(e, &d);
+    int s = info->vae_scale, h = height / s, w = width / s, rc = 1;
+    size_t nl = (size_t)batch * d.latent_ch * h * w;
+    float *x = sd_malloc(nl * 4), *out = sd_malloc(nl * 4), *ctx = sd_malloc((size_t)batch * d.L * d.cross * 4);
+    float *pooled = sd_malloc((size_t)batch * d.P * 4), *tid = sd_malloc((size_t)batch * 6 * 4), *tv = sd_malloc(batch * 4);
+    float *img = sd_malloc((size_t)batch * 3 * width * height * 4);
+    uint8_t *rgb = sd_malloc((size_t)batch * 3 * width * height);
+    const char **prompts = sd_malloc(sizeof(char *) * batch);
+    struct gen_item *items = sd_calloc(batch, sizeof *items);
+    if (!x || !out || !ctx || !pooled || !tid || !tv || !img || !rgb || !prompts || !items) { cli_fail("bench"); goto done; }
+    struct sd_rng r;
+    sd_rng_init(&r, 1234);
+    sd_rng_normal(&r, x, nl);
+    sd_rng_normal(&r, ctx, (size_t)batch * d.L * d.cross);
+    sd_rng_normal(&r, pooled, (size_t)batch * d.P);
+    for (int i = 0; i < batch; i++) {
+        float ids[6] = { (float)height, (float)width, 0, 0, (float)height, (float)width };
+        memcpy(tid + 6 * i, ids, sizeof ids);
+        tv[i] = 999;
+        prompts[i] = "a photograph of an astronaut riding a horse on the moon, highly detailed";
+        items[i].prompt = prompts[i];
+        items[i].seed = (uint64_t)i;
+    }
+    printf("sdxld bench: %s on %s (%d threads), load %.0f ms, weights %.1f MiB\n\n", info->model_name,
+           info->backend, ec.threads, load_ms, info->param_bytes / 1048576.0);
+    printf("| %-18s | %5s | %-9s | %10s | %10s |\n", "stage", "batch", "size", "best ms", "mean ms");
+    printf("|%s|%s|%s|%s|%s|\n", "--------------------", "-------", "-----------", "------------", "------------");
+    for (int pass = 0; pass <= repeat; pass++) {   /* pass 0 warms up and is not recorded */
+        static struct timing tt, tu, tvae, te;
+        double a;
+        if (strstr(stages, "text")) {
+            struct engine_text et = { .context = ctx, .pooled = pooled };
+            a = sd_now_ms();
+            if (engine_encode(e, prompts, batch, &et)) { cli_fail("text"); goto done; }
+            if (pass) record(&tt, sd_now_ms() - a);
+        }
+        if (strstr(stages, "unet")) {
+            a = sd_now_ms();
+            if (engine_unet(e, x, tv, ctx, pooled, tid, batch, h, w, out)) { cli_fail("unet"); goto done; }
+            if (pass) record(&tu, sd_now_ms() - a);
+        }
+        if (strstr(stages, "vae")) {
+            a = sd_now_ms();
+            if (engine_vae_decode(e, x, batch, h, w, img)) { cli_fail("vae"); goto done; }
+            if (pass) record(&tvae, sd_now_ms() - a);
+        }
+        if (strstr(stages, "e2e")) {
+            struct gen_params p = { .width = width, .height = height, .nsteps = steps };
+            engine_default_timesteps(steps, p.timesteps);
+            a = sd_now_ms();
+            if (engine_generate(e, &p, items, batch, rgb, NULL, NULL, NULL, NULL)) { cli_fail("generate"); goto done; }
+            if (pass) record(&te, sd_now_ms() - a);
+        }
+        if (pass == repeat) {
+            if (tt.n) row("text encoders", batch, width, height, &tt);
+            if (tu.n) row("unet (1 step)", batch, width, height, &tu);
+            if (tvae.n) row("vae decode", batch, width, height, &tvae);
+            if (te.n) { char name[32]; snprintf(name, sizeof name, "end-to-end %d-step", steps); row(name, batch, width, height, &te); }
+        }
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("\npeak RSS %.1f MiB, activation arena peak %.1f MiB\n", ru.ru_maxrss / 1024.0,
+           info->scratch_bytes / 1048576.0);
+    rc = 0;
+done:
+    sd_free(x); sd_free(out); sd_free(ctx); sd_free(pooled); sd_free(tid); sd_free(tv);
+    sd_free(img); sd_free(rgb); sd_free(prompts); sd_free(items);
+    engine_free(e);
+    return rc;
+}

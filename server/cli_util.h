@@ -1,0 +1,18 @@
+/* cli_util.h — small helpers shared by the offline subcommands: option matching,
+ * reading tensors by name from a safetensors input with shape checks, prompts files. */
+#ifndef SD_CLI_UTIL_H
+#define SD_CLI_UTIL_H
+
+#include "engine.h"
+#include "io/safetensors.h"
+
+/* argv[*i] is opt: take its value (advancing *i) or print an error. */
+const char *cli_value(int argc, char **argv, int *i);
+/* Read tensor `name` as fp32 (fresh sd_malloc) with ndim dims; shape out; required or NULL. */
+float *cli_tensor(const struct st_file *f, const char *name, int ndim, int64_t *shape, int required);
+/* A JSON array of strings (or a file with one). */
+int cli_read_prompts(const char *path, char ***prompts, int *n);
+void cli_free_prompts(char **prompts, int n);
+int cli_fail(const char *what);  /* prints "sdxld: what: last error", returns 1 */
+
+#endif

@@ -1,0 +1,406 @@
+/* config.c — the option table and everything derived from it (redis's standardConfig).
+ *
+ * Each row names an option, its type, bounds, default (as text, so the default goes
+ * through the same parser as a user's value), flags, the struct field it fills and a
+ * one-line help.  The config file, the command line, --help, the example config file
+ * and GET /v1/config all walk this table; adding an option is adding a row here and a
+ * field in struct sdxld_config.
+ *
+ * File syntax: `name = value` per line; blank lines and lines starting with '#' are
+ * ignored; a value may be double-quoted ("a b", with \" and \\ escapes) to keep
+ * surrounding spaces or to write an empty string.  There are no inline comments,
+ * because '#' is legal in paths.  An option set twice in one file is an error: the
+ * second one is almost always a forgotten edit. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum cfg_type { CFG_T_STR, CFG_T_INT, CFG_T_BOOL, CFG_T_ENUM };
+
+#define CFG_SECRET   1u   /* masked in GET /v1/config */
+
+struct cfg_option {
+    const char *name;
+    enum cfg_type type;
+    long min, max;          /* CFG_T_INT bounds, inclusive */
+    const char *dflt;       /* the default, as it would be written in the file */
+    const char *choices;    /* CFG_T_ENUM: "a|b|c" */
+    unsigned flags;
+    size_t off, size;       /* field in struct sdxld_config */
+    const char *help;
+};
+
+#define FIELD(f) offsetof(struct sdxld_config, f), sizeof(((struct sdxld_config *)0)->f)
+#define CFG_STR(n, d, fl, f, h)        { n, CFG_T_STR, 0, 0, d, NULL, fl, FIELD(f), h }
+#define CFG_INT(n, lo, hi, d, fl, f, h) { n, CFG_T_INT, lo, hi, #d, NULL, fl, FIELD(f), h }
+#define CFG_BOOL(n, d, fl, f, h)       { n, CFG_T_BOOL, 0, 1, d, NULL, fl, FIELD(f), h }
+#define CFG_ENUM(n, ch, d, fl, f, h)   { n, CFG_T_ENUM, 0, 0, d, ch, fl, FIELD(f), h }
+
+static const struct cfg_option options[] = {
+    /*        name                default / bounds                          field */
+    CFG_STR ("listen", "127.0.0.1:8080", 0, listen,
+             "address to listen on: HOST:PORT or [IPV6]:PORT (port 0 picks a free one)"),
+    CFG_STR ("model", "/var/lib/sdxld/models/default", 0, model,
+             "model folder in diffusers layout (unet/, vae/, text_encoder*/, tokenizer*/)"),
+    CFG_STR ("unet", "", 0, unet,
+             "optional separate UNet safetensors file (the DMD2 generator) replacing the folder's"),
+    CFG_ENUM("backend", "auto|cpu|cuda", "auto", 0, backend,
+             "compute backend; auto uses cuda when it loads and falls back to cpu"),
+    CFG_INT ("threads", 0, 1024, 0, 0, threads,
+             "CPU threads for the cpu backend (0 = all cores)"),
+    CFG_INT ("http_threads", 1, 64, 2, 0, http_threads,
+             "HTTP event-loop threads (connections waiting for images hold no thread)"),
+    CFG_INT ("max_connections", 4, 65536, 1024, 0, max_connections,
+             "concurrent HTTP connections, waiting ones included"),
+    CFG_INT ("http_timeout_s", 1, 3600, 60, 0, http_timeout_s,
+             "idle HTTP connections are closed after this many seconds"),
+    CFG_INT ("max_batch", 1, 64, 4, 0, max_batch,
+             "images per engine call; compatible jobs (same size and timesteps) share one"),
+    CFG_INT ("batch_window_ms", 0, 10000, 20, 0, batch_window_ms,
+             "how long the oldest queued job waits for companions to fill a batch"),
+    CFG_INT ("queue_max", 1, 100000, 64, 0, queue_max,
+             "jobs waiting in the queue; beyond it requests get 429 with Retry-After"),
+    CFG_INT ("max_n", 1, 64, 4, 0, max_n,
+             "images per request (n)"),
+    CFG_INT ("max_width", 8, 8192, 1536, 0, max_width,
+             "largest image width in pixels a request may ask for"),
+    CFG_INT ("max_height", 8, 8192, 1536, 0, max_height,
+             "largest image height in pixels a request may ask for"),
+    CFG_INT ("default_width", 8, 8192, 1024, 0, default_width,
+             "image width when a request gives none (a multiple of 8)"),
+    CFG_INT ("default_height", 8, 8192, 1024, 0, default_height,
+             "image height when a request gives none (a multiple of 8)"),
+    CFG_INT ("default_steps", 1, 4, 4, 0, default_steps,
+             "sampler steps when a request gives neither steps nor timesteps (4 for DMD2, 1 for a 1-step generator)"),
+    CFG_INT ("result_ttl_s", 1, 604800, 600, 0, result_ttl_s,
+             "finished jobs and their images are kept this many seconds"),
+    CFG_INT ("result_max_mb", 1, 1048576, 1024, 0, result_max_mb,
+             "cap on kept image bytes; the oldest finished results are dropped first"),
+    CFG_INT ("encode_threads", 1, 64, 2, 0, encode_threads,
+             "threads encoding PNGs, so the worker goes straight on to the next batch"),
+    CFG_INT ("shutdown_timeout_s", 0, 3600, 30, 0, shutdown_timeout_s,
+             "on SIGTERM, queued and running jobs get this long to finish before they are cancelled"),
+    CFG_BOOL("warmup", "true", 0, warmup,
+             "run one generation at the default size before reporting ready"),
+    CFG_STR ("api_token_file", "", 0, api_token_file,
+             "file of bearer tokens (one per line) for generation and jobs; empty = no auth"),
+    CFG_STR ("admin_token_file", "", 0, admin_token_file,
+             "file of bearer tokens for admin endpoints (training, model loading)"),
+    CFG_STR ("data_root", "/var/lib/sdxld", 0, data_root,
+             "folder that training and model paths in requests are resolved under"),
+    CFG_ENUM("log_level", "debug|info|warn|error", "info", 0, log_level,
+             "log verbosity on stderr"),
+};
+
+#define NOPTIONS ((int)(sizeof options / sizeof options[0]))
+_Static_assert(sizeof options / sizeof options[0] <= sizeof ((struct sdxld_config *)0)->source,
+               "struct sdxld_config.source is too small for the option table");
+
+static const struct cfg_option *find_option(const char *name) {
+    for (int i = 0; i < NOPTIONS; i++)
+        if (!strcmp(options[i].name, name)) return &options[i];
+    return NULL;
+}
+
+int config_is_option(const char *name) {
+    const struct cfg_option *o = find_option(name);
+    if (!o) return 0;
+    return o->type == CFG_T_BOOL ? 1 : 2;
+}
+
+static int choice_ok(const char *choices, const char *v) {
+    size_t vl = strlen(v);
+    for (const char *p = choices; *p;) {
+        const char *e = strchr(p, '|');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == vl && !strncmp(p, v, l)) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
+
+static int parse_bool(const char *v, int *out) {
+    static const char *yes[] = { "true", "yes", "on", "1" }, *no[] = { "false", "no", "off", "0" };
+    for (int i = 0; i < 4; i++) {
+        if (!strcasecmp(v, yes[i])) { *out = 1; return 0; }
+        if (!strcasecmp(v, no[i])) { *out = 0; return 0; }
+    }
+    return -1;
+}
+
+/* Store text value v into the option's field. */
+static int option_set(struct sdxld_config *c, const struct cfg_option *o, const char *v,
+                      char *err, size_t errlen) {
+    char *field = (char *)c + o->off;
+    switch (o->type) {
+    case CFG_T_STR:
+    case CFG_T_ENUM:
+        if (o->type == CFG_T_ENUM && !choice_ok(o->choices, v)) {
+            snprintf(err, errlen, "%s: '%s' is not one of %s", o->name, v, o->choices);
+            return -1;
+        }
+        if (strlen(v) >= o->size) {
+            snprintf(err, errlen, "%s: value longer than %zu bytes", o->name, o->size - 1);
+            return -1;
+        }
+        memcpy(field, v, strlen(v) + 1);
+        return 0;
+    case CFG_T_INT: {
+        char *end;
+        errno = 0;
+        long x = strtol(v, &end, 10);
+        if (!*v || *end || errno) {
+            snprintf(err, errlen, "%s: '%s' is not an integer", o->name, v);
+            return -1;
+        }
+        if (x < o->min || x > o->max) {
+            snprintf(err, errlen, "%s: %ld is out of range %ld..%ld", o->name, x, o->min, o->max);
+            return -1;
+        }
+        *(int *)field = (int)x;
+        return 0;
+    }
+    case CFG_T_BOOL:
+        if (parse_bool(v, (int *)field)) {
+            snprintf(err, errlen, "%s: '%s' is not a boolean (true/false)", o->name, v);
+            return -1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+void config_defaults(struct sdxld_config *c) {
+    char err[256];
+    memset(c, 0, sizeof *c);
+    for (int i = 0; i < NOPTIONS; i++) {
+        /* A default that does not parse is a bug in the table. */
+        if (option_set(c, &options[i], options[i].dflt, err, sizeof err)) {
+            fprintf(stderr, "sdxld: bad default in option table: %s\n", err);
+            abort();
+        }
+        c->source[i] = CFG_SRC_DEFAULT;
+    }
+}
+
+int config_set(struct sdxld_config *c, const char *name, const char *value,
+               enum cfg_source src, char *err, size_t errlen) {
+    const struct cfg_option *o = find_option(name);
+    if (!o) {
+        snprintf(err, errlen, "unknown option '%s' (sdxld serve --help lists them)", name);
+        return -1;
+    }
+    if (option_set(c, o, value, err, errlen)) return -1;
+    c->source[o - options] = (unsigned char)src;
+    return 0;
+}
+
+static char *trim(char *s) {
+    while (*s == ' ' || *s == '\t') s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+        s[--n] = 0;
+    return s;
+}
+
+/* Unquote "..." in place; -1 on a malformed quoted value. */
+static int unquote(char *v) {
+    size_t n = strlen(v);
+    if (n == 0 || v[0] != '"') return 0;
+    if (n < 2 || v[n - 1] != '"') return -1;
+    char *w = v;
+    for (size_t i = 1; i < n - 1; i++) {
+        if (v[i] == '\\') {
+            if (i + 1 >= n - 1 || (v[i + 1] != '"' && v[i + 1] != '\\')) return -1;
+            i++;
+        } else if (v[i] == '"') {
+            return -1;
+        }
+        *w++ = v[i];
+    }
+    *w = 0;
+    return 0;
+}
+
+int config_load_file(struct sdxld_config *c, const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    unsigned char seen[NOPTIONS];
+    memset(seen, 0, sizeof seen);
+    char line[4 * CFG_STR_MAX], msg[CFG_STR_MAX + 256];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            snprintf(err, errlen, "%s:%d: line too long", path, lineno);
+            rc = -1;
+            break;
+        }
+        char *s = trim(line);
+        if (!*s || *s == '#') continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errlen, "%s:%d: expected 'name = value', got '%.60s'", path, lineno, s);
+            rc = -1;
+            break;
+        }
+        *eq = 0;
+        char *name = trim(s), *value = trim(eq + 1);
+        if (unquote(value)) {
+            snprintf(err, errlen, "%s:%d: %s: malformed quoted value", path, lineno, name);
+            rc = -1;
+            break;
+        }
+        const struct cfg_option *o = find_option(name);
+        if (o && seen[o - options]) {
+            snprintf(err, errlen, "%s:%d: %s is set twice", path, lineno, name);
+            rc = -1;
+            break;
+        }
+        if (config_set(c, name, value, CFG_SRC_FILE, msg, sizeof msg)) {
+            snprintf(err, errlen, "%s:%d: %s", path, lineno, msg);
+            rc = -1;
+            break;
+        }
+        seen[o - options] = 1;
+    }
+    if (!rc && ferror(f)) {
+        snprintf(err, errlen, "%s: read error", path);
+        rc = -1;
+    }
+    fclose(f);
+    return rc;
+}
+
+int config_check(const struct sdxld_config *c, char *err, size_t errlen) {
+    if (!c->listen[0]) {
+        snprintf(err, errlen, "listen: empty address");
+        return -1;
+    }
+    if (!c->model[0]) {
+        snprintf(err, errlen, "model: empty path");
+        return -1;
+    }
+    const struct { const char *name; int v; } mult8[] = {
+        { "max_width", c->max_width }, { "max_height", c->max_height },
+        { "default_width", c->default_width }, { "default_height", c->default_height },
+    };
+    for (size_t i = 0; i < sizeof mult8 / sizeof mult8[0]; i++)
+        if (mult8[i].v % 8) {
+            snprintf(err, errlen, "%s: %d is not a multiple of 8", mult8[i].name, mult8[i].v);
+            return -1;
+        }
+    if (c->default_width > c->max_width) {
+        snprintf(err, errlen, "default_width: %d is above max_width %d",
+                 c->default_width, c->max_width);
+        return -1;
+    }
+    if (c->default_height > c->max_height) {
+        snprintf(err, errlen, "default_height: %d is above max_height %d",
+                 c->default_height, c->max_height);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *type_text(const struct cfg_option *o, char *buf, size_t n) {
+    switch (o->type) {
+    case CFG_T_STR: return "string";
+    case CFG_T_BOOL: return "true|false";
+    case CFG_T_ENUM: return o->choices;
+    case CFG_T_INT: snprintf(buf, n, "integer %ld..%ld", o->min, o->max); return buf;
+    }
+    return "?";
+}
+
+void config_print_help(FILE *f) {
+    char buf[64];
+    fprintf(f,
+        "usage: sdxld serve [--config FILE] [--OPTION VALUE ...]\n"
+        "\n"
+        "Serve the image generator over HTTP (see docs/daemon.md).\n"
+        "\n"
+        "  --config FILE          read options from FILE (name = value lines; see conf/sdxld.conf);\n"
+        "                         flags given after it override the file\n"
+        "  --check-config         validate the configuration, print the effective values, exit\n"
+        "  --print-config         print an example config file with every option at its default\n"
+        "  --single-request FILE  developer mode: start, send the raw HTTP request in FILE to\n"
+        "                         the daemon, print the raw response, exit (for fuzzers)\n"
+        "  --help                 this text\n"
+        "\n"
+        "Options (in the config file as `name = value`, on the command line as --name VALUE):\n\n");
+    for (int i = 0; i < NOPTIONS; i++) {
+        const struct cfg_option *o = &options[i];
+        fprintf(f, "  --%-20s %s\n", o->name, o->help);
+        fprintf(f, "  %-22s (%s; default: %s)\n", "", type_text(o, buf, sizeof buf),
+                o->dflt[0] ? o->dflt : "\"\"");
+    }
+    fprintf(f, "\nExit status: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a runtime failure,\n"
+               "2 on a usage error, %d on an invalid configuration.\n", SDXLD_EXIT_CONFIG);
+}
+
+/* Write s as a '#' comment wrapped at ~88 columns. */
+static void print_comment(FILE *f, const char *s) {
+    const int width = 86;
+    while (*s) {
+        int n = (int)strlen(s);
+        if (n > width) {
+            n = width;
+            while (n > 0 && s[n] != ' ') n--;
+            if (n == 0) n = width;
+        }
+        fprintf(f, "# %.*s\n", n, s);
+        s += n;
+        while (*s == ' ') s++;
+    }
+}
+
+void config_print_file(FILE *f) {
+    char buf[64];
+    fprintf(f,
+        "# sdxld.conf — configuration of `sdxld serve`.\n"
+        "#\n"
+        "# Every option is listed with its default value.  Syntax: `name = value`; lines\n"
+        "# starting with '#' are comments; quote a value (\"...\") to keep spaces or write \"\".\n"
+        "# Any option can also be given on the command line as --name VALUE, which wins\n"
+        "# over this file.  `sdxld serve --print-config` regenerates this file and\n"
+        "# `sdxld serve --config FILE --check-config` validates one.\n");
+    for (int i = 0; i < NOPTIONS; i++) {
+        const struct cfg_option *o = &options[i];
+        fprintf(f, "\n");
+        print_comment(f, o->help);
+        fprintf(f, "# (%s)\n", type_text(o, buf, sizeof buf));
+        if (o->type == CFG_T_STR && !o->dflt[0]) fprintf(f, "%s = \"\"\n", o->name);
+        else fprintf(f, "%s = %s\n", o->name, o->dflt);
+    }
+}
+
+json_t *config_to_json(const struct sdxld_config *c) {
+    static const char *src_names[] = { "default", "file", "flag" };
+    json_t *vals = json_object(), *srcs = json_object();
+    for (int i = 0; i < NOPTIONS; i++) {
+        const struct cfg_option *o = &options[i];
+        const char *field = (const char *)c + o->off;
+        json_t *v;
+        if (o->flags & CFG_SECRET) {
+            v = json_string(field[0] ? "********" : "");
+        } else switch (o->type) {
+        case CFG_T_INT: v = json_integer(*(const int *)field); break;
+        case CFG_T_BOOL: v = json_boolean(*(const int *)field); break;
+        default: v = json_string(field); break;
+        }
+        if (!v) v = json_string("(not valid UTF-8)");
+        json_object_set_new(vals, o->name, v);
+        json_object_set_new(srcs, o->name, json_string(src_names[c->source[i] % 3]));
+    }
+    return json_pack("{s:o, s:o}", "options", vals, "sources", srcs);
+}

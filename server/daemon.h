@@ -1,0 +1,61 @@
+/* daemon.h — the context of one `sdxld serve` process, passed to every part of the
+ * daemon (no globals, so tests and the --single-request mode build their own).
+ *
+ * Ownership: serve.c creates and frees everything here.  The worker thread owns the
+ * engine (created, used and freed on that thread only); other threads read the engine's
+ * description through `info`, a copy guarded by info_lock. */
+#ifndef SD_SERVER_DAEMON_H
+#define SD_SERVER_DAEMON_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "config.h"
+#include "engine.h"
+
+#define SDXLD_VERSION "0.1.0"
+
+struct auth;
+struct metrics;
+struct jobs;
+struct worker;
+struct http;
+
+enum sdxld_phase {
+    PHASE_STARTING,   /* HTTP up, model not loaded yet */
+    PHASE_LOADING,
+    PHASE_WARMING,
+    PHASE_READY,      /* /readyz 200 */
+    PHASE_DRAINING,   /* SIGTERM: no new jobs, queued ones finish */
+    PHASE_STOPPED,
+};
+
+struct sdxld {
+    struct sdxld_config cfg;
+    struct auth *auth;
+    struct metrics *metrics;
+    struct jobs *jobs;
+    struct worker *worker;
+    struct http *http;
+
+    atomic_int phase;          /* enum sdxld_phase */
+    atomic_int fatal_exit;     /* non-zero: the worker hit a fatal error; exit with it */
+    int wake_fd;               /* eventfd: worker → main thread (phase change, fatal) */
+    double start_time;         /* unix seconds */
+
+    pthread_mutex_t info_lock;
+    int have_info;
+    struct engine_info info;   /* copied from the engine after load and after batches */
+    char backend[16];          /* the backend actually in use */
+};
+
+/* Wake the main thread (it re-reads phase and fatal_exit). */
+void sdxld_wake_main(struct sdxld *d);
+/* Log a line and pass it to systemd as STATUS= (no-op without systemd). */
+void sdxld_status(struct sdxld *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* worker.c: the thread that owns the device, plus the PNG encoders. */
+int worker_start(struct sdxld *d);     /* 0, or -1 (threads could not start) */
+void worker_join(struct sdxld *d);     /* after jobs_stop / jobs_cancel_all */
+
+#endif

@@ -1,0 +1,643 @@
+/* jobs.c — job table, queue, batching, events and results (contracts in jobs.h).
+ *
+ * Batching rule: the oldest queued job (the head) always goes into the next batch, so
+ * nothing starves; compatible jobs behind it (same size, timesteps and conditioning)
+ * join it up to max_batch images, even from behind incompatible ones.  The head waits
+ * at most batch_window_ms after its submission for companions — under load the queue
+ * is already full and nobody waits; when idle a lone request pays the window once.
+ * A job with more images than fit in one batch is taken in slices and stays at the
+ * head of the queue until all its images are dispatched.
+ *
+ * Progress is counted in image-steps (total = n * nsteps), so a job split over several
+ * batches still reports one monotonic count. */
+#include "jobs.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "config.h"
+#include "metrics.h"
+
+#define HASH_BUCKETS 4096
+#define MAX_EVENTS 4096
+
+struct jobs {
+    pthread_mutex_t lock;
+    pthread_cond_t work;             /* worker: queue changed / stopping */
+    const struct sdxld_config *cfg;
+    struct metrics *metrics;
+
+    struct job *qhead, *qtail;       /* queue in submission order */
+    int qlen, qimages;
+    struct job *all_head, *all_tail; /* table in creation order (oldest first) */
+    struct job *buckets[HASH_BUCKETS];
+    long njobs, nrunning;
+    size_t results_bytes;
+
+    int accepting, stopping, stop_now;
+    double ewma_batch_s;             /* recent engine time per batch, for Retry-After */
+};
+
+static const char *status_names[] = { "queued", "running", "succeeded", "failed", "cancelled" };
+
+const char *job_status_name(enum job_status s) {
+    return (unsigned)s < 5 ? status_names[s] : "unknown";
+}
+
+int job_status_parse(const char *s) {
+    for (int i = 0; i < 5; i++)
+        if (!strcmp(s, status_names[i])) return i;
+    return -1;
+}
+
+static double unix_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static unsigned hash_id(const char *id) {
+    unsigned h = 2166136261u;
+    for (; *id; id++) h = (h ^ (unsigned char)*id) * 16777619u;
+    return h % HASH_BUCKETS;
+}
+
+void job_result_unref(struct job_result *r) {
+    if (!r || atomic_fetch_sub(&r->refs, 1) != 1) return;
+    for (int i = 0; i < r->n; i++) free(r->img[i].png);
+    free(r);
+}
+
+struct jobs *jobs_new(const struct sdxld_config *cfg, struct metrics *m) {
+    struct jobs *js = calloc(1, sizeof *js);
+    if (!js) return NULL;
+    pthread_mutex_init(&js->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&js->work, &ca);
+    pthread_condattr_destroy(&ca);
+    js->cfg = cfg;
+    js->metrics = m;
+    js->accepting = 1;
+    return js;
+}
+
+static void job_free(struct job *j) {
+    free(j->req.prompt);
+    free(j->err_msg);
+    job_result_unref(j->result);
+    for (int i = 0; i < j->nevents; i++) free(j->events[i]);
+    free(j->events);
+    free(j);
+}
+
+void jobs_free(struct jobs *js) {
+    if (!js) return;
+    /* Only the table's references remain once every thread has stopped. */
+    for (struct job *j = js->all_head, *nx; j; j = nx) {
+        nx = j->all_next;
+        job_free(j);
+    }
+    pthread_cond_destroy(&js->work);
+    pthread_mutex_destroy(&js->lock);
+    free(js);
+}
+
+void jobs_lock(struct jobs *js) { pthread_mutex_lock(&js->lock); }
+void jobs_unlock(struct jobs *js) { pthread_mutex_unlock(&js->lock); }
+
+struct job *job_new_generate(struct gen_request *req) {
+    struct job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    uint8_t rnd[10];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        /* getrandom on Linux does not fail for 10 bytes once the pool is seeded; fall
+         * back to time and address entropy rather than refuse the request. */
+        uint64_t x = (uint64_t)mono_ms() ^ (uint64_t)(uintptr_t)j;
+        for (int i = 0; i < 10; i++) rnd[i] = (uint8_t)(x >> (8 * (i % 8)));
+    }
+    int o = snprintf(j->id, sizeof j->id, "gen_");
+    for (int i = 0; i < 10; i++) o += snprintf(j->id + o, sizeof j->id - (size_t)o, "%02x", rnd[i]);
+    j->kind = JOB_GENERATE;
+    j->status = JOB_QUEUED;
+    j->refs = 1;
+    j->req = *req;
+    req->prompt = NULL;
+    j->total = j->req.n * j->req.params.nsteps;
+    j->created_at = unix_now();
+    return j;
+}
+
+void jobs_ref_locked(struct job *j) { j->refs++; }
+
+void jobs_unref_locked(struct jobs *js, struct job *j) {
+    (void)js;
+    if (!j) return;
+    if (--j->refs == 0) job_free(j);
+}
+
+void jobs_unref(struct jobs *js, struct job *j) {
+    if (!j) return;
+    pthread_mutex_lock(&js->lock);
+    jobs_unref_locked(js, j);
+    pthread_mutex_unlock(&js->lock);
+}
+
+static int queue_position_locked(struct jobs *js, struct job *j) {
+    if (!j->in_queue || j->status != JOB_QUEUED) return 0;
+    int pos = 1;
+    for (struct job *q = js->qhead; q && q != j; q = q->q_next) pos++;
+    return pos;
+}
+
+static void queue_remove_locked(struct jobs *js, struct job *j) {
+    if (!j->in_queue) return;
+    if (j->q_prev) j->q_prev->q_next = j->q_next; else js->qhead = j->q_next;
+    if (j->q_next) j->q_next->q_prev = j->q_prev; else js->qtail = j->q_prev;
+    j->q_prev = j->q_next = NULL;
+    j->in_queue = 0;
+    js->qlen--;
+    js->qimages -= j->req.n - j->dispatched;
+    jobs_unref_locked(js, j);   /* the queue's reference */
+}
+
+static json_t *json_time(double t) { return t > 0 ? json_real(round(t * 1e3) / 1e3) : json_null(); }
+
+json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail) {
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(j->id));
+    json_object_set_new(o, "kind", json_string(j->kind == JOB_GENERATE ? "generate" : "train"));
+    json_object_set_new(o, "status", json_string(job_status_name(j->status)));
+    int pos = queue_position_locked(js, j);
+    json_object_set_new(o, "queue_position", pos ? json_integer(pos) : json_null());
+    json_object_set_new(o, "progress", json_pack("{s:i, s:i}", "step", j->step, "total", j->total));
+    json_object_set_new(o, "created_at", json_time(j->created_at));
+    json_object_set_new(o, "started_at", json_time(j->started_at));
+    json_object_set_new(o, "finished_at", json_time(j->finished_at));
+    if (j->err_msg) {
+        json_t *e = json_pack("{s:s, s:s}", "code", j->err_code, "message", j->err_msg);
+        if (!e) e = json_pack("{s:s, s:s}", "code", j->err_code, "message", "(not UTF-8)");
+        if (j->err_field[0]) json_object_set_new(e, "field", json_string(j->err_field));
+        json_object_set_new(o, "error", e);
+    } else {
+        json_object_set_new(o, "error", json_null());
+    }
+    if (detail && j->kind == JOB_GENERATE) {
+        const struct gen_request *r = &j->req;
+        json_t *ts = json_array();
+        for (int i = 0; i < r->params.nsteps; i++)
+            json_array_append_new(ts, json_integer(r->params.timesteps[i]));
+        json_t *rq = json_pack("{s:s?, s:i, s:i, s:i, s:I, s:i, s:o, s:b}",
+                               "prompt", r->prompt, "n", r->n, "width", r->params.width,
+                               "height", r->params.height, "seed", (json_int_t)r->seed,
+                               "steps", r->params.nsteps, "timesteps", ts, "async", !r->sync);
+        json_object_set_new(o, "request", rq ? rq : json_null());
+    }
+    if (j->status == JOB_SUCCEEDED) {
+        json_t *imgs = json_array();
+        for (int i = 0; i < j->req.n; i++) {
+            char url[96];
+            snprintf(url, sizeof url, "/v1/jobs/%s/images/%d", j->id, i);
+            json_t *im = json_pack("{s:I}", "seed", (json_int_t)(j->req.seed + (uint64_t)i));
+            if (j->result) json_object_set_new(im, "url", json_string(url));
+            json_array_append_new(imgs, im);
+        }
+        json_t *res = json_pack("{s:o, s:{s:f, s:f, s:f, s:f}, s:b}", "images", imgs, "timings",
+                                "queue_ms", round(j->queue_ms), "text_ms", round(j->tm.text_ms),
+                                "unet_ms", round(j->tm.unet_ms), "vae_ms", round(j->tm.vae_ms),
+                                "truncated", j->truncated);
+        if (j->result_dropped)
+            json_object_set_new(res, "images_dropped", json_string(
+                j->result_dropped == 1 ? "delivered to the waiting client" :
+                                         "expired (result_max_mb)"));
+        json_object_set_new(o, "result", res);
+    } else {
+        json_object_set_new(o, "result", json_null());
+    }
+    return o;
+}
+
+/* Append an event (a snapshot of the job) and wake the job's waiters. */
+static void emit_locked(struct jobs *js, struct job *j) {
+    json_t *o = job_to_json_locked(js, j, 0);
+    json_object_set_new(o, "seq", json_integer(j->events_base + j->nevents + 1));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (s) {
+        if (j->nevents == MAX_EVENTS) {
+            /* Keep the log bounded (long training runs): forget the oldest event. */
+            free(j->events[0]);
+            memmove(j->events, j->events + 1, (size_t)(j->nevents - 1) * sizeof *j->events);
+            j->nevents--;
+            j->events_base++;
+        }
+        if (j->nevents == j->cap_events) {
+            int nc = j->cap_events ? j->cap_events * 2 : 8;
+            char **ne = realloc(j->events, (size_t)nc * sizeof *ne);
+            if (ne) {
+                j->events = ne;
+                j->cap_events = nc;
+            }
+        }
+        if (j->nevents < j->cap_events) j->events[j->nevents++] = s;
+        else free(s);   /* out of memory: the waiters still see the current state */
+    }
+    for (struct job_waiter *w = j->waiters, *nx; w; w = nx) {
+        nx = w->next;
+        w->wake(w);
+    }
+}
+
+/* Move j to a final state.  Lock held; j is not final yet. */
+static void finish_locked(struct jobs *js, struct job *j, enum job_status st, const char *code,
+                          int http, const char *field, const char *msg) {
+    queue_remove_locked(js, j);
+    if (j->status == JOB_RUNNING) js->nrunning--;
+    j->status = st;
+    j->finished_at = unix_now();
+    if (code) {
+        snprintf(j->err_code, sizeof j->err_code, "%s", code);
+        snprintf(j->err_field, sizeof j->err_field, "%s", field ? field : "");
+        free(j->err_msg);
+        j->err_msg = strdup(msg ? msg : code);
+        j->err_http = http;
+    }
+    if (st == JOB_SUCCEEDED) {
+        j->step = j->total;
+    } else if (j->result) {
+        js->results_bytes -= j->result->bytes;
+        job_result_unref(j->result);
+        j->result = NULL;
+    }
+    metrics_job_done(js->metrics, st, st == JOB_SUCCEEDED ? j->req.n : 0);
+    emit_locked(js, j);
+}
+
+enum submit_result jobs_submit(struct jobs *js, struct job *j, int *queue_position) {
+    pthread_mutex_lock(&js->lock);
+    if (!js->accepting) {
+        pthread_mutex_unlock(&js->lock);
+        return SUBMIT_DRAINING;
+    }
+    if (js->qlen >= js->cfg->queue_max) {
+        pthread_mutex_unlock(&js->lock);
+        return SUBMIT_FULL;
+    }
+    /* Table: one reference until the TTL expires. */
+    j->refs++;
+    unsigned h = hash_id(j->id);
+    j->h_next = js->buckets[h];
+    js->buckets[h] = j;
+    j->all_prev = js->all_tail;
+    if (js->all_tail) js->all_tail->all_next = j; else js->all_head = j;
+    js->all_tail = j;
+    js->njobs++;
+    /* Queue: one reference until fully dispatched or cancelled. */
+    j->refs++;
+    j->q_prev = js->qtail;
+    if (js->qtail) js->qtail->q_next = j; else js->qhead = j;
+    js->qtail = j;
+    j->in_queue = 1;
+    js->qlen++;
+    js->qimages += j->req.n;
+    j->t_submit_ms = mono_ms();
+    *queue_position = js->qlen;
+    emit_locked(js, j);
+    pthread_cond_signal(&js->work);
+    pthread_mutex_unlock(&js->lock);
+    return SUBMIT_OK;
+}
+
+int jobs_retry_after_s(struct jobs *js) {
+    pthread_mutex_lock(&js->lock);
+    double per_batch = js->ewma_batch_s > 0 ? js->ewma_batch_s : 1.0;
+    double batches = ceil((double)js->qimages / js->cfg->max_batch);
+    pthread_mutex_unlock(&js->lock);
+    double s = ceil(batches * per_batch / 2);   /* half the queue drained is worth a retry */
+    return s < 1 ? 1 : s > 120 ? 120 : (int)s;
+}
+
+struct job *jobs_find(struct jobs *js, const char *id) {
+    pthread_mutex_lock(&js->lock);
+    struct job *j = js->buckets[hash_id(id)];
+    while (j && strcmp(j->id, id)) j = j->h_next;
+    if (j) j->refs++;
+    pthread_mutex_unlock(&js->lock);
+    return j;
+}
+
+int jobs_cancel_locked(struct jobs *js, struct job *j, const char *code, int http,
+                       const char *msg) {
+    if (job_status_final(j->status)) return -1;
+    /* A running job's slice may still be on the device: the worker sees the final state
+     * in its progress callback and stops the batch once no live job is left in it. */
+    finish_locked(js, j, JOB_CANCELLED, code, http, NULL, msg);
+    pthread_cond_signal(&js->work);
+    return 0;
+}
+
+int jobs_cancel(struct jobs *js, struct job *j, const char *code, int http, const char *msg) {
+    pthread_mutex_lock(&js->lock);
+    int rc = jobs_cancel_locked(js, j, code, http, msg);
+    pthread_mutex_unlock(&js->lock);
+    return rc;
+}
+
+void jobs_watch_locked(struct job *j, struct job_waiter *w) {
+    w->prev = NULL;
+    w->next = j->waiters;
+    if (j->waiters) j->waiters->prev = w;
+    j->waiters = w;
+}
+
+void jobs_unwatch_locked(struct job *j, struct job_waiter *w) {
+    if (w->prev) w->prev->next = w->next;
+    else if (j->waiters == w) j->waiters = w->next;
+    else return;   /* not registered */
+    if (w->next) w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+}
+
+struct job_result *jobs_result_ref_locked(struct job *j) {
+    if (!j->result || j->status != JOB_SUCCEEDED) return NULL;
+    atomic_fetch_add(&j->result->refs, 1);
+    return j->result;
+}
+
+void jobs_result_delivered_locked(struct jobs *js, struct job *j) {
+    if (!j->result) return;
+    js->results_bytes -= j->result->bytes;
+    job_result_unref(j->result);
+    j->result = NULL;
+    j->result_dropped = 1;
+}
+
+json_t *jobs_list_json(struct jobs *js, int status_filter, int limit) {
+    json_t *arr = json_array();
+    pthread_mutex_lock(&js->lock);
+    int n = 0;
+    for (struct job *j = js->all_tail; j && n < limit; j = j->all_prev) {
+        if (status_filter >= 0 && (int)j->status != status_filter) continue;
+        json_t *o = job_to_json_locked(js, j, 0);
+        json_object_del(o, "result");
+        json_object_set_new(o, "result", j->status == JOB_SUCCEEDED ? json_string("see /v1/jobs/{id}")
+                                                                 : json_null());
+        json_array_append_new(arr, o);
+        n++;
+    }
+    long total = js->njobs;
+    pthread_mutex_unlock(&js->lock);
+    return json_pack("{s:o, s:I}", "jobs", arr, "total", (json_int_t)total);
+}
+
+static int compatible(const struct gen_params *a, const struct gen_params *b) {
+    if (a->width != b->width || a->height != b->height || a->nsteps != b->nsteps) return 0;
+    for (int i = 0; i < a->nsteps; i++)
+        if (a->timesteps[i] != b->timesteps[i]) return 0;
+    return !memcmp(a->time_ids, b->time_ids, sizeof a->time_ids);
+}
+
+static int compatible_images_locked(struct jobs *js, const struct job *head, int cap) {
+    int n = 0;
+    for (const struct job *q = js->qhead; q && n < cap; q = q->q_next)
+        if (compatible(&q->req.params, &head->req.params)) n += q->req.n - q->dispatched;
+    return n;
+}
+
+int jobs_next_batch(struct jobs *js, struct batch *b) {
+    const int max_batch = js->cfg->max_batch;
+    pthread_mutex_lock(&js->lock);
+    for (;;) {
+        if (js->stop_now || (js->stopping && !js->qhead)) {
+            pthread_mutex_unlock(&js->lock);
+            return -1;
+        }
+        if (!js->qhead) {
+            pthread_cond_wait(&js->work, &js->lock);
+            continue;
+        }
+        double deadline = js->qhead->t_submit_ms + js->cfg->batch_window_ms;
+        if (!js->stopping && mono_ms() < deadline &&
+            compatible_images_locked(js, js->qhead, max_batch) < max_batch) {
+            struct timespec ts;
+            ts.tv_sec = (time_t)(deadline / 1e3);
+            ts.tv_nsec = (long)((deadline - ts.tv_sec * 1e3) * 1e6);
+            if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+            pthread_cond_timedwait(&js->work, &js->lock, &ts);
+            continue;   /* re-check: the head may have been cancelled meanwhile */
+        }
+        break;
+    }
+    struct job *head = js->qhead;
+    memset(b, 0, sizeof *b);
+    b->params = head->req.params;
+    double now_ms = mono_ms(), now = unix_now();
+    for (struct job *q = js->qhead, *nx; q && b->images < max_batch; q = nx) {
+        nx = q->q_next;
+        if (!compatible(&q->req.params, &b->params)) continue;
+        int take = q->req.n - q->dispatched;
+        if (take > max_batch - b->images) take = max_batch - b->images;
+        struct batch_slice *s = &b->s[b->nslices++];
+        s->job = q;
+        s->first = q->dispatched;
+        s->count = take;
+        q->refs++;   /* the batch's reference */
+        q->dispatched += take;
+        js->qimages -= take;
+        b->images += take;
+        if (q->status == JOB_QUEUED) {
+            q->status = JOB_RUNNING;
+            js->nrunning++;
+            q->started_at = now;
+            q->queue_ms = now_ms - q->t_submit_ms;
+            metrics_queue_wait(js->metrics, q->queue_ms / 1e3);
+            emit_locked(js, q);
+        }
+        if (q->dispatched == q->req.n) queue_remove_locked(js, q);   /* nothing left to take */
+    }
+    pthread_mutex_unlock(&js->lock);
+    return 0;
+}
+
+int jobs_batch_progress(struct jobs *js, struct batch *b, int step, int total) {
+    (void)total;
+    pthread_mutex_lock(&js->lock);
+    int live = 0;
+    for (int i = 0; i < b->nslices; i++) {
+        struct job *j = b->s[i].job;
+        if (job_status_final(j->status)) continue;
+        live++;
+        j->step = j->steps_base + step * b->s[i].count;
+        emit_locked(js, j);
+    }
+    int stop = live == 0 || js->stop_now;
+    pthread_mutex_unlock(&js->lock);
+    return stop;
+}
+
+void jobs_batch_done(struct jobs *js, struct batch *b, sd_status st, const char *msg,
+                     const struct gen_timings *tm, const int *truncated, double gen_ms) {
+    pthread_mutex_lock(&js->lock);
+    js->ewma_batch_s = js->ewma_batch_s > 0 ? 0.8 * js->ewma_batch_s + 0.2 * gen_ms / 1e3
+                                            : gen_ms / 1e3;
+    int k = 0;
+    for (int i = 0; i < b->nslices; i++) {
+        struct batch_slice *s = &b->s[i];
+        struct job *j = s->job;
+        if (!job_status_final(j->status)) {
+            if (st == SD_OK) {
+                j->steps_base += s->count * b->params.nsteps;
+                j->step = j->steps_base;
+                j->tm.text_ms += tm->text_ms;
+                j->tm.unet_ms += tm->unet_ms;
+                j->tm.vae_ms += tm->vae_ms;
+                for (int t = 0; t < s->count; t++) j->truncated |= truncated[k + t];
+            } else if (st == SD_ERR_CANCELLED) {
+                finish_locked(js, j, JOB_CANCELLED, "shutting_down", 503, NULL,
+                              "the daemon is shutting down; the job was cancelled");
+            } else if (st == SD_ERR_INVALID) {
+                finish_locked(js, j, JOB_FAILED, "invalid_argument", 400, NULL, msg);
+            } else if (st == SD_ERR_NOMEM) {
+                finish_locked(js, j, JOB_FAILED, "resource_exhausted", 503, NULL, msg);
+            } else {
+                finish_locked(js, j, JOB_FAILED, "generation_failed", 500, NULL, msg);
+            }
+        }
+        k += s->count;
+    }
+    pthread_mutex_unlock(&js->lock);
+}
+
+void jobs_store_images(struct jobs *js, struct job *j, int first, int count,
+                       struct job_image *imgs) {
+    pthread_mutex_lock(&js->lock);
+    if (job_status_final(j->status)) {
+        pthread_mutex_unlock(&js->lock);
+        for (int i = 0; i < count; i++) free(imgs[i].png);
+        return;
+    }
+    if (!j->result) {
+        j->result = calloc(1, sizeof *j->result + (size_t)j->req.n * sizeof(struct job_image));
+        if (!j->result) {
+            finish_locked(js, j, JOB_FAILED, "resource_exhausted", 503, NULL,
+                          "out of memory storing the images");
+            pthread_mutex_unlock(&js->lock);
+            for (int i = 0; i < count; i++) free(imgs[i].png);
+            return;
+        }
+        atomic_init(&j->result->refs, 1);
+        j->result->n = j->req.n;
+    }
+    for (int i = 0; i < count; i++) {
+        j->result->img[first + i] = imgs[i];
+        j->result->bytes += imgs[i].len;
+        js->results_bytes += imgs[i].len;
+    }
+    j->encoded += count;
+    if (j->encoded == j->req.n) finish_locked(js, j, JOB_SUCCEEDED, NULL, 0, NULL, NULL);
+    pthread_mutex_unlock(&js->lock);
+}
+
+void jobs_fail(struct jobs *js, struct job *j, const char *code, int http, const char *msg) {
+    pthread_mutex_lock(&js->lock);
+    if (!job_status_final(j->status)) finish_locked(js, j, JOB_FAILED, code, http, NULL, msg);
+    pthread_mutex_unlock(&js->lock);
+}
+
+void jobs_batch_release(struct jobs *js, struct batch *b) {
+    pthread_mutex_lock(&js->lock);
+    for (int i = 0; i < b->nslices; i++) jobs_unref_locked(js, b->s[i].job);
+    b->nslices = 0;
+    pthread_mutex_unlock(&js->lock);
+}
+
+void jobs_set_accepting(struct jobs *js, int accepting) {
+    pthread_mutex_lock(&js->lock);
+    js->accepting = accepting;
+    pthread_mutex_unlock(&js->lock);
+}
+
+int jobs_busy(struct jobs *js) {
+    pthread_mutex_lock(&js->lock);
+    int busy = js->qlen > 0 || js->nrunning > 0;
+    pthread_mutex_unlock(&js->lock);
+    return busy;
+}
+
+void jobs_cancel_all(struct jobs *js, const char *code, int http, const char *msg) {
+    pthread_mutex_lock(&js->lock);
+    for (struct job *j = js->all_head; j; j = j->all_next)
+        if (!job_status_final(j->status)) {
+            LOG_W("job %s (%s) cancelled: %s", j->id, job_status_name(j->status), msg);
+            finish_locked(js, j, JOB_CANCELLED, code, http, NULL, msg);
+        }
+    js->stop_now = 1;
+    pthread_cond_broadcast(&js->work);
+    pthread_mutex_unlock(&js->lock);
+}
+
+void jobs_stop(struct jobs *js) {
+    pthread_mutex_lock(&js->lock);
+    js->stopping = 1;
+    pthread_cond_broadcast(&js->work);
+    pthread_mutex_unlock(&js->lock);
+}
+
+static void table_remove_locked(struct jobs *js, struct job *j) {
+    struct job **pp = &js->buckets[hash_id(j->id)];
+    while (*pp && *pp != j) pp = &(*pp)->h_next;
+    if (*pp) *pp = j->h_next;
+    if (j->all_prev) j->all_prev->all_next = j->all_next; else js->all_head = j->all_next;
+    if (j->all_next) j->all_next->all_prev = j->all_prev; else js->all_tail = j->all_prev;
+    j->all_prev = j->all_next = NULL;
+    js->njobs--;
+    if (j->result) {
+        js->results_bytes -= j->result->bytes;
+        job_result_unref(j->result);
+        j->result = NULL;
+    }
+    jobs_unref_locked(js, j);   /* the table's reference */
+}
+
+void jobs_housekeep(struct jobs *js) {
+    double now = unix_now();
+    size_t cap = (size_t)js->cfg->result_max_mb << 20;
+    pthread_mutex_lock(&js->lock);
+    for (struct job *j = js->all_head, *nx; j; j = nx) {
+        nx = j->all_next;
+        if (job_status_final(j->status) && j->finished_at + js->cfg->result_ttl_s < now)
+            table_remove_locked(js, j);
+    }
+    /* Over the memory cap: drop the images of the oldest finished jobs (their metadata
+     * stays until the TTL, so a client learns why the images are gone). */
+    for (struct job *j = js->all_head; j && js->results_bytes > cap; j = j->all_next)
+        if (j->status == JOB_SUCCEEDED && j->result) {
+            js->results_bytes -= j->result->bytes;
+            job_result_unref(j->result);
+            j->result = NULL;
+            j->result_dropped = 2;
+        }
+    pthread_mutex_unlock(&js->lock);
+}
+
+void jobs_gauges(struct jobs *js, struct metrics_gauges *g) {
+    pthread_mutex_lock(&js->lock);
+    g->queue_jobs = js->qlen;
+    g->queue_images = js->qimages;
+    g->running_jobs = js->nrunning;
+    g->retained_jobs = js->njobs;
+    g->results_bytes = js->results_bytes;
+    pthread_mutex_unlock(&js->lock);
+}

@@ -1,0 +1,181 @@
+/* jobs.h — jobs, the bounded queue, batching and results: the state shared between
+ * the HTTP threads, the worker and the PNG encoders.
+ *
+ * A job goes QUEUED → RUNNING → SUCCEEDED | FAILED | CANCELLED and never leaves a final
+ * state.  It lives in the table (looked up by id) from submission until result_ttl_s
+ * after it finished; everything else that points at it (the queue, a batch in flight,
+ * an encoder task, a waiting HTTP request) holds a reference, so a job is freed only
+ * when the last of them lets go — a client that disconnects cannot free a job the
+ * worker is using, and the worker cannot free one a client is reading.
+ *
+ * Every state or progress change appends one event (a JSON snapshot of the job) to the
+ * job's event log and wakes the job's waiters; SSE streams replay the log, sync
+ * requests wait for the final state.
+ *
+ * Locking: one mutex (jobs_lock) guards all job fields, the queue and the table.
+ * Functions named *_locked expect it held; the others take it.  Waiter callbacks run
+ * with it held and must not block.  Result blobs (struct job_result) are immutable once
+ * complete and reference-counted atomically, so responses can be built and sent
+ * outside the lock. */
+#ifndef SD_SERVER_JOBS_H
+#define SD_SERVER_JOBS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "engine.h"
+
+struct sdxld_config;
+struct metrics;
+struct metrics_gauges;
+
+enum job_status { JOB_QUEUED, JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED };
+enum job_kind { JOB_GENERATE, JOB_TRAIN };
+
+#define JOB_ID_LEN 24          /* "gen_" + 20 hex digits */
+#define JOB_MAX_IMAGES 64
+
+static inline int job_status_final(enum job_status s) { return s >= JOB_SUCCEEDED; }
+const char *job_status_name(enum job_status s);
+int job_status_parse(const char *s);   /* -1 if unknown */
+
+struct job_waiter {
+    struct job_waiter *prev, *next;
+    void (*wake)(struct job_waiter *w);   /* jobs lock held; must not block */
+};
+
+struct job_image { uint8_t *png; size_t len; uint64_t seed; };
+
+/* The images of a finished generation.  Shared by the job and responses in flight. */
+struct job_result {
+    atomic_int refs;
+    int n;
+    size_t bytes;
+    struct job_image img[];
+};
+void job_result_unref(struct job_result *r);
+
+/* What a generation job asks for (validated by the HTTP layer). */
+struct gen_request {
+    char *prompt;              /* owned by the job */
+    int n;
+    uint64_t seed;             /* image i uses seed + i */
+    struct gen_params params;
+    int sync;                  /* a client waits on its connection */
+};
+
+struct job {
+    char id[JOB_ID_LEN + 1];
+    enum job_kind kind;
+    enum job_status status;
+    int refs;
+    struct gen_request req;
+
+    double created_at, started_at, finished_at;   /* unix seconds, 0 = not yet */
+    double t_submit_ms;                           /* monotonic, for the batch window */
+    double queue_ms;
+
+    int step, total;           /* image-steps done, n * nsteps */
+    int steps_base;            /* image-steps of slices already generated */
+    int dispatched;            /* images handed to the worker */
+    int encoded;               /* images stored in result */
+    int truncated;
+    struct gen_timings tm;     /* summed over the batches the job ran in */
+
+    char err_code[32], err_field[32];
+    char *err_msg;
+    int err_http;              /* HTTP status a sync client gets for this failure */
+
+    struct job_result *result; /* filled as images are encoded */
+    int result_dropped;        /* 1: delivered to its sync client, 2: expired (memory cap) */
+
+    char **events;             /* JSON snapshots, events[i] has seq events_base + i + 1 */
+    int nevents, cap_events, events_base;
+
+    struct job_waiter *waiters;
+    struct job *q_prev, *q_next;
+    int in_queue;
+    struct job *all_prev, *all_next;
+    struct job *h_next;
+};
+
+/* One engine call: slices of compatible jobs, at most max_batch images. */
+struct batch_slice { struct job *job; int first, count; };
+struct batch {
+    struct gen_params params;
+    int nslices, images;
+    struct batch_slice s[JOB_MAX_IMAGES];
+};
+
+struct jobs;
+
+struct jobs *jobs_new(const struct sdxld_config *cfg, struct metrics *m);
+void jobs_free(struct jobs *js);
+void jobs_lock(struct jobs *js);
+void jobs_unlock(struct jobs *js);
+
+/* A new generation job (not yet submitted) holding one reference for the caller.
+ * Takes ownership of req->prompt.  NULL on allocation failure. */
+struct job *job_new_generate(struct gen_request *req);
+
+enum submit_result { SUBMIT_OK, SUBMIT_FULL, SUBMIT_DRAINING };
+/* Queue a job; the caller keeps its reference.  *queue_position = 1-based place. */
+enum submit_result jobs_submit(struct jobs *js, struct job *j, int *queue_position);
+/* Seconds a client refused with 429 should wait, estimated from recent batch times. */
+int jobs_retry_after_s(struct jobs *js);
+
+/* Look up by id; returns a new reference or NULL. */
+struct job *jobs_find(struct jobs *js, const char *id);
+void jobs_ref_locked(struct job *j);
+void jobs_unref(struct jobs *js, struct job *j);
+void jobs_unref_locked(struct jobs *js, struct job *j);
+
+/* Cancel a queued or running job; -1 if it already finished. */
+int jobs_cancel_locked(struct jobs *js, struct job *j, const char *code, int http,
+                       const char *msg);
+int jobs_cancel(struct jobs *js, struct job *j, const char *code, int http, const char *msg);
+
+void jobs_watch_locked(struct job *j, struct job_waiter *w);
+void jobs_unwatch_locked(struct job *j, struct job_waiter *w);
+
+/* Take a reference on the job's result (NULL if none) — for building a response. */
+struct job_result *jobs_result_ref_locked(struct job *j);
+/* A sync job's images were handed to its client: drop them from memory. */
+void jobs_result_delivered_locked(struct jobs *js, struct job *j);
+
+/* The job as JSON (no image bytes; images appear as seed + url); detail adds the
+ * request's parameters.  Lock held. */
+json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail);
+/* Recent jobs, newest first; status_filter -1 for all. */
+json_t *jobs_list_json(struct jobs *js, int status_filter, int limit);
+
+/* Worker side.  jobs_next_batch blocks until a batch is ready (0) or the queue is
+ * stopping and empty (-1).  The batch holds one reference per slice. */
+int jobs_next_batch(struct jobs *js, struct batch *b);
+/* Progress after sampler step `step` of `total`; returns non-zero when the engine should
+ * stop (every job of the batch is finished/cancelled, or a forced stop). */
+int jobs_batch_progress(struct jobs *js, struct batch *b, int step, int total);
+/* The engine call finished: st == SD_OK records timings (images go to encoders next);
+ * otherwise every live job of the batch fails with the engine's message. */
+void jobs_batch_done(struct jobs *js, struct batch *b, sd_status st, const char *msg,
+                     const struct gen_timings *tm, const int *truncated, double gen_ms);
+/* Encoded PNGs of slice images [first, first+count) of j; takes ownership of pngs[i].
+ * The job succeeds when all its images are stored. */
+void jobs_store_images(struct jobs *js, struct job *j, int first, int count,
+                       struct job_image *imgs);
+/* An encoder failed on slice images of j: the job fails. */
+void jobs_fail(struct jobs *js, struct job *j, const char *code, int http, const char *msg);
+void jobs_batch_release(struct jobs *js, struct batch *b);
+
+/* Lifecycle. */
+void jobs_set_accepting(struct jobs *js, int accepting);
+int jobs_busy(struct jobs *js);           /* queued or running jobs */
+void jobs_cancel_all(struct jobs *js, const char *code, int http, const char *msg);
+void jobs_stop(struct jobs *js);          /* worker returns -1 once the queue is empty */
+
+/* Drop jobs past their TTL and old results over the memory cap. */
+void jobs_housekeep(struct jobs *js);
+void jobs_gauges(struct jobs *js, struct metrics_gauges *g);
+
+#endif

@@ -1,0 +1,40 @@
+/* main.c — sdxld entry point: dispatch to `serve` or one of the offline subcommands.
+ * Only main and the daemon's worker ever exit the process. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} commands[] = {
+    { "serve",    serve_main,   "run the HTTP daemon" },
+    { "generate", cli_generate, "make images from prompts (DMD2 sampler)" },
+    { "encode",   cli_encode,   "conformance: tokenizers + text encoders" },
+    { "unet",     cli_unet,     "conformance: one UNet evaluation" },
+    { "vae",      cli_vae,      "conformance: VAE encoder mean / decoder" },
+    { "init",     cli_init,     "write a model folder with freshly initialised weights" },
+    { "bench",    cli_bench,    "time each pipeline stage" },
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: sdxld COMMAND [options]   (sdxld COMMAND --help for its options)\n\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { usage(stderr); return 2; }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) { printf("sdxld 0.1.0\n"); return 0; }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "sdxld: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,375 @@
+/* worker.c — the one thread that owns the engine (and so the GPU), and the PNG encoders.
+ *
+ * The worker loads the model, runs a warm-up generation (so "ready" means an image can
+ * be made and the first request does not pay for lazy initialisation), then loops:
+ * take a batch of compatible jobs from the queue, run engine_generate once for all of
+ * them with per-image seeds, and hand the pixels to the encoder threads.  Encoding PNGs
+ * off the worker keeps the device busy with the next batch meanwhile.
+ *
+ * Cancellation: the engine calls back after every sampler step; the callback records
+ * progress and stops the batch once no job in it is still wanted.
+ *
+ * Failure policy (ARCHITECTURE.md, Errors): a failed batch fails its jobs and the
+ * daemon lives; SD_ERR_CUDA means the device context may be poisoned, so the worker
+ * fails the batch, stops, and the main thread exits non-zero for systemd to restart. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "daemon.h"
+#include "io/png.h"
+#include "jobs.h"
+#include "metrics.h"
+
+struct rgb_buf {
+    atomic_int refs;
+    uint8_t data[];
+};
+
+struct enc_task {
+    struct enc_task *next;
+    struct job *job;             /* one reference */
+    int first, count;
+    struct rgb_buf *buf;         /* one reference */
+    size_t offset;               /* bytes into buf->data of image `first` */
+};
+
+struct worker {
+    pthread_t thread;
+    int thread_started;
+    pthread_t *enc;
+    int nenc;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct enc_task *head, *tail;
+    int enc_stop;
+};
+
+static double mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static void rgb_unref(struct rgb_buf *b) {
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
+}
+
+static void model_name(struct sdxld *d, char *out, size_t n) {
+    pthread_mutex_lock(&d->info_lock);
+    snprintf(out, n, "%s", d->have_info ? d->info.model_name : "");
+    pthread_mutex_unlock(&d->info_lock);
+}
+
+/* The A1111-style "parameters" text, so any image can be regenerated from its PNG. */
+static void parameters_text(char *out, size_t n, const struct job *j, uint64_t seed,
+                            const char *model) {
+    const struct gen_params *p = &j->req.params;
+    char ts[ENGINE_MAX_STEPS * 5 + 1] = "";
+    size_t o = 0;
+    for (int i = 0; i < p->nsteps; i++)
+        o += (size_t)snprintf(ts + o, sizeof ts - o, i ? ",%d" : "%d", p->timesteps[i]);
+    snprintf(out, n, "%s\nSteps: %d, Sampler: DMD2, Seed: %llu, Size: %dx%d, Model: %s, "
+             "Timesteps: %s, Version: sdxld " SDXLD_VERSION,
+             j->req.prompt, p->nsteps, (unsigned long long)seed, p->width, p->height, model, ts);
+}
+
+static void encode_task(struct sdxld *d, struct enc_task *t) {
+    struct job *j = t->job;
+    const int w = j->req.params.width, h = j->req.params.height;
+    const size_t img_bytes = (size_t)w * h * 3;
+    struct job_image imgs[JOB_MAX_IMAGES];
+    char model[256];
+    model_name(d, model, sizeof model);
+    size_t plen = strlen(j->req.prompt) + 512;
+    char *params = malloc(plen);
+    if (!params) {
+        jobs_fail(d->jobs, j, "resource_exhausted", 503, "out of memory encoding the images");
+        return;
+    }
+    for (int i = 0; i < t->count; i++) {
+        uint64_t seed = j->req.seed + (uint64_t)(t->first + i);
+        parameters_text(params, plen, j, seed, model);
+        const struct png_text texts[] = { { "parameters", params },
+                                          { "Software", "sdxld " SDXLD_VERSION } };
+        imgs[i].seed = seed;
+        sd_status st = png_encode(t->buf->data + t->offset + (size_t)i * img_bytes, w, h,
+                                  texts, 2, &imgs[i].png, &imgs[i].len);
+        if (st != SD_OK) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "PNG encoding failed: %s", sd_last_error());
+            LOG_E("job %s: %s", j->id, msg);
+            for (int k = 0; k < i; k++) sd_free(imgs[k].png);
+            free(params);
+            jobs_fail(d->jobs, j, st == SD_ERR_NOMEM ? "resource_exhausted" : "internal",
+                      st == SD_ERR_NOMEM ? 503 : 500, msg);
+            return;
+        }
+    }
+    free(params);
+    jobs_store_images(d->jobs, j, t->first, t->count, imgs);
+}
+
+static void *encoder_main(void *arg) {
+    struct sdxld *d = arg;
+    struct worker *w = d->worker;
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        while (!w->head && !w->enc_stop) pthread_cond_wait(&w->cond, &w->lock);
+        struct enc_task *t = w->head;
+        if (!t) {   /* stopping and drained */
+            pthread_mutex_unlock(&w->lock);
+            return NULL;
+        }
+        w->head = t->next;
+        if (!w->head) w->tail = NULL;
+        pthread_mutex_unlock(&w->lock);
+        encode_task(d, t);
+        jobs_unref(d->jobs, t->job);
+        rgb_unref(t->buf);
+        free(t);
+    }
+}
+
+static void enc_push(struct worker *w, struct enc_task *t) {
+    pthread_mutex_lock(&w->lock);
+    t->next = NULL;
+    if (w->tail) w->tail->next = t; else w->head = t;
+    w->tail = t;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+struct progress_ctx { struct sdxld *d; struct batch *b; };
+
+static int on_progress(void *ud, int step, int total) {
+    struct progress_ctx *c = ud;
+    return jobs_batch_progress(c->d->jobs, c->b, step, total);
+}
+
+static void copy_info(struct sdxld *d, const struct engine *e) {
+    pthread_mutex_lock(&d->info_lock);
+    d->info = *engine_info(e);
+    d->have_info = 1;
+    pthread_mutex_unlock(&d->info_lock);
+}
+
+static void fatal(struct sdxld *d, int code) {
+    atomic_store(&d->fatal_exit, code);
+    sdxld_wake_main(d);
+}
+
+/* Exit status for a failed load: a missing or malformed model is a configuration
+ * problem (no restart loop); anything else may be transient. */
+static int load_exit_code(sd_status st) {
+    switch (st) {
+    case SD_ERR_NOTFOUND: case SD_ERR_FORMAT: case SD_ERR_SHAPE: case SD_ERR_INVALID:
+    case SD_ERR_UNSUPPORTED: case SD_ERR_IO:
+        return SDXLD_EXIT_CONFIG;
+    default:
+        return 1;
+    }
+}
+
+static struct engine *load_engine(struct sdxld *d) {
+    const struct sdxld_config *c = &d->cfg;
+    struct engine_config ec = {
+        .model_dir = c->model,
+        .unet_path = c->unet[0] ? c->unet : NULL,
+        .threads = c->threads,
+    };
+    struct engine *e = NULL;
+    sd_status st;
+    if (!strcmp(c->backend, "auto")) {
+#ifdef SD_HAVE_CUDA_TOOLKIT
+        ec.backend = "cuda";
+        sdxld_status(d, "loading model %s (backend cuda)", c->model);
+        st = engine_load(&e, &ec);
+        if (st == SD_OK) goto loaded;
+        if (st != SD_ERR_CUDA && st != SD_ERR_UNSUPPORTED) goto failed;
+        LOG_W("cuda backend unavailable (%s); falling back to cpu", sd_last_error());
+#endif
+        ec.backend = "cpu";
+    } else {
+        ec.backend = c->backend;
+    }
+    sdxld_status(d, "loading model %s (backend %s)", c->model, ec.backend);
+    st = engine_load(&e, &ec);
+    if (st == SD_OK) goto loaded;
+#ifdef SD_HAVE_CUDA_TOOLKIT
+failed:
+#endif
+    LOG_E("cannot load model %s: %s (%s)", c->model, sd_last_error(), sd_status_name(st));
+    fatal(d, load_exit_code(st));
+    return NULL;
+loaded:
+    snprintf(d->backend, sizeof d->backend, "%s", ec.backend);
+    return e;
+}
+
+static int warm_up(struct sdxld *d, struct engine *e) {
+    struct gen_params p = { .width = d->cfg.default_width, .height = d->cfg.default_height,
+                            .nsteps = d->cfg.default_steps };
+    engine_default_timesteps(p.nsteps, p.timesteps);
+    sd_status st = engine_check_params(e, &p);
+    if (st != SD_OK) {
+        LOG_E("warm-up: default size %dx%d, %d steps is not valid for this model: %s",
+              p.width, p.height, p.nsteps, sd_last_error());
+        fatal(d, SDXLD_EXIT_CONFIG);
+        return -1;
+    }
+    sdxld_status(d, "warming up (one %dx%d generation)", p.width, p.height);
+    uint8_t *rgb = malloc((size_t)p.width * p.height * 3);
+    struct gen_item item = { .prompt = "a lighthouse at dusk", .seed = 0 };
+    struct gen_timings tm = { 0 };
+    double t0 = mono_ms();
+    st = rgb ? engine_generate(e, &p, &item, 1, rgb, &tm, NULL, NULL, NULL) : SD_ERR_NOMEM;
+    free(rgb);
+    if (st != SD_OK) {
+        LOG_E("warm-up generation failed: %s (%s)", sd_last_error(), sd_status_name(st));
+        fatal(d, 1);
+        return -1;
+    }
+    LOG_I("warm-up done in %.0f ms (text %.0f, unet %.0f, vae %.0f)", mono_ms() - t0,
+          tm.text_ms, tm.unet_ms, tm.vae_ms);
+    return 0;
+}
+
+static void run_batch(struct sdxld *d, struct engine *e, struct batch *b, int *stop) {
+    struct worker *w = d->worker;
+    const struct gen_params *p = &b->params;
+    sd_status st = engine_check_params(e, p);
+    if (st != SD_OK) {
+        jobs_batch_done(d->jobs, b, SD_ERR_INVALID, sd_last_error(), NULL, NULL, 0);
+        return;
+    }
+    struct gen_item items[JOB_MAX_IMAGES];
+    int truncated[JOB_MAX_IMAGES];
+    int k = 0;
+    for (int i = 0; i < b->nslices; i++)
+        for (int t = 0; t < b->s[i].count; t++, k++) {
+            items[k].prompt = b->s[i].job->req.prompt;
+            items[k].seed = b->s[i].job->req.seed + (uint64_t)(b->s[i].first + t);
+            items[k].truncated = 0;
+        }
+    const size_t img_bytes = (size_t)p->width * p->height * 3;
+    struct rgb_buf *buf = malloc(sizeof *buf + img_bytes * (size_t)b->images);
+    if (!buf) {
+        jobs_batch_done(d->jobs, b, SD_ERR_NOMEM, "out of memory for the batch's pixels",
+                        NULL, NULL, 0);
+        return;
+    }
+    atomic_init(&buf->refs, 1);
+    struct gen_timings tm = { 0 };
+    struct progress_ctx pc = { d, b };
+    LOG_D("batch: %d image(s) from %d job(s), %dx%d, %d steps", b->images, b->nslices,
+          p->width, p->height, p->nsteps);
+    double t0 = mono_ms();
+    st = engine_generate(e, p, items, b->images, buf->data, &tm, on_progress, &pc, NULL);
+    double gen_ms = mono_ms() - t0;
+    const char *msg = st == SD_OK ? "" : sd_last_error();
+    if (st != SD_OK && st != SD_ERR_CANCELLED)
+        LOG_E("batch of %d image(s) failed: %s (%s)", b->images, msg, sd_status_name(st));
+    for (k = 0; k < b->images; k++) truncated[k] = items[k].truncated;
+    if (st == SD_OK) metrics_batch(d->metrics, b->images, gen_ms / 1e3);
+    /* SD_ERR_CANCELLED with live jobs only happens on a forced stop. */
+    jobs_batch_done(d->jobs, b, st, msg, &tm, truncated, gen_ms);
+    if (st == SD_OK) {
+        size_t off = 0;
+        for (int i = 0; i < b->nslices; i++) {
+            struct enc_task *t = calloc(1, sizeof *t);
+            if (!t) {
+                jobs_fail(d->jobs, b->s[i].job, "resource_exhausted", 503, "out of memory");
+            } else {
+                jobs_lock(d->jobs);
+                jobs_ref_locked(b->s[i].job);
+                jobs_unlock(d->jobs);
+                t->job = b->s[i].job;
+                t->first = b->s[i].first;
+                t->count = b->s[i].count;
+                t->buf = buf;
+                t->offset = off;
+                atomic_fetch_add(&buf->refs, 1);
+                enc_push(w, t);
+            }
+            off += img_bytes * (size_t)b->s[i].count;
+        }
+    }
+    rgb_unref(buf);
+    copy_info(d, e);
+    if (st == SD_ERR_CUDA) {
+        LOG_E("device error: the CUDA context may be unusable; stopping so the service "
+              "manager restarts the daemon");
+        *stop = 1;
+    }
+}
+
+static void *worker_main(void *arg) {
+    struct sdxld *d = arg;
+    atomic_store(&d->phase, PHASE_LOADING);
+    sdxld_wake_main(d);
+    double t0 = mono_ms();
+    struct engine *e = load_engine(d);
+    if (!e) return NULL;
+    copy_info(d, e);
+    LOG_I("model %s loaded in %.0f ms (backend %s, %.1f MiB of weights)", d->info.model_name,
+          mono_ms() - t0, d->backend, d->info.param_bytes / 1048576.0);
+    if (d->cfg.warmup) {
+        atomic_store(&d->phase, PHASE_WARMING);
+        if (warm_up(d, e)) {
+            engine_free(e);
+            return NULL;
+        }
+        copy_info(d, e);
+    }
+    /* A SIGTERM during the load already moved the phase on; keep it. */
+    int expect = d->cfg.warmup ? PHASE_WARMING : PHASE_LOADING;
+    atomic_compare_exchange_strong(&d->phase, &expect, PHASE_READY);
+    sdxld_wake_main(d);
+
+    struct batch *b = malloc(sizeof *b);
+    int stop = !b;
+    while (!stop && jobs_next_batch(d->jobs, b) == 0) {
+        run_batch(d, e, b, &stop);
+        jobs_batch_release(d->jobs, b);
+    }
+    free(b);
+    engine_free(e);
+    if (stop) fatal(d, 1);
+    return NULL;
+}
+
+int worker_start(struct sdxld *d) {
+    struct worker *w = calloc(1, sizeof *w);
+    if (!w) return -1;
+    d->worker = w;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    w->enc = calloc((size_t)d->cfg.encode_threads, sizeof *w->enc);
+    if (!w->enc) return -1;
+    for (int i = 0; i < d->cfg.encode_threads; i++) {
+        if (pthread_create(&w->enc[i], NULL, encoder_main, d)) return -1;
+        w->nenc++;
+    }
+    if (pthread_create(&w->thread, NULL, worker_main, d)) return -1;
+    w->thread_started = 1;
+    return 0;
+}
+
+void worker_join(struct sdxld *d) {
+    struct worker *w = d->worker;
+    if (!w) return;
+    if (w->thread_started) pthread_join(w->thread, NULL);
+    pthread_mutex_lock(&w->lock);
+    w->enc_stop = 1;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    for (int i = 0; i < w->nenc; i++) pthread_join(w->enc[i], NULL);
+    free(w->enc);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+    d->worker = NULL;
+}

@@ -1,0 +1,108 @@
+/* backend.h — the compute backend table.  The model code is written once against these
+ * ops and runs on any backend (CPU fp32 reference now; CUDA in kernels/ + cuda.c).
+ *
+ * Conventions
+ *  - Pointers passed to ops are backend memory (host memory for the CPU backend), from
+ *    be_alloc or an arena built on backend_allocator().  fp32 everywhere at this level.
+ *  - Argument order: outputs, inputs, weights, dimensions, options.
+ *  - Layouts: images NCHW; token sequences [N, L, C] row-major; linear weights [out, in]
+ *    (y = x·Wᵀ + b); conv weights [K, C, kh, kw].
+ *  - Errors are sticky: an op that fails (device error, out of scratch memory) records the
+ *    first failure in be->err and later ops become no-ops; callers check backend_status()
+ *    at the end of a forward pass.  This keeps model code free of per-op branches, and
+ *    matches how device errors surface (asynchronously) anyway.
+ *  - In-place is allowed where noted (out == inp).
+ *  - Threading: a backend belongs to one thread at a time. */
+#ifndef SD_BACKEND_H
+#define SD_BACKEND_H
+
+#include "../core/arena.h"
+#include "../core/core.h"
+
+enum act_kind { ACT_SILU, ACT_GELU, ACT_QUICK_GELU };
+
+struct backend;
+
+struct backend_ops {
+    void *(*alloc)(struct backend *be, size_t bytes);
+    void (*free)(struct backend *be, void *p);
+    void (*upload)(struct backend *be, void *dst, const void *src, size_t bytes);
+    void (*download)(struct backend *be, void *dst, const void *src, size_t bytes);
+    void (*copy)(struct backend *be, void *dst, const void *src, size_t bytes);
+    void (*zero)(struct backend *be, void *dst, size_t bytes);
+    void (*sync)(struct backend *be);
+    void (*destroy)(struct backend *be);
+
+    /* C[b] = alpha·op(A[b])·op(B[b]) + beta·C[b], row-major, b < batch, strides in floats.
+     * op(A) is M×K, op(B) is K×N; ta/tb transpose the stored matrix. */
+    void (*gemm)(struct backend *be, int ta, int tb, int M, int N, int K, float alpha,
+                 const float *A, int lda, long long sA, const float *B, int ldb, long long sB,
+                 float beta, float *C, int ldc, long long sC, int batch);
+    /* out[R, O] = inp[R, I]·w[O, I]ᵀ + b[O] (b may be NULL). */
+    void (*linear)(struct backend *be, float *out, const float *inp, const float *w,
+                   const float *b, int R, int I, int O);
+    /* out[N,K,Ho,Wo] = conv(inp[N,C,H,W], w[K,C,kh,kw]) + b[K]; padding per side (top,
+     * left, bottom, right) so the VAE encoder's right/bottom-only padding is expressible.
+     * Ho = (H + pt + pb - kh)/stride + 1.  b may be NULL. */
+    void (*conv2d)(struct backend *be, float *out, const float *inp, const float *w,
+                   const float *b, int N, int C, int H, int W, int K, int kh, int kw,
+                   int stride, int pt, int pl, int pb, int pr);
+    /* GroupNorm over (C/G channels × HW) per sample and group, affine; silu applies SiLU
+     * to the result (the usual GN→SiLU pair).  In-place allowed. */
+    void (*group_norm)(struct backend *be, float *out, const float *inp, const float *w,
+                       const float *b, int N, int C, int HW, int G, float eps, int silu);
+    /* LayerNorm over the last dim C of R rows.  In-place allowed. */
+    void (*layer_norm)(struct backend *be, float *out, const float *inp, const float *w,
+                       const float *b, int R, int C, float eps);
+    /* Multi-head attention.  q[n, i, h·D + d] lives at q + n·Lq·ldq + i·ldq + h·D + d
+     * (likewise k, v with Lk and ldk/ldv; out with Lq and ldo), so fused QKV buffers
+     * work.  softmax(scale·q·kᵀ) over keys in fp32; causal masks keys j > i. */
+    void (*attention)(struct backend *be, float *out, const float *q, const float *k,
+                      const float *v, int N, int H, int Lq, int Lk, int D, int ldq, int ldk,
+                      int ldv, int ldo, float scale, int causal);
+    void (*act)(struct backend *be, float *out, const float *inp, long long n, enum act_kind kind);
+    /* inp [R, 2C] = [a | g] -> out [R, C] = a·GELU(g). */
+    void (*geglu)(struct backend *be, float *out, const float *inp, int R, int C);
+    /* nearest ×2: inp [N,C,H,W] -> out [N,C,2H,2W]. */
+    void (*upsample2x)(struct backend *be, float *out, const float *inp, int N, int C, int H, int W);
+    /* Sinusoidal embedding of N scalars t (host array): out [N, dim], cos first when
+     * flip_sin_to_cos, exponent −ln(max_period)·i/(half − shift). */
+    void (*timestep_embedding)(struct backend *be, float *out, const float *t_host, int N,
+                               int dim, int flip_sin_to_cos, float shift, float max_period);
+    /* out[i] = table[ids[i]] rows of D floats; ids on the host. */
+    void (*embedding)(struct backend *be, float *out, const float *table, const int *ids_host,
+                      int n, int D);
+    /* out = alpha·a + beta·b (b may be NULL: out = alpha·a).  In-place allowed. */
+    void (*axpby)(struct backend *be, float *out, float alpha, const float *a, float beta,
+                  const float *b, long long n);
+    /* out[n, c, :] += v[n, c] over HW (resnet time embedding). */
+    void (*add_channel)(struct backend *be, float *out, const float *v, int N, int C, int HW);
+    /* out[n] = [a[n] (Ca×HW) ; b[n] (Cb×HW)] on the channel axis. */
+    void (*concat_channels)(struct backend *be, float *out, const float *a, int Ca,
+                            const float *b, int Cb, int N, int HW);
+    /* out[n, c, r] = inp[n, r, c]: NCHW <-> [N, HW, C]. */
+    void (*transpose)(struct backend *be, float *out, const float *inp, int N, int R, int C);
+};
+
+struct backend {
+    const char *name;
+    const struct backend_ops *ops;
+    void *impl;
+    int threads;
+    sd_status err;          /* sticky first error; message in err_msg */
+    char err_msg[512];
+};
+
+/* "cpu" or "cuda".  threads: 0 = all cores. */
+sd_status backend_create(struct backend **out, const char *name, int threads);
+void backend_destroy(struct backend *be);
+/* SD_OK, or the first error any op hit (and its message is made current). */
+sd_status backend_status(struct backend *be);
+/* Record an op failure (first one wins).  For backend implementations. */
+void backend_set_error(struct backend *be, sd_status st, const char *msg);
+/* An arena allocator drawing backend memory. */
+struct arena_allocator backend_allocator(struct backend *be);
+
+sd_status backend_cpu_create(struct backend **out, int threads);
+
+#endif

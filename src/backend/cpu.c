@@ -1,0 +1,384 @@
+/* cpu.c — the fp32 CPU backend: the reference every other backend is tested against.
+ *
+ * Written for clarity first and speed second: GEMM goes to OpenBLAS (or the blocked
+ * fallback), convolution is im2col + GEMM over column tiles (so scratch stays bounded
+ * at any image size), attention is GEMM + row softmax over query tiles.  The remaining
+ * ops are simple loops, parallelised with pthreads where they touch whole activations.
+ * Scratch (im2col tiles, attention scores) lives in one buffer that only ever grows,
+ * so steady-state forward passes allocate nothing. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "cpu_internal.h"
+
+#ifdef SD_HAVE_BLAS
+#include <cblas.h>
+void openblas_set_num_threads(int);
+#endif
+
+#define SCRATCH_TILE_FLOATS (8u << 20)   /* 32 MiB per im2col / score tile */
+
+struct cpu {
+    float *scratch;
+    size_t scratch_floats;
+};
+
+static float *scratch(struct backend *be, size_t n) {
+    struct cpu *c = be->impl;
+    if (n > c->scratch_floats) {
+        float *p = sd_realloc(c->scratch, n * sizeof(float));
+        if (!p) { backend_set_error(be, SD_ERR_NOMEM, sd_last_error()); return NULL; }
+        c->scratch = p;
+        c->scratch_floats = n;
+    }
+    return c->scratch;
+}
+
+#define BAIL(be) do { if ((be)->err) return; } while (0)
+
+/* ---- memory ---- */
+
+static void *cpu_alloc(struct backend *be, size_t n) { (void)be; return sd_malloc(n ? n : 1); }
+static void cpu_free(struct backend *be, void *p) { (void)be; sd_free(p); }
+static void cpu_memcpy(struct backend *be, void *d, const void *s, size_t n) { (void)be; if (n) memmove(d, s, n); }
+static void cpu_zero(struct backend *be, void *d, size_t n) { (void)be; memset(d, 0, n); }
+static void cpu_sync(struct backend *be) { (void)be; }
+static void cpu_destroy(struct backend *be) {
+    struct cpu *c = be->impl;
+    sd_free(c->scratch);
+    sd_free(c);
+    sd_free(be);
+}
+
+/* ---- GEMM family ---- */
+
+static void cpu_gemm(struct backend *be, int ta, int tb, int M, int N, int K, float alpha,
+                     const float *A, int lda, long long sA, const float *B, int ldb, long long sB,
+                     float beta, float *C, int ldc, long long sC, int batch) {
+    BAIL(be);
+    for (int b = 0; b < batch; b++)
+        cpu_sgemm(be->threads, ta, tb, M, N, K, alpha, A + b * sA, lda, B + b * sB, ldb, beta,
+                  C + b * sC, ldc);
+}
+
+static void cpu_linear(struct backend *be, float *out, const float *inp, const float *w,
+                       const float *b, int R, int nin, int nout) {
+    BAIL(be);
+    if (b)
+        for (int r = 0; r < R; r++) memcpy(out + (size_t)r * nout, b, sizeof(float) * nout);
+    cpu_sgemm(be->threads, 0, 1, R, nout, nin, 1.0f, inp, nin, w, nin, b ? 1.0f : 0.0f, out, nout);
+}
+
+struct im2col_ctx {
+    const float *x; float *col;
+    int C, H, W, kh, kw, stride, pt, pl, Wo, p0, np;
+};
+
+static void im2col_rows(void *p, long long lo, long long hi) {
+    struct im2col_ctx *g = p;
+    for (long long r = lo; r < hi; r++) {        /* r = (c, ki, kj) */
+        int c = (int)(r / (g->kh * g->kw)), ki = (int)(r / g->kw % g->kh), kj = (int)(r % g->kw);
+        const float *xc = g->x + (size_t)c * g->H * g->W;
+        float *dst = g->col + (size_t)r * g->np;
+        for (int q = 0; q < g->np; q++) {
+            int p_ = g->p0 + q, oy = p_ / g->Wo, ox = p_ % g->Wo;
+            int iy = oy * g->stride - g->pt + ki, ix = ox * g->stride - g->pl + kj;
+            dst[q] = (iy >= 0 && iy < g->H && ix >= 0 && ix < g->W) ? xc[(size_t)iy * g->W + ix] : 0.0f;
+        }
+    }
+}
+
+static void cpu_conv2d(struct backend *be, float *out, const float *inp, const float *w,
+                       const float *b, int N, int C, int H, int W, int K, int kh, int kw,
+                       int stride, int pt, int pl, int pb, int pr) {
+    BAIL(be);
+    int Ho = (H + pt + pb - kh) / stride + 1, Wo = (W + pl + pr - kw) / stride + 1;
+    long long P = (long long)Ho * Wo, CK = (long long)C * kh * kw;
+    int direct = kh == 1 && kw == 1 && stride == 1 && !pt && !pl && !pb && !pr;
+    int tile = direct ? (int)P : (int)(SCRATCH_TILE_FLOATS / CK);
+    if (tile < 1) tile = 1;
+    if (tile > P) tile = (int)P;
+    float *col = direct ? NULL : scratch(be, (size_t)CK * tile);
+    if (!direct && !col) return;
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C * H * W;
+        float *y = out + (size_t)n * K * P;
+        for (int k = 0; k < K; k++) {
+            float bias = b ? b[k] : 0.0f;
+            for (long long p_ = 0; p_ < P; p_++) y[k * P + p_] = bias;
+        }
+        if (direct) {
+            cpu_sgemm(be->threads, 0, 0, K, (int)P, C, 1.0f, w, C, x, (int)P, 1.0f, y, (int)P);
+            continue;
+        }
+        for (long long p0 = 0; p0 < P; p0 += tile) {
+            int np = (int)(P - p0 < tile ? P - p0 : tile);
+            struct im2col_ctx g = { x, col, C, H, W, kh, kw, stride, pt, pl, Wo, (int)p0, np };
+            cpu_parallel(CK * np > 65536 ? be->threads : 1, CK, im2col_rows, &g);
+            cpu_sgemm(be->threads, 0, 0, K, np, (int)CK, 1.0f, w, (int)CK, col, np, 1.0f, y + p0, (int)P);
+        }
+    }
+}
+
+/* ---- normalisation ---- */
+
+struct gn_ctx { float *out; const float *inp, *w, *b; int C, HW, G; float eps; int silu; };
+
+static void gn_groups(void *p, long long lo, long long hi) {
+    struct gn_ctx *g = p;
+    int cpg = g->C / g->G;
+    for (long long ng = lo; ng < hi; ng++) {
+        long long n = ng / g->G, grp = ng % g->G;
+        size_t base = ((size_t)n * g->C + (size_t)grp * cpg) * g->HW, cnt = (size_t)cpg * g->HW;
+        const float *x = g->inp + base;
+        double s = 0, ss = 0;
+        for (size_t i = 0; i < cnt; i++) s += x[i];
+        double mean = s / cnt;
+        for (size_t i = 0; i < cnt; i++) { double d = x[i] - mean; ss += d * d; }
+        float rstd = (float)(1.0 / sqrt(ss / cnt + g->eps)), m = (float)mean;
+        float *y = g->out + base;
+        for (int c = 0; c < cpg; c++) {
+            int ch = (int)grp * cpg + c;
+            float sc = rstd * (g->w ? g->w[ch] : 1.0f), sh = g->b ? g->b[ch] : 0.0f;
+            for (int i = 0; i < g->HW; i++) {
+                float v = (x[(size_t)c * g->HW + i] - m) * sc + sh;
+                if (g->silu) v = v / (1.0f + expf(-v));
+                y[(size_t)c * g->HW + i] = v;
+            }
+        }
+    }
+}
+
+static void cpu_group_norm(struct backend *be, float *out, const float *inp, const float *w,
+                           const float *b, int N, int C, int HW, int G, float eps, int silu) {
+    BAIL(be);
+    struct gn_ctx g = { out, inp, w, b, C, HW, G, eps, silu };
+    cpu_parallel((long long)N * C * HW > 65536 ? be->threads : 1, (long long)N * G, gn_groups, &g);
+}
+
+static void cpu_layer_norm(struct backend *be, float *out, const float *inp, const float *w,
+                           const float *b, int R, int C, float eps) {
+    BAIL(be);
+    for (int r = 0; r < R; r++) {
+        const float *x = inp + (size_t)r * C;
+        float *y = out + (size_t)r * C;
+        double s = 0, ss = 0;
+        for (int i = 0; i < C; i++) s += x[i];
+        double mean = s / C;
+        for (int i = 0; i < C; i++) { double d = x[i] - mean; ss += d * d; }
+        float rstd = (float)(1.0 / sqrt(ss / C + eps)), m = (float)mean;
+        for (int i = 0; i < C; i++) y[i] = (x[i] - m) * rstd * w[i] + b[i];
+    }
+}
+
+/* ---- attention ---- */
+
+static void softmax_rows(float *s, int rows, int L, int causal_from) {
+    for (int i = 0; i < rows; i++) {
+        float *r = s + (size_t)i * L;
+        int n = causal_from >= 0 ? causal_from + i + 1 : L;   /* keys 0..n-1 visible */
+        if (n > L) n = L;
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) mx = r[j] > mx ? r[j] : mx;
+        double sum = 0;
+        for (int j = 0; j < n; j++) { r[j] = expf(r[j] - mx); sum += r[j]; }
+        float inv = (float)(1.0 / sum);
+        for (int j = 0; j < n; j++) r[j] *= inv;
+        for (int j = n; j < L; j++) r[j] = 0.0f;
+    }
+}
+
+static void cpu_attention(struct backend *be, float *out, const float *q, const float *k,
+                          const float *v, int N, int H, int Lq, int Lk, int D, int ldq, int ldk,
+                          int ldv, int ldo, float scale, int causal) {
+    BAIL(be);
+    int tile = (int)(SCRATCH_TILE_FLOATS / (size_t)Lk);
+    if (tile < 1) tile = 1;
+    if (tile > Lq) tile = Lq;
+    float *s = scratch(be, (size_t)tile * Lk);
+    if (!s) return;
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < H; h++) {
+            const float *qn = q + (size_t)n * Lq * ldq + h * D;
+            const float *kn = k + (size_t)n * Lk * ldk + h * D;
+            const float *vn = v + (size_t)n * Lk * ldv + h * D;
+            float *on = out + (size_t)n * Lq * ldo + h * D;
+            for (int i0 = 0; i0 < Lq; i0 += tile) {
+                int rows = Lq - i0 < tile ? Lq - i0 : tile;
+                cpu_sgemm(be->threads, 0, 1, rows, Lk, D, scale, qn + (size_t)i0 * ldq, ldq, kn, ldk,
+                          0.0f, s, Lk);
+                softmax_rows(s, rows, Lk, causal ? i0 : -1);
+                cpu_sgemm(be->threads, 0, 0, rows, D, Lk, 1.0f, s, Lk, vn, ldv, 0.0f,
+                          on + (size_t)i0 * ldo, ldo);
+            }
+        }
+}
+
+/* ---- elementwise ---- */
+
+static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+
+struct act_ctx { float *out; const float *inp; enum act_kind kind; };
+
+static void act_range(void *p, long long lo, long long hi) {
+    struct act_ctx *g = p;
+    for (long long i = lo; i < hi; i++) {
+        float x = g->inp[i];
+        switch (g->kind) {
+        case ACT_SILU: g->out[i] = x / (1.0f + expf(-x)); break;
+        case ACT_GELU: g->out[i] = gelu_erf(x); break;
+        case ACT_QUICK_GELU: g->out[i] = x / (1.0f + expf(-1.702f * x)); break;
+        }
+    }
+}
+
+static void cpu_act(struct backend *be, float *out, const float *inp, long long n, enum act_kind kind) {
+    BAIL(be);
+    struct act_ctx g = { out, inp, kind };
+    cpu_parallel(n > 65536 ? be->threads : 1, n, act_range, &g);
+}
+
+static void cpu_geglu(struct backend *be, float *out, const float *inp, int R, int C) {
+    BAIL(be);
+    for (int r = 0; r < R; r++) {
+        const float *a = inp + (size_t)r * 2 * C, *g = a + C;
+        float *y = out + (size_t)r * C;
+        for (int i = 0; i < C; i++) y[i] = a[i] * gelu_erf(g[i]);
+    }
+}
+
+static void cpu_upsample2x(struct backend *be, float *out, const float *inp, int N, int C, int H, int W) {
+    BAIL(be);
+    for (long long nc = 0; nc < (long long)N * C; nc++) {
+        const float *x = inp + nc * H * W;
+        float *y = out + nc * 4 * H * W;
+        for (int i = 0; i < 2 * H; i++)
+            for (int j = 0; j < 2 * W; j++) y[(size_t)i * 2 * W + j] = x[(size_t)(i / 2) * W + j / 2];
+    }
+}
+
+static void cpu_timestep_embedding(struct backend *be, float *out, const float *t, int N, int dim,
+                                   int flip, float shift, float max_period) {
+    BAIL(be);
+    int half = dim / 2;
+    for (int n = 0; n < N; n++) {
+        float *y = out + (size_t)n * dim;
+        for (int i = 0; i < half; i++) {
+            /* fp32 throughout, as diffusers computes it */
+            float f = expf(-logf(max_period) * (float)i / ((float)half - shift));
+            float a = t[n] * f;
+            y[flip ? i : half + i] = cosf(a);
+            y[flip ? half + i : i] = sinf(a);
+        }
+        if (dim % 2) y[dim - 1] = 0.0f;
+    }
+}
+
+static void cpu_embedding(struct backend *be, float *out, const float *table, const int *ids,
+                          int n, int D) {
+    BAIL(be);
+    for (int i = 0; i < n; i++) memcpy(out + (size_t)i * D, table + (size_t)ids[i] * D, sizeof(float) * D);
+}
+
+static void cpu_axpby(struct backend *be, float *out, float alpha, const float *a, float beta,
+                      const float *b, long long n) {
+    BAIL(be);
+    if (b) for (long long i = 0; i < n; i++) out[i] = alpha * a[i] + beta * b[i];
+    else for (long long i = 0; i < n; i++) out[i] = alpha * a[i];
+}
+
+static void cpu_add_channel(struct backend *be, float *out, const float *v, int N, int C, int HW) {
+    BAIL(be);
+    for (long long nc = 0; nc < (long long)N * C; nc++) {
+        float a = v[nc];
+        float *y = out + nc * HW;
+        for (int i = 0; i < HW; i++) y[i] += a;
+    }
+}
+
+static void cpu_concat_channels(struct backend *be, float *out, const float *a, int Ca,
+                                const float *b, int Cb, int N, int HW) {
+    BAIL(be);
+    for (int n = 0; n < N; n++) {
+        float *y = out + (size_t)n * (Ca + Cb) * HW;
+        memcpy(y, a + (size_t)n * Ca * HW, sizeof(float) * Ca * HW);
+        memcpy(y + (size_t)Ca * HW, b + (size_t)n * Cb * HW, sizeof(float) * Cb * HW);
+    }
+}
+
+static void cpu_transpose(struct backend *be, float *out, const float *inp, int N, int R, int C) {
+    BAIL(be);
+    enum { T = 32 };
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * R * C;
+        float *y = out + (size_t)n * R * C;
+        for (int r0 = 0; r0 < R; r0 += T)
+            for (int c0 = 0; c0 < C; c0 += T)
+                for (int r = r0; r < r0 + T && r < R; r++)
+                    for (int c = c0; c < c0 + T && c < C; c++) y[(size_t)c * R + r] = x[(size_t)r * C + c];
+    }
+}
+
+static const struct backend_ops cpu_ops = {
+    .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_memcpy, .download = cpu_memcpy,
+    .copy = cpu_memcpy, .zero = cpu_zero, .sync = cpu_sync, .destroy = cpu_destroy,
+    .gemm = cpu_gemm, .linear = cpu_linear, .conv2d = cpu_conv2d,
+    .group_norm = cpu_group_norm, .layer_norm = cpu_layer_norm, .attention = cpu_attention,
+    .act = cpu_act, .geglu = cpu_geglu, .upsample2x = cpu_upsample2x,
+    .timestep_embedding = cpu_timestep_embedding, .embedding = cpu_embedding,
+    .axpby = cpu_axpby, .add_channel = cpu_add_channel,
+    .concat_channels = cpu_concat_channels, .transpose = cpu_transpose,
+};
+
+sd_status backend_cpu_create(struct backend **out, int threads) {
+    *out = NULL;
+    struct backend *be = sd_calloc(1, sizeof *be);
+    struct cpu *c = sd_calloc(1, sizeof *c);
+    if (!be || !c) { sd_free(be); sd_free(c); return SD_ERR_NOMEM; }
+    if (threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (int)n : 1;
+    }
+    be->name = "cpu";
+    be->ops = &cpu_ops;
+    be->impl = c;
+    be->threads = threads;
+#ifdef SD_HAVE_BLAS
+    openblas_set_num_threads(threads);
+#endif
+    *out = be;
+    return SD_OK;
+}
+
+/* ---- backend-independent helpers ---- */
+
+sd_status backend_create(struct backend **out, const char *name, int threads) {
+    if (!name || !strcmp(name, "cpu")) return backend_cpu_create(out, threads);
+    if (!strcmp(name, "cuda"))
+        return sd_fail(SD_ERR_UNSUPPORTED, "backend 'cuda' is not built into this sdxld yet");
+    return sd_fail(SD_ERR_INVALID, "unknown backend '%s' (cpu, cuda)", name);
+}
+
+void backend_destroy(struct backend *be) { if (be) be->ops->destroy(be); }
+
+void backend_set_error(struct backend *be, sd_status st, const char *msg) {
+    if (be->err) return;
+    be->err = st;
+    snprintf(be->err_msg, sizeof be->err_msg, "%s", msg);
+}
+
+sd_status backend_status(struct backend *be) {
+    if (!be->err) return SD_OK;
+    return sd_fail(be->err, "%s backend: %s", be->name, be->err_msg);
+}
+
+static void *be_arena_alloc(void *ud, size_t n) { struct backend *be = ud; return be->ops->alloc(be, n); }
+static void be_arena_free(void *ud, void *p) { struct backend *be = ud; be->ops->free(be, p); }
+
+struct arena_allocator backend_allocator(struct backend *be) {
+    return (struct arena_allocator){ be_arena_alloc, be_arena_free, be };
+}

@@ -1,0 +1,14 @@
+/* cpu_internal.h — shared between cpu.c and cpu_gemm.c. */
+#ifndef SD_CPU_INTERNAL_H
+#define SD_CPU_INTERNAL_H
+
+/* Run fn(ctx, lo, hi) over [0, n) split across up to nthreads pthreads (the calling
+ * thread takes the first share).  Falls back to one thread if threads can't start. */
+void cpu_parallel(int nthreads, long long n, void (*fn)(void *ctx, long long lo, long long hi),
+                  void *ctx);
+
+/* Row-major sgemm on host memory, one matrix. */
+void cpu_sgemm(int nthreads, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+               int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+#endif

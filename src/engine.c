@@ -1,0 +1,380 @@
+/* engine.c — see engine.h.  Owns the backend, both tokenizers and text encoders, the
+ * UNet, the VAE, the schedule and the activation arena.  Every call resets the
+ * activation arena at the end; the first call sizes it, later calls allocate nothing. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine.h"
+#include "core/rng.h"
+#include "model/clip.h"
+#include "model/unet.h"
+#include "model/vae.h"
+#include "sample/sampler.h"
+#include "text/tokenizer.h"
+
+struct engine {
+    struct backend *be;
+    struct tokenizer *tok1, *tok2;
+    struct clip te1, te2;
+    struct unet *unet;          /* heap: its weight table points into it, so it never moves */
+    struct vae vae;
+    struct schedule sched;
+    struct sched_config sched_cfg;
+    struct arena acts;
+    struct engine_info info;
+    char *model_dir;
+    int loaded_te1, loaded_te2, loaded_vae;
+};
+
+static sd_status load_part(const char *dir, const char *sub, char **path) {
+    *path = sd_path_join(dir, sub);
+    return *path ? SD_OK : SD_ERR_NOMEM;
+}
+
+void engine_free(struct engine *e) {
+    if (!e) return;
+    if (e->loaded_te1) clip_free(&e->te1);
+    if (e->loaded_te2) clip_free(&e->te2);
+    if (e->unet) { unet_free(e->unet); sd_free(e->unet); }
+    if (e->loaded_vae) vae_free(&e->vae);
+    tokenizer_free(e->tok1);
+    tokenizer_free(e->tok2);
+    schedule_free(&e->sched);
+    arena_free(&e->acts);
+    backend_destroy(e->be);
+    sd_free(e->model_dir);
+    sd_free(e);
+}
+
+static const char *base_name(const char *p) {
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/') n--;
+    const char *s = p + n;
+    while (s > p && s[-1] != '/') s--;
+    return s;
+}
+
+/* Cross-checks between the parts' configs (spec/sdxl.md §8). */
+static sd_status check_consistency(struct engine *e) {
+    const struct unet_config *u = &e->unet->cfg;
+    int cross = e->te1.cfg.hidden + e->te2.cfg.hidden;
+    if (u->cross_dim != cross)
+        return sd_fail(SD_ERR_FORMAT, "unet cross_attention_dim %d != text_encoder hidden %d + text_encoder_2 hidden %d",
+                       u->cross_dim, e->te1.cfg.hidden, e->te2.cfg.hidden);
+    if (e->unet->pooled_dim != e->te2.cfg.projection_dim)
+        return sd_fail(SD_ERR_FORMAT, "unet expects a pooled embedding of %d, text_encoder_2 projects to %d",
+                       e->unet->pooled_dim, e->te2.cfg.projection_dim);
+    if (u->in_ch != e->vae.cfg.latent_ch || u->out_ch != e->vae.cfg.latent_ch)
+        return sd_fail(SD_ERR_FORMAT, "unet in/out channels %d/%d != vae latent_channels %d", u->in_ch, u->out_ch,
+                       e->vae.cfg.latent_ch);
+    int L = tokenizer_max_length(e->tok1);
+    if (L != tokenizer_max_length(e->tok2) || L > e->te1.cfg.max_pos || L > e->te2.cfg.max_pos)
+        return sd_fail(SD_ERR_FORMAT, "tokenizer max length %d does not fit the text encoders", L);
+    return SD_OK;
+}
+
+sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
+    *out = NULL;
+    if (!cfg->model_dir) return sd_fail(SD_ERR_INVALID, "no model folder given");
+    struct engine *e = sd_calloc(1, sizeof *e);
+    if (!e) return SD_ERR_NOMEM;
+    char *p = NULL;
+    sd_status st;
+    const char *dir = cfg->model_dir;
+    double t0 = sd_now_ms();
+    if (!(e->model_dir = sd_strdup(dir))) { st = SD_ERR_NOMEM; goto fail; }
+    if ((st = backend_create(&e->be, cfg->backend ? cfg->backend : "cpu", cfg->threads))) goto fail;
+    if ((st = load_part(dir, "tokenizer", &p)) || (st = tokenizer_load(&e->tok1, p))) goto fail;
+    sd_free(p); p = NULL;
+    if ((st = load_part(dir, "tokenizer_2", &p)) || (st = tokenizer_load(&e->tok2, p))) goto fail;
+    sd_free(p); p = NULL;
+    if ((st = load_part(dir, "text_encoder", &p)) || (st = clip_load(&e->te1, e->be, p, 0))) goto fail;
+    e->loaded_te1 = 1;
+    sd_free(p); p = NULL;
+    if ((st = load_part(dir, "text_encoder_2", &p)) || (st = clip_load(&e->te2, e->be, p, 1))) goto fail;
+    e->loaded_te2 = 1;
+    sd_free(p); p = NULL;
+    if (!(e->unet = sd_calloc(1, sizeof *e->unet))) { st = SD_ERR_NOMEM; goto fail; }
+    if ((st = load_part(dir, "unet", &p)) || (st = unet_load(e->unet, e->be, p, cfg->unet_path))) {
+        sd_free(e->unet);
+        e->unet = NULL;
+        goto fail;
+    }
+    sd_free(p); p = NULL;
+    if ((st = load_part(dir, "vae", &p)) || (st = vae_load(&e->vae, e->be, p))) goto fail;
+    e->loaded_vae = 1;
+    sd_free(p); p = NULL;
+    if ((st = load_part(dir, "scheduler/scheduler_config.json", &p)) ||
+        (st = sched_config_load(&e->sched_cfg, p)) || (st = schedule_init(&e->sched, &e->sched_cfg)))
+        goto fail;
+    sd_free(p); p = NULL;
+    if ((st = check_consistency(e))) goto fail;
+    struct arena_allocator al = backend_allocator(e->be);
+    arena_init(&e->acts, "activations", &al, 1);
+
+    struct engine_info *in = &e->info;
+    if (cfg->unet_path) snprintf(in->model_name, sizeof in->model_name, "%s:%s", base_name(dir), base_name(cfg->unet_path));
+    else snprintf(in->model_name, sizeof in->model_name, "%s", base_name(dir));
+    in->latent_channels = e->vae.cfg.latent_ch;
+    in->vae_scale = vae_scale(&e->vae);
+    in->max_tokens = tokenizer_max_length(e->tok1);
+    in->default_width = in->default_height = e->unet->cfg.sample_size * in->vae_scale;
+    in->backend = e->be->name;
+    in->param_bytes = arena_capacity(&e->te1.params) + arena_capacity(&e->te2.params) +
+                      arena_capacity(&e->unet->params) + arena_capacity(&e->vae.params);
+    LOG_I("loaded %s on %s in %.0f ms: %.1f MiB of weights", in->model_name, in->backend,
+          sd_now_ms() - t0, in->param_bytes / 1048576.0);
+    *out = e;
+    return SD_OK;
+fail:
+    if (p) sd_wrap(st, "loading %s", p);
+    sd_free(p);
+    engine_free(e);
+    return st;
+}
+
+const struct engine_info *engine_info(const struct engine *e) { return &e->info; }
+
+void engine_dims(const struct engine *e, struct engine_dims *d) {
+    d->L = tokenizer_max_length(e->tok1);
+    d->D1 = e->te1.cfg.hidden;
+    d->D2 = e->te2.cfg.hidden;
+    d->P = e->te2.cfg.projection_dim;
+    d->cross = e->unet->cfg.cross_dim;
+    d->latent_ch = e->vae.cfg.latent_ch;
+    d->unet_in = e->unet->cfg.in_ch;
+}
+
+void engine_default_timesteps(int nsteps, int *ts) {
+    if (nsteps == 1) { ts[0] = 399; return; }
+    for (int i = 0; i < nsteps; i++) ts[i] = 999 - (int)((long)i * 1000 / nsteps);  /* 4: 999 749 499 249 */
+}
+
+sd_status engine_check_params(const struct engine *e, const struct gen_params *p) {
+    int s = e->info.vae_scale * (1 << (e->unet->cfg.nlevels - 1));
+    if (p->width < s || p->width % s || p->width > 16384)
+        return sd_fail(SD_ERR_INVALID, "width %d must be a positive multiple of %d", p->width, s);
+    if (p->height < s || p->height % s || p->height > 16384)
+        return sd_fail(SD_ERR_INVALID, "height %d must be a positive multiple of %d", p->height, s);
+    if (p->nsteps < 1 || p->nsteps > ENGINE_MAX_STEPS)
+        return sd_fail(SD_ERR_INVALID, "steps %d outside [1, %d]", p->nsteps, ENGINE_MAX_STEPS);
+    for (int k = 0; k < p->nsteps; k++)
+        if (p->timesteps[k] < 0 || p->timesteps[k] >= e->sched.T || (k && p->timesteps[k] >= p->timesteps[k - 1]))
+            return sd_fail(SD_ERR_INVALID, "timesteps must be strictly decreasing in [0, %d]", e->sched.T - 1);
+    return SD_OK;
+}
+
+/* Run fn with a fresh error state; returns the backend's first error, if any. */
+static sd_status finish(struct engine *e, sd_status st) {
+    sd_status bst = backend_status(e->be);
+    e->be->err = SD_OK;
+    arena_reset(&e->acts, 0);
+    e->info.scratch_bytes = e->acts.peak;
+    return st ? st : bst;
+}
+
+/* Text conditioning on the backend: ctx [n, L, cross] and pooled [n, P]. */
+static sd_status encode_device(struct engine *e, struct fwd *f, const char *const *prompts, int n,
+                               float *ctx, float *pooled, struct engine_text *out) {
+    struct backend *be = e->be;
+    int L = tokenizer_max_length(e->tok1), D1 = e->te1.cfg.hidden, D2 = e->te2.cfg.hidden;
+    size_t R = (size_t)n * L;
+    int64_t *ids = sd_malloc(sizeof(int64_t) * R * 2);
+    int *ids32 = sd_malloc(sizeof(int) * R * 2);
+    sd_status st = SD_OK;
+    if (!ids || !ids32) { st = SD_ERR_NOMEM; goto out; }
+    for (int i = 0; i < n && !st; i++) {
+        int tr1 = 0, tr2 = 0;
+        st = tokenizer_encode(e->tok1, prompts[i], ids + (size_t)i * L, &tr1);
+        if (!st) st = tokenizer_encode(e->tok2, prompts[i], ids + R + (size_t)i * L, &tr2);
+        if (out && out->truncated) out->truncated[i] = tr1 || tr2;
+    }
+    if (st) goto out;
+    for (size_t i = 0; i < 2 * R; i++) ids32[i] = (int)ids[i];
+    if (out && out->ids1) memcpy(out->ids1, ids, sizeof(int64_t) * R);
+    if (out && out->ids2) memcpy(out->ids2, ids + R, sizeof(int64_t) * R);
+    float *p1 = fwd_alloc(f, R * D1), *p2 = fwd_alloc(f, R * D2);
+    float *last1 = out && out->te1_last ? fwd_alloc(f, R * D1) : NULL;
+    clip_forward(f, &e->te1, ids32, n, L, p1, last1, NULL);
+    clip_forward(f, &e->te2, ids32 + R, n, L, p2, NULL, pooled);
+    be->ops->concat_channels(be, ctx, p1, D1, p2, D2, (int)R, 1);
+    if ((st = backend_status(be))) goto out;
+    if (out) {
+        if (out->te1_penult) be->ops->download(be, out->te1_penult, p1, R * D1 * sizeof(float));
+        if (out->te1_last) be->ops->download(be, out->te1_last, last1, R * D1 * sizeof(float));
+        if (out->te2_penult) be->ops->download(be, out->te2_penult, p2, R * D2 * sizeof(float));
+    }
+out:
+    sd_free(ids);
+    sd_free(ids32);
+    return st;
+}
+
+sd_status engine_encode(struct engine *e, const char *const *prompts, int n, struct engine_text *out) {
+    struct fwd f = { e->be, &e->acts };
+    int L = tokenizer_max_length(e->tok1), P = e->te2.cfg.projection_dim, X = e->unet->cfg.cross_dim;
+    float *ctx = fwd_alloc(&f, (size_t)n * L * X), *pooled = fwd_alloc(&f, (size_t)n * P);
+    sd_status st = ctx && pooled ? encode_device(e, &f, prompts, n, ctx, pooled, out) : SD_OK;
+    if (!st && !e->be->err) {
+        if (out->context) e->be->ops->download(e->be, out->context, ctx, (size_t)n * L * X * sizeof(float));
+        if (out->pooled) e->be->ops->download(e->be, out->pooled, pooled, (size_t)n * P * sizeof(float));
+    }
+    return finish(e, st);
+}
+
+/* Upload n floats of host data into a fresh activation slice. */
+static float *upload(struct fwd *f, const float *host, size_t n) {
+    float *d = fwd_alloc(f, n);
+    if (d) f->be->ops->upload(f->be, d, host, n * sizeof(float));
+    return d;
+}
+
+sd_status engine_unet(struct engine *e, const float *x, const float *t, const float *ctx,
+                      const float *pooled, const float *time_ids, int N, int h, int w, float *out) {
+    struct fwd f = { e->be, &e->acts };
+    int L = tokenizer_max_length(e->tok1), C = e->unet->cfg.in_ch;
+    size_t n = (size_t)N * C * h * w;
+    float *dx = upload(&f, x, n), *dctx = upload(&f, ctx, (size_t)N * L * e->unet->cfg.cross_dim);
+    float *dp = upload(&f, pooled, (size_t)N * e->unet->pooled_dim), *dout = fwd_alloc(&f, (size_t)N * e->unet->cfg.out_ch * h * w);
+    unet_forward(&f, e->unet, dout, dx, t, dctx, dp, time_ids, N, h, w, L);
+    if (!e->be->err) e->be->ops->download(e->be, out, dout, (size_t)N * e->unet->cfg.out_ch * h * w * sizeof(float));
+    return finish(e, SD_OK);
+}
+
+sd_status engine_vae_encode(struct engine *e, const float *img, int N, int H, int W, float *mean) {
+    struct fwd f = { e->be, &e->acts };
+    int s = vae_scale(&e->vae), C = e->vae.cfg.latent_ch;
+    if (H % s || W % s) return sd_fail(SD_ERR_INVALID, "image size %dx%d not a multiple of %d", W, H, s);
+    size_t nm = (size_t)N * C * (H / s) * (W / s);
+    float *di = upload(&f, img, (size_t)N * e->vae.cfg.in_ch * H * W), *dm = fwd_alloc(&f, nm);
+    vae_encode(&f, &e->vae, dm, di, N, H, W);
+    if (!e->be->err) e->be->ops->download(e->be, mean, dm, nm * sizeof(float));
+    return finish(e, SD_OK);
+}
+
+sd_status engine_vae_decode(struct engine *e, const float *z, int N, int h, int w, float *img) {
+    struct fwd f = { e->be, &e->acts };
+    int s = vae_scale(&e->vae), C = e->vae.cfg.latent_ch, O = e->vae.cfg.out_ch;
+    size_t ni = (size_t)N * O * h * s * w * s;
+    float *dz = upload(&f, z, (size_t)N * C * h * w), *di = fwd_alloc(&f, ni);
+    vae_decode(&f, &e->vae, di, dz, N, h, w);
+    if (!e->be->err) e->be->ops->download(e->be, img, di, ni * sizeof(float));
+    return finish(e, SD_OK);
+}
+
+/* ---- generation ---- */
+
+struct gen_ctx {
+    struct sd_rng *rngs;
+    int N;
+    size_t per;                      /* floats per image */
+    struct gen_trace *trace;
+    gen_progress_fn progress;
+    void *ud;
+};
+
+static void gen_noise(void *ud, int step, float *host, size_t n) {
+    struct gen_ctx *g = ud;
+    if (g->trace && g->trace->step_noise[step]) { memcpy(host, g->trace->step_noise[step], n * sizeof(float)); return; }
+    for (int i = 0; i < g->N; i++) sd_rng_normal(&g->rngs[i], host + (size_t)i * g->per, g->per);
+}
+
+static int gen_step(void *ud, int step, int total) {
+    struct gen_ctx *g = ud;
+    return g->progress ? g->progress(g->ud, step, total) : 0;
+}
+
+sd_status engine_generate(struct engine *e, const struct gen_params *p, struct gen_item *items, int n,
+                          uint8_t *rgb, struct gen_timings *tm, gen_progress_fn progress, void *ud,
+                          struct gen_trace *trace) {
+    SD_TRY(engine_check_params(e, p));
+    if (n < 1 || n > 256) return sd_fail(SD_ERR_INVALID, "batch of %d images outside [1, 256]", n);
+    struct backend *be = e->be;
+    struct fwd f = { be, &e->acts };
+    int s = e->info.vae_scale, C = e->unet->cfg.in_ch, h = p->height / s, w = p->width / s;
+    int L = tokenizer_max_length(e->tok1), X = e->unet->cfg.cross_dim, P = e->unet->pooled_dim;
+    size_t per = (size_t)C * h * w, npix = (size_t)p->width * p->height;
+    struct gen_timings t = { 0 };
+    double t0 = sd_now_ms();
+    sd_status st = SD_OK;
+    const char **prompts = sd_malloc(sizeof(char *) * n);
+    int *trunc = sd_calloc(n, sizeof(int));
+    struct sd_rng *rngs = sd_malloc(sizeof *rngs * n);
+    float *host = sd_malloc(sizeof(float) * (per > 3 * npix ? per : 3 * npix) * n);
+    float *tid = sd_malloc(sizeof(float) * 6 * n);
+    if (!prompts || !trunc || !rngs || !host || !tid) { st = SD_ERR_NOMEM; goto out; }
+    for (int i = 0; i < n; i++) {
+        prompts[i] = items[i].prompt ? items[i].prompt : "";
+        sd_rng_init(&rngs[i], items[i].seed);
+        int z = 1;
+        for (int k = 0; k < 6; k++) z &= p->time_ids[k] == 0;
+        for (int k = 0; k < 6; k++)
+            tid[i * 6 + k] = (float)(z ? (int[]){ p->height, p->width, 0, 0, p->height, p->width }[k] : p->time_ids[k]);
+    }
+    float *ctx = fwd_alloc(&f, (size_t)n * L * X), *pooled = fwd_alloc(&f, (size_t)n * P);
+    float *x = fwd_alloc(&f, per * n);
+    struct engine_text et = { .truncated = trunc };
+    if (!ctx || !pooled || !x) goto out;
+    if ((st = encode_device(e, &f, prompts, n, ctx, pooled, &et))) goto out;
+    for (int i = 0; i < n; i++) items[i].truncated = trunc[i];
+    be->ops->sync(be);
+    t.text_ms = sd_now_ms() - t0;
+
+    /* initial noise: each image from its own seed */
+    if (trace && trace->init_noise) memcpy(host, trace->init_noise, per * n * sizeof(float));
+    else for (int i = 0; i < n; i++) sd_rng_normal(&rngs[i], host + per * i, per);
+    be->ops->upload(be, x, host, per * n * sizeof(float));
+    struct gen_ctx g = { rngs, n, per, trace, progress, ud };
+    struct sampler_job j = {
+        .unet = e->unet, .sched = &e->sched, .ctx = ctx, .pooled = pooled, .time_ids = tid,
+        .N = n, .h = h, .w = w, .Lk = L, .nsteps = p->nsteps, .timesteps = p->timesteps,
+        .noise = gen_noise, .noise_ud = &g, .on_step = gen_step, .step_ud = &g,
+        .trace_eps = trace ? trace->eps : NULL, .trace_denoised = trace ? trace->denoised : NULL,
+    };
+    double t1 = sd_now_ms();
+    if ((st = sampler_run(&f, &j, x))) goto out;
+    be->ops->sync(be);
+    t.unet_ms = sd_now_ms() - t1;
+
+    /* decode: latents / scaling_factor -> VAE -> [-1,1] -> [0,1] -> uint8 */
+    double t2 = sd_now_ms();
+    float *img = fwd_alloc(&f, 3 * npix * n);
+    be->ops->axpby(be, x, 1.0f / e->vae.cfg.scaling_factor, x, 0.0f, NULL, (long long)(per * n));
+    vae_decode(&f, &e->vae, img, x, n, h, w);
+    if ((st = backend_status(be))) goto out;
+    be->ops->download(be, host, img, 3 * npix * n * sizeof(float));
+    for (size_t i = 0; i < 3 * npix * n; i++) {
+        float v = host[i] * 0.5f + 0.5f;
+        host[i] = v < 0 ? 0 : v > 1 ? 1 : v;
+    }
+    if (trace && trace->image) memcpy(trace->image, host, 3 * npix * n * sizeof(float));
+    for (int i = 0; i < n; i++)        /* CHW float -> HWC uint8, round half to even */
+        for (size_t q = 0; q < npix; q++)
+            for (int c = 0; c < 3; c++)
+                rgb[(i * npix + q) * 3 + c] = (uint8_t)nearbyintf(host[(i * 3 + c) * npix + q] * 255.0f);
+    t.vae_ms = sd_now_ms() - t2;
+out:
+    if (tm) *tm = t;
+    sd_free(prompts);
+    sd_free(trunc);
+    sd_free(rngs);
+    sd_free(host);
+    sd_free(tid);
+    return finish(e, st);
+}
+
+sd_status engine_load_unet(struct engine *e, const char *path) {
+    /* Same config folder, so a file of another architecture fails on its first
+     * mis-shaped tensor; until the new UNet has fully loaded the old one keeps serving. */
+    struct unet *nu = sd_calloc(1, sizeof *nu);
+    char *dir = sd_path_join(e->model_dir, "unet");
+    sd_status st = nu && dir ? unet_load(nu, e->be, dir, path) : SD_ERR_NOMEM;
+    sd_free(dir);
+    if (st) { sd_free(nu); return st; }
+    unet_free(e->unet);
+    sd_free(e->unet);
+    e->unet = nu;
+    snprintf(e->info.model_name, sizeof e->info.model_name, "%s:%s", base_name(e->model_dir), base_name(path));
+    return SD_OK;
+}

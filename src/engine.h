@@ -1,0 +1,108 @@
+/* engine.h — the facade the daemon and the subcommands use: load a model folder, make
+ * images.  Knows all of src/, nothing of HTTP.
+ *
+ * Threading: an engine is owned by one thread at a time (the daemon's worker).  Nothing
+ * here is thread-safe except engine_info(), which reads immutable fields.
+ *
+ * A generation call takes a batch of items that share size and timesteps; each item has
+ * its own prompt and seed, and draws its noise from its own seed only, so its pixels do
+ * not depend on what it was batched with. */
+#ifndef SD_ENGINE_H
+#define SD_ENGINE_H
+
+#include "core/core.h"
+
+struct engine;
+
+struct engine_config {
+    const char *model_dir;   /* diffusers folder (unet, vae, text_encoder[_2], tokenizer[_2]) */
+    const char *unet_path;   /* optional: a separate UNet safetensors (the DMD2 generator) */
+    const char *backend;     /* "cpu" (default) or "cuda" */
+    int threads;             /* CPU threads; 0 = all cores */
+};
+
+struct engine_info {
+    char model_name[256];    /* basename of model_dir (+ ":" unet file basename) */
+    int latent_channels;
+    int vae_scale;           /* pixels per latent (8 for SDXL) */
+    int max_tokens;          /* 77 */
+    int default_width, default_height;  /* unet sample_size × vae_scale (1024 for SDXL) */
+    const char *backend;
+    size_t param_bytes;      /* weights resident */
+    size_t scratch_bytes;    /* activation arena high-water mark */
+};
+
+#define ENGINE_MAX_STEPS 16
+
+struct gen_params {
+    int width, height;       /* pixels, multiples of vae_scale */
+    int nsteps;
+    int timesteps[ENGINE_MAX_STEPS]; /* strictly decreasing in [0, 999] */
+    int time_ids[6];         /* orig_h, orig_w, crop_top, crop_left, target_h, target_w;
+                                all zero = (H, W, 0, 0, H, W) */
+};
+
+struct gen_item {
+    const char *prompt;      /* in */
+    uint64_t seed;           /* in: this image's seed (request seed + index) */
+    int truncated;           /* out: prompt was cut to max_tokens */
+};
+
+struct gen_timings { double text_ms, unet_ms, vae_ms; };
+
+/* Called after each sampler step (step = 1..total) with the batch done so far; return
+ * non-zero to cancel (engine_generate then returns SD_ERR_CANCELLED). */
+typedef int (*gen_progress_fn)(void *ud, int step, int total);
+
+/* Optional conformance hooks: fixed noises instead of seeds, and a trace of every
+ * intermediate tensor (spec/conformance.md `generate`). */
+struct gen_trace {
+    const float *init_noise;        /* [B,C,h,w] or NULL */
+    const float *step_noise[ENGINE_MAX_STEPS]; /* [B,C,h,w] per re-noise, or NULL */
+    float *eps[ENGINE_MAX_STEPS];   /* out if non-NULL: [B,C,h,w] */
+    float *denoised[ENGINE_MAX_STEPS];
+    float *image;                   /* out if non-NULL: [B,3,H,W] in [0,1] */
+};
+
+sd_status engine_load(struct engine **out, const struct engine_config *cfg);
+void engine_free(struct engine *e);
+const struct engine_info *engine_info(const struct engine *e);
+
+/* Validate params against the model (sizes, steps, timesteps); SD_ERR_INVALID with a
+ * message naming the field ("width", "timesteps", ...) on failure. */
+sd_status engine_check_params(const struct engine *e, const struct gen_params *p);
+/* Fill timesteps for the DMD2 defaults: 4 -> 999,749,499,249; 1 -> 399; other n ->
+ * evenly spaced from 999 (n >= 1, n <= ENGINE_MAX_STEPS). */
+void engine_default_timesteps(int nsteps, int *timesteps);
+
+/* rgb: n * H * W * 3 bytes, image-major, row-major HWC.  trace may be NULL. */
+sd_status engine_generate(struct engine *e, const struct gen_params *p,
+                          struct gen_item *items, int n, uint8_t *rgb,
+                          struct gen_timings *tm, gen_progress_fn progress, void *ud,
+                          struct gen_trace *trace);
+
+/* ---- stage-level calls for the conformance subcommands and tests (host memory) ---- */
+
+struct engine_text {             /* any output may be NULL */
+    int64_t *ids1, *ids2;        /* [n, L] */
+    float *te1_penult, *te1_last;    /* [n, L, D1] */
+    float *te2_penult;           /* [n, L, D2] */
+    float *pooled;               /* [n, P] (te2 text_embeds) */
+    float *context;              /* [n, L, D1 + D2] */
+    int *truncated;              /* [n] */
+};
+struct engine_dims { int L, D1, D2, P, cross, latent_ch, unet_in; };
+void engine_dims(const struct engine *e, struct engine_dims *d);
+sd_status engine_encode(struct engine *e, const char *const *prompts, int n, struct engine_text *out);
+/* x, out [N, C, h, w]; t [N]; ctx [N, L, cross]; pooled [N, P]; time_ids [N, 6]. */
+sd_status engine_unet(struct engine *e, const float *x, const float *t, const float *ctx,
+                      const float *pooled, const float *time_ids, int N, int h, int w, float *out);
+/* img [N, 3, H, W] -> mean [N, C, H/s, W/s] (unscaled posterior mean). */
+sd_status engine_vae_encode(struct engine *e, const float *img, int N, int H, int W, float *mean);
+/* z [N, C, h, w] fed straight to post_quant_conv (no ÷ scaling) -> img [N, 3, h·s, w·s]. */
+sd_status engine_vae_decode(struct engine *e, const float *z, int N, int h, int w, float *img);
+
+/* Swap the served UNet for another file (same config); on failure the old one stays. */
+sd_status engine_load_unet(struct engine *e, const char *unet_path);
+
+#endif

@@ -1,0 +1,198 @@
+/* weights.c — see weights.h. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../core/rng.h"
+#include "safetensors.h"
+#include "weights.h"
+
+void wt_init(struct weight_table *t) { memset(t, 0, sizeof *t); }
+
+void wt_free(struct weight_table *t) {
+    sd_free(t->rows);
+    sd_free(t->hash);
+    memset(t, 0, sizeof *t);
+}
+
+void wt_add(struct weight_table *t, float **dst, enum wt_init init, float init_std, int ndim,
+            const int64_t *shape, const char *fmt, ...) {
+    if (t->err) return;
+    if (t->n == t->cap) {
+        int cap = t->cap ? t->cap * 2 : 256;
+        struct weight_row *r = sd_realloc(t->rows, sizeof *r * cap);
+        if (!r) { t->err = SD_ERR_NOMEM; return; }
+        t->rows = r;
+        t->cap = cap;
+    }
+    struct weight_row *r = &t->rows[t->n];
+    memset(r, 0, sizeof *r);
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(r->name, sizeof r->name, fmt, ap);
+    va_end(ap);
+    if (len >= (int)sizeof r->name) {
+        t->err = sd_fail(SD_ERR_INVALID, "weight name too long: %s...", r->name);
+        return;
+    }
+    SD_ASSERT(ndim >= 1 && ndim <= 4);
+    r->dst = dst;
+    r->ndim = ndim;
+    memcpy(r->shape, shape, sizeof *shape * ndim);
+    r->init = init;
+    r->init_std = init_std;
+    *dst = NULL;
+    t->total += sd_numel(ndim, shape);
+    t->n++;
+}
+
+static uint64_t hash_str(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    while (*s) h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+    return h;
+}
+
+sd_status wt_alloc(struct weight_table *t, struct arena *params, struct backend *be) {
+    if (t->err) return t->err == SD_ERR_NOMEM ? sd_fail(SD_ERR_NOMEM, "declaring weights: out of memory") : t->err;
+    t->hash_cap = 16;
+    while (t->hash_cap < 2 * t->n) t->hash_cap *= 2;
+    t->hash = sd_malloc(sizeof(int) * t->hash_cap);
+    if (!t->hash) return SD_ERR_NOMEM;
+    memset(t->hash, -1, sizeof(int) * t->hash_cap);
+    for (int i = 0; i < t->n; i++) {
+        size_t h = hash_str(t->rows[i].name) & (t->hash_cap - 1);
+        while (t->hash[h] >= 0) {
+            if (!strcmp(t->rows[t->hash[h]].name, t->rows[i].name))
+                SD_PANIC("weight %s declared twice", t->rows[i].name);
+            h = (h + 1) & (t->hash_cap - 1);
+        }
+        t->hash[h] = i;
+    }
+    struct arena_allocator al = backend_allocator(be);
+    arena_init(params, "params", &al, 0);
+    size_t bytes = 0;
+    for (int i = 0; i < t->n; i++)
+        bytes += ((size_t)sd_numel(t->rows[i].ndim, t->rows[i].shape) * 4 + 63) / 64 * 64;
+    sd_status st = arena_reserve(params, bytes);
+    if (st) return st;
+    for (int i = 0; i < t->n; i++)
+        *t->rows[i].dst = arena_floats(params, (size_t)sd_numel(t->rows[i].ndim, t->rows[i].shape));
+    return SD_OK;
+}
+
+const struct weight_row *wt_find(const struct weight_table *t, const char *name) {
+    if (!t->hash) return NULL;
+    size_t h = hash_str(name) & (t->hash_cap - 1);
+    while (t->hash[h] >= 0) {
+        if (!strcmp(t->rows[t->hash[h]].name, name)) return &t->rows[t->hash[h]];
+        h = (h + 1) & (t->hash_cap - 1);
+    }
+    return NULL;
+}
+
+/* Shapes match if equal after dropping trailing 1s (an LDM 1×1 conv [C,C,1,1] binds to a
+ * linear [C,C]). */
+static int shape_match(const struct weight_row *r, const struct st_tensor *x) {
+    int a = r->ndim, b = x->ndim;
+    while (a > 1 && r->shape[a - 1] == 1) a--;
+    while (b > 1 && x->shape[b - 1] == 1) b--;
+    if (a != b) return 0;
+    for (int i = 0; i < a; i++)
+        if (r->shape[i] != x->shape[i]) return 0;
+    return 1;
+}
+
+sd_status wt_load(struct weight_table *t, struct backend *be, const char *path, wt_name_map map) {
+    struct st_file f;
+    sd_status st = st_open(&f, path);
+    if (st) return st;
+    float *stage = NULL;
+    size_t stage_n = 0;
+    char name[WT_NAME_MAX], s1[64], s2[64];
+    for (int i = 0; i < t->n; i++) t->rows[i].loaded = 0;
+    for (int i = 0; i < f.ntensors && !st; i++) {
+        const struct st_tensor *x = &f.tensors[i];
+        if (map) {
+            if (map(x->name, name, sizeof name)) continue;
+        } else snprintf(name, sizeof name, "%s", x->name);
+        struct weight_row *r = (struct weight_row *)wt_find(t, name);
+        if (!r) { st = sd_fail(SD_ERR_FORMAT, "%s: unexpected tensor '%s'", path, x->name); break; }
+        if (r->loaded) { st = sd_fail(SD_ERR_FORMAT, "%s: tensor '%s' bound twice", path, x->name); break; }
+        if (!shape_match(r, x)) {
+            st = sd_fail(SD_ERR_SHAPE, "%s: %s: expected %s, file has %s", path, x->name,
+                         sd_shape_str(s1, sizeof s1, r->ndim, r->shape),
+                         sd_shape_str(s2, sizeof s2, x->ndim, x->shape));
+            break;
+        }
+        if (x->dtype == DT_I64) {
+            st = sd_fail(SD_ERR_FORMAT, "%s: %s: integer tensor where weights are expected", path, x->name);
+            break;
+        }
+        size_t n = (size_t)st_numel(x);
+        if (n > stage_n) {
+            float *p = sd_realloc(stage, n * sizeof(float));
+            if (!p) { st = SD_ERR_NOMEM; break; }
+            stage = p;
+            stage_n = n;
+        }
+        st_read_f32(x, stage);
+        be->ops->upload(be, *r->dst, stage, n * sizeof(float));
+        r->loaded = 1;
+    }
+    for (int i = 0; i < t->n && !st; i++)
+        if (!t->rows[i].loaded)
+            st = sd_fail(SD_ERR_NOTFOUND, "%s: missing tensor '%s' %s", path, t->rows[i].name,
+                         sd_shape_str(s1, sizeof s1, t->rows[i].ndim, t->rows[i].shape));
+    sd_free(stage);
+    st_close(&f);
+    return st;
+}
+
+sd_status wt_init_random(struct weight_table *t, struct backend *be, uint64_t seed) {
+    struct sd_rng rng;
+    sd_rng_init(&rng, seed);
+    size_t maxn = 0;
+    for (int i = 0; i < t->n; i++) {
+        size_t n = (size_t)sd_numel(t->rows[i].ndim, t->rows[i].shape);
+        if (n > maxn) maxn = n;
+    }
+    float *buf = sd_malloc(maxn * sizeof(float) + 4);
+    if (!buf) return SD_ERR_NOMEM;
+    for (int i = 0; i < t->n; i++) {
+        const struct weight_row *r = &t->rows[i];
+        size_t n = (size_t)sd_numel(r->ndim, r->shape);
+        if (r->init == WT_INIT_NORMAL) {
+            sd_rng_normal(&rng, buf, n);
+            for (size_t j = 0; j < n; j++) buf[j] *= r->init_std;
+        } else {
+            for (size_t j = 0; j < n; j++) buf[j] = r->init == WT_INIT_ONE ? 1.0f : 0.0f;
+        }
+        be->ops->upload(be, *r->dst, buf, n * sizeof(float));
+    }
+    sd_free(buf);
+    return SD_OK;
+}
+
+sd_status wt_save(const struct weight_table *t, struct backend *be, const char *path, sd_dtype dt) {
+    struct st_writer w;
+    st_writer_init(&w);
+    sd_status st = SD_OK;
+    float *buf = NULL;
+    size_t bufn = 0;
+    for (int i = 0; i < t->n && !st; i++) {
+        const struct weight_row *r = &t->rows[i];
+        size_t n = (size_t)sd_numel(r->ndim, r->shape);
+        if (n > bufn) {
+            float *p = sd_realloc(buf, n * sizeof(float) + 4);
+            if (!p) { st = SD_ERR_NOMEM; break; }
+            buf = p;
+            bufn = n;
+        }
+        be->ops->download(be, buf, *r->dst, n * sizeof(float));
+        st = st_writer_add_f32(&w, r->name, dt, r->ndim, r->shape, buf);
+    }
+    if (!st) st = st_writer_write(&w, path);
+    st_writer_free(&w);
+    sd_free(buf);
+    return st;
+}

@@ -1,0 +1,61 @@
+/* weights.h — the name table that drives the strict loader.
+ *
+ * A model "declares" each of its parameters once: a field (float **), a shape and its
+ * diffusers name, built by walking the model's config.  The table then
+ *   - sizes the parameter arena (one allocation for the whole model) and points every
+ *     field into it (wt_alloc),
+ *   - binds a safetensors file (wt_load): every declared tensor must be present with the
+ *     declared shape, and every tensor in the file must be declared (or ignored by the
+ *     model's name mapper); anything else is an error that names the key,
+ *   - writes the parameters back out (wt_save), e.g. for `sdxld init`.
+ * Declaring fields once keeps loading, saving, initialising and (later) gradients in step:
+ * the gradient arena is the same table with a second set of pointers. */
+#ifndef SD_WEIGHTS_H
+#define SD_WEIGHTS_H
+
+#include "../backend/backend.h"
+#include "../core/tensor.h"
+
+#define WT_NAME_MAX 160
+
+enum wt_init { WT_INIT_NORMAL, WT_INIT_ZERO, WT_INIT_ONE };
+
+struct weight_row {
+    char name[WT_NAME_MAX];
+    float **dst;
+    int ndim;
+    int64_t shape[4];
+    enum wt_init init;      /* for sdxld init: how a fresh parameter starts */
+    float init_std;
+    int loaded;
+};
+
+struct weight_table {
+    struct weight_row *rows;
+    int n, cap;
+    int *hash;              /* open addressing over rows, built by wt_alloc */
+    int hash_cap;
+    sd_status err;          /* sticky: a failed declaration (out of memory, long name) */
+    int64_t total;          /* floats */
+};
+
+/* Maps a file's key to the declared name; returns 0 to bind to buf, 1 to ignore the key
+ * (e.g. a stray position_ids buffer).  NULL mapper = names are used as they are. */
+typedef int (*wt_name_map)(const char *file_key, char *buf, size_t n);
+
+void wt_init(struct weight_table *t);
+void wt_free(struct weight_table *t);
+/* Declare a parameter.  Errors are sticky and reported by wt_alloc. */
+void wt_add(struct weight_table *t, float **dst, enum wt_init init, float init_std, int ndim,
+            const int64_t *shape, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+/* Reserve params (an arena on be) for every row and point each field into it. */
+sd_status wt_alloc(struct weight_table *t, struct arena *params, struct backend *be);
+const struct weight_row *wt_find(const struct weight_table *t, const char *name);
+/* Bind the tensors of a safetensors file. */
+sd_status wt_load(struct weight_table *t, struct backend *be, const char *path, wt_name_map map);
+/* Fill every parameter by its init rule from a seeded normal RNG. */
+sd_status wt_init_random(struct weight_table *t, struct backend *be, uint64_t seed);
+/* Write every parameter (dtype F32, F16 or BF16). */
+sd_status wt_save(const struct weight_table *t, struct backend *be, const char *path, sd_dtype dt);
+
+#endif

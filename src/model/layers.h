@@ -1,0 +1,77 @@
+/* layers.h — the building blocks shared by CLIP, the UNet and the VAE: linear, conv,
+ * norms, the ResNet block, multi-head attention, the transformer block and
+ * Transformer2D.  Each block has a declare function (adds its parameters to the weight
+ * table under a name prefix) and a forward function.
+ *
+ * Forward functions write their result into a caller-provided buffer and take
+ * temporaries from the activation arena, releasing them before returning (stack
+ * discipline), so a whole UNet pass peaks at the live skips plus one block's scratch.
+ * Allocation failures are recorded in the backend's sticky error (see backend.h). */
+#ifndef SD_LAYERS_H
+#define SD_LAYERS_H
+
+#include "../backend/backend.h"
+#include "../io/weights.h"
+
+/* Forward context: the backend and the activation arena. */
+struct fwd { struct backend *be; struct arena *ar; };
+float *fwd_alloc(struct fwd *f, size_t nfloats);
+
+struct linear { float *w, *b; int in, out; };          /* w [out,in], b [out] or NULL */
+struct conv { float *w, *b; int cin, cout, k; };        /* w [cout,cin,k,k] */
+struct norm { float *w, *b; int C; };
+
+void linear_declare(struct weight_table *t, struct linear *l, int in, int out, int bias, const char *prefix);
+void conv_declare(struct weight_table *t, struct conv *c, int cin, int cout, int k, const char *prefix);
+void norm_declare(struct weight_table *t, struct norm *n, int C, const char *prefix);
+
+void linear_forward(struct fwd *f, float *out, const float *inp, const struct linear *l, int R);
+/* Same-size conv (pad k/2), stride 1. */
+void conv_forward(struct fwd *f, float *out, const float *inp, const struct conv *c, int N, int H, int W);
+
+/* ResnetBlock2D: out = shortcut(x) + conv2(SiLU(GN2(conv1(SiLU(GN1(x))) + temb_proj))). */
+struct resnet {
+    struct norm norm1, norm2;
+    struct conv conv1, conv2, shortcut;   /* shortcut.w NULL when cin == cout */
+    struct linear temb;                   /* temb.w NULL for VAE resnets */
+    int cin, cout, groups;
+    float eps;
+};
+void resnet_declare(struct weight_table *t, struct resnet *r, int cin, int cout, int temb_dim,
+                    int groups, float eps, const char *prefix);
+/* temb_act: SiLU(emb) [N, temb_dim] or NULL.  out [N,cout,H,W] must not alias x. */
+void resnet_forward(struct fwd *f, float *out, const float *x, const float *temb_act,
+                    const struct resnet *r, int N, int H, int W);
+
+/* Multi-head attention projections: q from x (dim C), k/v from ctx (dim Cctx). */
+struct attention {
+    struct linear q, k, v, out;
+    int heads, C;
+};
+void attention_declare(struct weight_table *t, struct attention *a, int C, int Cctx, int heads,
+                       int qkv_bias, const char *prefix, const char *const names[4]);
+/* x_out += out_proj(MHA(q(x), k(ctx), v(ctx))).  x [N*L, C], ctx [N*Lk, Cctx]. */
+void attention_forward_add(struct fwd *f, float *x_out, const float *x, const float *ctx,
+                           const struct attention *a, int N, int L, int Lk, int causal);
+
+/* BasicTransformerBlock: self-attn, cross-attn, GEGLU feed-forward, pre-LN. */
+struct tblock {
+    struct norm ln1, ln2, ln3;
+    struct attention attn1, attn2;
+    struct linear ff1, ff2;               /* C -> 8C (GEGLU), 4C -> C */
+};
+/* Transformer2D: GN, proj_in, depth blocks, proj_out, residual. */
+struct transformer2d {
+    struct norm gn;
+    struct linear proj_in, proj_out;
+    struct tblock *blocks;
+    int depth, C;
+};
+void transformer2d_declare(struct weight_table *t, struct transformer2d *tr, int C, int Cctx,
+                           int heads, int depth, int groups, const char *prefix);
+void transformer2d_free(struct transformer2d *tr);
+/* In place on x [N,C,H,W]; ctx [N, Lk, Cctx]. */
+void transformer2d_forward(struct fwd *f, float *x, const float *ctx, const struct transformer2d *tr,
+                           int N, int H, int W, int Lk, int groups);
+
+#endif

@@ -1,0 +1,219 @@
+/* unet.c — see unet.h.  Block order and skip handling follow diffusers'
+ * UNet2DConditionModel.forward (spec/sdxl.md §3.4): skips are pushed after conv_in, after
+ * every down resnet(+transformer) and after every downsampler, popped LIFO by the up
+ * resnets, concatenated as [current, skip] on channels. */
+#include <stdio.h>
+#include <string.h>
+
+#include "unet.h"
+
+static void level_free(struct unet_level *l) {
+    if (l->attn)
+        for (int j = 0; j < l->nres; j++) transformer2d_free(&l->attn[j]);
+    sd_free(l->attn);
+    sd_free(l->res);
+    memset(l, 0, sizeof *l);
+}
+
+void unet_free(struct unet *m) {
+    for (int i = 0; i < UNET_MAX_LEVELS; i++) { level_free(&m->down[i]); level_free(&m->up[i]); }
+    transformer2d_free(&m->mid_attn);
+    arena_free(&m->params);
+    wt_free(&m->wt);
+}
+
+static sd_status level_alloc(struct unet_level *l, int nres, int attn) {
+    l->nres = nres;
+    l->res = sd_calloc(nres, sizeof *l->res);
+    l->attn = attn ? sd_calloc(nres, sizeof *l->attn) : NULL;
+    return (!l->res || (attn && !l->attn)) ? SD_ERR_NOMEM : SD_OK;
+}
+
+sd_status unet_create(struct unet *m, struct backend *be, const struct unet_config *cfg) {
+    memset(m, 0, sizeof *m);
+    wt_init(&m->wt);
+    m->cfg = *cfg;
+    const struct unet_config *c = &m->cfg;
+    struct weight_table *t = &m->wt;
+    int n = c->nlevels, G = c->groups, Cx = c->cross_dim;
+    float eps = c->eps;
+    char p[WT_NAME_MAX];
+    sd_status st = SD_OK;
+    m->temb_dim = 4 * c->ch[0];
+    m->pooled_dim = c->add_in_dim - 6 * c->addition_time_embed_dim;
+    if (m->pooled_dim <= 0) {
+        st = sd_fail(SD_ERR_FORMAT, "unet config: projection_class_embeddings_input_dim %d leaves no room for the pooled text embedding (6 x %d time ids)",
+                     c->add_in_dim, c->addition_time_embed_dim);
+        goto fail;
+    }
+    conv_declare(t, &m->conv_in, c->in_ch, c->ch[0], c->conv_in_kernel, "conv_in");
+    linear_declare(t, &m->time1, c->ch[0], m->temb_dim, 1, "time_embedding.linear_1");
+    linear_declare(t, &m->time2, m->temb_dim, m->temb_dim, 1, "time_embedding.linear_2");
+    linear_declare(t, &m->add1, c->add_in_dim, m->temb_dim, 1, "add_embedding.linear_1");
+    linear_declare(t, &m->add2, m->temb_dim, m->temb_dim, 1, "add_embedding.linear_2");
+
+    int skips[64], ns = 0, cur = c->ch[0];
+    skips[ns++] = cur;
+    for (int i = 0; i < n; i++) {
+        struct unet_level *l = &m->down[i];
+        if ((st = level_alloc(l, c->layers_per_block, c->attn[i]))) goto fail;
+        for (int j = 0; j < l->nres; j++) {
+            snprintf(p, sizeof p, "down_blocks.%d.resnets.%d", i, j);
+            resnet_declare(t, &l->res[j], cur, c->ch[i], m->temb_dim, G, eps, p);
+            cur = c->ch[i];
+            if (l->attn) {
+                snprintf(p, sizeof p, "down_blocks.%d.attentions.%d", i, j);
+                transformer2d_declare(t, &l->attn[j], cur, Cx, c->heads[i], c->depth[i], G, p);
+            }
+            skips[ns++] = cur;
+        }
+        if (i < n - 1) {
+            snprintf(p, sizeof p, "down_blocks.%d.downsamplers.0.conv", i);
+            conv_declare(t, &l->sample, cur, cur, 3, p);
+            skips[ns++] = cur;
+        }
+    }
+    resnet_declare(t, &m->mid_res[0], cur, cur, m->temb_dim, G, eps, "mid_block.resnets.0");
+    transformer2d_declare(t, &m->mid_attn, cur, Cx, c->heads[n - 1], c->depth[n - 1], G, "mid_block.attentions.0");
+    resnet_declare(t, &m->mid_res[1], cur, cur, m->temb_dim, G, eps, "mid_block.resnets.1");
+    for (int i = 0; i < n; i++) {
+        struct unet_level *l = &m->up[i];
+        int lvl = n - 1 - i, out = c->ch[lvl];
+        if ((st = level_alloc(l, c->layers_per_block + 1, c->up_attn[i]))) goto fail;
+        for (int j = 0; j < l->nres; j++) {
+            int sk = skips[--ns];
+            snprintf(p, sizeof p, "up_blocks.%d.resnets.%d", i, j);
+            resnet_declare(t, &l->res[j], cur + sk, out, m->temb_dim, G, eps, p);
+            cur = out;
+            if (l->attn) {
+                snprintf(p, sizeof p, "up_blocks.%d.attentions.%d", i, j);
+                transformer2d_declare(t, &l->attn[j], cur, Cx, c->heads[lvl], c->up_depth[i], G, p);
+            }
+        }
+        if (i < n - 1) {
+            snprintf(p, sizeof p, "up_blocks.%d.upsamplers.0.conv", i);
+            conv_declare(t, &l->sample, cur, cur, 3, p);
+        }
+    }
+    SD_ASSERT(ns == 0);
+    norm_declare(t, &m->out_norm, cur, "conv_norm_out");
+    conv_declare(t, &m->conv_out, cur, c->out_ch, c->conv_out_kernel, "conv_out");
+    if ((st = wt_alloc(t, &m->params, be))) goto fail;
+    return SD_OK;
+fail:
+    unet_free(m);
+    return st;
+}
+
+sd_status unet_load_weights(struct unet *m, struct backend *be, const char *path) {
+    return wt_load(&m->wt, be, path, NULL);
+}
+
+sd_status unet_load(struct unet *m, struct backend *be, const char *dir, const char *weights_path) {
+    struct unet_config cfg;
+    char *p = sd_path_join(dir, "config.json");
+    if (!p) return SD_ERR_NOMEM;
+    sd_status st = unet_config_load(&cfg, p);
+    sd_free(p);
+    if (st) return st;
+    SD_TRY(unet_create(m, be, &cfg));
+    p = weights_path ? sd_strdup(weights_path) : sd_path_join(dir, "diffusion_pytorch_model.safetensors");
+    if (!p) { unet_free(m); return SD_ERR_NOMEM; }
+    st = unet_load_weights(m, be, p);
+    sd_free(p);
+    if (st) unet_free(m);
+    return st;
+}
+
+void unet_forward(struct fwd *f, const struct unet *m, float *out, const float *x,
+                  const float *t, const float *ctx, const float *pooled,
+                  const float *time_ids, int N, int H, int W, int Lk) {
+    struct backend *be = f->be;
+    const struct unet_config *c = &m->cfg;
+    int n = c->nlevels, G = c->groups, E = m->temb_dim, A = c->addition_time_embed_dim;
+    if ((H | W) & ((1 << (n - 1)) - 1)) {
+        backend_set_error(be, SD_ERR_INVALID, "latent size not divisible by the UNet's downsampling");
+        return;
+    }
+    uint64_t mk = arena_mark(f->ar);
+
+    /* embeddings: emb = time_mlp(sinusoid(t)) + add_mlp([pooled, sinusoid(time_ids)]) */
+    float *ts = fwd_alloc(f, (size_t)N * c->ch[0]), *e1 = fwd_alloc(f, (size_t)N * E);
+    float *emb = fwd_alloc(f, (size_t)N * E), *tid = fwd_alloc(f, (size_t)N * 6 * A);
+    float *add_in = fwd_alloc(f, (size_t)N * c->add_in_dim), *add = fwd_alloc(f, (size_t)N * E);
+    be->ops->timestep_embedding(be, ts, t, N, c->ch[0], c->flip_sin_to_cos, c->freq_shift, 10000.0f);
+    linear_forward(f, e1, ts, &m->time1, N);
+    be->ops->act(be, e1, e1, (long long)N * E, ACT_SILU);
+    linear_forward(f, emb, e1, &m->time2, N);
+    be->ops->timestep_embedding(be, tid, time_ids, N * 6, A, c->flip_sin_to_cos, c->freq_shift, 10000.0f);
+    be->ops->concat_channels(be, add_in, pooled, m->pooled_dim, tid, 6 * A, N, 1);
+    linear_forward(f, e1, add_in, &m->add1, N);
+    be->ops->act(be, e1, e1, (long long)N * E, ACT_SILU);
+    linear_forward(f, add, e1, &m->add2, N);
+    be->ops->axpby(be, emb, 1.0f, emb, 1.0f, add, (long long)N * E);
+    float *temb = e1;                        /* SiLU(emb), what every resnet projects */
+    be->ops->act(be, temb, emb, (long long)N * E, ACT_SILU);
+
+    /* down path: every output below stays alive as a skip */
+    struct { float *p; int C; } skip[64];
+    int ns = 0, h = H, w = W, C = c->ch[0];
+    float *cur = fwd_alloc(f, (size_t)N * C * h * w);
+    conv_forward(f, cur, x, &m->conv_in, N, h, w);
+    skip[ns].p = cur; skip[ns++].C = C;
+    for (int i = 0; i < n; i++) {
+        const struct unet_level *l = &m->down[i];
+        for (int j = 0; j < l->nres; j++) {
+            float *o = fwd_alloc(f, (size_t)N * l->res[j].cout * h * w);
+            resnet_forward(f, o, cur, temb, &l->res[j], N, h, w);
+            C = l->res[j].cout;
+            if (l->attn) transformer2d_forward(f, o, ctx, &l->attn[j], N, h, w, Lk, G);
+            cur = o;
+            skip[ns].p = cur; skip[ns++].C = C;
+        }
+        if (l->sample.w) {
+            float *o = fwd_alloc(f, (size_t)N * C * (h / 2) * (w / 2));
+            be->ops->conv2d(be, o, cur, l->sample.w, l->sample.b, N, C, h, w, C, 3, 3, 2, 1, 1, 1, 1);
+            h /= 2; w /= 2;
+            cur = o;
+            skip[ns].p = cur; skip[ns++].C = C;
+        }
+    }
+
+    /* mid */
+    float *o = fwd_alloc(f, (size_t)N * C * h * w);
+    resnet_forward(f, o, cur, temb, &m->mid_res[0], N, h, w);
+    transformer2d_forward(f, o, ctx, &m->mid_attn, N, h, w, Lk, G);
+    cur = fwd_alloc(f, (size_t)N * C * h * w);
+    resnet_forward(f, cur, o, temb, &m->mid_res[1], N, h, w);
+
+    /* up path */
+    for (int i = 0; i < n; i++) {
+        const struct unet_level *l = &m->up[i];
+        for (int j = 0; j < l->nres; j++) {
+            ns--;
+            int Cin = C + skip[ns].C, Co = l->res[j].cout;
+            float *o2 = fwd_alloc(f, (size_t)N * Co * h * w);
+            uint64_t m3 = arena_mark(f->ar);
+            float *cat = fwd_alloc(f, (size_t)N * Cin * h * w);
+            be->ops->concat_channels(be, cat, cur, C, skip[ns].p, skip[ns].C, N, h * w);
+            resnet_forward(f, o2, cat, temb, &l->res[j], N, h, w);
+            arena_reset(f->ar, m3);     /* the concat is dead once the resnet ran */
+            if (l->attn) transformer2d_forward(f, o2, ctx, &l->attn[j], N, h, w, Lk, G);
+            cur = o2;
+            C = Co;
+        }
+        if (l->sample.w) {
+            float *u = fwd_alloc(f, (size_t)N * C * h * w * 4);
+            float *o3 = fwd_alloc(f, (size_t)N * C * h * w * 4);
+            be->ops->upsample2x(be, u, cur, N, C, h, w);
+            h *= 2; w *= 2;
+            conv_forward(f, o3, u, &l->sample, N, h, w);
+            cur = o3;
+        }
+    }
+
+    float *hn = fwd_alloc(f, (size_t)N * C * h * w);
+    be->ops->group_norm(be, hn, cur, m->out_norm.w, m->out_norm.b, N, C, h * w, G, c->eps, 1);
+    conv_forward(f, out, hn, &m->conv_out, N, h, w);
+    arena_reset(f->ar, mk);
+}

@@ -1,0 +1,43 @@
+/* vae.h — AutoencoderKL (diffusers layout; spec/sdxl.md §4): encoder to the posterior
+ * mean, decoder from latents to pixels.  Levels, channels and flags from config.json. */
+#ifndef SD_VAE_H
+#define SD_VAE_H
+
+#include "config.h"
+#include "layers.h"
+
+struct vae_level {
+    struct resnet *res;
+    int nres;
+    struct conv sample;     /* w NULL if none */
+};
+
+struct vae_half {           /* encoder or decoder */
+    struct conv conv_in, conv_out;
+    struct vae_level lv[VAE_MAX_LEVELS];
+    struct resnet mid_res[2];
+    struct norm attn_gn;
+    struct attention attn;
+    struct norm out_norm;
+};
+
+struct vae {
+    struct vae_config cfg;
+    struct vae_half enc, dec;
+    struct conv quant, post_quant;   /* 1×1; w NULL when the config disables them */
+    struct weight_table wt;
+    struct arena params;
+};
+
+sd_status vae_create(struct vae *m, struct backend *be, const struct vae_config *cfg);
+/* config.json + diffusion_pytorch_model.safetensors from dir. */
+sd_status vae_load(struct vae *m, struct backend *be, const char *dir);
+void vae_free(struct vae *m);
+int vae_scale(const struct vae *m);   /* pixels per latent: 2^(levels-1) */
+
+/* img [N, in_ch, H, W] in [-1, 1] -> mean [N, latent_ch, H/s, W/s] (not scaled). */
+void vae_encode(struct fwd *f, const struct vae *m, float *mean, const float *img, int N, int H, int W);
+/* z [N, latent_ch, h, w] (already divided by scaling_factor) -> img [N, out_ch, h·s, w·s]. */
+void vae_decode(struct fwd *f, const struct vae *m, float *img, const float *z, int N, int h, int w);
+
+#endif
