@@ -75,7 +75,7 @@ static unsigned hash_id(const char *id) {
 
 void job_result_unref(struct job_result *r) {
     if (!r || atomic_fetch_sub(&r->refs, 1) != 1) return;
-    for (int i = 0; i < r->n; i++) free(r->img[i].png);
+    for (int i = 0; i < r->n; i++) sd_free(r->img[i].png);   /* png_encode's allocator */
     free(r);
 }
 
@@ -490,8 +490,9 @@ int jobs_batch_progress(struct jobs *js, struct batch *b, int step, int total) {
 void jobs_batch_done(struct jobs *js, struct batch *b, sd_status st, const char *msg,
                      const struct gen_timings *tm, const int *truncated, double gen_ms) {
     pthread_mutex_lock(&js->lock);
-    js->ewma_batch_s = js->ewma_batch_s > 0 ? 0.8 * js->ewma_batch_s + 0.2 * gen_ms / 1e3
-                                            : gen_ms / 1e3;
+    if (st == SD_OK)
+        js->ewma_batch_s = js->ewma_batch_s > 0 ? 0.8 * js->ewma_batch_s + 0.2 * gen_ms / 1e3
+                                                : gen_ms / 1e3;
     int k = 0;
     for (int i = 0; i < b->nslices; i++) {
         struct batch_slice *s = &b->s[i];
@@ -525,7 +526,7 @@ void jobs_store_images(struct jobs *js, struct job *j, int first, int count,
     pthread_mutex_lock(&js->lock);
     if (job_status_final(j->status)) {
         pthread_mutex_unlock(&js->lock);
-        for (int i = 0; i < count; i++) free(imgs[i].png);
+        for (int i = 0; i < count; i++) sd_free(imgs[i].png);
         return;
     }
     if (!j->result) {
@@ -534,7 +535,7 @@ void jobs_store_images(struct jobs *js, struct job *j, int first, int count,
             finish_locked(js, j, JOB_FAILED, "resource_exhausted", 503, NULL,
                           "out of memory storing the images");
             pthread_mutex_unlock(&js->lock);
-            for (int i = 0; i < count; i++) free(imgs[i].png);
+            for (int i = 0; i < count; i++) sd_free(imgs[i].png);
             return;
         }
         atomic_init(&j->result->refs, 1);

@@ -533,12 +533,12 @@ static void test_golden(void) {
         ok(st == SD_OK && f.ntensors > 0, "open %s: %d tensors %s", models[k], f.ntensors,
            st ? sd_last_error() : "");
         if (st == SD_OK) {
-            const struct st_tensor *t = &f.tensors[f.ntensors - 1];
-            float *v = malloc((size_t)st_numel(t) * sizeof *v + 1);
-            st_read_f32(t, v);
+            const struct st_tensor *last = &f.tensors[f.ntensors - 1];
+            float *v = malloc((size_t)st_numel(last) * sizeof *v + 1);
+            st_read_f32(last, v);
             int finite = 1;
-            for (int64_t q = 0; q < st_numel(t); q++) finite &= isfinite(v[q]) != 0;
-            ok(finite, "%s: '%s' reads as finite fp32", models[k], t->name);
+            for (int64_t q = 0; q < st_numel(last); q++) finite &= isfinite(v[q]) != 0;
+            ok(finite, "%s: '%s' reads as finite fp32", models[k], last->name);
             free(v);
         }
         st_close(&f);

@@ -104,5 +104,8 @@ void backend_set_error(struct backend *be, sd_status st, const char *msg);
 struct arena_allocator backend_allocator(struct backend *be);
 
 sd_status backend_cpu_create(struct backend **out, int threads);
+/* Tests: bound the CPU backend's im2col/attention tiles (floats; 0 = default) so tile
+ * edges are exercised on small inputs. */
+void backend_cpu_set_tile(struct backend *be, size_t floats);
 
 #endif

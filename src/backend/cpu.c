@@ -25,7 +25,12 @@ void openblas_set_num_threads(int);
 struct cpu {
     float *scratch;
     size_t scratch_floats;
+    size_t tile_floats;          /* bound on one im2col / score tile */
 };
+
+void backend_cpu_set_tile(struct backend *be, size_t floats) {
+    ((struct cpu *)be->impl)->tile_floats = floats ? floats : SCRATCH_TILE_FLOATS;
+}
 
 static float *scratch(struct backend *be, size_t n) {
     struct cpu *c = be->impl;
@@ -99,7 +104,7 @@ static void cpu_conv2d(struct backend *be, float *out, const float *inp, const f
     int Ho = (H + pt + pb - kh) / stride + 1, Wo = (W + pl + pr - kw) / stride + 1;
     long long P = (long long)Ho * Wo, CK = (long long)C * kh * kw;
     int direct = kh == 1 && kw == 1 && stride == 1 && !pt && !pl && !pb && !pr;
-    int tile = direct ? (int)P : (int)(SCRATCH_TILE_FLOATS / CK);
+    int tile = direct ? (int)P : (int)(((struct cpu *)be->impl)->tile_floats / CK);
     if (tile < 1) tile = 1;
     if (tile > P) tile = (int)P;
     float *col = direct ? NULL : scratch(be, (size_t)CK * tile);
@@ -196,7 +201,7 @@ static void cpu_attention(struct backend *be, float *out, const float *q, const 
                           const float *v, int N, int H, int Lq, int Lk, int D, int ldq, int ldk,
                           int ldv, int ldo, float scale, int causal) {
     BAIL(be);
-    int tile = (int)(SCRATCH_TILE_FLOATS / (size_t)Lk);
+    int tile = (int)(((struct cpu *)be->impl)->tile_floats / (size_t)Lk);
     if (tile < 1) tile = 1;
     if (tile > Lq) tile = Lq;
     float *s = scratch(be, (size_t)tile * Lk);
@@ -347,6 +352,7 @@ sd_status backend_cpu_create(struct backend **out, int threads) {
     be->ops = &cpu_ops;
     be->impl = c;
     be->threads = threads;
+    c->tile_floats = SCRATCH_TILE_FLOATS;
 #ifdef SD_HAVE_BLAS
     openblas_set_num_threads(threads);
 #endif

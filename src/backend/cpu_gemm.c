@@ -43,7 +43,6 @@ void cpu_parallel(int nthreads, long long n, void (*fn)(void *, long long, long 
     }
 }
 
-#ifndef SD_HAVE_BLAS
 #define MB 64
 #define KB 256
 
@@ -93,7 +92,14 @@ static void gemm_rows(void *p, long long lo, long long hi) {
     free(bpanel);
     free(arow);
 }
-#endif
+
+void cpu_sgemm_blocked(int nthreads, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    struct gemm_ctx g = { ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C };
+    long long work = (long long)M * N * (K > 0 ? K : 1);
+    cpu_parallel(work > (1 << 18) ? nthreads : 1, M, gemm_rows, &g);
+}
 
 void cpu_sgemm(int nthreads, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                int lda, const float *B, int ldb, float beta, float *C, int ldc) {
@@ -108,8 +114,6 @@ void cpu_sgemm(int nthreads, int ta, int tb, int M, int N, int K, float alpha, c
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #else
-    struct gemm_ctx g = { ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C };
-    long long work = (long long)M * N * (K > 0 ? K : 1);
-    cpu_parallel(work > (1 << 18) ? nthreads : 1, M, gemm_rows, &g);
+    cpu_sgemm_blocked(nthreads, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
 }

@@ -11,4 +11,8 @@ void cpu_parallel(int nthreads, long long n, void (*fn)(void *ctx, long long lo,
 void cpu_sgemm(int nthreads, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/* The pthreads fallback, always built so tests check it even when OpenBLAS is used. */
+void cpu_sgemm_blocked(int nthreads, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
 #endif

@@ -12,7 +12,7 @@
  * failed) with libpng's message.
  *
  * Text: ASCII values go into tEXt; other values must be UTF-8 and go into iTXt, since
- * tEXt is Latin-1.  png_get_text returns UTF-8 either way (tEXt is converted from
+ * tEXt is Latin-1.  png_text_get returns UTF-8 either way (tEXt is converted from
  * Latin-1). */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,12 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Our png.h declares png_get_text, which libpng also exports (with another signature).
- * Hide libpng's declaration while its header is read; we never call it.  Linking is safe
- * because libpng never calls its own png_get_text (no relocation refers to it). */
-#define png_get_text libpng_png_get_text_unused
 #include <png.h>
-#undef png_get_text
 
 #include "png.h"
 
@@ -402,7 +397,7 @@ static sd_status text_chunk(const char *t, const uint8_t *b, size_t n, const cha
     return SD_OK;
 }
 
-sd_status png_get_text(const uint8_t *data, size_t len, const char *key, char **value) {
+sd_status png_text_get(const uint8_t *data, size_t len, const char *key, char **value) {
     *value = NULL;
     if (!data || len < 8 || png_sig_cmp(data, 0, 8) != 0)
         return sd_fail(SD_ERR_FORMAT, "png: not a PNG file (bad signature)");

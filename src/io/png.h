@@ -16,11 +16,13 @@ sd_status png_encode(const uint8_t *rgb, int width, int height,
                      uint8_t **out, size_t *out_len);
 sd_status png_write_file(const char *path, const uint8_t *rgb, int width, int height,
                          const struct png_text *texts, int ntexts);
-/* Decode an 8-bit RGB or RGBA (alpha dropped), gray, or palette PNG into rgb (malloc'ed,
- * H*W*3).  Hostile input gets SD_ERR_FORMAT.  max_pixels bounds the allocation. */
+/* Decode an 8-bit RGB or RGBA (alpha dropped), gray, or palette PNG into rgb (sd_malloc'ed,
+ * H*W*3; the caller sd_free's it).  Hostile input gets SD_ERR_FORMAT.  max_pixels bounds the allocation. */
 sd_status png_decode(const uint8_t *data, size_t len, size_t max_pixels,
                      uint8_t **rgb, int *width, int *height);
-/* Read the tEXt value of key from a PNG in memory into a fresh string (NULL if absent). */
-sd_status png_get_text(const uint8_t *data, size_t len, const char *key, char **value);
+/* Read the text value of key (tEXt or uncompressed iTXt, as UTF-8) from a PNG in memory
+ * into a fresh sd_malloc'ed string (NULL if absent).  (Not png_get_text: libpng owns
+ * that name.) */
+sd_status png_text_get(const uint8_t *data, size_t len, const char *key, char **value);
 
 #endif

@@ -51,7 +51,8 @@ struct st_writer {
     int n, cap;
     struct st_wentry { char *name; sd_dtype dtype; int ndim; int64_t shape[SD_MAX_DIMS];
                        void *data; size_t nbytes; } *e;
-    char *metadata_json; /* optional: a JSON object text for "__metadata__" */
+    char *metadata_json; /* optional: a JSON object text for "__metadata__"; owned by
+                            the caller (st_writer_free leaves it alone) */
 };
 void st_writer_init(struct st_writer *w);
 /* Add raw storage already in dtype dt (for I64 ids, or copying tensors unchanged). */

@@ -103,9 +103,18 @@ void clip_forward(struct fwd *f, const struct clip *m, const int *ids, int N, in
     if (pooled && m->proj.w) {
         float *rows = fwd_alloc(f, (size_t)N * D);
         for (int n = 0; n < N; n++) {
-            int pos = L - 1;     /* transformers: first position equal to eos_token_id */
-            for (int j = 0; j < L; j++)
-                if (ids[(size_t)n * L + j] == c->eos_id) { pos = j; break; }
+            /* transformers: with the legacy eos_token_id 2 (real SDXL configs) the EOS is
+             * the argmax of the ids (its first occurrence), else the first eos_token_id */
+            const int *row = ids + (size_t)n * L;
+            int pos = 0;
+            if (c->eos_id == 2) {
+                for (int j = 1; j < L; j++)
+                    if (row[j] > row[pos]) pos = j;
+            } else {
+                pos = L - 1;
+                for (int j = 0; j < L; j++)
+                    if (row[j] == c->eos_id) { pos = j; break; }
+            }
             be->ops->copy(be, rows + (size_t)n * D, h + ((size_t)n * L + pos) * D, D * sizeof(float));
         }
         linear_forward(f, pooled, rows, &m->proj, N);

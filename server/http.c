@@ -1,0 +1,750 @@
+/* http.c — libmicrohttpd event loop, request lifecycle, reply helpers, parked requests.
+ *
+ * Threading model: MHD's internal epoll loop on a small thread pool (http_threads),
+ * not thread-per-connection.  Every handler only parses, validates and queues — model
+ * work happens on the worker — so a few event-loop threads serve any number of
+ * clients.  A client waiting for its image is *suspended* (MHD_suspend_connection):
+ * it holds no thread and no stack while it waits, so a thousand queued sync requests
+ * and SSE watchers cost a thousand sockets, not a thousand threads.  (Suspend/resume
+ * is also not available in thread-per-connection mode.)
+ *
+ * Parked requests.  A request waiting on a job registers a waiter on the job and is
+ * suspended; the job's wake callback (run by whoever changed the job, under the jobs
+ * lock) resumes it, and MHD calls the access handler again, which answers.  Suspending
+ * and resuming both happen under the jobs lock, so a wake can never slip in between
+ * "nothing to send yet" and "suspend".
+ *
+ * Disconnects.  MHD does not watch a suspended socket, so a watcher thread peeks at
+ * every parked socket every 200 ms: on EOF the request is resumed and closed, and a
+ * sync job nobody else waits for is cancelled — a client that goes away does not keep
+ * the device busy nor leak its job (the job stays visible as cancelled until its TTL).
+ * The same thread sends SSE keep-alive comments and runs the job table's TTL sweep.
+ *
+ * Bodies.  The route's max_body is checked against Content-Length before anything is
+ * read (413 without reading the body), and again while chunked data arrives. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "metrics.h"
+
+#define WATCH_INTERVAL_MS 200
+#define SSE_PING_MS 15000
+#define HOUSEKEEP_MS 1000
+
+struct http {
+    struct sdxld *d;
+    struct MHD_Daemon *mhd;
+    int listen_fd;
+    char address[128];
+    int port;
+    pthread_t watcher;
+    int watcher_started;
+    pthread_mutex_t stop_lock;
+    pthread_cond_t stop_cond;
+    int stop_watcher;
+    atomic_int closing;
+    struct req *parked;          /* guarded by the jobs lock */
+    int nparked;
+    atomic_int active;           /* requests between creation and completion */
+};
+
+static double mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+int http_closing(struct http *h) { return atomic_load(&h->closing); }
+
+/* ---- parking (jobs lock held) ---- */
+
+static void park_locked(struct http *h, struct req *r) {
+    r->parked = 1;
+    r->park_prev = NULL;
+    r->park_next = h->parked;
+    if (h->parked) h->parked->park_prev = r;
+    h->parked = r;
+    h->nparked++;
+    MHD_suspend_connection(r->conn);
+}
+
+static void unpark_locked(struct http *h, struct req *r) {
+    if (!r->parked) return;
+    r->parked = 0;
+    if (r->park_prev) r->park_prev->park_next = r->park_next; else h->parked = r->park_next;
+    if (r->park_next) r->park_next->park_prev = r->park_prev;
+    r->park_prev = r->park_next = NULL;
+    h->nparked--;
+    MHD_resume_connection(r->conn);
+}
+
+static void on_job_change(struct job_waiter *w) {
+    struct req *r = (struct req *)((char *)w - offsetof(struct req, waiter));
+    /* Sync waiters only care about the final state; SSE streams about every event. */
+    if (r->sse || job_status_final(r->job->status)) unpark_locked(r->d->http, r);
+}
+
+/* ---- replies ---- */
+
+void req_add_header(struct req *r, const char *name, const char *value) {
+    if (r->nhdrs == REQ_MAX_HEADERS) return;
+    snprintf(r->hdr_name[r->nhdrs], sizeof r->hdr_name[0], "%s", name);
+    snprintf(r->hdr_value[r->nhdrs], sizeof r->hdr_value[0], "%s", value);
+    r->nhdrs++;
+}
+
+static enum MHD_Result queue(struct req *r, unsigned status, struct MHD_Response *resp,
+                             const char *ctype) {
+    if (!resp) {
+        LOG_E("%s %s: cannot create a response (out of memory)", r->method, r->path);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    for (int i = 0; i < r->nhdrs; i++)
+        MHD_add_response_header(resp, r->hdr_name[i], r->hdr_value[i]);
+    r->status = status;
+    metrics_request(r->d->metrics, r->route_idx, status);
+    enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+enum MHD_Result reply_buffer(struct req *r, unsigned status, const char *content_type,
+                             const void *data, size_t len, void (*free_fn)(void *),
+                             void *free_cls) {
+    struct MHD_Response *resp;
+    if (free_fn)
+        resp = MHD_create_response_from_buffer_with_free_callback_cls(len, data, free_fn,
+                                                                      free_cls);
+    else
+        resp = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
+    if (!resp && free_fn) free_fn(free_cls);
+    return queue(r, status, resp, content_type);
+}
+
+enum MHD_Result reply_json(struct req *r, unsigned status, json_t *body) {
+    char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!s) {
+        static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+        return reply_buffer(r, 500, "application/json", oom, sizeof oom - 1, NULL, NULL);
+    }
+    size_t n = strlen(s);
+    s[n] = '\n';   /* json_dumps leaves room for the NUL: reuse it as a final newline */
+    return reply_buffer(r, status, "application/json", s, n + 1, free, s);
+}
+
+enum MHD_Result reply_error(struct req *r, unsigned status, const char *code,
+                            const char *field, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *e = json_object();
+    json_object_set_new(e, "code", json_string(code));
+    json_t *m = json_string(msg);
+    json_object_set_new(e, "message", m ? m : json_string("(message not valid UTF-8)"));
+    if (field) {
+        json_t *f = json_string(field);
+        json_object_set_new(e, "field", f ? f : json_string("?"));
+    }
+    if (status == 401) req_add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"sdxld\"");
+    if (status >= 500)
+        LOG_W("%s %s: %u %s: %s", r->method, r->path, status, code, msg);
+    return reply_json(r, status, json_pack("{s:o}", "error", e));
+}
+
+const char *req_header(struct req *r, const char *name) {
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *req_query(struct req *r, const char *key) {
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+struct query_check { const char *const *allowed; const char *unknown; };
+
+static enum MHD_Result query_iter(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value) {
+    (void)kind; (void)value;
+    struct query_check *q = cls;
+    for (const char *const *a = q->allowed; *a; a++)
+        if (!strcmp(*a, key)) return MHD_YES;
+    q->unknown = key;
+    return MHD_NO;
+}
+
+int req_check_query(struct req *r, const char *const *allowed, const char **unknown) {
+    struct query_check q = { allowed, NULL };
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, query_iter, &q);
+    *unknown = q.unknown;
+    return q.unknown ? -1 : 0;
+}
+
+/* ---- waiting on a job ---- */
+
+enum MHD_Result req_wait_job(struct req *r, struct job *job, int owns_job,
+                             enum MHD_Result (*on_wake)(struct req *r)) {
+    struct http *h = r->d->http;
+    r->job = job;
+    r->owns_job = owns_job;
+    r->on_wake = on_wake;
+    r->waiter.wake = on_job_change;
+    jobs_lock(r->d->jobs);
+    jobs_watch_locked(job, &r->waiter);
+    if (job_status_final(job->status) || http_closing(h)) {
+        jobs_unlock(r->d->jobs);
+        r->on_wake = NULL;
+        return on_wake(r);
+    }
+    park_locked(h, r);
+    jobs_unlock(r->d->jobs);
+    return MHD_YES;
+}
+
+/* Format the next pending event (or a keep-alive) into r->sse_buf; 1 if there is one. */
+static int sse_next_locked(struct req *r) {
+    struct job *j = r->job;
+    long first = j->events_base + 1;                  /* oldest seq still in the log */
+    if (r->sse_next_seq < first) r->sse_next_seq = first;
+    long idx = r->sse_next_seq - first;
+    free(r->sse_buf);
+    r->sse_buf = NULL;
+    r->sse_len = r->sse_off = 0;
+    if (idx < j->nevents) {
+        const char *ev = j->events[idx];
+        size_t n = strlen(ev) + 64;
+        r->sse_buf = malloc(n);
+        if (!r->sse_buf) return 0;
+        r->sse_len = (size_t)snprintf(r->sse_buf, n, "id: %ld\ndata: %s\n\n", r->sse_next_seq, ev);
+        r->sse_next_seq++;
+        return 1;
+    }
+    if (r->sse_ping) {
+        r->sse_ping = 0;
+        r->sse_buf = strdup(": keep-alive\n\n");
+        if (!r->sse_buf) return 0;
+        r->sse_len = strlen(r->sse_buf);
+        return 1;
+    }
+    return 0;
+}
+
+static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    struct req *r = cls;
+    struct http *h = r->d->http;
+    jobs_lock(r->d->jobs);
+    if (r->sse_off == r->sse_len) {
+        if (r->client_gone) {
+            jobs_unlock(r->d->jobs);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (!sse_next_locked(r)) {
+            long last = r->job->events_base + r->job->nevents;
+            if ((job_status_final(r->job->status) && r->sse_next_seq > last) || http_closing(h)) {
+                jobs_unlock(r->d->jobs);
+                return MHD_CONTENT_READER_END_OF_STREAM;
+            }
+            park_locked(h, r);   /* resumed by the next event, a ping or a disconnect */
+            jobs_unlock(r->d->jobs);
+            return 0;
+        }
+    }
+    size_t n = r->sse_len - r->sse_off;
+    if (n > max) n = max;
+    memcpy(buf, r->sse_buf + r->sse_off, n);
+    r->sse_off += n;
+    r->sse_last_ms = mono_ms();
+    jobs_unlock(r->d->jobs);
+    return (ssize_t)n;
+}
+
+enum MHD_Result req_sse(struct req *r, struct job *job, long last_event_id) {
+    r->job = job;
+    r->sse = 1;
+    r->sse_next_seq = last_event_id + 1;
+    r->sse_last_ms = mono_ms();
+    r->waiter.wake = on_job_change;
+    jobs_lock(r->d->jobs);
+    long last = job->events_base + job->nevents;
+    int done = job_status_final(job->status) && last_event_id >= last;
+    if (!done) jobs_watch_locked(job, &r->waiter);
+    jobs_unlock(r->d->jobs);
+    if (done) {
+        /* EventSource reconnecting after the final event: 204 tells it to stop. */
+        return reply_buffer(r, 204, "text/event-stream", "", 0, NULL, NULL);
+    }
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384,
+                                                                  sse_reader, r, NULL);
+    if (resp) MHD_add_response_header(resp, "X-Accel-Buffering", "no");   /* nginx */
+    return queue(r, 200, resp, "text/event-stream");
+}
+
+/* ---- request lifecycle ---- */
+
+static int match_route(struct req *r, const char *url, const char *method, int *path_matched) {
+    const char *m = !strcmp(method, "HEAD") ? "GET" : method;
+    *path_matched = 0;
+    for (int i = 0; i < sdxld_nroutes; i++) {
+        const char *p = sdxld_routes[i].pattern, *u = url;
+        int np = 0, ok = 1;
+        char caps[REQ_MAX_PARAMS][80];
+        while (*p && ok) {
+            if (*p == '*') {
+                const char *e = strchr(u, '/');
+                size_t len = e ? (size_t)(e - u) : strlen(u);
+                if (len == 0 || len >= sizeof caps[0] || np == REQ_MAX_PARAMS) ok = 0;
+                else {
+                    memcpy(caps[np], u, len);
+                    caps[np++][len] = 0;
+                    u += len;
+                    p++;
+                }
+            } else if (*p == *u) {
+                p++;
+                u++;
+            } else {
+                ok = 0;
+            }
+        }
+        if (!ok || *u) continue;
+        *path_matched = 1;
+        if (strcmp(sdxld_routes[i].method, m)) continue;
+        for (int k = 0; k < np; k++) memcpy(r->params[k], caps[k], sizeof caps[k]);
+        return i;
+    }
+    return -1;
+}
+
+static int content_type_json(const char *ct) {
+    if (!ct) return 0;
+    while (*ct == ' ') ct++;
+    size_t n = strlen("application/json");
+    if (strncasecmp(ct, "application/json", n)) return 0;
+    return ct[n] == 0 || ct[n] == ';' || ct[n] == ' ';
+}
+
+/* Checks that need only the headers; answers early (without reading the body). */
+static enum MHD_Result on_headers(struct req *r, int path_matched) {
+    if (!r->route) {
+        if (path_matched) {
+            char allow[64] = "";
+            for (int i = 0; i < sdxld_nroutes; i++) {
+                int dummy;
+                struct req probe;
+                memset(&probe, 0, sizeof probe);
+                if (match_route(&probe, r->path, sdxld_routes[i].method, &dummy) == i) {
+                    size_t o = strlen(allow);
+                    snprintf(allow + o, sizeof allow - o, "%s%s", o ? ", " : "", sdxld_routes[i].method);
+                }
+            }
+            req_add_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+            return reply_error(r, 405, "method_not_allowed", NULL, "%s is not allowed on %s (allowed: %s)",
+                               r->method, r->path, allow);
+        }
+        return reply_error(r, 404, "not_found", NULL, "no such endpoint: %s", r->path);
+    }
+    if (auth_check(r->d->auth, r->route->auth, req_header(r, MHD_HTTP_HEADER_AUTHORIZATION)))
+        return reply_error(r, 401, "unauthorized", NULL, "%s",
+                           r->route->auth == AUTH_ADMIN ? "a valid admin bearer token is required"
+                                                        : "a valid bearer token is required");
+    if (r->route->max_body) {
+        const char *ct = req_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (!content_type_json(ct))
+            return reply_error(r, 415, "unsupported_media_type", NULL,
+                               "send the body as Content-Type: application/json (got %s)",
+                               ct ? ct : "none");
+        const char *cl = req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end;
+            errno = 0;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (errno || *end || n > r->route->max_body)
+                return reply_error(r, 413, "payload_too_large", NULL,
+                                   "the body may be at most %zu bytes", r->route->max_body);
+        }
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result on_body_complete(struct req *r) {
+    if (r->body_too_large)
+        return reply_error(r, 413, "payload_too_large", NULL, "the body may be at most %zu bytes",
+                           r->route->max_body);
+    if (r->route->max_body) {
+        if (!r->body_len)
+            return reply_error(r, 400, "invalid_json", NULL, "the request needs a JSON object body");
+        json_error_t jerr;
+        r->json = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!r->json)
+            return reply_error(r, 400, "invalid_json", NULL, "malformed JSON at line %d column %d: %s",
+                               jerr.line, jerr.column, jerr.text);
+        if (!json_is_object(r->json))
+            return reply_error(r, 400, "invalid_json", NULL, "the body must be a JSON object");
+    }
+    return r->route->fn(r);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls) {
+    (void)version;
+    struct http *h = cls;
+    struct req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        *con_cls = r;
+        atomic_fetch_add(&h->active, 1);
+        r->d = h->d;
+        r->conn = conn;
+        r->t_start_ms = mono_ms();
+        r->sse_next_seq = 1;
+        snprintf(r->method, sizeof r->method, "%s", method);
+        snprintf(r->path, sizeof r->path, "%s", url);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        r->fd = ci ? ci->connect_fd : -1;
+        int path_matched;
+        int idx = strlen(url) < sizeof r->path ? match_route(r, url, method, &path_matched) : -1;
+        if (strlen(url) >= sizeof r->path) path_matched = 0;
+        r->route_idx = idx >= 0 ? idx : sdxld_nroutes;
+        r->route = idx >= 0 ? &sdxld_routes[idx] : NULL;
+        return on_headers(r, path_matched);
+    }
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (r->status) return MHD_YES;                  /* answered early; MHD discards */
+        size_t limit = r->route->max_body;
+        if (limit == 0) {
+            /* A body on a route that takes none (a GET, POST .../cancel): ignore it. */
+            r->body_discarded += n;
+            return r->body_discarded > (1 << 20) ? MHD_NO : MHD_YES;
+        }
+        if (r->body_too_large || r->body_len + n > limit) {
+            /* Chunked body over the limit: keep reading (to answer 413 cleanly) up to a
+             * point, then drop the connection. */
+            r->body_too_large = 1;
+            r->body_discarded += n;
+            return r->body_discarded > 4 * limit + (1 << 20) ? MHD_NO : MHD_YES;
+        }
+        if (r->body_len + n > r->body_cap) {
+            size_t cap = r->body_cap ? r->body_cap : 4096;
+            while (cap < r->body_len + n) cap *= 2;
+            if (cap > limit) cap = limit;
+            char *nb = realloc(r->body, cap);
+            if (!nb) return MHD_NO;
+            r->body = nb;
+            r->body_cap = cap;
+        }
+        memcpy(r->body + r->body_len, upload_data, n);
+        r->body_len += n;
+        return MHD_YES;
+    }
+    if (r->on_wake) {
+        enum MHD_Result (*fn)(struct req *) = r->on_wake;
+        r->on_wake = NULL;
+        if (r->client_gone) return MHD_NO;   /* nobody to answer: close */
+        return fn(r);
+    }
+    if (r->status) return MHD_YES;
+    return on_body_complete(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)conn;
+    struct http *h = cls;
+    struct req *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    char job_id[JOB_ID_LEN + 1] = "";
+    if (r->job) {
+        memcpy(job_id, r->job->id, sizeof job_id);
+        jobs_lock(h->d->jobs);
+        jobs_unwatch_locked(r->job, &r->waiter);
+        if (r->parked) {   /* only at daemon stop */
+            r->parked = 0;
+            if (r->park_prev) r->park_prev->park_next = r->park_next; else h->parked = r->park_next;
+            if (r->park_next) r->park_next->park_prev = r->park_prev;
+            h->nparked--;
+        }
+        if (r->owns_job && !job_status_final(r->job->status) &&
+            toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+            LOG_I("job %s cancelled: its client disconnected", r->job->id);
+            jobs_cancel_locked(h->d->jobs, r->job, "client_gone", 499, "the client disconnected");
+        }
+        jobs_unref_locked(h->d->jobs, r->job);
+        jobs_unlock(h->d->jobs);
+    }
+    unsigned status = r->status;
+    double ms = mono_ms() - r->t_start_ms;
+    if (!status) {
+        /* The connection died before an answer was queued (client gone, bad request
+         * line): count it so the metrics see every request. */
+        metrics_request(h->d->metrics, r->route_idx, 499);
+    }
+    if (r->route && r->route->quiet && status < 400)
+        LOG_D("%s %s %u %.1f ms", r->method, r->path, status, ms);
+    else
+        LOG_I("%s %s %u %.1f ms%s%s%s", r->method, r->path, status ? status : 499, ms,
+              job_id[0] ? " job=" : "", job_id,
+              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
+    json_decref(r->json);
+    free(r->body);
+    free(r->sse_buf);
+    free(r);
+    atomic_fetch_sub(&h->active, 1);
+}
+
+/* ---- watcher: disconnects, SSE keep-alives, TTL sweep ---- */
+
+static int peer_closed(int fd) {
+    if (fd < 0) return 0;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) return 1;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return 1;
+    return 0;
+}
+
+static void watch_parked(struct http *h) {
+    struct req *gone[256];
+    int ngone = 0;
+    double now = mono_ms();
+    jobs_lock(h->d->jobs);
+    for (struct req *r = h->parked; r && ngone < (int)(sizeof gone / sizeof gone[0]); r = r->park_next) {
+        if (peer_closed(r->fd)) {
+            r->client_gone = 1;
+            gone[ngone++] = r;
+        } else if (r->sse && now - r->sse_last_ms > SSE_PING_MS) {
+            r->sse_ping = 1;
+            gone[ngone++] = r;   /* resume to send the keep-alive */
+        }
+    }
+    for (int i = 0; i < ngone; i++) {
+        struct req *r = gone[i];
+        if (r->client_gone) {
+            metrics_client_gone(h->d->metrics);
+            if (r->owns_job && !job_status_final(r->job->status)) {
+                LOG_I("job %s cancelled: its client disconnected", r->job->id);
+                /* wakes (and so resumes) r through its waiter */
+                jobs_cancel_locked(h->d->jobs, r->job, "client_gone", 499, "the client disconnected");
+            }
+        }
+        unpark_locked(h, r);   /* no-op if the cancel already resumed it */
+    }
+    jobs_unlock(h->d->jobs);
+}
+
+static void *watcher_main(void *arg) {
+    struct http *h = arg;
+    double last_sweep = 0;
+    pthread_mutex_lock(&h->stop_lock);
+    while (!h->stop_watcher) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += WATCH_INTERVAL_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+        pthread_cond_timedwait(&h->stop_cond, &h->stop_lock, &ts);
+        if (h->stop_watcher) break;
+        pthread_mutex_unlock(&h->stop_lock);
+        watch_parked(h);
+        if (mono_ms() - last_sweep > HOUSEKEEP_MS) {
+            jobs_housekeep(h->d->jobs);
+            last_sweep = mono_ms();
+        }
+        pthread_mutex_lock(&h->stop_lock);
+    }
+    pthread_mutex_unlock(&h->stop_lock);
+    return NULL;
+}
+
+/* ---- start / stop ---- */
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n') msg[--n] = 0;
+    LOG_W("libmicrohttpd: %s", msg);
+}
+
+/* Split "host:port" / "[v6]:port".  -1 if malformed. */
+static int split_address(const char *addr, char *host, size_t hn, char *port, size_t pn) {
+    const char *colon;
+    if (addr[0] == '[') {
+        const char *close = strchr(addr, ']');
+        if (!close || close[1] != ':') return -1;
+        if ((size_t)(close - addr - 1) >= hn) return -1;
+        memcpy(host, addr + 1, (size_t)(close - addr - 1));
+        host[close - addr - 1] = 0;
+        colon = close + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (!colon || (size_t)(colon - addr) >= hn) return -1;
+        memcpy(host, addr, (size_t)(colon - addr));
+        host[colon - addr] = 0;
+        if (strchr(host, ':')) return -1;   /* bare IPv6 needs brackets */
+    }
+    const char *p = colon + 1;
+    if (!*p || strlen(p) >= pn) return -1;
+    for (const char *c = p; *c; c++)
+        if (*c < '0' || *c > '9') return -1;
+    if (atol(p) > 65535) return -1;
+    snprintf(port, pn, "%s", p);
+    return 0;
+}
+
+static int open_listener(struct http *h, const char *addr, int *config_error, char *err,
+                         size_t errlen) {
+    char host[256], port[16];
+    if (split_address(addr, host, sizeof host, port, sizeof port)) {
+        *config_error = 1;
+        snprintf(err, errlen, "listen: '%s' is not HOST:PORT or [IPV6]:PORT", addr);
+        return -1;
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *res = NULL;
+    int gai = getaddrinfo(host[0] && strcmp(host, "*") ? host : NULL, port, &hints, &res);
+    if (gai) {
+        *config_error = 1;
+        snprintf(err, errlen, "listen: cannot resolve '%s': %s", host, gai_strerror(gai));
+        return -1;
+    }
+    int fd = -1, saved = 0;
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+        if (fd < 0) { saved = errno; continue; }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 1024) == 0) break;
+        saved = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        snprintf(err, errlen, "listen: cannot bind %s: %s", addr, strerror(saved));
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+        h->port = ntohs(s4->sin_port);
+        snprintf(h->address, sizeof h->address, "%s:%d", ip, h->port);
+    } else {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+        h->port = ntohs(s6->sin6_port);
+        snprintf(h->address, sizeof h->address, "[%s]:%d", ip, h->port);
+    }
+    h->listen_fd = fd;
+    return 0;
+}
+
+struct http *http_start(struct sdxld *d, int *config_error, char *err, size_t errlen) {
+    *config_error = 0;
+    struct http *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    h->d = d;
+    h->listen_fd = -1;
+    d->http = h;
+    pthread_mutex_init(&h->stop_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->stop_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (open_listener(h, d->cfg.listen, config_error, err, errlen)) goto fail;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->listen_fd,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)d->cfg.http_threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)d->cfg.max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)d->cfg.http_timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+        MHD_OPTION_END);
+    if (!h->mhd) {
+        snprintf(err, errlen, "cannot start the HTTP server (libmicrohttpd) on %s", h->address);
+        goto fail;
+    }
+    if (pthread_create(&h->watcher, NULL, watcher_main, h)) {
+        snprintf(err, errlen, "cannot start the connection watcher thread");
+        goto fail;
+    }
+    h->watcher_started = 1;
+    return h;
+fail:
+    if (h->mhd) MHD_stop_daemon(h->mhd);
+    if (h->listen_fd >= 0) close(h->listen_fd);
+    pthread_cond_destroy(&h->stop_cond);
+    pthread_mutex_destroy(&h->stop_lock);
+    free(h);
+    d->http = NULL;
+    return NULL;
+}
+
+const char *http_address(struct http *h) { return h->address; }
+int http_port(struct http *h) { return h->port; }
+
+void http_stop(struct http *h, int grace_ms) {
+    if (!h) return;
+    atomic_store(&h->closing, 1);
+    /* No new connections; the ones open finish their current exchange. */
+    MHD_socket lfd = MHD_quiesce_daemon(h->mhd);
+    /* Wake every parked request: sync waiters answer from the final job state (or 503),
+     * SSE streams send what is left and end. */
+    jobs_lock(h->d->jobs);
+    while (h->parked) unpark_locked(h, h->parked);
+    jobs_unlock(h->d->jobs);
+    double deadline = mono_ms() + grace_ms;
+    /* Requests in progress (not idle keep-alive connections) get the grace period. */
+    while (atomic_load(&h->active) > 0 && mono_ms() < deadline) {
+        jobs_lock(h->d->jobs);
+        while (h->parked) unpark_locked(h, h->parked);   /* an SSE stream parked again */
+        jobs_unlock(h->d->jobs);
+        usleep(10000);
+    }
+    pthread_mutex_lock(&h->stop_lock);
+    h->stop_watcher = 1;
+    pthread_cond_signal(&h->stop_cond);
+    pthread_mutex_unlock(&h->stop_lock);
+    if (h->watcher_started) pthread_join(h->watcher, NULL);
+    jobs_lock(h->d->jobs);
+    while (h->parked) unpark_locked(h, h->parked);
+    jobs_unlock(h->d->jobs);
+    MHD_stop_daemon(h->mhd);
+    if (lfd != MHD_INVALID_SOCKET) close(lfd);
+    pthread_cond_destroy(&h->stop_cond);
+    pthread_mutex_destroy(&h->stop_lock);
+    h->d->http = NULL;
+    free(h);
+}
