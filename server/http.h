@@ -54,6 +54,7 @@ struct req {
     int body_too_large;
     json_t *json;
 
+    int handler_data;          /* for the handler, e.g. which answer a parked request wants */
     unsigned status;           /* 0 until a reply is queued */
     int nhdrs;
     char hdr_name[REQ_MAX_HEADERS][32], hdr_value[REQ_MAX_HEADERS][160];

@@ -1,2 +1,82 @@
-#!/bin/sh
-exit 0
+#!/usr/bin/env bash
+# test_cli.sh — the offline subcommands end to end against the golden run
+# (spec/conformance.md): encode, unet, vae, generate --noise, the PNG pixels, seeds and
+# batching, init + reload, and clear failures on bad input.  TAP output.
+set -u
+BIN=${SDXLD_BIN:?} CMP=${ST_COMPARE:?} DATA=${SDXLD_TEST_DATA:?}
+M=$DATA/tiny-sdxl-a G=$M/golden.safetensors
+T=$(mktemp -d) && trap 'rm -rf "$T"' EXIT
+n=0 fails=0
+ok() { n=$((n+1)); if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fails=$((fails+1)); fi; }
+run() { "$@" >"$T/out" 2>"$T/err"; }
+
+python3 -c "import json,sys; json.dump(json.load(open('$M/golden.json'))['prompts'], open('$T/prompts.json','w'))"
+
+run "$BIN" encode --model "$M" --prompts "$T/prompts.json" --out "$T/enc.safetensors"; ok $? "encode runs"
+"$CMP" "$T/enc.safetensors" "$G" 0 tok1_ids tok2_ids; ok $? "token ids equal the reference"
+"$CMP" "$T/enc.safetensors" "$G" 1e-4 te1_penultimate te1_last te2_penultimate te2_text_embeds prompt_embeds pooled_embeds
+ok $? "text encoder outputs within 1e-4"
+
+run "$BIN" unet --model "$M" --in "$G" --out "$T/unet.safetensors"; ok $? "unet runs on the golden file as input"
+"$CMP" "$T/unet.safetensors" "$G" 1e-4 unet_out; ok $? "unet_out within 1e-4"
+
+run "$BIN" vae --model "$M" --in "$G" --out "$T/vae.safetensors"; ok $? "vae runs"
+"$CMP" "$T/vae.safetensors" "$G" 1e-4 vae_enc_mean vae_dec_out; ok $? "vae encoder mean and decoder output within 1e-4"
+
+run "$BIN" generate --model "$M" --prompts "$T/prompts.json" --width 64 --height 64 --noise "$G" \
+    --out-tensor "$T/gen.safetensors" -o "$T/img.png"; ok $? "generate --noise runs"
+"$CMP" "$T/gen.safetensors" "$G" 1e-3 sample_eps_0 sample_eps_1 sample_eps_2 sample_eps_3 sample_denoised_0 \
+    sample_denoised_1 sample_denoised_2 sample_denoised_3 sample_final_latent sample_image
+ok $? "4-step run within 1e-3 of the golden tensors"
+"$CMP" --png "$T/img-0.png" "$G" sample_image 0; ok $? "PNG 0 pixels = golden sample_image[0]"
+"$CMP" --png "$T/img-1.png" "$G" sample_image 1; ok $? "PNG 1 pixels = golden sample_image[1]"
+grep -q "parameters" "$T/img-0.png" && grep -q "Seed" "$T/img-0.png"; ok $? "PNG carries the parameters text chunk"
+
+# seeds: identical bytes for identical runs; a batch of 2 = two single runs with s, s+1
+run "$BIN" generate --model "$M" --prompt "a red cube" --seed 7 -o "$T/a.png"; ok $? "generate from a seed"
+run "$BIN" generate --model "$M" --prompt "a red cube" --seed 7 -o "$T/b.png"
+cmp -s "$T/a.png" "$T/b.png"; ok $? "same seed, identical PNG bytes"
+printf '["a red cube", "a red cube"]' > "$T/two.json"
+run "$BIN" generate --model "$M" --prompts "$T/two.json" --seed 7 -o "$T/pair.png"
+run "$BIN" generate --model "$M" --prompt "a red cube" --seed 8 -o "$T/c.png"
+cmp -s "$T/a.png" "$T/pair-0.png" && ! cmp -s "$T/pair-0.png" "$T/pair-1.png"
+ok $? "image 0 of a batch equals the single run with seed s, image 1 differs"
+python3 - "$T/pair-1.png" "$T/c.png" <<'PY'
+import sys, zlib
+def idat(p):
+    b = open(p, 'rb').read(); i = 8; out = b''
+    while i < len(b):
+        n = int.from_bytes(b[i:i+4], 'big'); t = b[i+4:i+8]
+        if t == b'IDAT': out += b[i+8:i+8+n]
+        i += 12 + n
+    return zlib.decompress(out)
+sys.exit(0 if idat(sys.argv[1]) == idat(sys.argv[2]) else 1)
+PY
+ok $? "image 1 of a batch has the pixels of the single run with seed s+1"
+run "$BIN" generate --model "$M" --prompt "x" --steps 1 --seed 3 -o "$T/one.png"; ok $? "1-step generation (t=399)"
+run "$BIN" generate --model "$M" --prompt "x" --timesteps 999,500,20 --seed 3 -o "$T/three.png"; ok $? "arbitrary decreasing timesteps"
+
+# bad input: clear one-line errors and non-zero exits, never a crash
+run "$BIN" generate --model "$M" --prompt "x" --timesteps 500,600 -o "$T/x.png"
+[ $? -eq 1 ] && grep -q "timesteps" "$T/err"; ok $? "increasing timesteps rejected: $(cat "$T/err")"
+run "$BIN" generate --model "$M" --prompt "x" --width 60 -o "$T/x.png"
+[ $? -eq 1 ] && grep -q "width" "$T/err"; ok $? "width not a multiple of 8 rejected"
+run "$BIN" unet --model "$M" --in "$T/enc.safetensors" --out "$T/x.safetensors"
+[ $? -eq 1 ] && grep -q "unet_x" "$T/err"; ok $? "missing input tensor named: $(cat "$T/err")"
+run "$BIN" unet --model "$T/nowhere" --in "$G" --out "$T/x.safetensors"
+[ $? -eq 1 ] && grep -q "nowhere" "$T/err"; ok $? "unreadable model folder named"
+cp -r "$M" "$T/broken" && head -c 100000 "$M/unet/diffusion_pytorch_model.safetensors" > "$T/broken/unet/diffusion_pytorch_model.safetensors"
+run "$BIN" generate --model "$T/broken" --prompt x -o "$T/x.png"
+[ $? -eq 1 ] && grep -q "diffusion_pytorch_model" "$T/err"; ok $? "truncated weights rejected: $(cat "$T/err")"
+printf '{"not": "a list"}' > "$T/bad.json"
+run "$BIN" encode --model "$M" --prompts "$T/bad.json" --out "$T/x.safetensors"
+[ $? -eq 1 ] && grep -q "array" "$T/err"; ok $? "bad prompts file rejected"
+run "$BIN" frobnicate; [ $? -eq 2 ]; ok $? "unknown command exits 2"
+
+# init: a fresh model of the tiny config loads and generates; shapes equal the golden's
+run "$BIN" init --from "$M" --out "$T/fresh" --seed 1; ok $? "init writes a model folder"
+run "$BIN" unet --model "$T/fresh" --in "$G" --out "$T/fresh_unet.safetensors"; ok $? "the fresh model runs the golden inputs"
+run "$BIN" generate --model "$T/fresh" --prompt "a red cube" --seed 1 -o "$T/fresh.png"; ok $? "the fresh model generates"
+
+echo "1..$n"
+[ $fails -eq 0 ]

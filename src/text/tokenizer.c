@@ -400,14 +400,18 @@ done:
     return st;
 }
 
-/* Decode a token's content to code points; 0 on success. */
+/* Decode a token's content to code points; 0 on success, 1 if empty or too long.  The
+ * buffer is on the stack so this cannot fail for want of memory. */
 static int content_cps(const char *s, uint32_t *cp, int *len) {
-    struct cpvec v = { 0 };
-    int rc = utf8_decode((const unsigned char *)s, strlen(s), &v);
-    if (rc == 0 && (v.n == 0 || v.n > TOK_MAX_ADDED_LEN)) rc = 1;
-    if (rc == 0) { memcpy(cp, v.p, v.n * sizeof *cp); *len = (int)v.n; }
-    cpvec_free(&v);
-    return rc;
+    uint32_t buf[4 * TOK_MAX_ADDED_LEN];
+    size_t n = strlen(s);
+    if (n == 0 || n > 4 * TOK_MAX_ADDED_LEN) return 1;
+    struct cpvec v = { buf, 0, 4 * TOK_MAX_ADDED_LEN };
+    utf8_decode((const unsigned char *)s, n, &v);   /* fits: never more cps than bytes */
+    if (v.n > TOK_MAX_ADDED_LEN) return 1;
+    memcpy(cp, v.p, v.n * sizeof *cp);
+    *len = (int)v.n;
+    return 0;
 }
 
 /* Register an added token (or, if its content is known, update its flag: the last

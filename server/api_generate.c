@@ -1,0 +1,418 @@
+/* api_generate.c — POST /v1/generate and POST /v1/images/generations.
+ *
+ * Both parse and validate their JSON into one struct gen_request (strictly: every field
+ * typed and bounded, unknown fields rejected, each error naming its field), submit a
+ * job, and then either answer 202 (async) or park the connection until the job is
+ * final and answer with the PNG or the JSON images.
+ *
+ * The engine's own checks (engine_check_params) run on the worker, which owns the
+ * engine; everything the HTTP contract bounds is checked here, before queueing, so a
+ * bad request never costs a queue slot. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "api.h"
+
+#define MAX_STEPS 4          /* spec/api.md: steps 1..4 */
+#define SEED_MAX INT64_MAX   /* 2^63 - 1 */
+
+enum fmt { FMT_DEFAULT, FMT_PNG, FMT_B64 };
+
+struct api_error {
+    unsigned http;
+    const char *code;
+    char field[64];
+    char msg[256];
+};
+
+static int fail(struct api_error *e, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(struct api_error *e, const char *field, const char *fmt, ...) {
+    e->http = 400;
+    e->code = "invalid_argument";
+    snprintf(e->field, sizeof e->field, "%s", field ? field : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static const char *json_type_name(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number with a fraction";
+    case JSON_TRUE: case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    }
+    return "?";
+}
+
+static int get_int(json_t *v, const char *field, long long lo, long long hi, long long *out,
+                   struct api_error *e) {
+    if (!json_is_integer(v))
+        return fail(e, field, "%s: expected an integer, got %s", field, json_type_name(v));
+    long long x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return fail(e, field, "%s: %lld is out of range %lld..%lld", field, x, lo, hi);
+    *out = x;
+    return 0;
+}
+
+static int check_unknown(json_t *body, const char *const *known, struct api_error *e) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v) {
+        int ok = 0;
+        for (const char *const *k = known; *k; k++)
+            if (!strcmp(*k, key)) { ok = 1; break; }
+        if (!ok) return fail(e, key, "unknown field '%s'", key);
+    }
+    return 0;
+}
+
+static int check_size(const struct sdxld_config *c, const char *field, int v, int max,
+                      struct api_error *e) {
+    if (v < 8 || v > max)
+        return fail(e, field, "%s: %d is out of range 8..%d", field, v, max);
+    if (v % 8)
+        return fail(e, field, "%s: %d is not a multiple of 8", field, v);
+    (void)c;
+    return 0;
+}
+
+static uint64_t random_seed(void) {
+    uint64_t s = 0;
+    if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        s = (uint64_t)ts.tv_nsec * 6364136223846793005ull ^ (uint64_t)ts.tv_sec;
+    }
+    return s & (uint64_t)SEED_MAX;
+}
+
+static int parse_prompt(json_t *body, struct gen_request *g, struct api_error *e) {
+    json_t *v = json_object_get(body, "prompt");
+    if (!v) return fail(e, "prompt", "prompt: required");
+    if (!json_is_string(v))
+        return fail(e, "prompt", "prompt: expected a string, got %s", json_type_name(v));
+    g->prompt = strdup(json_string_value(v));
+    if (!g->prompt) return fail(e, "prompt", "prompt: out of memory");
+    return 0;
+}
+
+/* POST /v1/generate body → g, *fmt, *async. */
+static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, enum fmt *fmt,
+                          int *async, struct api_error *e) {
+    static const char *const known[] = { "prompt", "n", "width", "height", "seed", "steps",
+                                         "timesteps", "response_format", "async", NULL };
+    const struct sdxld_config *c = &d->cfg;
+    if (check_unknown(body, known, e)) return -1;
+    if (parse_prompt(body, g, e)) return -1;
+    long long x;
+    json_t *v;
+    g->n = 1;
+    if ((v = json_object_get(body, "n"))) {
+        if (get_int(v, "n", 1, c->max_n, &x, e)) return -1;
+        g->n = (int)x;
+    }
+    g->params.width = c->default_width;
+    g->params.height = c->default_height;
+    if ((v = json_object_get(body, "width"))) {
+        if (get_int(v, "width", 0, 1 << 30, &x, e) ||
+            check_size(c, "width", (int)x, c->max_width, e)) return -1;
+        g->params.width = (int)x;
+    }
+    if ((v = json_object_get(body, "height"))) {
+        if (get_int(v, "height", 0, 1 << 30, &x, e) ||
+            check_size(c, "height", (int)x, c->max_height, e)) return -1;
+        g->params.height = (int)x;
+    }
+    if ((v = json_object_get(body, "seed"))) {
+        if (get_int(v, "seed", 0, SEED_MAX, &x, e)) return -1;
+        g->seed = (uint64_t)x;
+    } else {
+        g->seed = random_seed();
+    }
+    /* image i uses seed + i: keep the last one within 0..2^63-1 too */
+    if (g->seed > (uint64_t)SEED_MAX - (uint64_t)(g->n - 1))
+        return fail(e, "seed", "seed: seed + n - 1 must not exceed 2^63-1");
+    int steps = 0;
+    if ((v = json_object_get(body, "steps"))) {
+        if (get_int(v, "steps", 1, MAX_STEPS, &x, e)) return -1;
+        steps = (int)x;
+    }
+    if ((v = json_object_get(body, "timesteps"))) {
+        if (!json_is_array(v))
+            return fail(e, "timesteps", "timesteps: expected an array of integers, got %s",
+                        json_type_name(v));
+        size_t n = json_array_size(v);
+        if (n < 1 || n > MAX_STEPS)
+            return fail(e, "timesteps", "timesteps: needs 1..%d entries, got %zu", MAX_STEPS, n);
+        if (steps && (size_t)steps != n)
+            return fail(e, "timesteps", "timesteps: %zu entries but steps is %d", n, steps);
+        for (size_t i = 0; i < n; i++) {
+            json_t *t = json_array_get(v, i);
+            if (get_int(t, "timesteps", 0, 999, &x, e)) return -1;
+            if (i && x >= g->params.timesteps[i - 1])
+                return fail(e, "timesteps", "timesteps: must be strictly decreasing (%lld after %d)",
+                            x, g->params.timesteps[i - 1]);
+            g->params.timesteps[i] = (int)x;
+        }
+        g->params.nsteps = (int)n;
+    } else {
+        g->params.nsteps = steps ? steps : c->default_steps;
+        engine_default_timesteps(g->params.nsteps, g->params.timesteps);
+    }
+    *fmt = FMT_DEFAULT;
+    if ((v = json_object_get(body, "response_format"))) {
+        const char *s = json_string_value(v);
+        if (!s) return fail(e, "response_format", "response_format: expected \"png\" or "
+                            "\"b64_json\", got %s", json_type_name(v));
+        if (!strcmp(s, "png")) *fmt = FMT_PNG;
+        else if (!strcmp(s, "b64_json")) *fmt = FMT_B64;
+        else return fail(e, "response_format", "response_format: '%s' is not \"png\" or \"b64_json\"", s);
+    }
+    *async = 0;
+    if ((v = json_object_get(body, "async"))) {
+        if (!json_is_boolean(v))
+            return fail(e, "async", "async: expected a boolean, got %s", json_type_name(v));
+        *async = json_is_true(v);
+    }
+    if (*fmt == FMT_PNG && g->n > 1 && !*async)
+        return fail(e, "response_format", "response_format: \"png\" returns one image; use "
+                    "\"b64_json\" for n > 1 (or async and GET /v1/jobs/{id}/images/{i})");
+    return 0;
+}
+
+/* POST /v1/images/generations (OpenAI Images API subset) → g. */
+static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
+                        struct api_error *e) {
+    /* "model" and "user" are accepted and ignored: OpenAI clients send them. */
+    static const char *const known[] = { "prompt", "n", "size", "response_format", "user",
+                                         "model", NULL };
+    const struct sdxld_config *c = &d->cfg;
+    if (check_unknown(body, known, e)) return -1;
+    if (parse_prompt(body, g, e)) return -1;
+    long long x;
+    json_t *v;
+    g->n = 1;
+    if ((v = json_object_get(body, "n"))) {
+        if (get_int(v, "n", 1, c->max_n, &x, e)) return -1;
+        g->n = (int)x;
+    }
+    g->params.width = c->default_width;
+    g->params.height = c->default_height;
+    if ((v = json_object_get(body, "size"))) {
+        const char *s = json_string_value(v);
+        if (!s) return fail(e, "size", "size: expected a string \"WIDTHxHEIGHT\", got %s",
+                            json_type_name(v));
+        int w, h, used = 0;
+        if (sscanf(s, "%5dx%5d%n", &w, &h, &used) != 2 || s[used] || s[0] < '0' || s[0] > '9')
+            return fail(e, "size", "size: '%s' is not \"WIDTHxHEIGHT\"", s);
+        if (check_size(c, "size", w, c->max_width, e) || check_size(c, "size", h, c->max_height, e))
+            return -1;
+        g->params.width = w;
+        g->params.height = h;
+    }
+    if ((v = json_object_get(body, "response_format"))) {
+        const char *s = json_string_value(v);
+        if (!s || strcmp(s, "b64_json"))
+            return fail(e, "response_format", "response_format: only \"b64_json\" is supported "
+                        "(images are not stored at URLs)");
+    }
+    if ((v = json_object_get(body, "user")) && !json_is_string(v))
+        return fail(e, "user", "user: expected a string, got %s", json_type_name(v));
+    if ((v = json_object_get(body, "model")) && !json_is_string(v))
+        return fail(e, "model", "model: expected a string, got %s", json_type_name(v));
+    g->seed = random_seed();
+    if (g->seed > (uint64_t)SEED_MAX - (uint64_t)g->n) g->seed -= (uint64_t)g->n;
+    g->params.nsteps = c->default_steps;
+    engine_default_timesteps(g->params.nsteps, g->params.timesteps);
+    return 0;
+}
+
+char *b64_encode(const uint8_t *p, size_t n, size_t *out_len) {
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t len = 4 * ((n + 2) / 3);
+    char *out = malloc(len + 1), *o = out;
+    if (!out) return NULL;
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        *o++ = tab[v >> 18];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = tab[(v >> 6) & 63];
+        *o++ = tab[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
+        *o++ = tab[v >> 18];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    *o = 0;
+    if (out_len) *out_len = len;
+    return out;
+}
+
+/* ---- answering a finished job ---- */
+
+static void result_free_cb(void *cls) { job_result_unref(cls); }
+
+/* Which response a waiting request wants. */
+enum answer_kind { ANSWER_NATIVE, ANSWER_NATIVE_PNG, ANSWER_OPENAI };
+
+static void set_answer(struct req *r, enum answer_kind k) { r->handler_data = (int)k; }
+static enum answer_kind get_answer(struct req *r) { return (enum answer_kind)r->handler_data; }
+
+/* The job ended without images: answer with its error. */
+static enum MHD_Result answer_failure(struct req *r, struct job *j) {
+    if (!job_status_final(j->status))   /* the daemon is stopping under us */
+        return reply_error(r, 503, "shutting_down", NULL,
+                           "the daemon is shutting down; job %s was not finished", j->id);
+    unsigned http = j->err_http ? (unsigned)j->err_http : 500;
+    if (http == 499) http = 409;   /* cancelled because of a disconnect nobody will read */
+    if (j->status == JOB_CANCELLED && http < 500 && strcmp(j->err_code, "shutting_down"))
+        http = 409;
+    return reply_error(r, http, j->err_code[0] ? j->err_code : "internal",
+                       j->err_field[0] ? j->err_field : NULL, "job %s %s: %s", j->id,
+                       job_status_name(j->status), j->err_msg ? j->err_msg : "no details");
+}
+
+static enum MHD_Result on_generation_done(struct req *r) {
+    struct sdxld *d = r->d;
+    struct job *j = r->job;
+    jobs_lock(d->jobs);
+    struct job_result *res = jobs_result_ref_locked(j);
+    int truncated = j->truncated;
+    double tq = j->queue_ms, tt = j->tm.text_ms, tu = j->tm.unet_ms, tv = j->tm.vae_ms;
+    if (res) jobs_result_delivered_locked(d->jobs, j);
+    jobs_unlock(d->jobs);
+    if (!res) {
+        jobs_lock(d->jobs);
+        enum MHD_Result ret = answer_failure(r, j);
+        jobs_unlock(d->jobs);
+        return ret;
+    }
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)res->img[0].seed);
+    req_add_header(r, "X-Seed", seed);
+    req_add_header(r, "X-Job-Id", j->id);
+    if (truncated) req_add_header(r, "X-Prompt-Truncated", "true");
+    enum answer_kind kind = get_answer(r);
+    if (kind == ANSWER_NATIVE_PNG)
+        return reply_buffer(r, 200, "image/png", res->img[0].png, res->img[0].len,
+                            result_free_cb, res);
+    json_t *imgs = json_array();
+    int oom = 0;
+    for (int i = 0; i < res->n; i++) {
+        size_t bl;
+        char *b = b64_encode(res->img[i].png, res->img[i].len, &bl);
+        json_t *s = b ? json_stringn_nocheck(b, bl) : NULL;
+        free(b);
+        if (!s) { oom = 1; break; }
+        json_array_append_new(imgs, json_pack("{s:o, s:I}", "b64_json", s,
+                                              "seed", (json_int_t)res->img[i].seed));
+    }
+    job_result_unref(res);
+    if (oom) {
+        json_decref(imgs);
+        return reply_error(r, 503, "resource_exhausted", NULL, "out of memory encoding the response");
+    }
+    time_t now = time(NULL);
+    if (kind == ANSWER_OPENAI)
+        return reply_json(r, 200, json_pack("{s:I, s:o}", "created", (json_int_t)now, "data", imgs));
+    return reply_json(r, 200, json_pack("{s:s, s:I, s:o, s:{s:f, s:f, s:f, s:f}, s:b}",
+        "id", j->id, "created", (json_int_t)now, "images", imgs, "timings",
+        "queue_ms", (double)(long long)(tq + 0.5), "text_ms", (double)(long long)(tt + 0.5),
+        "unet_ms", (double)(long long)(tu + 0.5), "vae_ms", (double)(long long)(tv + 0.5),
+        "truncated", truncated));
+}
+
+static enum MHD_Result submit(struct req *r, struct gen_request *g, int async,
+                              enum answer_kind kind) {
+    struct sdxld *d = r->d;
+    int phase = atomic_load(&d->phase);
+    if (phase == PHASE_DRAINING || phase == PHASE_STOPPED) {
+        free(g->prompt);
+        req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "30");
+        return reply_error(r, 503, "shutting_down", NULL, "the daemon is shutting down");
+    }
+    if (phase != PHASE_READY) {
+        free(g->prompt);
+        req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "5");
+        return reply_error(r, 503, "not_ready", NULL, "the model is still loading");
+    }
+    g->sync = !async;
+    struct job *j = job_new_generate(g);
+    if (!j) {
+        free(g->prompt);
+        return reply_error(r, 503, "resource_exhausted", NULL, "out of memory");
+    }
+    int pos = 0;
+    switch (jobs_submit(d->jobs, j, &pos)) {
+    case SUBMIT_OK:
+        break;
+    case SUBMIT_FULL: {
+        jobs_unref(d->jobs, j);
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", jobs_retry_after_s(d->jobs));
+        req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+        return reply_error(r, 429, "queue_full", NULL, "the queue is full (%d jobs); retry later",
+                           d->cfg.queue_max);
+    }
+    case SUBMIT_DRAINING:
+        jobs_unref(d->jobs, j);
+        req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "30");
+        return reply_error(r, 503, "shutting_down", NULL, "the daemon is shutting down");
+    }
+    if (async) {
+        char loc[96];
+        snprintf(loc, sizeof loc, "/v1/jobs/%s", j->id);
+        req_add_header(r, MHD_HTTP_HEADER_LOCATION, loc);
+        json_t *o = json_pack("{s:s, s:s, s:i, s:I}", "id", j->id, "status", "queued",
+                              "queue_position", pos, "seed", (json_int_t)j->req.seed);
+        jobs_unref(d->jobs, j);
+        return reply_json(r, 202, o);
+    }
+    set_answer(r, kind);
+    return req_wait_job(r, j, 1, on_generation_done);
+}
+
+static int wants_png(struct req *r) {
+    const char *accept = req_header(r, MHD_HTTP_HEADER_ACCEPT);
+    return accept && strstr(accept, "image/png") != NULL;
+}
+
+enum MHD_Result api_generate(struct req *r) {
+    struct gen_request g = { 0 };
+    struct api_error e = { 0 };
+    enum fmt fmt;
+    int async;
+    if (parse_generate(r->d, r->json, &g, &fmt, &async, &e)) {
+        free(g.prompt);
+        return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);
+    }
+    enum answer_kind kind = ANSWER_NATIVE;
+    if (fmt == FMT_PNG || (fmt == FMT_DEFAULT && g.n == 1 && wants_png(r))) kind = ANSWER_NATIVE_PNG;
+    return submit(r, &g, async, kind);
+}
+
+enum MHD_Result api_images_generations(struct req *r) {
+    struct gen_request g = { 0 };
+    struct api_error e = { 0 };
+    if (parse_openai(r->d, r->json, &g, &e)) {
+        free(g.prompt);
+        return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);
+    }
+    return submit(r, &g, 0, ANSWER_OPENAI);
+}
