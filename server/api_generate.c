@@ -78,13 +78,13 @@ static int check_unknown(json_t *body, const char *const *known, struct api_erro
     return 0;
 }
 
-static int check_size(const struct sdxld_config *c, const char *field, int v, int max,
+static int check_size(const struct sdxld *d, const char *field, int v, int max,
                       struct api_error *e) {
-    if (v < 8 || v > max)
-        return fail(e, field, "%s: %d is out of range 8..%d", field, v, max);
-    if (v % 8)
-        return fail(e, field, "%s: %d is not a multiple of 8", field, v);
-    (void)c;
+    int m = d->size_multiple > 0 ? d->size_multiple : 8;
+    if (v < m || v > max)
+        return fail(e, field, "%s: %d is out of range %d..%d", field, v, m, max);
+    if (v % m)
+        return fail(e, field, "%s: %d is not a multiple of %d", field, v, m);
     return 0;
 }
 
@@ -123,16 +123,16 @@ static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, 
         if (get_int(v, "n", 1, c->max_n, &x, e)) return -1;
         g->n = (int)x;
     }
-    g->params.width = c->default_width;
-    g->params.height = c->default_height;
+    g->params.width = d->default_width;
+    g->params.height = d->default_height;
     if ((v = json_object_get(body, "width"))) {
         if (get_int(v, "width", 0, 1 << 30, &x, e) ||
-            check_size(c, "width", (int)x, c->max_width, e)) return -1;
+            check_size(d, "width", (int)x, c->max_width, e)) return -1;
         g->params.width = (int)x;
     }
     if ((v = json_object_get(body, "height"))) {
         if (get_int(v, "height", 0, 1 << 30, &x, e) ||
-            check_size(c, "height", (int)x, c->max_height, e)) return -1;
+            check_size(d, "height", (int)x, c->max_height, e)) return -1;
         g->params.height = (int)x;
     }
     if ((v = json_object_get(body, "seed"))) {
@@ -208,8 +208,8 @@ static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
         if (get_int(v, "n", 1, c->max_n, &x, e)) return -1;
         g->n = (int)x;
     }
-    g->params.width = c->default_width;
-    g->params.height = c->default_height;
+    g->params.width = d->default_width;
+    g->params.height = d->default_height;
     if ((v = json_object_get(body, "size"))) {
         const char *s = json_string_value(v);
         if (!s) return fail(e, "size", "size: expected a string \"WIDTHxHEIGHT\", got %s",
@@ -217,7 +217,7 @@ static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
         int w, h, used = 0;
         if (sscanf(s, "%5dx%5d%n", &w, &h, &used) != 2 || s[used] || s[0] < '0' || s[0] > '9')
             return fail(e, "size", "size: '%s' is not \"WIDTHxHEIGHT\"", s);
-        if (check_size(c, "size", w, c->max_width, e) || check_size(c, "size", h, c->max_height, e))
+        if (check_size(d, "size", w, c->max_width, e) || check_size(d, "size", h, c->max_height, e))
             return -1;
         g->params.width = w;
         g->params.height = h;
@@ -396,8 +396,8 @@ static int wants_png(struct req *r) {
 enum MHD_Result api_generate(struct req *r) {
     struct gen_request g = { 0 };
     struct api_error e = { 0 };
-    enum fmt fmt;
-    int async;
+    enum fmt fmt = FMT_DEFAULT;
+    int async = 0;
     if (parse_generate(r->d, r->json, &g, &fmt, &async, &e)) {
         free(g.prompt);
         return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);

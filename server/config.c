@@ -71,10 +71,10 @@ static const struct cfg_option options[] = {
              "largest image width in pixels a request may ask for"),
     CFG_INT ("max_height", 8, 8192, 1536, 0, max_height,
              "largest image height in pixels a request may ask for"),
-    CFG_INT ("default_width", 8, 8192, 1024, 0, default_width,
-             "image width when a request gives none (a multiple of 8)"),
-    CFG_INT ("default_height", 8, 8192, 1024, 0, default_height,
-             "image height when a request gives none (a multiple of 8)"),
+    CFG_INT ("default_width", 0, 8192, 0, 0, default_width,
+             "image width when a request gives none; 0 = the model's native size (1024 for SDXL)"),
+    CFG_INT ("default_height", 0, 8192, 0, 0, default_height,
+             "image height when a request gives none; 0 = the model's native size (1024 for SDXL)"),
     CFG_INT ("default_steps", 1, 4, 4, 0, default_steps,
              "sampler steps when a request gives neither steps nor timesteps (4 for DMD2, 1 for a 1-step generator)"),
     CFG_INT ("result_ttl_s", 1, 604800, 600, 0, result_ttl_s,
@@ -299,12 +299,12 @@ int config_check(const struct sdxld_config *c, char *err, size_t errlen) {
             snprintf(err, errlen, "%s: %d is not a multiple of 8", mult8[i].name, mult8[i].v);
             return -1;
         }
-    if (c->default_width > c->max_width) {
+    if (c->default_width && c->default_width > c->max_width) {
         snprintf(err, errlen, "default_width: %d is above max_width %d",
                  c->default_width, c->max_width);
         return -1;
     }
-    if (c->default_height > c->max_height) {
+    if (c->default_height && c->default_height > c->max_height) {
         snprintf(err, errlen, "default_height: %d is above max_height %d",
                  c->default_height, c->max_height);
         return -1;

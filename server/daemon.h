@@ -47,6 +47,11 @@ struct sdxld {
     int have_info;
     struct engine_info info;   /* copied from the engine after load and after batches */
     char backend[16];          /* the backend actually in use */
+
+    /* Request defaults and bounds resolved against the model once it is loaded
+     * (written by the worker before PHASE_READY, read-only afterwards). */
+    int default_width, default_height;
+    int size_multiple;         /* width and height must be multiples of this */
 };
 
 /* Wake the main thread (it re-reads phase and fatal_exit). */

@@ -128,7 +128,7 @@ enum MHD_Result reply_buffer(struct req *r, unsigned status, const char *content
                              void *free_cls) {
     struct MHD_Response *resp;
     if (free_fn)
-        resp = MHD_create_response_from_buffer_with_free_callback_cls(len, data, free_fn,
+        resp = MHD_create_response_from_buffer_with_free_callback_cls(len, (void *)data, free_fn,
                                                                       free_cls);
     else
         resp = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
@@ -685,12 +685,12 @@ struct http *http_start(struct sdxld *d, int *config_error, char *err, size_t er
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
     h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->listen_fd,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)d->cfg.http_threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)d->cfg.max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)d->cfg.http_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
         MHD_OPTION_END);
     if (!h->mhd) {
         snprintf(err, errlen, "cannot start the HTTP server (libmicrohttpd) on %s", h->address);

@@ -209,8 +209,42 @@ loaded:
     return e;
 }
 
+/* Resolve the request defaults and the size granularity against the loaded model.
+ * The granularity (VAE scale times the UNet's downsampling) is found by asking the
+ * engine for the smallest square it accepts, so the HTTP threads can reject a bad size
+ * before it takes a queue slot.  -1 (fatal, config error) if the defaults do not fit. */
+static int resolve_defaults(struct sdxld *d, struct engine *e) {
+    const struct engine_info *in = engine_info(e);
+    struct gen_params p = { .nsteps = 1 };
+    engine_default_timesteps(1, p.timesteps);
+    d->size_multiple = 8;
+    for (int m = 8; m <= 1024; m += 8) {
+        p.width = p.height = m;
+        if (engine_check_params(e, &p) == SD_OK) {
+            d->size_multiple = m;
+            break;
+        }
+    }
+    sd_clear_error();
+    d->default_width = d->cfg.default_width ? d->cfg.default_width : in->default_width;
+    d->default_height = d->cfg.default_height ? d->cfg.default_height : in->default_height;
+    const char *bad = NULL;
+    if (d->default_width % d->size_multiple || d->default_width > d->cfg.max_width) bad = "width";
+    else if (d->default_height % d->size_multiple || d->default_height > d->cfg.max_height) bad = "height";
+    if (bad) {
+        LOG_E("default size %dx%d does not suit model %s: %s must be a multiple of %d within "
+              "max_%s (set default_%s, max_%s)", d->default_width, d->default_height,
+              in->model_name, bad, d->size_multiple, bad, bad, bad);
+        fatal(d, SDXLD_EXIT_CONFIG);
+        return -1;
+    }
+    LOG_I("default size %dx%d, sizes in multiples of %d up to %dx%d", d->default_width,
+          d->default_height, d->size_multiple, d->cfg.max_width, d->cfg.max_height);
+    return 0;
+}
+
 static int warm_up(struct sdxld *d, struct engine *e) {
-    struct gen_params p = { .width = d->cfg.default_width, .height = d->cfg.default_height,
+    struct gen_params p = { .width = d->default_width, .height = d->default_height,
                             .nsteps = d->cfg.default_steps };
     engine_default_timesteps(p.nsteps, p.timesteps);
     sd_status st = engine_check_params(e, &p);
@@ -316,7 +350,11 @@ static void *worker_main(void *arg) {
     copy_info(d, e);
     LOG_I("model %s loaded in %.0f ms (backend %s, %.1f MiB of weights)", d->info.model_name,
           mono_ms() - t0, d->backend, d->info.param_bytes / 1048576.0);
-    if (d->cfg.warmup) {
+    if (resolve_defaults(d, e)) {
+        engine_free(e);
+        return NULL;
+    }
+    if (d->cfg.warmup && atomic_load(&d->phase) < PHASE_DRAINING) {
         atomic_store(&d->phase, PHASE_WARMING);
         if (warm_up(d, e)) {
             engine_free(e);

@@ -82,6 +82,51 @@ struct backend_ops {
                             const float *b, int Cb, int N, int HW);
     /* out[n, c, r] = inp[n, r, c]: NCHW <-> [N, HW, C]. */
     void (*transpose)(struct backend *be, float *out, const float *inp, int N, int R, int C);
+
+    /* ---- backward ----
+     * Gradient contract: input gradients (dinp, dq, ...) are written with `=`; parameter
+     * gradients (dw, db) are accumulated with `+=`.  A NULL parameter gradient means
+     * "input gradient only" (pushing a gradient through a frozen network); a NULL input
+     * gradient skips it.  Arguments: gradients out, then dout, then the forward's inputs
+     * and weights, then dimensions — the forward's own order. */
+    void (*linear_backward)(struct backend *be, float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, int R, int I, int O);
+    void (*conv2d_backward)(struct backend *be, float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, int N, int C, int H, int W, int K,
+                            int kh, int kw, int stride, int pt, int pl, int pb, int pr);
+    /* Statistics are recomputed from inp (cheap next to the convolutions around it); with
+     * silu the pre-activation is recomputed too (b is needed for that). */
+    void (*group_norm_backward)(struct backend *be, float *dinp, float *dw, float *db, const float *dout,
+                                const float *inp, const float *w, const float *b, int N, int C, int HW,
+                                int G, float eps, int silu);
+    void (*layer_norm_backward)(struct backend *be, float *dinp, float *dw, float *db, const float *dout,
+                                const float *inp, const float *w, int R, int C, float eps);
+    /* dq, dk, dv with the forward's layouts/strides (=; rows not covered are untouched);
+     * probabilities are recomputed tile by tile. */
+    void (*attention_backward)(struct backend *be, float *dq, float *dk, float *dv, const float *dout,
+                               const float *q, const float *k, const float *v, int N, int H, int Lq,
+                               int Lk, int D, int ldq, int ldk, int ldv, int ldo, float scale, int causal);
+    void (*act_backward)(struct backend *be, float *dinp, const float *dout, const float *inp, long long n,
+                         enum act_kind kind);
+    /* dinp [R, 2C] from dout [R, C] and the forward input [R, 2C]. */
+    void (*geglu_backward)(struct backend *be, float *dinp, const float *dout, const float *inp, int R, int C);
+    /* dinp [N,C,H,W] = sum over each 2×2 block of dout [N,C,2H,2W]. */
+    void (*upsample2x_backward)(struct backend *be, float *dinp, const float *dout, int N, int C, int H, int W);
+    /* dtable[ids[i]] += dout[i] (rows of D). */
+    void (*embedding_backward)(struct backend *be, float *dtable, const float *dout, const int *ids_host,
+                               int n, int D);
+    /* dv[n, c] = sum over HW of dout[n, c, :]  (backward of add_channel; =). */
+    void (*channel_sum)(struct backend *be, float *dv, const float *dout, int N, int C, int HW);
+    /* a = out[:, :Ca], b = out[:, Ca:] (backward of concat_channels; either may be NULL). */
+    void (*split_channels)(struct backend *be, float *a, int Ca, float *b, int Cb, const float *inp, int N, int HW);
+
+    /* ---- losses and optimiser ---- */
+    /* Returns sum(a·b) over n in double precision (host value; a sync point). */
+    double (*dot)(struct backend *be, const float *a, const float *b, long long n);
+    /* AdamW step on n fp32 master weights (decoupled weight decay; bias-corrected with
+     * step >= 1): m = b1·m + (1−b1)·g; v = b2·v + (1−b2)·g²; p −= lr·(m̂/(√v̂+eps) + wd·p). */
+    void (*adamw)(struct backend *be, float *p, const float *g, float *m, float *v, long long n, float lr,
+                  float b1, float b2, float eps, float wd, int step);
 };
 
 struct backend {

@@ -121,7 +121,7 @@ static sd_status unet_config_from(struct unet_config *c, json_t *o, const char *
     if ((st = get_levels(o, what, "block_out_channels", n, 1, 1 << 14, c->ch, 1, 0)) ||
         (st = get_int(o, what, "in_channels", 1, 64, 4, 0, &c->in_ch)) ||
         (st = get_int(o, what, "out_channels", 1, 64, 4, 0, &c->out_ch)) ||
-        (st = get_int(o, what, "layers_per_block", 1, 16, 2, 0, &c->layers_per_block)) ||
+        (st = get_int(o, what, "layers_per_block", 1, 7 /* up blocks have one more: UNET_MAX_RES */, 2, 0, &c->layers_per_block)) ||
         (st = get_int(o, what, "cross_attention_dim", 1, 1 << 14, 0, 1, &c->cross_dim)) ||
         (st = get_int(o, what, "norm_num_groups", 1, 1024, 32, 0, &c->groups)) ||
         (st = get_num(o, what, "norm_eps", 1e-5, 0, &eps)) ||
@@ -131,7 +131,7 @@ static sd_status unet_config_from(struct unet_config *c, json_t *o, const char *
         (st = get_int(o, what, "sample_size", 1, 1 << 14, 128, 0, &c->sample_size)) ||
         (st = get_int(o, what, "conv_in_kernel", 1, 7, 3, 0, &c->conv_in_kernel)) ||
         (st = get_int(o, what, "conv_out_kernel", 1, 7, 3, 0, &c->conv_out_kernel)) ||
-        (st = get_levels(o, what, "transformer_layers_per_block", n, 1, 64, c->depth, 0, 1)))
+        (st = get_levels(o, what, "transformer_layers_per_block", n, 1, 64 /* TRANSFORMER_MAX_DEPTH */, c->depth, 0, 1)))
         return st;
     c->eps = (float)eps;
     c->freq_shift = (float)shift;

@@ -155,7 +155,7 @@ void transformer2d_free(struct transformer2d *tr) {
     tr->blocks = NULL;
 }
 
-static void tblock_forward(struct fwd *f, float *x, const float *ctx, const struct tblock *b,
+void tblock_forward(struct fwd *f, float *x, const float *ctx, const struct tblock *b,
                            int N, int L, int Lk, int C) {
     struct backend *be = f->be;
     uint64_t m = arena_mark(f->ar);

@@ -61,6 +61,7 @@ struct tblock {
     struct linear ff1, ff2;               /* C -> 8C (GEGLU), 4C -> C */
 };
 /* Transformer2D: GN, proj_in, depth blocks, proj_out, residual. */
+#define TRANSFORMER_MAX_DEPTH 64
 struct transformer2d {
     struct norm gn;
     struct linear proj_in, proj_out;
@@ -70,8 +71,31 @@ struct transformer2d {
 void transformer2d_declare(struct weight_table *t, struct transformer2d *tr, int C, int Cctx,
                            int heads, int depth, int groups, const char *prefix);
 void transformer2d_free(struct transformer2d *tr);
+/* One BasicTransformerBlock in place on x [N*L, C]. */
+void tblock_forward(struct fwd *f, float *x, const float *ctx, const struct tblock *b, int N, int L, int Lk, int C);
 /* In place on x [N,C,H,W]; ctx [N, Lk, Cctx]. */
 void transformer2d_forward(struct fwd *f, float *x, const float *ctx, const struct transformer2d *tr,
                            int N, int H, int W, int Lk, int groups);
+
+/* ---- backward (layers_backward.c) ----
+ * Contract (as in backend.h): input gradients `=` unless marked `+=`; parameter
+ * gradients `+=` into the matching struct of g (same layer built on a gradient arena);
+ * g == NULL: input gradients only.  Each block recomputes its internals from its saved
+ * input, so only block inputs must be kept. */
+void linear_backward(struct fwd *f, float *dinp, const float *dout, const float *inp,
+                     const struct linear *l, struct linear *g, int R);
+void conv_backward(struct fwd *f, float *dinp, const float *dout, const float *inp,
+                   const struct conv *c, struct conv *g, int N, int H, int W);
+/* dx =; dtemb_act += (may be NULL when the resnet has no time embedding). */
+void resnet_backward(struct fwd *f, float *dx, float *dtemb_act, const float *dout, const float *x,
+                     const float *temb_act, const struct resnet *r, struct resnet *g, int N, int H, int W);
+/* Backward of x_out += attention(x, ctx): dx += and dctx += (may alias for self-attention). */
+void attention_backward_add(struct fwd *f, float *dx, float *dctx, const float *dy, const float *x,
+                            const float *ctx, const struct attention *a, struct attention *g,
+                            int N, int L, int Lk, int causal);
+/* x: the transformer's input (before its in-place forward).  dx =; dctx +=. */
+void transformer2d_backward(struct fwd *f, float *dx, float *dctx, const float *dout, const float *x,
+                            const float *ctx, const struct transformer2d *tr, struct transformer2d *g,
+                            int N, int H, int W, int Lk, int groups);
 
 #endif

@@ -125,95 +125,141 @@ sd_status unet_load(struct unet *m, struct backend *be, const char *dir, const c
     return st;
 }
 
-void unet_forward(struct fwd *f, const struct unet *m, float *out, const float *x,
-                  const float *t, const float *ctx, const float *pooled,
-                  const float *time_ids, int N, int H, int W, int Lk) {
+void unet_zero(struct backend *be, struct unet *g) {
+    for (int i = 0; i < g->params.nblocks; i++) be->ops->zero(be, g->params.blocks[i].base, g->params.blocks[i].cap);
+}
+
+/* Keep a copy of src on the arena when taping (transformers work in place). */
+static float *keep(struct fwd *f, struct unet_tape *tp, const float *src, size_t n) {
+    if (!tp->train) return NULL;
+    float *d = fwd_alloc(f, n);
+    if (d) f->be->ops->copy(f->be, d, src, n * sizeof(float));
+    return d;
+}
+
+void unet_encode(struct fwd *f, const struct unet *m, struct unet_tape *tp, int train, const float *x,
+                 const float *t, const float *ctx, const float *pooled, const float *time_ids,
+                 int N, int H, int W, int Lk) {
     struct backend *be = f->be;
     const struct unet_config *c = &m->cfg;
     int n = c->nlevels, G = c->groups, E = m->temb_dim, A = c->addition_time_embed_dim;
+    memset(tp, 0, sizeof *tp);
+    tp->train = train;
+    tp->N = N; tp->H = H; tp->W = W; tp->Lk = Lk;
+    tp->x = x; tp->ctx = ctx; tp->pooled = pooled;
     if ((H | W) & ((1 << (n - 1)) - 1)) {
         backend_set_error(be, SD_ERR_INVALID, "latent size not divisible by the UNet's downsampling");
         return;
     }
-    uint64_t mk = arena_mark(f->ar);
-
     /* embeddings: emb = time_mlp(sinusoid(t)) + add_mlp([pooled, sinusoid(time_ids)]) */
-    float *ts = fwd_alloc(f, (size_t)N * c->ch[0]), *e1 = fwd_alloc(f, (size_t)N * E);
+    float *ts = fwd_alloc(f, (size_t)N * c->ch[0]), *a1 = fwd_alloc(f, (size_t)N * E), *s1 = fwd_alloc(f, (size_t)N * E);
     float *emb = fwd_alloc(f, (size_t)N * E), *tid = fwd_alloc(f, (size_t)N * 6 * A);
-    float *add_in = fwd_alloc(f, (size_t)N * c->add_in_dim), *add = fwd_alloc(f, (size_t)N * E);
+    float *add_in = fwd_alloc(f, (size_t)N * c->add_in_dim), *b1 = fwd_alloc(f, (size_t)N * E);
+    float *add = fwd_alloc(f, (size_t)N * E), *temb = fwd_alloc(f, (size_t)N * E);
     be->ops->timestep_embedding(be, ts, t, N, c->ch[0], c->flip_sin_to_cos, c->freq_shift, 10000.0f);
-    linear_forward(f, e1, ts, &m->time1, N);
-    be->ops->act(be, e1, e1, (long long)N * E, ACT_SILU);
-    linear_forward(f, emb, e1, &m->time2, N);
+    linear_forward(f, a1, ts, &m->time1, N);
+    be->ops->act(be, s1, a1, (long long)N * E, ACT_SILU);
+    linear_forward(f, emb, s1, &m->time2, N);
     be->ops->timestep_embedding(be, tid, time_ids, N * 6, A, c->flip_sin_to_cos, c->freq_shift, 10000.0f);
     be->ops->concat_channels(be, add_in, pooled, m->pooled_dim, tid, 6 * A, N, 1);
-    linear_forward(f, e1, add_in, &m->add1, N);
-    be->ops->act(be, e1, e1, (long long)N * E, ACT_SILU);
-    linear_forward(f, add, e1, &m->add2, N);
+    linear_forward(f, b1, add_in, &m->add1, N);
+    be->ops->act(be, s1, b1, (long long)N * E, ACT_SILU);
+    linear_forward(f, add, s1, &m->add2, N);
     be->ops->axpby(be, emb, 1.0f, emb, 1.0f, add, (long long)N * E);
-    float *temb = e1;                        /* SiLU(emb), what every resnet projects */
-    be->ops->act(be, temb, emb, (long long)N * E, ACT_SILU);
+    be->ops->act(be, temb, emb, (long long)N * E, ACT_SILU);   /* what every resnet projects */
+    tp->ts = ts; tp->a1 = a1; tp->add_in = add_in; tp->b1 = b1; tp->emb = emb; tp->temb = temb;
 
     /* down path: every output below stays alive as a skip */
-    struct { float *p; int C; } skip[64];
-    int ns = 0, h = H, w = W, C = c->ch[0];
+    int h = H, w = W, C = c->ch[0];
     float *cur = fwd_alloc(f, (size_t)N * C * h * w);
     conv_forward(f, cur, x, &m->conv_in, N, h, w);
-    skip[ns].p = cur; skip[ns++].C = C;
+    tp->skip[tp->nskip] = cur; tp->skip_hw[tp->nskip] = h * w; tp->skip_c[tp->nskip++] = C;
     for (int i = 0; i < n; i++) {
         const struct unet_level *l = &m->down[i];
         for (int j = 0; j < l->nres; j++) {
-            float *o = fwd_alloc(f, (size_t)N * l->res[j].cout * h * w);
+            size_t sz = (size_t)N * l->res[j].cout * h * w;
+            float *o = fwd_alloc(f, sz);
             resnet_forward(f, o, cur, temb, &l->res[j], N, h, w);
+            tp->dn_in[i][j] = cur;
             C = l->res[j].cout;
-            if (l->attn) transformer2d_forward(f, o, ctx, &l->attn[j], N, h, w, Lk, G);
+            if (l->attn) {
+                tp->dn_res[i][j] = keep(f, tp, o, sz);
+                transformer2d_forward(f, o, ctx, &l->attn[j], N, h, w, Lk, G);
+            }
             cur = o;
-            skip[ns].p = cur; skip[ns++].C = C;
+            tp->skip[tp->nskip] = cur; tp->skip_hw[tp->nskip] = h * w; tp->skip_c[tp->nskip++] = C;
         }
         if (l->sample.w) {
             float *o = fwd_alloc(f, (size_t)N * C * (h / 2) * (w / 2));
             be->ops->conv2d(be, o, cur, l->sample.w, l->sample.b, N, C, h, w, C, 3, 3, 2, 1, 1, 1, 1);
             h /= 2; w /= 2;
             cur = o;
-            skip[ns].p = cur; skip[ns++].C = C;
+            tp->skip[tp->nskip] = cur; tp->skip_hw[tp->nskip] = h * w; tp->skip_c[tp->nskip++] = C;
         }
     }
-
     /* mid */
-    float *o = fwd_alloc(f, (size_t)N * C * h * w);
-    resnet_forward(f, o, cur, temb, &m->mid_res[0], N, h, w);
-    transformer2d_forward(f, o, ctx, &m->mid_attn, N, h, w, Lk, G);
-    cur = fwd_alloc(f, (size_t)N * C * h * w);
-    resnet_forward(f, cur, o, temb, &m->mid_res[1], N, h, w);
+    size_t sz = (size_t)N * C * h * w;
+    float *r0 = fwd_alloc(f, sz), *a0 = train ? fwd_alloc(f, sz) : r0, *out = fwd_alloc(f, sz);
+    resnet_forward(f, r0, cur, temb, &m->mid_res[0], N, h, w);
+    if (train) be->ops->copy(be, a0, r0, sz * sizeof(float));
+    transformer2d_forward(f, a0, ctx, &m->mid_attn, N, h, w, Lk, G);
+    resnet_forward(f, out, a0, temb, &m->mid_res[1], N, h, w);
+    tp->mid_in = cur; tp->mid_r0 = r0; tp->mid_a0 = a0; tp->mid_out = out;
+    tp->mid_h = h; tp->mid_w = w; tp->mid_c = C;
+}
 
-    /* up path */
+void unet_decode(struct fwd *f, const struct unet *m, struct unet_tape *tp, float *out) {
+    struct backend *be = f->be;
+    const struct unet_config *c = &m->cfg;
+    int n = c->nlevels, G = c->groups, N = tp->N, ns = tp->nskip, h = tp->mid_h, w = tp->mid_w, C = tp->mid_c;
+    float *cur = tp->mid_out;
     for (int i = 0; i < n; i++) {
         const struct unet_level *l = &m->up[i];
         for (int j = 0; j < l->nres; j++) {
             ns--;
-            int Cin = C + skip[ns].C, Co = l->res[j].cout;
-            float *o2 = fwd_alloc(f, (size_t)N * Co * h * w);
-            uint64_t m3 = arena_mark(f->ar);
+            int Cin = C + tp->skip_c[ns], Co = l->res[j].cout;
+            size_t sz = (size_t)N * Co * h * w;
+            float *o = fwd_alloc(f, sz);
+            uint64_t mk = arena_mark(f->ar);
             float *cat = fwd_alloc(f, (size_t)N * Cin * h * w);
-            be->ops->concat_channels(be, cat, cur, C, skip[ns].p, skip[ns].C, N, h * w);
-            resnet_forward(f, o2, cat, temb, &l->res[j], N, h, w);
-            arena_reset(f->ar, m3);     /* the concat is dead once the resnet ran */
-            if (l->attn) transformer2d_forward(f, o2, ctx, &l->attn[j], N, h, w, Lk, G);
-            cur = o2;
+            be->ops->concat_channels(be, cat, cur, C, tp->skip[ns], tp->skip_c[ns], N, h * w);
+            resnet_forward(f, o, cat, tp->temb, &l->res[j], N, h, w);
+            arena_reset(f->ar, mk);     /* the concat is dead once the resnet ran (recomputed in backward) */
+            tp->up_in[i][j] = cur;
+            tp->up_skip[i][j] = ns;
+            if (l->attn) {
+                tp->up_res[i][j] = keep(f, tp, o, sz);
+                transformer2d_forward(f, o, tp->ctx, &l->attn[j], N, h, w, tp->Lk, G);
+            }
+            cur = o;
             C = Co;
         }
         if (l->sample.w) {
-            float *u = fwd_alloc(f, (size_t)N * C * h * w * 4);
-            float *o3 = fwd_alloc(f, (size_t)N * C * h * w * 4);
+            float *o = fwd_alloc(f, (size_t)N * C * h * w * 4);
+            uint64_t mk = arena_mark(f->ar);
+            float *u = fwd_alloc(f, (size_t)N * C * h * w * 4);   /* recomputed in backward */
             be->ops->upsample2x(be, u, cur, N, C, h, w);
+            tp->up_sample_in[i] = cur;
             h *= 2; w *= 2;
-            conv_forward(f, o3, u, &l->sample, N, h, w);
-            cur = o3;
+            conv_forward(f, o, u, &l->sample, N, h, w);
+            arena_reset(f->ar, mk);
+            cur = o;
         }
     }
-
+    tp->out_in = cur; tp->out_h = h; tp->out_w = w; tp->out_c = C;
+    uint64_t mk = arena_mark(f->ar);
     float *hn = fwd_alloc(f, (size_t)N * C * h * w);
     be->ops->group_norm(be, hn, cur, m->out_norm.w, m->out_norm.b, N, C, h * w, G, c->eps, 1);
     conv_forward(f, out, hn, &m->conv_out, N, h, w);
+    arena_reset(f->ar, mk);
+}
+
+void unet_forward(struct fwd *f, const struct unet *m, float *out, const float *x,
+                  const float *t, const float *ctx, const float *pooled,
+                  const float *time_ids, int N, int H, int W, int Lk) {
+    uint64_t mk = arena_mark(f->ar);
+    struct unet_tape tp;
+    unet_encode(f, m, &tp, 0, x, t, ctx, pooled, time_ids, N, H, W, Lk);
+    if (!f->be->err) unet_decode(f, m, &tp, out);
     arena_reset(f->ar, mk);
 }

@@ -43,4 +43,47 @@ void unet_forward(struct fwd *f, const struct unet *m, float *out, const float *
                   const float *t, const float *ctx, const float *pooled,
                   const float *time_ids, int N, int H, int W, int Lk);
 
+/* ---- training: encode / decode with a tape, and their backward ----
+ *
+ * unet_encode runs the embeddings, conv_in, the down blocks and the mid block, keeping
+ * every block input/output the backward needs on the activation arena (the tape lives
+ * until the caller resets the arena past it); tape->mid_out is the mid-block output (the
+ * DMD2 GAN head reads it).  unet_decode runs the up blocks and the output head.
+ * Backward recomputes each block's internals from its saved input (block-level
+ * recomputation: activations cost one block at a time, compute ~one extra forward).
+ *
+ * Gradient contract: g (a second struct unet made by unet_create, used as gradient
+ * storage) receives parameter gradients with +=; g == NULL pushes gradients through
+ * without touching any (a frozen UNet).  dx, dctx, dpooled are written with =; any may
+ * be NULL. */
+#define UNET_MAX_RES 8
+struct unet_tape {
+    int train;                  /* keep what backward needs (else inference: nothing extra) */
+    int N, H, W, Lk;
+    const float *x, *ctx, *pooled;
+    float *ts, *a1, *add_in, *b1, *emb, *temb;      /* embedding path */
+    float *skip[64]; int skip_c[64], skip_hw[64]; int nskip;
+    float *dn_in[UNET_MAX_LEVELS][UNET_MAX_RES], *dn_res[UNET_MAX_LEVELS][UNET_MAX_RES];
+    float *mid_in, *mid_r0, *mid_a0, *mid_out;
+    float *up_in[UNET_MAX_LEVELS][UNET_MAX_RES], *up_res[UNET_MAX_LEVELS][UNET_MAX_RES];
+    int up_skip[UNET_MAX_LEVELS][UNET_MAX_RES];
+    float *up_sample_in[UNET_MAX_LEVELS], *out_in;
+    int out_h, out_w, out_c, mid_h, mid_w, mid_c;
+    /* backward state, filled by unet_decode_backward, consumed by unet_encode_backward */
+    float *dskip[64], *dtemb, *dmid;
+};
+
+void unet_encode(struct fwd *f, const struct unet *m, struct unet_tape *tp, int train, const float *x,
+                 const float *t, const float *ctx, const float *pooled, const float *time_ids,
+                 int N, int H, int W, int Lk);
+void unet_decode(struct fwd *f, const struct unet *m, struct unet_tape *tp, float *out);
+/* From dout [N, out_ch, H, W] to tp->dmid, tp->dskip, tp->dtemb; dctx (+=, may be NULL). */
+void unet_decode_backward(struct fwd *f, const struct unet *m, struct unet *g, struct unet_tape *tp,
+                          const float *dout, float *dctx);
+/* dmid_extra (may be NULL) is added to the mid-output gradient (a GAN head's).  dctx +=. */
+void unet_encode_backward(struct fwd *f, const struct unet *m, struct unet *g, struct unet_tape *tp,
+                          const float *dmid_extra, float *dx, float *dctx, float *dpooled);
+/* Zero every parameter gradient of g (one memset over its arena). */
+void unet_zero(struct backend *be, struct unet *g);
+
 #endif

@@ -28,6 +28,7 @@
 #include "tokenizer.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,7 +38,7 @@
 #define TOK_MAX_ID (1 << 24)
 #define TOK_MAX_ADDED 16
 #define TOK_MAX_ADDED_LEN 64          /* code points */
-#define TOK_MAX_LENGTH 1024           /* largest model_max_length we accept */
+#define TOK_MAX_LENGTH 1024           /* a larger model_max_length means "no limit" */
 #define TOK_DEFAULT_MAX_LENGTH 77     /* CLIP's, when the config omits it */
 #define TOK_MAX_MERGE_LINE 1024
 
@@ -261,7 +262,8 @@ static uint32_t table_size(size_t n) {   /* power of two, at most half full */
 /* ---- loading ------------------------------------------------------------------------ */
 
 /* Parse dir/name as a JSON object.  Missing and optional: *out = NULL. */
-static sd_status load_json(const char *dir, const char *name, int optional, json_t **out) {
+static sd_status load_json(const char *dir, const char *name, int optional, size_t flags,
+                           json_t **out) {
     *out = NULL;
     char *path = sd_path_join(dir, name), *data = NULL;
     if (!path) return SD_ERR_NOMEM;
@@ -275,7 +277,7 @@ static sd_status load_json(const char *dir, const char *name, int optional, json
         return st;
     }
     json_error_t err;
-    json_t *root = json_loadb(data, len, 0, &err);
+    json_t *root = json_loadb(data, len, flags, &err);
     sd_free(data);
     if (!root) st = sd_fail(SD_ERR_FORMAT, "tokenizer: %s: line %d: %s", path, err.line, err.text);
     else if (!json_is_object(root)) {
@@ -288,7 +290,7 @@ static sd_status load_json(const char *dir, const char *name, int optional, json
 
 static sd_status load_vocab(struct tokenizer *t, const char *dir) {
     json_t *root;
-    sd_status st = load_json(dir, "vocab.json", 0, &root);
+    sd_status st = load_json(dir, "vocab.json", 0, 0, &root);
     if (st != SD_OK) return st;
     const char *key;
     json_t *val;
@@ -414,10 +416,10 @@ static int content_cps(const char *s, uint32_t *cp, int *len) {
     return 0;
 }
 
-/* Register an added token (or, if its content is known, update its flag: the last
- * spelling wins, as in the reference). */
+/* Register an added token.  If its content is already known, override decides: the later
+ * spelling's flag wins, or the first one stays. */
 static sd_status add_token(struct tokenizer *t, const char *file, const char *content, int id,
-                           int normalized) {
+                           int normalized, int override) {
     uint32_t raw[TOK_MAX_ADDED_LEN];
     int n;
     if (content_cps(content, raw, &n))
@@ -426,8 +428,10 @@ static sd_status add_token(struct tokenizer *t, const char *file, const char *co
     for (int i = 0; i < t->n_added; i++) {
         struct added_token *a = &t->added[i];
         if (a->raw_len == n && memcmp(a->raw, raw, (size_t)n * sizeof *raw) == 0) {
-            a->normalized = normalized;
-            a->id = id;
+            if (override) {
+                a->normalized = normalized;
+                a->id = id;
+            }
             return SD_OK;
         }
     }
@@ -467,9 +471,9 @@ static sd_status token_spec(json_t *v, const char *file, const char *key, const 
 /* Special tokens, as transformers 5 reads them:
  *  - bos/eos/unk/pad come from special_tokens_map.json, else tokenizer_config.json, else the
  *    CLIP defaults; each must be in vocab.json;
- *  - if tokenizer_config.json has "added_tokens_decoder", it alone lists the added tokens
- *    and their flags;
- *  - otherwise the four attributes are the added tokens, in that order, a later spelling of
+ *  - tokenizer_config.json's "added_tokens_decoder", when present, lists added tokens and
+ *    their flags first, and its flags stand; the four attributes then add what is missing;
+ *  - without it the four attributes are the added tokens, in that order, a later spelling of
  *    the same content overriding an earlier one's flag: `tokenizer` spells pad as the plain
  *    string "<|endoftext|>", so its eos is matched un-normalized (case-sensitive). */
 static sd_status load_specials(struct tokenizer *t, const char *dir) {
@@ -477,15 +481,39 @@ static sd_status load_specials(struct tokenizer *t, const char *dir) {
     static const char *const defaults[4] = { "<|startoftext|>", "<|endoftext|>",
                                              "<|endoftext|>", "<|endoftext|>" };
     json_t *smap = NULL, *cfg = NULL;
-    sd_status st = load_json(dir, "special_tokens_map.json", 1, &smap);
-    if (st == SD_OK) st = load_json(dir, "tokenizer_config.json", 1, &cfg);
+    sd_status st = load_json(dir, "special_tokens_map.json", 1, 0, &smap);
+    if (st == SD_OK)
+        st = load_json(dir, "tokenizer_config.json", 1, JSON_DECODE_INT_AS_REAL, &cfg);
     if (st != SD_OK) goto done;
     json_t *decoder = cfg ? json_object_get(cfg, "added_tokens_decoder") : NULL;
+    if (decoder && !json_is_object(decoder)) {
+        st = sd_fail(SD_ERR_FORMAT, "tokenizer: %s/tokenizer_config.json: added_tokens_decoder:"
+                     " not an object", dir);
+        goto done;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(decoder, key, v) {
+        const char *content;
+        int normalized;
+        char *end;
+        long id = strtol(key, &end, 10);
+        if ((st = token_spec(v, "tokenizer_config.json", key, &content, &normalized)))
+            goto done;
+        if (*end || !content || vocab_find(t, content, strlen(content)) != id) {
+            st = sd_fail(SD_ERR_UNSUPPORTED, "tokenizer: %s/tokenizer_config.json: "
+                         "added_tokens_decoder: %s: not the vocab.json id of its content",
+                         dir, key);
+            goto done;
+        }
+        if ((st = add_token(t, "tokenizer_config.json", content, (int)id, normalized, 1)))
+            goto done;
+    }
     int ids[4];
     for (int i = 0; i < 4; i++) {
         const char *file = "special_tokens_map.json", *content;
         int normalized;
-        json_t *v = smap ? json_object_get(smap, names[i]) : NULL;
+        v = smap ? json_object_get(smap, names[i]) : NULL;
         if (!v || json_is_null(v)) {
             file = "tokenizer_config.json";
             v = cfg ? json_object_get(cfg, names[i]) : NULL;
@@ -498,45 +526,25 @@ static sd_status load_specials(struct tokenizer *t, const char *dir) {
                          "vocab.json", dir, file, names[i], content);
             goto done;
         }
-        if (!json_is_object(decoder) && (st = add_token(t, file, content, ids[i], normalized)))
+        if ((st = add_token(t, file, content, ids[i], normalized, decoder == NULL)))
             goto done;
     }
     t->bos_id = ids[0];
     t->eos_id = ids[1];
     t->unk_id = ids[2];
     t->pad_id = ids[3];
-    if (json_is_object(decoder)) {
-        const char *key;
-        json_t *v;
-        json_object_foreach(decoder, key, v) {
-            const char *content;
-            int normalized;
-            char *end;
-            long id = strtol(key, &end, 10);
-            if ((st = token_spec(v, "tokenizer_config.json", key, &content, &normalized)))
-                goto done;
-            if (*end || !content || vocab_find(t, content, strlen(content)) != id) {
-                st = sd_fail(SD_ERR_UNSUPPORTED, "tokenizer: %s/tokenizer_config.json: "
-                             "added_tokens_decoder: %s: not the vocab.json id of its content",
-                             dir, key);
-                goto done;
-            }
-            if ((st = add_token(t, "tokenizer_config.json", content, (int)id, normalized)))
-                goto done;
-        }
-    }
+    /* transformers writes int(1e30) for "no limit" (hence JSON_DECODE_INT_AS_REAL when
+     * parsing): then, or past TOK_MAX_LENGTH, keep CLIP's 77, the text encoders' length. */
     t->max_length = TOK_DEFAULT_MAX_LENGTH;
     json_t *ml = cfg ? json_object_get(cfg, "model_max_length") : NULL;
     if (ml && !json_is_null(ml)) {
-        /* transformers writes a huge integer (or 1e30) for "no limit": keep CLIP's 77 */
-        json_int_t v = json_is_integer(ml) ? json_integer_value(ml) : -1;
-        if (json_is_real(ml) && json_real_value(ml) > TOK_MAX_LENGTH) v = INT32_MAX;
-        if (v < 2) {
+        double len = json_is_number(ml) ? json_number_value(ml) : -1;
+        if (!(len >= 2) || len != floor(len)) {
             st = sd_fail(SD_ERR_FORMAT, "tokenizer: %s/tokenizer_config.json: model_max_length"
                          " must be an integer >= 2", dir);
             goto done;
         }
-        if (v <= TOK_MAX_LENGTH) t->max_length = (int)v;
+        if (len <= TOK_MAX_LENGTH) t->max_length = (int)len;
     }
 done:
     json_decref(smap);
@@ -770,7 +778,8 @@ static int split_out(const struct tokenizer *t, struct scratch *s, const uint32_
             }
         }
         if (p[i] == '\'')
-            for (int j = 0; j < 7 && !k; j++) k = (size_t)match_ascii(p + i, n - i, contractions[j]);
+            for (int j = 0; j < 7 && !k; j++)
+                k = (size_t)match_ascii(p + i, n - i, contractions[j]);
         if (!k) {
             k = 1;
             if (c == UC_LETTER)
@@ -821,7 +830,10 @@ static int segment_out(const struct tokenizer *t, struct scratch *s, const uint3
 static sd_status tokenize(const struct tokenizer *t, const char *text, struct sink *out) {
     struct scratch s = { 0 };
     sd_status st = SD_OK;
-    if (utf8_decode((const unsigned char *)text, strlen(text), &s.raw)) { st = SD_ERR_NOMEM; goto done; }
+    if (utf8_decode((const unsigned char *)text, strlen(text), &s.raw)) {
+        st = SD_ERR_NOMEM;
+        goto done;
+    }
     size_t at = 0, n = s.raw.n;
     while (at < n && out->n < out->stop) {
         const struct added_token *tok = NULL;
@@ -854,6 +866,7 @@ sd_status tokenizer_encode(const struct tokenizer *t, const char *text, int64_t 
 }
 
 int tokenizer_bpe(const struct tokenizer *t, const char *text, int *ids, int cap) {
+    if (!t || !text) return -1;
     struct sink out = { ids, cap > 0 ? (size_t)cap : 0, 0, (size_t)INT32_MAX };
     if (tokenize(t, text, &out) != SD_OK) return -1;   /* out of memory */
     return (int)out.n;

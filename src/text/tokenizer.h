@@ -1,4 +1,7 @@
-/* tokenizer.h — CLIP byte-level BPE, identical ids to transformers' CLIPTokenizer.
+/* tokenizer.h — CLIP byte-level BPE, identical ids to transformers' CLIPTokenizer as
+ * transformers 5 runs it (the Rust `tokenizers` pipeline that made the goldens; it
+ * differs from transformers 4's slow Python class on control characters, CJK spacing
+ * and some Unicode details — see tests/ref/make_tokenizer_fixture.py).
  *
  * Loaded from a diffusers tokenizer folder: vocab.json, merges.txt, and the pad token
  * from special_tokens_map.json / tokenizer_config.json ("<|endoftext|>" -> 49407 for
@@ -24,7 +27,8 @@ int tokenizer_eos_id(const struct tokenizer *t);
 sd_status tokenizer_encode(const struct tokenizer *t, const char *text, int64_t *ids,
                            int *truncated);
 /* Unframed BPE ids of text, for tests: writes up to cap ids, returns the count (may
- * exceed cap, in which case only cap were written). */
+ * exceed cap, in which case only cap were written), or -1 when out of memory or an
+ * argument is NULL. */
 int tokenizer_bpe(const struct tokenizer *t, const char *text, int *ids, int cap);
 
 #endif

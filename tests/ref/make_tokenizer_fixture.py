@@ -48,13 +48,16 @@ CASES = [
     ("bang_only", "!"),
     ("bang_mix", "!hello! wow!!! a!!b!c !"),
     ("bang_run", "!!!!!!!!!!!!"),
-    ("emoji", "\U0001F431\U0001F680 \U0001F600\U0001F44D\U0001F3FD \u2764\ufe0f family \U0001F468\u200d\U0001F469\u200d\U0001F467"),
+    ("emoji", "\U0001F431\U0001F680 \U0001F600\U0001F44D\U0001F3FD \u2764\ufe0f family "
+              "\U0001F468\u200d\U0001F469\u200d\U0001F467"),
     ("accent_nfc", "caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u00c0LA CR\u00c8ME"),
     ("accent_nfd", "cafe\u0301 nai\u0308ve re\u0301sume\u0301 A\u0300LA CRE\u0300ME"),
     ("cjk", "\u4f60\u597d\u4e16\u754c \u6771\u4eac\u30bf\u30ef\u30fc \ud55c\uad6d\uc5b4"),
     ("cyrillic", "\u041f\u0440\u0438\u0432\u0435\u0442 \u041c\u0418\u0420"),
-    ("greek", "\u039f\u0394\u039f\u03a3 \u0391\u03b8\u03ae\u03bd\u03b1 \u03c3\u03bf\u03c6\u03af\u03b1 \u039f\u0394\u039f\u03a3."),
-    ("arabic", "\u0645\u0631\u062d\u0628\u0627 \u0628\u0627\u0644\u0639\u0627\u0644\u0645 \u0661\u0662\u0663"),
+    ("greek", "\u039f\u0394\u039f\u03a3 \u0391\u03b8\u03ae\u03bd\u03b1 "
+              "\u03c3\u03bf\u03c6\u03af\u03b1 \u039f\u0394\u039f\u03a3."),
+    ("arabic", "\u0645\u0631\u062d\u0628\u0627 \u0628\u0627\u0644\u0639\u0627\u0644\u0645 "
+               "\u0661\u0662\u0663"),
     ("combining", "x\u0301\u0302 q\u0323\u0307 a\u0308\u0301 e\u0323\u0302 \u0301lone"),
     ("control", "a\x07b\x1bc\x7fd\x01e \x85f"),
     ("zero_width", "a\u200bb\u200dc\ufeffd\u00ade"),
@@ -74,11 +77,15 @@ CASES = [
     ("fullwidth", "\uff21\uff22\uff23 \uff11\uff12\uff13 \uff01\uff01"),
     ("number_forms", "x\u00b2 \u00bd \u2167 \u2460 \u0663\u0664 \u096a\u096b"),
     ("unicode16", "\u1c89 \ua7cb \U00010d50 \U00010d40"),
-    ("prompt_weights", "masterpiece, best quality, (ultra-detailed:1.2), 8k uhd, [blue eyes], {x|y}"),
+    ("prompt_weights", "masterpiece, best quality, (ultra-detailed:1.2), 8k uhd, [blue eyes], "
+                       "{x|y}"),
     ("separators", "hello,world e-mail x_y z/w a.b.c #tag @user $5 100%"),
     ("replacement_char", "a\ufffdb \ufffd"),
     ("private_use", "\ue000\U000f0000 x"),
-    ("nfc_new_scripts", "\U00011935\U00011930 \U00011938 a\u0c3c\u0334 \u1e0b\u0323 \u0334\u0301x"),
+    ("nfc_new_scripts", "\U00011935\U00011930 \U00011938 a\u0c3c\u0334 \u1e0b\u0323 "
+                        "\u0334\u0301x"),
+    ("spec_example", "it's 2024!"),
+    ("bang_combining", "a!\u0301b e\u0301! x<|endoftext|>!y"),
     ("tamil_marks", "\u0ba4\u0bae\u0bbf\u0bb4\u0bcd"),
 ]
 

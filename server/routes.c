@@ -1,0 +1,256 @@
+/* routes.c — the route table and the handlers for jobs, operations and the endpoints
+ * that later work fills in.
+ *
+ * One static table: method, path pattern, handler, body limit (0 = no body; > 0 = a JSON
+ * object of at most that many bytes), auth level.  http.c enforces limits, content
+ * type, auth and parsing from it; /metrics labels requests by its patterns.
+ *
+ * Training and model swapping (/v1/train, /v1/models/load) belong to later issues; until
+ * then they answer 501 with the standard error body rather than pretend. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "metrics.h"
+
+static enum MHD_Result api_healthz(struct req *r) {
+    return reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static const char *phase_name(int p) {
+    static const char *n[] = { "starting", "loading", "warming_up", "ready", "draining", "stopped" };
+    return p >= 0 && p <= PHASE_STOPPED ? n[p] : "unknown";
+}
+
+static enum MHD_Result api_readyz(struct req *r) {
+    int p = atomic_load(&r->d->phase);
+    if (p == PHASE_READY) return reply_json(r, 200, json_pack("{s:s}", "status", "ready"));
+    json_t *body = json_pack("{s:{s:s, s:s}, s:s}", "error", "code", "not_ready", "message",
+                             p == PHASE_DRAINING ? "the daemon is shutting down"
+                                                 : "the model is loading or warming up",
+                             "status", phase_name(p));
+    req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "5");
+    return reply_json(r, 503, body);
+}
+
+static size_t rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    unsigned long size = 0, resident = 0;
+    int n = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    return n == 2 ? resident * (size_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+static enum MHD_Result api_metrics(struct req *r) {
+    struct sdxld *d = r->d;
+    struct metrics_gauges g = { 0 };
+    jobs_gauges(d->jobs, &g);
+    int p = atomic_load(&d->phase);
+    g.ready = p == PHASE_READY;
+    g.draining = p == PHASE_DRAINING;
+    char model[256] = "";
+    pthread_mutex_lock(&d->info_lock);
+    if (d->have_info) {
+        g.param_bytes = d->info.param_bytes;
+        g.scratch_bytes = d->info.scratch_bytes;
+        snprintf(model, sizeof model, "%s", d->info.model_name);
+    }
+    pthread_mutex_unlock(&d->info_lock);
+    g.rss_bytes = rss_bytes();
+    g.start_time = d->start_time;
+    g.version = SDXLD_VERSION;
+    g.model = model;
+    g.backend = d->backend[0] ? d->backend : d->cfg.backend;
+    size_t len;
+    char *text = metrics_render(d->metrics, &g, &len);
+    if (!text) return reply_error(r, 503, "resource_exhausted", NULL, "out of memory");
+    return reply_buffer(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, free, text);
+}
+
+static enum MHD_Result api_config(struct req *r) {
+    return reply_json(r, 200, config_to_json(&r->d->cfg));
+}
+
+static enum MHD_Result api_models(struct req *r) {
+    struct sdxld *d = r->d;
+    pthread_mutex_lock(&d->info_lock);
+    json_t *data = json_array();
+    if (d->have_info) {
+        json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s, s:I, s:I, s:i, s:i}",
+            "id", d->info.model_name, "object", "model", "owned_by", "sdxld",
+            "path", d->cfg.model, "unet", d->cfg.unet[0] ? d->cfg.unet : NULL,
+            "backend", d->backend, "param_bytes", (json_int_t)d->info.param_bytes,
+            "scratch_bytes", (json_int_t)d->info.scratch_bytes,
+            "latent_channels", d->info.latent_channels, "max_tokens", d->info.max_tokens);
+        if (m) json_array_append_new(data, m);
+    }
+    pthread_mutex_unlock(&d->info_lock);
+    return reply_json(r, 200, json_pack("{s:s, s:o, s:s}", "object", "list", "data", data,
+                                        "status", d->have_info ? "loaded" : "loading"));
+}
+
+static enum MHD_Result api_not_implemented(struct req *r) {
+    return reply_error(r, 501, "not_implemented", NULL,
+                       "%s %s is not implemented in this version of sdxld", r->method, r->path);
+}
+
+/* ---- jobs ---- */
+
+static struct job *find_job(struct req *r) {
+    return jobs_find(r->d->jobs, r->params[0]);
+}
+
+static enum MHD_Result no_job(struct req *r) {
+    return reply_error(r, 404, "not_found", NULL,
+                       "no job '%s' (unknown, or finished more than result_ttl_s ago)", r->params[0]);
+}
+
+static enum MHD_Result api_jobs_list(struct req *r) {
+    static const char *const allowed[] = { "status", "limit", NULL };
+    const char *unknown;
+    if (req_check_query(r, allowed, &unknown))
+        return reply_error(r, 400, "invalid_argument", unknown, "unknown query parameter '%s'", unknown);
+    int status = -1, limit = 100;
+    const char *s = req_query(r, "status");
+    if (s && (status = job_status_parse(s)) < 0)
+        return reply_error(r, 400, "invalid_argument", "status", "status: '%s' is not one of "
+                           "queued, running, succeeded, failed, cancelled", s);
+    const char *l = req_query(r, "limit");
+    if (l) {
+        char *end;
+        long x = strtol(l, &end, 10);
+        if (!*l || *end || x < 1 || x > 1000)
+            return reply_error(r, 400, "invalid_argument", "limit", "limit: expected an integer 1..1000");
+        limit = (int)x;
+    }
+    return reply_json(r, 200, jobs_list_json(r->d->jobs, status, limit));
+}
+
+static enum MHD_Result api_job_get(struct req *r) {
+    static const char *const allowed[] = { "b64_json", NULL };
+    const char *unknown;
+    if (req_check_query(r, allowed, &unknown))
+        return reply_error(r, 400, "invalid_argument", unknown, "unknown query parameter '%s'", unknown);
+    const char *b = req_query(r, "b64_json");
+    if (b && strcmp(b, "true") && strcmp(b, "false"))
+        return reply_error(r, 400, "invalid_argument", "b64_json", "b64_json: expected true or false");
+    int with_b64 = !b || !strcmp(b, "true");
+    struct job *j = find_job(r);
+    if (!j) return no_job(r);
+    jobs_lock(r->d->jobs);
+    json_t *o = job_to_json_locked(r->d->jobs, j, 1);
+    struct job_result *res = with_b64 ? jobs_result_ref_locked(j) : NULL;
+    jobs_unlock(r->d->jobs);
+    jobs_unref(r->d->jobs, j);
+    if (res) {
+        /* Base64 outside the lock: images are immutable once the job succeeded. */
+        json_t *imgs = json_object_get(json_object_get(o, "result"), "images");
+        for (int i = 0; i < res->n && imgs; i++) {
+            size_t bl;
+            char *s = b64_encode(res->img[i].png, res->img[i].len, &bl);
+            if (s) json_object_set_new(json_array_get(imgs, (size_t)i), "b64_json",
+                                       json_stringn_nocheck(s, bl));
+            free(s);
+        }
+        job_result_unref(res);
+    }
+    return reply_json(r, 200, o);
+}
+
+static enum MHD_Result api_job_cancel(struct req *r) {
+    struct job *j = find_job(r);
+    if (!j) return no_job(r);
+    jobs_lock(r->d->jobs);
+    enum MHD_Result ret;
+    if (jobs_cancel_locked(r->d->jobs, j, "cancelled", 409, "cancelled by a client request") == 0) {
+        LOG_I("job %s cancelled by request", j->id);
+        json_t *o = job_to_json_locked(r->d->jobs, j, 0);
+        jobs_unlock(r->d->jobs);
+        ret = reply_json(r, 200, o);
+    } else {
+        ret = reply_error(r, 409, "conflict", NULL, "job %s already %s", j->id,
+                          job_status_name(j->status));
+        jobs_unlock(r->d->jobs);
+    }
+    jobs_unref(r->d->jobs, j);
+    return ret;
+}
+
+static enum MHD_Result api_job_events(struct req *r) {
+    struct job *j = find_job(r);
+    if (!j) return no_job(r);
+    long last = 0;
+    const char *h = req_header(r, "Last-Event-ID");
+    if (h) {
+        char *end;
+        last = strtol(h, &end, 10);
+        if (!*h || *end || last < 0) last = 0;
+    }
+    return req_sse(r, j, last);
+}
+
+static void result_free_cb(void *cls) { job_result_unref(cls); }
+
+static enum MHD_Result api_job_image(struct req *r) {
+    char *end;
+    long i = strtol(r->params[1], &end, 10);
+    if (*end || i < 0 || i >= JOB_MAX_IMAGES)
+        return reply_error(r, 404, "not_found", NULL, "no image '%s'", r->params[1]);
+    struct job *j = find_job(r);
+    if (!j) return no_job(r);
+    jobs_lock(r->d->jobs);
+    struct job_result *res = jobs_result_ref_locked(j);
+    enum job_status st = j->status;
+    int dropped = j->result_dropped, n = j->req.n;
+    jobs_unlock(r->d->jobs);
+    enum MHD_Result ret;
+    if (!res) {
+        if (st != JOB_SUCCEEDED)
+            ret = reply_error(r, 409, "conflict", NULL, "job %s is %s; images exist once it succeeded",
+                              j->id, job_status_name(st));
+        else
+            ret = reply_error(r, 404, "not_found", NULL, "the images of job %s are gone (%s)", j->id,
+                              dropped == 1 ? "delivered to its synchronous client" : "expired");
+    } else if (i >= n) {
+        job_result_unref(res);
+        ret = reply_error(r, 404, "not_found", NULL, "job %s has %d image(s)", j->id, n);
+    } else {
+        char seed[32];
+        snprintf(seed, sizeof seed, "%llu", (unsigned long long)res->img[i].seed);
+        req_add_header(r, "X-Seed", seed);
+        req_add_header(r, "X-Job-Id", j->id);
+        ret = reply_buffer(r, 200, "image/png", res->img[i].png, res->img[i].len, result_free_cb, res);
+    }
+    jobs_unref(r->d->jobs, j);
+    return ret;
+}
+
+#define KB(n) ((size_t)(n) << 10)
+
+const struct route sdxld_routes[] = {
+    /* method   pattern                      handler                 body     auth        quiet */
+    { "GET",    "/",                         api_webui,              0,       AUTH_NONE,  0 },
+    { "GET",    "/healthz",                  api_healthz,            0,       AUTH_NONE,  1 },
+    { "GET",    "/readyz",                   api_readyz,             0,       AUTH_NONE,  1 },
+    { "GET",    "/metrics",                  api_metrics,            0,       AUTH_NONE,  1 },
+    { "POST",   "/v1/generate",              api_generate,           KB(64),  AUTH_API,   0 },
+    { "POST",   "/v1/images/generations",    api_images_generations, KB(64),  AUTH_API,   0 },
+    { "GET",    "/v1/jobs",                  api_jobs_list,          0,       AUTH_API,   0 },
+    { "GET",    "/v1/jobs/*",                api_job_get,            0,       AUTH_API,   0 },
+    { "DELETE", "/v1/jobs/*",                api_job_cancel,         0,       AUTH_API,   0 },
+    { "POST",   "/v1/jobs/*/cancel",         api_job_cancel,         0,       AUTH_API,   0 },
+    { "GET",    "/v1/jobs/*/events",         api_job_events,         0,       AUTH_API,   0 },
+    { "GET",    "/v1/jobs/*/images/*",       api_job_image,          0,       AUTH_API,   0 },
+    { "GET",    "/v1/config",                api_config,             0,       AUTH_API,   0 },
+    { "GET",    "/v1/models",                api_models,             0,       AUTH_API,   0 },
+    { "POST",   "/v1/models/load",           api_not_implemented,    KB(16),  AUTH_ADMIN, 0 },
+    { "POST",   "/v1/train",                 api_not_implemented,    KB(64),  AUTH_ADMIN, 0 },
+    { "GET",    "/v1/train/*",               api_not_implemented,    0,       AUTH_API,   0 },
+    { "DELETE", "/v1/train/*",               api_not_implemented,    0,       AUTH_ADMIN, 0 },
+    { "GET",    "/v1/train/*/events",        api_not_implemented,    0,       AUTH_API,   0 },
+};
+
+const int sdxld_nroutes = (int)(sizeof sdxld_routes / sizeof sdxld_routes[0]);
