@@ -167,20 +167,28 @@ out:
 
 /* ---- unet ---- */
 
+struct grad_sink { struct st_writer *w; sd_status st; };
+
+static void add_grad(void *ud, const char *name, int ndim, const int64_t *shape, const float *grad) {
+    struct grad_sink *s = ud;
+    char key[256];
+    snprintf(key, sizeof key, "unet_grad.%s", name);
+    if (!s->st) s->st = st_writer_add(s->w, key, DT_F32, ndim, shape, grad);
+}
+
 int cli_unet(int argc, char **argv) {
     struct common c = { 0 };
+    int backward = 0;
     for (int i = 1; i < argc; i++) {
         int r = common_opt(&c, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
-        if (!strcmp(argv[i], "--backward")) {
-            fprintf(stderr, "sdxld unet: --backward is not available yet (it arrives with the training core)\n");
-            return 2;
-        }
+        if (!strcmp(argv[i], "--backward")) { backward = 1; continue; }
         if (!strcmp(argv[i], "--help")) {
-            printf("sdxld unet --model DIR [--unet FILE] --in IN.safetensors --out OUT.safetensors\n"
+            printf("sdxld unet --model DIR [--unet FILE] --in IN.safetensors --out OUT.safetensors [--backward]\n"
                    "  reads unet_x [B,C,h,w], unet_t [B], prompt_embeds, pooled_embeds (first B rows),\n"
-                   "  time_ids [B,6]; writes unet_out\n");
+                   "  time_ids [B,6]; writes unet_out.  --backward also reads unet_R and writes the\n"
+                   "  gradients of sum(unet_out * unet_R): unet_dx, unet_dehs, unet_dtext, unet_grad.<name>\n");
             return 0;
         }
         return usage_err("unet", argv[i]);
@@ -189,7 +197,7 @@ int cli_unet(int argc, char **argv) {
     struct st_file f;
     if (st_open(&f, c.in)) return cli_fail("input");
     struct engine *e = NULL;
-    float *x = NULL, *t = NULL, *ctx = NULL, *pooled = NULL, *tid = NULL, *out = NULL;
+    float *x = NULL, *t = NULL, *ctx = NULL, *pooled = NULL, *tid = NULL, *out = NULL, *R = NULL;
     int64_t sx[4], st_[1], sc[3], sp[2], stid[2];
     int rc = 1;
     if (!(x = cli_tensor(&f, "unet_x", 4, sx, 1)) || !(t = cli_tensor(&f, "unet_t", 1, st_, 1)) ||
@@ -210,14 +218,40 @@ int cli_unet(int argc, char **argv) {
         goto out;
     }
     if (!(out = sd_malloc(sizeof(float) * B * sx[1] * sx[2] * sx[3]))) { cli_fail("unet"); goto out; }
-    if (engine_unet(e, x, t, ctx, pooled, tid, (int)B, (int)sx[2], (int)sx[3], out)) { cli_fail("unet"); goto out; }
     struct st_writer w;
     st_writer_init(&w);
-    if (st_writer_add(&w, "unet_out", DT_F32, 4, sx, out) || st_writer_write(&w, c.out)) cli_fail(c.out);
-    else rc = 0;
+    if (!backward) {
+        if (engine_unet(e, x, t, ctx, pooled, tid, (int)B, (int)sx[2], (int)sx[3], out)) { cli_fail("unet"); st_writer_free(&w); goto out; }
+        if (st_writer_add(&w, "unet_out", DT_F32, 4, sx, out) || st_writer_write(&w, c.out)) cli_fail(c.out);
+        else rc = 0;
+    } else {
+        int64_t sr[4];
+        int64_t sh_c[3] = { B, d.L, d.cross }, sh_p[2] = { B, d.P };
+        if (!(R = cli_tensor(&f, "unet_R", 4, sr, 1)) || memcmp(sr, sx, sizeof sr)) {
+            if (R) sd_fail(SD_ERR_SHAPE, "%s: unet_R must have unet_x's shape", c.in);
+            cli_fail("input");
+            st_writer_free(&w);
+            goto out;
+        }
+        float *dx = sd_malloc(sizeof(float) * sd_numel(4, sx)), *dc = sd_malloc(sizeof(float) * sd_numel(3, sh_c));
+        float *dp = sd_malloc(sizeof(float) * sd_numel(2, sh_p));
+        struct grad_sink sink = { &w, SD_OK };
+        sd_status st = dx && dc && dp ? SD_OK : SD_ERR_NOMEM;
+        if (!st) st = engine_unet_backward(e, x, t, ctx, pooled, tid, (int)B, (int)sx[2], (int)sx[3], R, out,
+                                           dx, dc, dp, add_grad, &sink);
+        if (!st) st = sink.st;
+        if (!st) st = st_writer_add(&w, "unet_out", DT_F32, 4, sx, out);
+        if (!st) st = st_writer_add(&w, "unet_dx", DT_F32, 4, sx, dx);
+        if (!st) st = st_writer_add(&w, "unet_dehs", DT_F32, 3, sh_c, dc);
+        if (!st) st = st_writer_add(&w, "unet_dtext", DT_F32, 2, sh_p, dp);
+        if (!st) st = st_writer_write(&w, c.out);
+        if (st) cli_fail("unet --backward");
+        else rc = 0;
+        sd_free(dx); sd_free(dc); sd_free(dp);
+    }
     st_writer_free(&w);
 out:
-    sd_free(x); sd_free(t); sd_free(ctx); sd_free(pooled); sd_free(tid); sd_free(out);
+    sd_free(x); sd_free(t); sd_free(ctx); sd_free(pooled); sd_free(tid); sd_free(out); sd_free(R);
     st_close(&f);
     engine_free(e);
     return rc;

@@ -263,6 +263,54 @@ sd_status engine_vae_decode(struct engine *e, const float *z, int N, int h, int 
     return finish(e, SD_OK);
 }
 
+sd_status engine_unet_backward(struct engine *e, const float *x, const float *t, const float *ctx,
+                               const float *pooled, const float *time_ids, int N, int h, int w,
+                               const float *dout, float *out, float *dx, float *dctx, float *dpooled,
+                               engine_grad_fn each, void *ud) {
+    struct backend *be = e->be;
+    struct fwd f = { be, &e->acts };
+    const struct unet *u = e->unet;
+    int L = tokenizer_max_length(e->tok1), C = u->cfg.in_ch, O = u->cfg.out_ch;
+    size_t nx = (size_t)N * C * h * w, no = (size_t)N * O * h * w, nc = (size_t)N * L * u->cfg.cross_dim;
+    size_t np = (size_t)N * u->pooled_dim;
+    struct unet g;
+    sd_status st = unet_create(&g, be, &u->cfg);
+    if (st) return st;
+    unet_zero(be, &g);
+    float *dx_ = upload(&f, x, nx), *dctx_ = upload(&f, ctx, nc), *dp_ = upload(&f, pooled, np);
+    float *dout_ = upload(&f, dout, no), *out_ = fwd_alloc(&f, no);
+    float *gx = fwd_alloc(&f, nx), *gctx = fwd_alloc(&f, nc), *gp = fwd_alloc(&f, np);
+    if (gctx) be->ops->zero(be, gctx, nc * sizeof(float));
+    struct unet_tape tp;
+    unet_encode(&f, u, &tp, 1, dx_, t, dctx_, dp_, time_ids, N, h, w, L);
+    if (!be->err) unet_decode(&f, u, &tp, out_);
+    if (!be->err) unet_decode_backward(&f, u, &g, &tp, dout_, gctx);
+    if (!be->err) unet_encode_backward(&f, u, &g, &tp, NULL, gx, gctx, gp);
+    if (!(st = backend_status(be))) {
+        if (out) be->ops->download(be, out, out_, no * sizeof(float));
+        if (dx) be->ops->download(be, dx, gx, nx * sizeof(float));
+        if (dctx) be->ops->download(be, dctx, gctx, nc * sizeof(float));
+        if (dpooled) be->ops->download(be, dpooled, gp, np * sizeof(float));
+        float *host = NULL;
+        size_t cap = 0;
+        for (int i = 0; i < g.wt.n && each && !st; i++) {
+            const struct weight_row *r = &g.wt.rows[i];
+            size_t n = (size_t)sd_numel(r->ndim, r->shape);
+            if (n > cap) {
+                float *p = sd_realloc(host, n * sizeof(float));
+                if (!p) { st = SD_ERR_NOMEM; break; }
+                host = p;
+                cap = n;
+            }
+            be->ops->download(be, host, *r->dst, n * sizeof(float));
+            each(ud, r->name, r->ndim, r->shape, host);
+        }
+        sd_free(host);
+    }
+    unet_free(&g);
+    return finish(e, st);
+}
+
 /* ---- generation ---- */
 
 struct gen_ctx {

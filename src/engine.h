@@ -102,6 +102,16 @@ sd_status engine_vae_encode(struct engine *e, const float *img, int N, int H, in
 /* z [N, C, h, w] fed straight to post_quant_conv (no ÷ scaling) -> img [N, 3, h·s, w·s]. */
 sd_status engine_vae_decode(struct engine *e, const float *z, int N, int h, int w, float *img);
 
+/* Gradients of L = Σ out ⊙ dout through the UNet (spec/conformance.md `unet
+ * --backward`): writes out, dx [N,C,h,w], dctx [N,L,cross], dpooled [N,P] (any may be
+ * NULL), then calls each() once per UNet parameter with its gradient (host memory, valid
+ * during the call), in declaration order, under its diffusers name. */
+typedef void (*engine_grad_fn)(void *ud, const char *name, int ndim, const int64_t *shape, const float *grad);
+sd_status engine_unet_backward(struct engine *e, const float *x, const float *t, const float *ctx,
+                               const float *pooled, const float *time_ids, int N, int h, int w,
+                               const float *dout, float *out, float *dx, float *dctx, float *dpooled,
+                               engine_grad_fn each, void *ud);
+
 /* Swap the served UNet for another file (same config); on failure the old one stays. */
 sd_status engine_load_unet(struct engine *e, const char *unet_path);
 

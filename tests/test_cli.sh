@@ -20,6 +20,15 @@ ok $? "text encoder outputs within 1e-4"
 run "$BIN" unet --model "$M" --in "$G" --out "$T/unet.safetensors"; ok $? "unet runs on the golden file as input"
 "$CMP" "$T/unet.safetensors" "$G" 1e-4 unet_out; ok $? "unet_out within 1e-4"
 
+run "$BIN" unet --model "$M" --in "$G" --out "$T/unet_bw.safetensors" --backward; ok $? "unet --backward runs"
+grads=$(python3 -c "
+import json, struct
+f = open('$G', 'rb'); n = struct.unpack('<Q', f.read(8))[0]; h = json.loads(f.read(n))
+print(' '.join(k for k in h if k.startswith('unet_grad.') or k in ('unet_dx', 'unet_dehs', 'unet_dtext')))")
+[ "$(echo $grads | wc -w)" -eq 123 ]; ok $? "the golden holds 123 gradient tensors"
+"$CMP" "$T/unet_bw.safetensors" "$G" 1e-4 unet_out $grads > "$T/cmp"; r=$?; grep -v "^ok" "$T/cmp"
+ok $r "unet_dx, unet_dehs, unet_dtext and all 120 unet_grad.* within 1e-4"
+
 run "$BIN" vae --model "$M" --in "$G" --out "$T/vae.safetensors"; ok $? "vae runs"
 "$CMP" "$T/vae.safetensors" "$G" 1e-4 vae_enc_mean vae_dec_out; ok $? "vae encoder mean and decoder output within 1e-4"
 

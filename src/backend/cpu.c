@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "cpu_internal.h"
+#include "cpu_backward.h"
 
 #ifdef SD_HAVE_BLAS
 #include <cblas.h>
@@ -42,6 +43,10 @@ static float *scratch(struct backend *be, size_t n) {
     }
     return c->scratch;
 }
+
+/* For cpu_backward.c: the same grow-only scratch and tile bound. */
+float *cpu_scratch(struct backend *be, size_t n) { return scratch(be, n); }
+size_t cpu_tile_floats(struct backend *be) { return ((struct cpu *)be->impl)->tile_floats; }
 
 #define BAIL(be) do { if ((be)->err) return; } while (0)
 
@@ -337,6 +342,12 @@ static const struct backend_ops cpu_ops = {
     .timestep_embedding = cpu_timestep_embedding, .embedding = cpu_embedding,
     .axpby = cpu_axpby, .add_channel = cpu_add_channel,
     .concat_channels = cpu_concat_channels, .transpose = cpu_transpose,
+    .linear_backward = cpu_linear_backward, .conv2d_backward = cpu_conv2d_backward,
+    .group_norm_backward = cpu_group_norm_backward, .layer_norm_backward = cpu_layer_norm_backward,
+    .attention_backward = cpu_attention_backward, .act_backward = cpu_act_backward,
+    .geglu_backward = cpu_geglu_backward, .upsample2x_backward = cpu_upsample2x_backward,
+    .embedding_backward = cpu_embedding_backward, .channel_sum = cpu_channel_sum,
+    .split_channels = cpu_split_channels, .dot = cpu_dot, .adamw = cpu_adamw,
 };
 
 sd_status backend_cpu_create(struct backend **out, int threads) {

@@ -74,13 +74,18 @@ static void im2col_rows(void *p, long long lo, long long hi) {
 
 /* The adjoint: dx[c, iy, ix] += dcol[(c, ki, kj), q].  Split by input channel, whose
  * kh·kw rows of dcol land only in that channel's plane, so threads never collide. */
+struct col2im_ctx {
+    float *dx; const float *dcol;
+    int C, H, W, kh, kw, stride, pt, pl, Wo, p0, np;
+};
+
 static void col2im_channels(void *p, long long lo, long long hi) {
-    struct im2col_ctx *g = p;
+    struct col2im_ctx *g = p;
     for (long long c = lo; c < hi; c++) {
-        float *xc = (float *)g->x + (size_t)c * g->H * g->W;   /* x is dinp here */
+        float *xc = g->dx + (size_t)c * g->H * g->W;
         for (int ki = 0; ki < g->kh; ki++)
             for (int kj = 0; kj < g->kw; kj++) {
-                const float *src = g->col + ((size_t)(c * g->kh + ki) * g->kw + kj) * g->np;
+                const float *src = g->dcol + ((size_t)(c * g->kh + ki) * g->kw + kj) * g->np;
                 for (int q = 0; q < g->np; q++) {
                     int p_ = g->p0 + q, oy = p_ / g->Wo, ox = p_ % g->Wo;
                     int iy = oy * g->stride - g->pt + ki, ix = ox * g->stride - g->pl + kj;
@@ -146,7 +151,7 @@ void cpu_conv2d_backward(struct backend *be, float *dinp, float *dw, float *db, 
             }
             if (dinp) { /* dcol[CK, np] = w[K, CK]ᵀ·dout[K, np], then scatter */
                 cpu_sgemm(be->threads, 1, 0, (int)CK, np, K, 1.0f, w, (int)CK, d + p0, (int)P, 0.0f, dcol, np);
-                struct im2col_ctx g = { dinp + (size_t)n * C * H * W, dcol, C, H, W, kh, kw, stride, pt, pl,
+                struct col2im_ctx g = { dinp + (size_t)n * C * H * W, dcol, C, H, W, kh, kw, stride, pt, pl,
                                         Wo, (int)p0, np };
                 cpu_parallel(nthr(be, CK * np), C, col2im_channels, &g);
             }
@@ -228,32 +233,18 @@ struct lnb_ctx {
     int R, C; float eps;
 };
 
-/* Pass 1, by row: statistics (kept for pass 2) and dinp. */
-static void lnb_rows(void *p, long long lo, long long hi) {
+/* Pass 1, by row: the forward's statistics. */
+static void lnb_stats(void *p, long long lo, long long hi) {
     struct lnb_ctx *g = p;
     int C = g->C;
     for (long long r = lo; r < hi; r++) {
-        const float *x = g->inp + (size_t)r * C, *dy = g->dout + (size_t)r * C;
+        const float *x = g->inp + (size_t)r * C;
         double s = 0, ss = 0;
         for (int i = 0; i < C; i++) s += x[i];
         double mean = s / C;
         for (int i = 0; i < C; i++) { double d = x[i] - mean; ss += d * d; }
-        float rstd = (float)(1.0 / sqrt(ss / C + g->eps)), m = (float)mean;
-        g->stats[2 * r] = m;
-        g->stats[2 * r + 1] = rstd;
-        if (!g->dinp) continue;
-        double sdx = 0, sdxx = 0;
-        for (int i = 0; i < C; i++) {
-            float xh = (x[i] - m) * rstd, d = dy[i] * g->w[i];
-            sdx += d;
-            sdxx += (double)d * xh;
-        }
-        float mdx = (float)(sdx / C), mdxx = (float)(sdxx / C);
-        float *dx = g->dinp + (size_t)r * C;
-        for (int i = 0; i < C; i++) {
-            float xh = (x[i] - m) * rstd;
-            dx[i] = rstd * (dy[i] * g->w[i] - mdx - xh * mdxx);
-        }
+        g->stats[2 * r] = (float)mean;
+        g->stats[2 * r + 1] = (float)(1.0 / sqrt(ss / C + g->eps));
     }
 }
 
@@ -273,15 +264,38 @@ static void lnb_cols(void *p, long long lo, long long hi) {
     }
 }
 
+/* Pass 3, by row: dinp, last, so dinp may alias dout or inp. */
+static void lnb_dinp(void *p, long long lo, long long hi) {
+    struct lnb_ctx *g = p;
+    int C = g->C;
+    for (long long r = lo; r < hi; r++) {
+        const float *x = g->inp + (size_t)r * C, *dy = g->dout + (size_t)r * C;
+        float m = g->stats[2 * r], rstd = g->stats[2 * r + 1];
+        double sdx = 0, sdxx = 0;       /* Σ dxhat, Σ dxhat·xhat over the row */
+        for (int i = 0; i < C; i++) {
+            float xh = (x[i] - m) * rstd, d = dy[i] * g->w[i];
+            sdx += d;
+            sdxx += (double)d * xh;
+        }
+        float mdx = (float)(sdx / C), mdxx = (float)(sdxx / C);
+        float *dx = g->dinp + (size_t)r * C;
+        for (int i = 0; i < C; i++) {
+            float xh = (x[i] - m) * rstd;
+            dx[i] = rstd * (dy[i] * g->w[i] - mdx - xh * mdxx);
+        }
+    }
+}
+
 void cpu_layer_norm_backward(struct backend *be, float *dinp, float *dw, float *db, const float *dout,
                              const float *inp, const float *w, int R, int C, float eps) {
     BAIL(be);
     float *stats = cpu_scratch(be, (size_t)2 * (R > 0 ? R : 1));
     if (!stats) return;
     struct lnb_ctx g = { dinp, dw, db, stats, dout, inp, w, R, C, eps };
-    long long work = (long long)R * C;
-    cpu_parallel(nthr(be, work), R, lnb_rows, &g);
-    if (dw || db) cpu_parallel(nthr(be, work), C, lnb_cols, &g);
+    int t = nthr(be, (long long)R * C);
+    cpu_parallel(t, R, lnb_stats, &g);
+    if (dw || db) cpu_parallel(t, C, lnb_cols, &g);
+    if (dinp) cpu_parallel(t, R, lnb_dinp, &g);
 }
 
 /* ---- attention ---- */

@@ -1,6 +1,10 @@
-/* cpu_internal.h — shared between cpu.c and cpu_gemm.c. */
+/* cpu_internal.h — shared between cpu.c, cpu_gemm.c and cpu_backward.c. */
 #ifndef SD_CPU_INTERNAL_H
 #define SD_CPU_INTERNAL_H
+
+#include <stddef.h>
+
+struct backend;
 
 /* Run fn(ctx, lo, hi) over [0, n) split across up to nthreads pthreads (the calling
  * thread takes the first share).  Falls back to one thread if threads can't start. */
@@ -14,5 +18,10 @@ void cpu_sgemm(int nthreads, int ta, int tb, int M, int N, int K, float alpha, c
 /* The pthreads fallback, always built so tests check it even when OpenBLAS is used. */
 void cpu_sgemm_blocked(int nthreads, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                        int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* The CPU backend's grow-only scratch (NULL and a sticky error when it can't grow; the
+ * pointer is valid until the next call) and its bound on one im2col / score tile. */
+float *cpu_scratch(struct backend *be, size_t n);
+size_t cpu_tile_floats(struct backend *be);
 
 #endif

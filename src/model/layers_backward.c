@@ -7,17 +7,18 @@
 
 #include "layers.h"
 
-#define G_(g, field) ((g) ? (g)->field : NULL)
+#define GF(g, field) ((g) ? (g)->field : NULL)    /* a parameter gradient */
+#define GP(g, field) ((g) ? &(g)->field : NULL)   /* a sub-layer's gradients */
 
 void linear_backward(struct fwd *f, float *dinp, const float *dout, const float *inp,
                      const struct linear *l, struct linear *g, int R) {
-    f->be->ops->linear_backward(f->be, dinp, G_(g, w), l->b ? G_(g, b) : NULL, dout, inp, l->w, R, l->in, l->out);
+    f->be->ops->linear_backward(f->be, dinp, GF(g, w), l->b ? GF(g, b) : NULL, dout, inp, l->w, R, l->in, l->out);
 }
 
 void conv_backward(struct fwd *f, float *dinp, const float *dout, const float *inp,
                    const struct conv *c, struct conv *g, int N, int H, int W) {
     int p = c->k / 2;
-    f->be->ops->conv2d_backward(f->be, dinp, G_(g, w), G_(g, b), dout, inp, c->w, N, c->cin, H, W, c->cout,
+    f->be->ops->conv2d_backward(f->be, dinp, GF(g, w), GF(g, b), dout, inp, c->w, N, c->cin, H, W, c->cout,
                                 c->k, c->k, 1, p, p, p, p);
 }
 
@@ -39,20 +40,20 @@ void resnet_backward(struct fwd *f, float *dx, float *dtemb_act, const float *do
     be->ops->group_norm(be, g2, h2, r->norm2.w, r->norm2.b, N, r->cout, HW, r->groups, r->eps, 1);
     /* back: out = conv2(g2) + shortcut(x) */
     float *dg2 = fwd_alloc(f, no), *dh2 = fwd_alloc(f, no), *dh = fwd_alloc(f, ni);
-    conv_backward(f, dg2, dout, g2, &r->conv2, G_(g, conv2), N, H, W);
-    be->ops->group_norm_backward(be, dh2, G_(g, norm2.w), G_(g, norm2.b), dg2, h2, r->norm2.w, r->norm2.b,
+    conv_backward(f, dg2, dout, g2, &r->conv2, GP(g, conv2), N, H, W);
+    be->ops->group_norm_backward(be, dh2, GF(g, norm2.w), GF(g, norm2.b), dg2, h2, r->norm2.w, r->norm2.b,
                                  N, r->cout, HW, r->groups, r->eps, 1);
     if (tp) {
         float *dtp = fwd_alloc(f, (size_t)N * r->cout), *dte = fwd_alloc(f, (size_t)N * r->temb.in);
         be->ops->channel_sum(be, dtp, dh2, N, r->cout, HW);
-        linear_backward(f, dtemb_act ? dte : NULL, dtp, temb_act, &r->temb, G_(g, temb), N);
+        linear_backward(f, dtemb_act ? dte : NULL, dtp, temb_act, &r->temb, GP(g, temb), N);
         if (dtemb_act) be->ops->axpby(be, dtemb_act, 1.0f, dtemb_act, 1.0f, dte, (long long)N * r->temb.in);
     }
-    conv_backward(f, dh, dh2, h, &r->conv1, G_(g, conv1), N, H, W);
-    be->ops->group_norm_backward(be, dx, G_(g, norm1.w), G_(g, norm1.b), dh, x, r->norm1.w, r->norm1.b,
+    conv_backward(f, dh, dh2, h, &r->conv1, GP(g, conv1), N, H, W);
+    be->ops->group_norm_backward(be, dx, GF(g, norm1.w), GF(g, norm1.b), dh, x, r->norm1.w, r->norm1.b,
                                  N, r->cin, HW, r->groups, r->eps, 1);
     if (r->shortcut.w) {
-        conv_backward(f, dh, dout, x, &r->shortcut, G_(g, shortcut), N, H, W);
+        conv_backward(f, dh, dout, x, &r->shortcut, GP(g, shortcut), N, H, W);
         be->ops->axpby(be, dx, 1.0f, dx, 1.0f, dh, (long long)ni);
     } else {
         be->ops->axpby(be, dx, 1.0f, dx, 1.0f, dout, (long long)ni);
@@ -75,13 +76,13 @@ void attention_backward_add(struct fwd *f, float *dx, float *dctx, const float *
     be->ops->attention(be, o, q, k, v, N, a->heads, L, Lk, D, C, C, C, C, scale, causal);
     float *d_o = fwd_alloc(f, nq), *dq = fwd_alloc(f, nq), *dk = fwd_alloc(f, nk), *dv = fwd_alloc(f, nk);
     float *tx = fwd_alloc(f, (size_t)N * L * a->q.in), *tc = fwd_alloc(f, (size_t)N * Lk * Cc);
-    linear_backward(f, d_o, dy, o, &a->out, G_(g, out), N * L);
+    linear_backward(f, d_o, dy, o, &a->out, GP(g, out), N * L);
     be->ops->attention_backward(be, dq, dk, dv, d_o, q, k, v, N, a->heads, L, Lk, D, C, C, C, C, scale, causal);
-    linear_backward(f, tx, dq, x, &a->q, G_(g, q), N * L);
+    linear_backward(f, tx, dq, x, &a->q, GP(g, q), N * L);
     be->ops->axpby(be, dx, 1.0f, dx, 1.0f, tx, (long long)N * L * a->q.in);
-    linear_backward(f, dctx ? tc : NULL, dk, ctx, &a->k, G_(g, k), N * Lk);
+    linear_backward(f, dctx ? tc : NULL, dk, ctx, &a->k, GP(g, k), N * Lk);
     if (dctx) be->ops->axpby(be, dctx, 1.0f, dctx, 1.0f, tc, (long long)N * Lk * Cc);
-    linear_backward(f, dctx ? tc : NULL, dv, ctx, &a->v, G_(g, v), N * Lk);
+    linear_backward(f, dctx ? tc : NULL, dv, ctx, &a->v, GP(g, v), N * Lk);
     if (dctx) be->ops->axpby(be, dctx, 1.0f, dctx, 1.0f, tc, (long long)N * Lk * Cc);
     arena_reset(f->ar, m);
 }
@@ -106,22 +107,22 @@ static void tblock_backward(struct fwd *f, float *dx, float *dctx, const float *
     linear_forward(f, ff, h, &b->ff1, (int)R);
     be->ops->geglu(be, gg, ff, (int)R, 4 * C);
     float *dgg = fwd_alloc(f, R * 4 * C), *dff = fwd_alloc(f, R * 8 * C), *tmp = fwd_alloc(f, n);
-    linear_backward(f, dgg, dx, gg, &b->ff2, G_(g, ff2), (int)R);
+    linear_backward(f, dgg, dx, gg, &b->ff2, GP(g, ff2), (int)R);
     be->ops->geglu_backward(be, dff, dgg, ff, (int)R, 4 * C);
-    linear_backward(f, dh, dff, h, &b->ff1, G_(g, ff1), (int)R);
-    be->ops->layer_norm_backward(be, tmp, G_(g, ln3.w), G_(g, ln3.b), dh, x2, b->ln3.w, (int)R, C, 1e-5f);
+    linear_backward(f, dh, dff, h, &b->ff1, GP(g, ff1), (int)R);
+    be->ops->layer_norm_backward(be, tmp, GF(g, ln3.w), GF(g, ln3.b), dh, x2, b->ln3.w, (int)R, C, 1e-5f);
     be->ops->axpby(be, dx, 1.0f, dx, 1.0f, tmp, (long long)n);                 /* dx2 */
     /* cross-attention */
     be->ops->layer_norm(be, h, x1, b->ln2.w, b->ln2.b, (int)R, C, 1e-5f);
     be->ops->zero(be, dh, n * sizeof(float));
-    attention_backward_add(f, dh, dctx, dx, h, ctx, &b->attn2, G_(g, attn2), N, L, Lk, 0);
-    be->ops->layer_norm_backward(be, tmp, G_(g, ln2.w), G_(g, ln2.b), dh, x1, b->ln2.w, (int)R, C, 1e-5f);
+    attention_backward_add(f, dh, dctx, dx, h, ctx, &b->attn2, GP(g, attn2), N, L, Lk, 0);
+    be->ops->layer_norm_backward(be, tmp, GF(g, ln2.w), GF(g, ln2.b), dh, x1, b->ln2.w, (int)R, C, 1e-5f);
     be->ops->axpby(be, dx, 1.0f, dx, 1.0f, tmp, (long long)n);                 /* dx1 */
     /* self-attention: q, k, v all from h, so its gradient collects all three */
     be->ops->layer_norm(be, h, x0, b->ln1.w, b->ln1.b, (int)R, C, 1e-5f);
     be->ops->zero(be, dh, n * sizeof(float));
-    attention_backward_add(f, dh, dh, dx, h, h, &b->attn1, G_(g, attn1), N, L, L, 0);
-    be->ops->layer_norm_backward(be, tmp, G_(g, ln1.w), G_(g, ln1.b), dh, x0, b->ln1.w, (int)R, C, 1e-5f);
+    attention_backward_add(f, dh, dh, dx, h, h, &b->attn1, GP(g, attn1), N, L, L, 0);
+    be->ops->layer_norm_backward(be, tmp, GF(g, ln1.w), GF(g, ln1.b), dh, x0, b->ln1.w, (int)R, C, 1e-5f);
     be->ops->axpby(be, dx, 1.0f, dx, 1.0f, tmp, (long long)n);                 /* dx0 */
     arena_reset(f->ar, m);
 }
@@ -146,13 +147,13 @@ void transformer2d_backward(struct fwd *f, float *dx, float *dctx, const float *
     /* back: out = x + transpose(proj_out(u[depth])) */
     float *du = fwd_alloc(f, n);
     be->ops->transpose(be, t, dout, N, C, HW);                 /* NCHW -> [N, HW, C] */
-    linear_backward(f, du, t, u[tr->depth], &tr->proj_out, G_(g, proj_out), N * HW);
+    linear_backward(f, du, t, u[tr->depth], &tr->proj_out, GP(g, proj_out), N * HW);
     for (d = tr->depth - 1; d >= 0; d--)
         tblock_backward(f, du, dctx, u[d], ctx, &tr->blocks[d], g ? &g->blocks[d] : NULL, N, HW, Lk, C);
     be->ops->transpose(be, t, gn, N, C, HW);                   /* proj_in's input again */
-    linear_backward(f, gn, du, t, &tr->proj_in, G_(g, proj_in), N * HW);
+    linear_backward(f, gn, du, t, &tr->proj_in, GP(g, proj_in), N * HW);
     be->ops->transpose(be, t, gn, N, HW, C);                   /* d(GN output), NCHW */
-    be->ops->group_norm_backward(be, dx, G_(g, gn.w), G_(g, gn.b), t, x, tr->gn.w, tr->gn.b, N, C, HW,
+    be->ops->group_norm_backward(be, dx, GF(g, gn.w), GF(g, gn.b), t, x, tr->gn.w, tr->gn.b, N, C, HW,
                                  groups, 1e-6f, 0);
     be->ops->axpby(be, dx, 1.0f, dx, 1.0f, dout, (long long)n);   /* the residual */
     arena_reset(f->ar, m);

@@ -1,0 +1,267 @@
+"""harness.py — start `sdxld serve` on loopback, talk HTTP to it, report TAP.
+
+Python standard library only.  Used by test_daemon.py, test_nginx.py and
+tests/bench/load.py.
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = os.environ.get("SDXLD_BIN", "build/server/sdxld")
+DATA = os.environ.get("SDXLD_TEST_DATA", "tests/data")
+MODEL = os.path.join(DATA, "tiny-sdxl-a")
+
+
+class TAP:
+    """Minimal TAP producer: ok()/skip(), plan printed at the end."""
+
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+
+    def ok(self, cond, desc, detail=None):
+        self.n += 1
+        if cond:
+            print(f"ok {self.n} - {desc}", flush=True)
+        else:
+            self.failed += 1
+            print(f"not ok {self.n} - {desc}", flush=True)
+            if detail is not None:
+                for line in str(detail).splitlines()[:40]:
+                    print(f"#   {line}", flush=True)
+        return bool(cond)
+
+    def eq(self, got, want, desc):
+        return self.ok(got == want, desc, f"got {got!r}, want {want!r}")
+
+    def skip(self, desc, why):
+        self.n += 1
+        print(f"ok {self.n} - {desc} # SKIP {why}", flush=True)
+
+    def diag(self, msg):
+        for line in str(msg).splitlines():
+            print(f"# {line}", flush=True)
+
+    def done(self):
+        print(f"1..{self.n}", flush=True)
+        return 1 if self.failed else 0
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = {k.lower(): v for k, v in headers}
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def error(self):
+        try:
+            return self.json().get("error", {})
+        except (ValueError, AttributeError):
+            return {}
+
+    def __repr__(self):
+        return f"<{self.status} {self.headers.get('content-type')} {self.body[:300]!r}>"
+
+
+class Client:
+    """One HTTP/1.1 endpoint (the daemon itself, or nginx in front of it)."""
+
+    def __init__(self, host, port, token=None):
+        self.host, self.port, self.token = host, port, token
+
+    def request(self, method, path, body=None, headers=None, timeout=120, token=None):
+        h = {}
+        tok = token if token is not None else self.token
+        if tok:
+            h["Authorization"] = "Bearer " + tok
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+            h["Content-Type"] = "application/json"
+        elif isinstance(body, str):
+            body = body.encode()
+        h.update(headers or {})
+        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            return Response(r.status, r.getheaders(), r.read())
+        finally:
+            c.close()
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+    def generate(self, **fields):
+        fields.setdefault("width", 64)
+        fields.setdefault("height", 64)
+        return self.post("/v1/generate", fields)
+
+    def wait_job(self, job_id, timeout=60, want=("succeeded", "failed", "cancelled")):
+        end = time.time() + timeout
+        while time.time() < end:
+            r = self.get(f"/v1/jobs/{job_id}?b64_json=false")
+            if r.status == 200 and r.json()["status"] in want:
+                return r.json()
+            time.sleep(0.05)
+        raise TimeoutError(f"job {job_id} did not reach {want}")
+
+    def sse(self, path, timeout=60, headers=None):
+        """Read a text/event-stream to its end; returns (status, [event dicts])."""
+        h = {"Accept": "text/event-stream"}
+        if self.token:
+            h["Authorization"] = "Bearer " + self.token
+        h.update(headers or {})
+        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            c.request("GET", path, headers=h)
+            r = c.getresponse()
+            events, cur = [], {}
+            if r.status != 200:
+                r.read()
+                return r.status, events
+            while True:
+                line = r.readline()
+                if not line:
+                    break
+                line = line.decode().rstrip("\r\n")
+                if line == "":
+                    if cur:
+                        events.append(cur)
+                    cur = {}
+                elif line.startswith(":"):
+                    cur.setdefault("comments", []).append(line)
+                else:
+                    k, _, v = line.partition(":")
+                    cur[k] = v[1:] if v.startswith(" ") else v
+            return r.status, events
+        finally:
+            c.close()
+
+
+def png_text(data, key):
+    """The value of a tEXt chunk in PNG bytes (None if absent)."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    i = 8
+    while i + 8 <= len(data):
+        n = int.from_bytes(data[i:i + 4], "big")
+        typ = data[i + 4:i + 8]
+        chunk = data[i + 8:i + 8 + n]
+        if typ == b"tEXt":
+            k, _, v = chunk.partition(b"\0")
+            if k.decode("latin-1") == key:
+                return v.decode("latin-1")
+        i += 12 + n
+    return None
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Daemon:
+    """`sdxld serve` on 127.0.0.1 with an ephemeral port and the tiny model."""
+
+    def __init__(self, *args, model=MODEL, wait_ready=True, tmp=None):
+        self.tmp = tmp or tempfile.mkdtemp(prefix="sdxld-test-")
+        self.log_path = os.path.join(self.tmp, f"sdxld-{time.time_ns()}.log")
+        self.args = [BIN, "serve", "--model", model, "--listen", "127.0.0.1:0",
+                     "--threads", "1", "--log_level", "debug"] + list(args)
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.port = None
+        end = time.time() + 60
+        while time.time() < end and self.port is None:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sdxld exited with {self.proc.returncode}:\n{self.log_text()}")
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log_text())
+            if m:
+                self.port = int(m.group(1))
+            else:
+                time.sleep(0.02)
+        if self.port is None:
+            self.stop()
+            raise RuntimeError("sdxld did not start listening:\n" + self.log_text())
+        self.client = Client("127.0.0.1", self.port)
+        if wait_ready:
+            self.wait_ready()
+
+    def wait_ready(self, timeout=120):
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sdxld exited with {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                if self.client.get("/readyz", timeout=5).status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("sdxld not ready in time:\n" + self.log_text())
+
+    def log_text(self):
+        self.log.flush()
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=60):
+        return self.proc.wait(timeout)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def find_nginx():
+    for p in (shutil.which("nginx"), "/usr/sbin/nginx", "/usr/local/sbin/nginx"):
+        if p and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def run_main(fn):
+    """Run fn(tap); a crash is a failed test, not a silent exit."""
+    t = TAP()
+    try:
+        fn(t)
+    except Exception as e:  # noqa: BLE001 — report every failure as TAP
+        import traceback
+        t.ok(False, f"test script raised {type(e).__name__}: {e}", traceback.format_exc())
+    sys.exit(t.done())

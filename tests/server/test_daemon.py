@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""test_daemon.py — `sdxld serve` end to end, as a client over real HTTP on loopback,
+with the golden tiny model on the CPU.  TAP output.
+
+Daemons started here:
+  1. the API suite (checks.py): PNG/JSON, seeds, batching, async, cancel, SSE, errors,
+     413/415/404/405, disconnects, metrics;
+  2. queue_max 2, max_batch 1: 429 + Retry-After, then SIGTERM with queued work;
+  3. bearer-token auth (api and admin tokens, SIGHUP reload);
+plus configuration handling (exit codes, the shipped config file).
+"""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import checks  # noqa: E402
+from harness import BIN, MODEL, Daemon, run_main  # noqa: E402
+
+REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+
+def check_config(t, tmp):
+    def run(*args):
+        p = subprocess.run([BIN, "serve", *args], capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stdout, p.stderr
+
+    rc, out, err = run("--help")
+    t.ok(rc == 0 and "--max_batch" in out and "--queue_max" in out and "default: 4" in out,
+         "serve --help lists the options from the table", out[:500])
+    rc, out, err = run("--print-config")
+    with open(os.path.join(REPO, "conf", "sdxld.conf")) as f:
+        shipped = f.read()
+    t.ok(rc == 0 and out == shipped, "conf/sdxld.conf is exactly what --print-config generates "
+         "(every option, default and comment)", "regenerate with: sdxld serve --print-config > conf/sdxld.conf")
+    rc, out, err = run("--config", os.path.join(REPO, "conf", "sdxld.conf"), "--check-config")
+    t.ok(rc == 0 and '"max_batch"' in out, "the shipped config file validates", err)
+    rc, out, err = run("--max_batch", "0", "--check-config")
+    t.ok(rc == 78 and "max_batch" in err, "an out-of-range flag exits 78 naming the option", (rc, err))
+    rc, out, err = run("--no-such-option", "1")
+    t.ok(rc == 2 and "no-such-option" in err, "an unknown flag exits 2", (rc, err))
+    bad = os.path.join(tmp, "bad.conf")
+    with open(bad, "w") as f:
+        f.write("# comment\nlisten = 127.0.0.1:0\nqueue_mx = 3\n")
+    rc, out, err = run("--config", bad)
+    t.ok(rc == 78 and "bad.conf:3" in err and "queue_mx" in err,
+         "an unknown option in the file exits 78 naming file:line", (rc, err))
+    with open(bad, "w") as f:
+        f.write("max_batch = 2\nmax_batch = 3\n")
+    rc, out, err = run("--config", bad, "--check-config")
+    t.ok(rc == 78 and "twice" in err, "an option set twice exits 78", (rc, err))
+    good = os.path.join(tmp, "good.conf")
+    with open(good, "w") as f:
+        f.write('max_batch = 2\nunet = ""\nwarmup = false\n')
+    rc, out, err = run("--config", good, "--max_batch", "3", "--check-config")
+    t.ok(rc == 0 and '"max_batch": 3' in out and '"warmup": false' in out,
+         "flags override the file", out)
+    rc, out, err = run("--listen", "nonsense", "--model", MODEL)
+    t.ok(rc == 78 and "listen" in err, "an invalid listen address exits 78", (rc, err))
+    p = subprocess.run([BIN, "serve", "--model", os.path.join(tmp, "no-such-model"), "--listen",
+                        "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
+    t.ok(p.returncode == 78 and "no-such-model" in p.stderr, "a missing model folder exits 78",
+         (p.returncode, p.stderr[-500:]))
+
+
+def check_auth(t, tmp):
+    api = os.path.join(tmp, "api.tokens")
+    adm = os.path.join(tmp, "admin.tokens")
+    with open(api, "w") as f:
+        f.write("# generation tokens\napi-token-0123456789abcdef\n")
+    with open(adm, "w") as f:
+        f.write("admin-token-0123456789abcdef\n")
+    os.chmod(api, 0o600)
+    os.chmod(adm, 0o600)
+    with Daemon("--api_token_file", api, "--admin_token_file", adm, tmp=tmp) as d:
+        c = d.client
+        t.eq(c.get("/healthz").status, 200, "auth on: /healthz stays open")
+        t.eq(c.get("/metrics").status, 200, "auth on: /metrics stays open")
+        r = c.generate(prompt="x", seed=1)
+        t.ok(r.status == 401 and r.error().get("code") == "unauthorized"
+             and r.headers.get("www-authenticate", "").startswith("Bearer"),
+             "auth on: no token is 401 with WWW-Authenticate", r)
+        r = c.generate(prompt="x", seed=1, headers=None) if False else c.request(
+            "POST", "/v1/generate", {"prompt": "x", "width": 64, "height": 64}, token="api-token-0123456789abcdeX")
+        t.eq(r.status, 401, "auth on: a wrong token is 401")
+        r = c.request("POST", "/v1/generate", {"prompt": "x", "width": 64, "height": 64},
+                      token="api-token-0123456789abcdef")
+        t.eq(r.status, 200, "auth on: the api token generates")
+        r = c.request("GET", "/v1/jobs", token="admin-token-0123456789abcdef")
+        t.eq(r.status, 200, "auth on: the admin token also works for generation endpoints")
+        r = c.request("POST", "/v1/train", {"teacher": "x"}, token="api-token-0123456789abcdef")
+        t.eq(r.status, 401, "auth on: an api token is refused on admin endpoints")
+        r = c.request("POST", "/v1/train", {"teacher": "x"}, token="admin-token-0123456789abcdef")
+        t.eq(r.status, 501, "auth on: the admin token passes admin endpoints")
+        r = c.request("GET", "/v1/jobs/gen_00000000000000000000", token="nope")
+        t.eq(r.status, 401, "auth is checked before the job lookup (no id probing)")
+        with open(api, "w") as f:
+            f.write("new-api-token-0123456789abcdef\n")
+        d.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        r = c.request("GET", "/v1/jobs", token="api-token-0123456789abcdef")
+        r2 = c.request("GET", "/v1/jobs", token="new-api-token-0123456789abcdef")
+        t.ok(r.status == 401 and r2.status == 200, "SIGHUP reloads the token files", (r, r2))
+        t.ok("token files reloaded" in d.log_text(), "the reload is logged")
+        t.eq(d.stop(), 0, "auth daemon exits 0 on SIGTERM")
+
+
+def main(t):
+    tmp = tempfile.mkdtemp(prefix="sdxld-test-")
+    check_config(t, tmp)
+    with Daemon("--max_batch", "4", "--batch_window_ms", "60", "--queue_max", "64", tmp=tmp) as d:
+        t.diag(f"daemon 1 on port {d.port}")
+        checks.run_api_suite(t, d.client)
+        t.ok("POST /v1/generate 200" in d.log_text(), "requests are access-logged")
+        t.eq(d.stop(), 0, "daemon 1 exits 0 on SIGTERM")
+    with Daemon("--max_batch", "1", "--queue_max", "2", "--shutdown_timeout_s", "30", tmp=tmp) as d:
+        checks.check_queue_full(t, d.client)
+    with Daemon("--max_batch", "1", "--queue_max", "64", "--shutdown_timeout_s", "1", tmp=tmp) as d:
+        checks.check_sigterm(t, d, d.client, d.log_text)
+    check_auth(t, tmp)
+
+
+if __name__ == "__main__":
+    run_main(main)
