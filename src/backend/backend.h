@@ -88,7 +88,10 @@ struct backend_ops {
      * gradients (dw, db) are accumulated with `+=`.  A NULL parameter gradient means
      * "input gradient only" (pushing a gradient through a frozen network); a NULL input
      * gradient skips it.  Arguments: gradients out, then dout, then the forward's inputs
-     * and weights, then dimensions — the forward's own order. */
+     * and weights, then dimensions — the forward's own order.  In place (dinp == dout) is
+     * allowed for act, group_norm and layer_norm backward (and geglu's dinp == inp), not
+     * for conv, linear or attention.  Input pixels no output reads get gradient 0.
+     * Norm weights/biases may be NULL (1 and 0) as in the forward. */
     void (*linear_backward)(struct backend *be, float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, int R, int I, int O);
     void (*conv2d_backward)(struct backend *be, float *dinp, float *dw, float *db, const float *dout,
@@ -117,14 +120,15 @@ struct backend_ops {
                                int n, int D);
     /* dv[n, c] = sum over HW of dout[n, c, :]  (backward of add_channel; =). */
     void (*channel_sum)(struct backend *be, float *dv, const float *dout, int N, int C, int HW);
-    /* a = out[:, :Ca], b = out[:, Ca:] (backward of concat_channels; either may be NULL). */
+    /* a = inp[:, :Ca], b = inp[:, Ca:] (backward of concat_channels; either may be NULL). */
     void (*split_channels)(struct backend *be, float *a, int Ca, float *b, int Cb, const float *inp, int N, int HW);
 
     /* ---- losses and optimiser ---- */
-    /* Returns sum(a·b) over n in double precision (host value; a sync point). */
+    /* Returns sum(a·b) over n in double precision (host value; a sync point); 0 after a
+     * sticky error. */
     double (*dot)(struct backend *be, const float *a, const float *b, long long n);
     /* AdamW step on n fp32 master weights (decoupled weight decay; bias-corrected with
-     * step >= 1): m = b1·m + (1−b1)·g; v = b2·v + (1−b2)·g²; p −= lr·(m̂/(√v̂+eps) + wd·p). */
+     * step >= 1, else a sticky SD_ERR_INVALID): m = b1·m + (1−b1)·g; v = b2·v + (1−b2)·g²; p −= lr·(m̂/(√v̂+eps) + wd·p). */
     void (*adamw)(struct backend *be, float *p, const float *g, float *m, float *v, long long n, float lr,
                   float b1, float b2, float eps, float wd, int step);
 };

@@ -206,6 +206,7 @@ static void cpu_attention(struct backend *be, float *out, const float *q, const 
                           const float *v, int N, int H, int Lq, int Lk, int D, int ldq, int ldk,
                           int ldv, int ldo, float scale, int causal) {
     BAIL(be);
+    if (Lk <= 0 || Lq <= 0) { backend_set_error(be, SD_ERR_INVALID, "attention over an empty sequence"); return; }
     int tile = (int)(((struct cpu *)be->impl)->tile_floats / (size_t)Lk);
     if (tile < 1) tile = 1;
     if (tile > Lq) tile = Lq;

@@ -127,107 +127,236 @@ sd_status vae_load(struct vae *m, struct backend *be, const char *dir) {
     return st;
 }
 
-/* mid: resnet, single-head attention with residual, resnet.  x is replaced in place
- * through out (x and out distinct). */
-static void mid_forward(struct fwd *f, const struct vae *m, const struct vae_half *hf, float *out,
-                        float *x, int N, int H, int W) {
+/* ---- forward as a list of steps ----
+ * Both halves are a straight chain of steps (conv, resnet, attention, downsample,
+ * upsample+conv, GN+SiLU).  Inference runs them through two ping-pong buffers; training
+ * gives every step its own output and records it on a tape, so vae_backward can walk the
+ * chain in reverse. */
+
+enum vae_kind { VS_CONV, VS_DOWN, VS_UP, VS_RES, VS_ATTN, VS_GNSILU };
+
+static void step_forward(struct fwd *f, const struct vae *m, const struct vae_step *s, float *out) {
     struct backend *be = f->be;
-    int C = hf->mid_res[0].cout, HW = H * W, G = m->cfg.groups;
-    resnet_forward(f, out, x, NULL, &hf->mid_res[0], N, H, W);
-    if (m->cfg.mid_attn) {
+    int N = s->N, C = s->C, H = s->H, W = s->W, HW = H * W, G = m->cfg.groups;
+    switch (s->kind) {
+    case VS_CONV: conv_forward(f, out, s->in, s->conv, N, H, W); break;
+    case VS_DOWN:   /* pad right/bottom by one, 3×3 stride 2, no other padding */
+        be->ops->conv2d(be, out, s->in, s->conv->w, s->conv->b, N, C, H, W, C, 3, 3, 2, 0, 0, 1, 1);
+        break;
+    case VS_UP: {
+        uint64_t mk = arena_mark(f->ar);
+        float *u = fwd_alloc(f, (size_t)N * C * HW * 4);
+        be->ops->upsample2x(be, u, s->in, N, C, H, W);
+        conv_forward(f, out, u, s->conv, N, 2 * H, 2 * W);
+        arena_reset(f->ar, mk);
+        break;
+    }
+    case VS_RES: resnet_forward(f, out, s->in, NULL, s->res, N, H, W); break;
+    case VS_ATTN: {   /* out = in + proj(attention(GN(in))) over the HW tokens, one head */
         uint64_t mk = arena_mark(f->ar);
         size_t n = (size_t)N * C * HW;
         float *g = fwd_alloc(f, n), *t = fwd_alloc(f, n), *r = fwd_alloc(f, n);
-        be->ops->group_norm(be, g, out, hf->attn_gn.w, hf->attn_gn.b, N, C, HW, G, VAE_EPS, 0);
+        be->ops->group_norm(be, g, s->in, s->norm->w, s->norm->b, N, C, HW, G, VAE_EPS, 0);
         be->ops->transpose(be, t, g, N, C, HW);
         be->ops->zero(be, r, n * sizeof(float));
-        attention_forward_add(f, r, t, t, &hf->attn, N, HW, HW, 0);
+        attention_forward_add(f, r, t, t, s->attn, N, HW, HW, 0);
         be->ops->transpose(be, g, r, N, HW, C);
-        be->ops->axpby(be, out, 1.0f, out, 1.0f, g, (long long)n);
+        be->ops->axpby(be, out, 1.0f, s->in, 1.0f, g, (long long)n);
         arena_reset(f->ar, mk);
+        break;
     }
-    resnet_forward(f, x, out, NULL, &hf->mid_res[1], N, H, W);
-    be->ops->copy(be, out, x, (size_t)N * C * HW * sizeof(float));
+    case VS_GNSILU: be->ops->group_norm(be, out, s->in, s->norm->w, s->norm->b, N, C, HW, G, VAE_EPS, 1); break;
+    }
 }
 
-void vae_encode(struct fwd *f, const struct vae *m, float *mean, const float *img, int N, int H, int W) {
+static void step_backward(struct fwd *f, const struct vae *m, struct vae *g, const struct vae_step *s,
+                          float *din, const float *dout) {
     struct backend *be = f->be;
+    int N = s->N, C = s->C, H = s->H, W = s->W, HW = H * W, G = m->cfg.groups;
+    /* the gradient struct has the same layout: find the twin of s's layer in g */
+#define TWIN(ptr) (g ? (void *)((char *)g + ((const char *)(ptr) - (const char *)m)) : NULL)
+    int in_struct = (const char *)s->conv >= (const char *)m && (const char *)s->conv < (const char *)(m + 1);
+    (void)in_struct;
+    switch (s->kind) {
+    case VS_CONV: conv_backward(f, din, dout, s->in, s->conv, TWIN(s->conv), N, H, W); break;
+    case VS_DOWN: {
+        struct conv *gc = TWIN(s->conv);
+        be->ops->conv2d_backward(be, din, gc ? gc->w : NULL, gc ? gc->b : NULL, dout, s->in, s->conv->w, N, C, H, W,
+                                 C, 3, 3, 2, 0, 0, 1, 1);
+        break;
+    }
+    case VS_UP: {
+        uint64_t mk = arena_mark(f->ar);
+        float *u = fwd_alloc(f, (size_t)N * C * HW * 4), *du = fwd_alloc(f, (size_t)N * C * HW * 4);
+        be->ops->upsample2x(be, u, s->in, N, C, H, W);
+        conv_backward(f, du, dout, u, s->conv, TWIN(s->conv), N, 2 * H, 2 * W);
+        be->ops->upsample2x_backward(be, din, du, N, C, H, W);
+        arena_reset(f->ar, mk);
+        break;
+    }
+    case VS_RES: resnet_backward(f, din, NULL, dout, s->in, NULL, s->res, TWIN(s->res), N, H, W); break;
+    case VS_ATTN: {
+        uint64_t mk = arena_mark(f->ar);
+        size_t n = (size_t)N * C * HW;
+        struct norm *gn = TWIN(s->norm);
+        float *gx = fwd_alloc(f, n), *t = fwd_alloc(f, n), *dt = fwd_alloc(f, n), *dr = fwd_alloc(f, n);
+        be->ops->group_norm(be, gx, s->in, s->norm->w, s->norm->b, N, C, HW, G, VAE_EPS, 0);
+        be->ops->transpose(be, t, gx, N, C, HW);
+        be->ops->transpose(be, dr, dout, N, C, HW);
+        be->ops->zero(be, dt, n * sizeof(float));
+        attention_backward_add(f, dt, dt, dr, t, t, s->attn, TWIN(s->attn), N, HW, HW, 0);
+        be->ops->transpose(be, gx, dt, N, HW, C);
+        be->ops->group_norm_backward(be, din, gn ? gn->w : NULL, gn ? gn->b : NULL, gx, s->in, s->norm->w,
+                                     s->norm->b, N, C, HW, G, VAE_EPS, 0);
+        be->ops->axpby(be, din, 1.0f, din, 1.0f, dout, (long long)n);
+        arena_reset(f->ar, mk);
+        break;
+    }
+    case VS_GNSILU: {
+        struct norm *gn = TWIN(s->norm);
+        be->ops->group_norm_backward(be, din, gn ? gn->w : NULL, gn ? gn->b : NULL, dout, s->in, s->norm->w,
+                                     s->norm->b, N, C, HW, G, VAE_EPS, 1);
+        break;
+    }
+    }
+#undef TWIN
+}
+
+/* Append a step; returns its output shape through (C, H, W). */
+static void add_step(struct vae_tape *tp, int kind, const void *layer, int C, int H, int W, int Co,
+                     int Ho, int Wo) {
+    SD_ASSERT(tp->n < VAE_TAPE_MAX);
+    struct vae_step *s = &tp->s[tp->n++];
+    memset(s, 0, sizeof *s);
+    s->kind = kind;
+    s->conv = kind == VS_CONV || kind == VS_DOWN || kind == VS_UP ? layer : NULL;
+    s->res = kind == VS_RES ? layer : NULL;
+    s->norm = kind == VS_GNSILU ? layer : NULL;
+    s->N = tp->N; s->C = C; s->H = H; s->W = W; s->Co = Co; s->Ho = Ho; s->Wo = Wo;
+}
+
+static void plan_mid(struct vae_tape *tp, const struct vae *m, const struct vae_half *hf, int C, int H, int W) {
+    add_step(tp, VS_RES, &hf->mid_res[0], C, H, W, C, H, W);
+    if (m->cfg.mid_attn) {
+        add_step(tp, VS_ATTN, NULL, C, H, W, C, H, W);
+        tp->s[tp->n - 1].norm = &hf->attn_gn;
+        tp->s[tp->n - 1].attn = &hf->attn;
+    }
+    add_step(tp, VS_RES, &hf->mid_res[1], C, H, W, C, H, W);
+}
+
+static void plan_encoder(struct vae_tape *tp, const struct vae *m, int H, int W) {
     const struct vae_config *c = &m->cfg;
     const struct vae_half *e = &m->enc;
-    int s = vae_scale(m), G = c->groups, L = c->latent_ch;
-    if (H % s || W % s) { backend_set_error(be, SD_ERR_INVALID, "image size not divisible by the VAE scale"); return; }
-    uint64_t mk = arena_mark(f->ar);
-    size_t cap = 0;   /* largest activation: level i runs at (H/2^i)² with ch[i-1..i] */
-    for (int i = 0; i < c->nlevels; i++) {
-        size_t hw = (size_t)(H >> i) * (W >> i), cm = c->ch[i];
-        if (i && (size_t)c->ch[i - 1] > cm) cm = c->ch[i - 1];
-        if (cm * hw > cap) cap = cm * hw;
-    }
-    if ((size_t)2 * L * (H / s) * (W / s) > cap) cap = (size_t)2 * L * (H / s) * (W / s);
-    cap *= N;
-    float *a = fwd_alloc(f, cap), *b = fwd_alloc(f, cap);
-    int h = H, w = W, C = c->ch[0];
-    conv_forward(f, a, img, &e->conv_in, N, h, w);
+    int C = c->ch[0];
+    add_step(tp, VS_CONV, &e->conv_in, c->in_ch, H, W, C, H, W);
     for (int i = 0; i < c->nlevels; i++) {
         const struct vae_level *l = &e->lv[i];
         for (int j = 0; j < l->nres; j++) {
-            resnet_forward(f, b, a, NULL, &l->res[j], N, h, w);
-            float *t = a; a = b; b = t;
+            add_step(tp, VS_RES, &l->res[j], C, H, W, l->res[j].cout, H, W);
             C = l->res[j].cout;
         }
-        if (l->sample.w) {   /* pad right/bottom by one, 3×3 stride 2, no other padding */
-            be->ops->conv2d(be, b, a, l->sample.w, l->sample.b, N, C, h, w, C, 3, 3, 2, 0, 0, 1, 1);
-            h /= 2; w /= 2;
-            float *t = a; a = b; b = t;
-        }
+        if (l->sample.w) { add_step(tp, VS_DOWN, &l->sample, C, H, W, C, H / 2, W / 2); H /= 2; W /= 2; }
     }
-    mid_forward(f, m, e, b, a, N, h, w);
-    be->ops->group_norm(be, a, b, e->out_norm.w, e->out_norm.b, N, C, h * w, G, VAE_EPS, 1);
-    conv_forward(f, b, a, &e->conv_out, N, h, w);
-    if (m->quant.w) { conv_forward(f, a, b, &m->quant, N, h, w); float *t = a; a = b; b = t; }
-    for (int n = 0; n < N; n++)   /* mean = first latent_ch channels of the moments */
-        be->ops->copy(be, mean + (size_t)n * L * h * w, b + (size_t)n * 2 * L * h * w,
-                      (size_t)L * h * w * sizeof(float));
-    arena_reset(f->ar, mk);
+    plan_mid(tp, m, e, C, H, W);
+    add_step(tp, VS_GNSILU, &e->out_norm, C, H, W, C, H, W);
+    add_step(tp, VS_CONV, &e->conv_out, C, H, W, 2 * c->latent_ch, H, W);
+    if (m->quant.w) add_step(tp, VS_CONV, &m->quant, 2 * c->latent_ch, H, W, 2 * c->latent_ch, H, W);
 }
 
-void vae_decode(struct fwd *f, const struct vae *m, float *img, const float *z, int N, int h, int w) {
-    struct backend *be = f->be;
+static void plan_decoder(struct vae_tape *tp, const struct vae *m, int h, int w) {
     const struct vae_config *c = &m->cfg;
     const struct vae_half *d = &m->dec;
-    int s = vae_scale(m), G = c->groups, n = c->nlevels;
-    uint64_t mk = arena_mark(f->ar);
-    size_t cap = 0;   /* up block i runs at (h·2^i)² with ch[n-i..n-1-i], upsampled after */
-    for (int i = 0; i < n; i++) {
-        size_t hw = (size_t)(h << i) * (w << i), cm = c->ch[n - 1 - i];
-        if (i && (size_t)c->ch[n - i] > cm) cm = c->ch[n - i];
-        if (i < n - 1 && cm * hw * 4 > cap) cap = cm * hw * 4;
-        if (cm * hw > cap) cap = cm * hw;
-    }
-    if ((size_t)c->out_ch * h * w * s * s > cap) cap = (size_t)c->out_ch * h * w * s * s;
-    cap *= N;
-    (void)s;
-    float *a = fwd_alloc(f, cap), *b = fwd_alloc(f, cap);
-    const float *zin = z;
-    if (m->post_quant.w) { conv_forward(f, b, z, &m->post_quant, N, h, w); zin = b; }
-    int C = c->ch[n - 1];
-    conv_forward(f, a, zin, &d->conv_in, N, h, w);
-    mid_forward(f, m, d, b, a, N, h, w);
-    float *t = a; a = b; b = t;
+    int L = c->latent_ch, n = c->nlevels, C = c->ch[n - 1];
+    if (m->post_quant.w) add_step(tp, VS_CONV, &m->post_quant, L, h, w, L, h, w);
+    add_step(tp, VS_CONV, &d->conv_in, L, h, w, C, h, w);
+    plan_mid(tp, m, d, C, h, w);
     for (int i = 0; i < n; i++) {
         const struct vae_level *l = &d->lv[i];
         for (int j = 0; j < l->nres; j++) {
-            resnet_forward(f, b, a, NULL, &l->res[j], N, h, w);
-            t = a; a = b; b = t;
+            add_step(tp, VS_RES, &l->res[j], C, h, w, l->res[j].cout, h, w);
             C = l->res[j].cout;
         }
-        if (l->sample.w) {
-            be->ops->upsample2x(be, b, a, N, C, h, w);
-            h *= 2; w *= 2;
-            conv_forward(f, a, b, &l->sample, N, h, w);
-        }
+        if (l->sample.w) { add_step(tp, VS_UP, &l->sample, C, h, w, C, 2 * h, 2 * w); h *= 2; w *= 2; }
     }
-    be->ops->group_norm(be, b, a, d->out_norm.w, d->out_norm.b, N, C, h * w, G, VAE_EPS, 1);
-    conv_forward(f, img, b, &d->conv_out, N, h, w);
+    add_step(tp, VS_GNSILU, &d->out_norm, C, h, w, C, h, w);
+    add_step(tp, VS_CONV, &d->conv_out, C, h, w, c->out_ch, h, w);
+}
+
+/* Run the planned chain from in to out.  train: every step output is kept (the tape);
+ * else two ping-pong buffers sized for the largest step. */
+static void run_chain(struct fwd *f, const struct vae *m, struct vae_tape *tp, int train, const float *in, float *out) {
+    size_t cap = 0;
+    for (int i = 0; i < tp->n; i++) {
+        size_t o = (size_t)tp->N * tp->s[i].Co * tp->s[i].Ho * tp->s[i].Wo;
+        if (o > cap) cap = o;
+    }
+    float *pp[2] = { NULL, NULL };
+    uint64_t mk = arena_mark(f->ar);
+    if (!train) { pp[0] = fwd_alloc(f, cap); pp[1] = fwd_alloc(f, cap); }
+    const float *cur = in;
+    for (int i = 0; i < tp->n && !f->be->err; i++) {
+        struct vae_step *s = &tp->s[i];
+        float *o = i == tp->n - 1 ? out
+                 : train ? fwd_alloc(f, (size_t)tp->N * s->Co * s->Ho * s->Wo) : pp[i & 1];
+        s->in = cur;
+        step_forward(f, m, s, o);
+        cur = o;
+    }
+    if (!train) arena_reset(f->ar, mk);
+}
+
+void vae_encode_moments(struct fwd *f, const struct vae *m, struct vae_tape *tp, float *moments,
+                        const float *img, int N, int H, int W) {
+    struct vae_tape local;
+    int s = vae_scale(m);
+    if (!tp) tp = &local;
+    tp->n = 0;
+    tp->N = N;
+    if (H % s || W % s) { backend_set_error(f->be, SD_ERR_INVALID, "image size not divisible by the VAE scale"); return; }
+    plan_encoder(tp, m, H, W);
+    run_chain(f, m, tp, tp != &local, img, moments);
+}
+
+void vae_encode(struct fwd *f, const struct vae *m, float *mean, const float *img, int N, int H, int W) {
+    int s = vae_scale(m), L = m->cfg.latent_ch;
+    size_t hw = (size_t)(H / s) * (W / s);
+    uint64_t mk = arena_mark(f->ar);
+    float *mom = fwd_alloc(f, (size_t)N * 2 * L * hw);
+    vae_encode_moments(f, m, NULL, mom, img, N, H, W);
+    for (int n = 0; n < N && !f->be->err; n++)   /* mean = first latent_ch channels */
+        f->be->ops->copy(f->be, mean + (size_t)n * L * hw, mom + (size_t)n * 2 * L * hw, (size_t)L * hw * sizeof(float));
+    arena_reset(f->ar, mk);
+}
+
+void vae_decode_t(struct fwd *f, const struct vae *m, struct vae_tape *tp, float *img, const float *z, int N, int h, int w) {
+    struct vae_tape local;
+    if (!tp) tp = &local;
+    tp->n = 0;
+    tp->N = N;
+    plan_decoder(tp, m, h, w);
+    run_chain(f, m, tp, tp != &local, z, img);
+}
+
+void vae_decode(struct fwd *f, const struct vae *m, float *img, const float *z, int N, int h, int w) {
+    vae_decode_t(f, m, NULL, img, z, N, h, w);
+}
+
+void vae_backward(struct fwd *f, const struct vae *m, struct vae *g, const struct vae_tape *tp,
+                  const float *dout, float *din) {
+    uint64_t mk = arena_mark(f->ar);
+    size_t cap = 0;
+    for (int i = 0; i < tp->n; i++) {
+        size_t a = (size_t)tp->N * tp->s[i].C * tp->s[i].H * tp->s[i].W;
+        if (a > cap) cap = a;
+    }
+    float *pp[2] = { fwd_alloc(f, cap), fwd_alloc(f, cap) };
+    const float *d = dout;
+    for (int i = tp->n - 1; i >= 0 && !f->be->err; i--) {
+        float *o = i == 0 && din ? din : pp[i & 1];
+        if (i == 0 && !din && !g) break;
+        step_backward(f, m, g, &tp->s[i], o, d);
+        d = o;
+    }
     arena_reset(f->ar, mk);
 }

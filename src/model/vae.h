@@ -35,6 +35,31 @@ sd_status vae_load(struct vae *m, struct backend *be, const char *dir);
 void vae_free(struct vae *m);
 int vae_scale(const struct vae *m);   /* pixels per latent: 2^(levels-1) */
 
+/* ---- training ----
+ * A half of the VAE is a chain of steps; with a tape every step keeps its input, and
+ * vae_backward walks the chain back (recomputing inside each step).  Gradient contract:
+ * g (a second struct vae from vae_create, the gradient storage) += parameter gradients,
+ * g == NULL for input gradients only; din = (may be NULL). */
+#define VAE_TAPE_MAX 64
+struct vae_step {
+    int kind;
+    const float *in;
+    const struct conv *conv;
+    const struct resnet *res;
+    const struct norm *norm;
+    const struct attention *attn;
+    int N, C, H, W, Co, Ho, Wo;
+};
+struct vae_tape { int n, N; struct vae_step s[VAE_TAPE_MAX]; };
+
+/* img -> moments [N, 2·latent_ch, H/s, W/s] (mean ; logvar, after quant_conv). */
+void vae_encode_moments(struct fwd *f, const struct vae *m, struct vae_tape *tp, float *moments,
+                        const float *img, int N, int H, int W);
+void vae_decode_t(struct fwd *f, const struct vae *m, struct vae_tape *tp, float *img, const float *z,
+                  int N, int h, int w);
+void vae_backward(struct fwd *f, const struct vae *m, struct vae *g, const struct vae_tape *tp,
+                  const float *dout, float *din);
+
 /* img [N, in_ch, H, W] in [-1, 1] -> mean [N, latent_ch, H/s, W/s] (not scaled). */
 void vae_encode(struct fwd *f, const struct vae *m, float *mean, const float *img, int N, int H, int W);
 /* z [N, latent_ch, h, w] (already divided by scaling_factor) -> img [N, out_ch, h·s, w·s]. */

@@ -27,13 +27,17 @@ class TAP:
         self.n = 0
         self.failed = 0
 
-    def ok(self, cond, desc, detail=None):
+    def ok(self, cond, desc, detail=None, todo=None):
+        """todo: a known bug elsewhere (TAP TODO): a failure does not fail the run, and
+        meson reports an unexpected pass once it is fixed, so the marker gets removed."""
         self.n += 1
+        mark = f" # TODO {todo}" if todo else ""
         if cond:
-            print(f"ok {self.n} - {desc}", flush=True)
+            print(f"ok {self.n} - {desc}{mark}", flush=True)
         else:
-            self.failed += 1
-            print(f"not ok {self.n} - {desc}", flush=True)
+            if not todo:
+                self.failed += 1
+            print(f"not ok {self.n} - {desc}{mark}", flush=True)
             if detail is not None:
                 for line in str(detail).splitlines()[:40]:
                     print(f"#   {line}", flush=True)
