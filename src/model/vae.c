@@ -169,14 +169,29 @@ static void step_forward(struct fwd *f, const struct vae *m, const struct vae_st
     }
 }
 
+/* The gradient struct g has m's layout: the twin of a layer of m is at the same offset,
+ * either inside struct vae or inside one of the per-level resnet arrays. */
+static void *twin(const struct vae *m, struct vae *g, const void *ptr) {
+    if (!g) return NULL;
+    const char *p = ptr;
+    if (p >= (const char *)m && p < (const char *)(m + 1)) return (char *)g + (p - (const char *)m);
+    for (int h = 0; h < 2; h++) {
+        const struct vae_half *mh = h ? &m->dec : &m->enc;
+        struct vae_half *gh = h ? &g->dec : &g->enc;
+        for (int i = 0; i < VAE_MAX_LEVELS; i++) {
+            const struct vae_level *l = &mh->lv[i];
+            if (l->res && p >= (const char *)l->res && p < (const char *)(l->res + l->nres))
+                return (char *)gh->lv[i].res + (p - (const char *)l->res);
+        }
+    }
+    SD_PANIC("vae layer %p has no twin", ptr);
+}
+
 static void step_backward(struct fwd *f, const struct vae *m, struct vae *g, const struct vae_step *s,
                           float *din, const float *dout) {
     struct backend *be = f->be;
     int N = s->N, C = s->C, H = s->H, W = s->W, HW = H * W, G = m->cfg.groups;
-    /* the gradient struct has the same layout: find the twin of s's layer in g */
-#define TWIN(ptr) (g ? (void *)((char *)g + ((const char *)(ptr) - (const char *)m)) : NULL)
-    int in_struct = (const char *)s->conv >= (const char *)m && (const char *)s->conv < (const char *)(m + 1);
-    (void)in_struct;
+#define TWIN(ptr) twin(m, g, ptr)
     switch (s->kind) {
     case VS_CONV: conv_backward(f, din, dout, s->in, s->conv, TWIN(s->conv), N, H, W); break;
     case VS_DOWN: {

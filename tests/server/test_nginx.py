@@ -25,8 +25,14 @@ def nginx_config(tmp, upstream_port, listen_port):
     site, n2 = re.subn(r"listen 80;", f"listen 127.0.0.1:{listen_port};", site)
     site = re.sub(r"\n\s*listen \[::\]:80;", "", site)
     assert n1 == 1 and n2 == 1, "systemd/nginx-sdxld.conf: upstream or listen line not found"
-    temps = "\n".join(f"    {k}_temp_path {tmp}/{k};" for k in
-                      ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temps = []
+    for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        # Started as root, nginx runs its worker as an unprivileged user: let it write here.
+        os.makedirs(os.path.join(tmp, k), exist_ok=True)
+        os.chmod(os.path.join(tmp, k), 0o777)
+        temps.append(f"    {k}_temp_path {tmp}/{k};")
+    os.chmod(tmp, 0o755)
+    temps = "\n".join(temps)
     return f"""
 worker_processes 1;
 daemon off;
