@@ -1,4 +1,4 @@
-/* common.cuh — helpers shared by the kernels/*.cu files: warp and block reductions and
+/* common.cuh — helpers shared by the kernels/ .cu files: warp and block reductions and
  * grid sizing.  Header-only, device code; included by .cu files alone. */
 #ifndef SD_KERNELS_COMMON_CUH
 #define SD_KERNELS_COMMON_CUH

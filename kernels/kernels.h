@@ -1,5 +1,5 @@
-/* kernels.h — C launchers for the CUDA kernels in kernels/*.cu, the only files nvcc
- * compiles.  The CUDA backend (src/backend/cuda.c, plain C11) is their one caller: it
+/* kernels.h — C launchers for the CUDA kernels (the kernels/ .cu files, the only files nvcc
+ * compiles).  The CUDA backend (src/backend/cuda.c, plain C11) is their one caller: it
  * checks shapes and picks scratch, these launch.
  *
  * Contract for every launcher:

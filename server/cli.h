@@ -9,6 +9,8 @@ int cli_vae(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 int cli_init(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_train_vae(int argc, char **argv);
+int cli_train_teacher(int argc, char **argv);
 int serve_main(int argc, char **argv);   /* serve.c */
 
 #endif

@@ -80,8 +80,8 @@ int cli_bench(int argc, char **argv) {
         items[i].prompt = prompts[i];
         items[i].seed = (uint64_t)i;
     }
-    printf("sdxld bench: %s on %s (%d threads), load %.0f ms, weights %.1f MiB\n\n", info->model_name,
-           info->backend, ec.threads, load_ms, info->param_bytes / 1048576.0);
+    printf("sdxld bench: %s on %s (%s threads), load %.0f ms, weights %.1f MiB\n\n", info->model_name,
+           info->backend, ec.threads ? "set" : "all", load_ms, info->param_bytes / 1048576.0);
     printf("| %-18s | %5s | %-9s | %10s | %10s |\n", "stage", "batch", "size", "best ms", "mean ms");
     printf("|%s|%s|%s|%s|%s|\n", "--------------------", "-------", "-----------", "------------", "------------");
     for (int pass = 0; pass <= repeat; pass++) {   /* pass 0 warms up and is not recorded */

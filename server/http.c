@@ -21,7 +21,9 @@
  * The same thread sends SSE keep-alive comments and runs the job table's TTL sweep.
  *
  * Bodies.  The route's max_body is checked against Content-Length before anything is
- * read (413 without reading the body), and again while chunked data arrives. */
+ * read and again while chunked data arrives.  A body somewhat over the limit is read and
+ * dropped before the 413 goes out (so the answer is not lost to a TCP reset); one far
+ * over it gets the 413 at once and the connection is closed. */
 #include "http.h"
 
 #include <arpa/inet.h>
@@ -43,6 +45,7 @@
 #define WATCH_INTERVAL_MS 200
 #define SSE_PING_MS 15000
 #define HOUSEKEEP_MS 1000
+#define DISCARD_MAX (4u << 20)   /* body bytes read and dropped to answer 413 cleanly */
 
 struct http {
     struct sdxld *d;
@@ -375,9 +378,13 @@ static enum MHD_Result on_headers(struct req *r, int path_matched) {
             char *end;
             errno = 0;
             unsigned long long n = strtoull(cl, &end, 10);
-            if (errno || *end || n > r->route->max_body)
+            if (errno || *end || n > r->route->max_body + DISCARD_MAX)
                 return reply_error(r, 413, "payload_too_large", NULL,
                                    "the body may be at most %zu bytes", r->route->max_body);
+            /* Moderately over the limit: read and drop the body, then answer 413.  An
+             * early answer would close a socket with unread data, and the resulting TCP
+             * reset can destroy the 413 before a proxy reads it. */
+            if (n > r->route->max_body) r->body_too_large = 1;
         }
     }
     return MHD_YES;
@@ -443,7 +450,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
              * point, then drop the connection. */
             r->body_too_large = 1;
             r->body_discarded += n;
-            return r->body_discarded > 4 * limit + (1 << 20) ? MHD_NO : MHD_YES;
+            return r->body_discarded > DISCARD_MAX + limit ? MHD_NO : MHD_YES;
         }
         if (r->body_len + n > r->body_cap) {
             size_t cap = r->body_cap ? r->body_cap : 4096;

@@ -17,12 +17,14 @@ static const struct {
     { "vae",      cli_vae,      "conformance: VAE encoder mean / decoder" },
     { "init",     cli_init,     "write a model folder with freshly initialised weights" },
     { "bench",    cli_bench,    "time each pipeline stage" },
+    { "train-vae", cli_train_vae, "train a VAE (shapes dataset or an image folder)" },
+    { "train-teacher", cli_train_teacher, "train a diffusion teacher UNet (ε-prediction, CFG dropout)" },
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: sdxld COMMAND [options]   (sdxld COMMAND --help for its options)\n\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
 }
 
 int main(int argc, char **argv) {

@@ -131,6 +131,14 @@ struct backend_ops {
      * step >= 1, else a sticky SD_ERR_INVALID): m = b1·m + (1−b1)·g; v = b2·v + (1−b2)·g²; p −= lr·(m̂/(√v̂+eps) + wd·p). */
     void (*adamw)(struct backend *be, float *p, const float *g, float *m, float *v, long long n, float lr,
                   float b1, float b2, float eps, float wd, int step);
+
+    /* ---- memory report ----
+     * Optional; NULL where the backend does not count its memory (the CPU).  Bytes of
+     * backend memory allocated now, and the most at once since the backend was created:
+     * weights, arenas, scratch and library workspaces (the CUDA context itself and the
+     * libraries' internal handles are not included).  Callers check for NULL. */
+    size_t (*mem_in_use)(struct backend *be);
+    size_t (*mem_peak)(struct backend *be);
 };
 
 struct backend {
@@ -153,6 +161,13 @@ void backend_set_error(struct backend *be, sd_status st, const char *msg);
 struct arena_allocator backend_allocator(struct backend *be);
 
 sd_status backend_cpu_create(struct backend **out, int threads);
+/* The CUDA backend (src/backend/cuda.c), present when built with SD_HAVE_CUDA; fails with
+ * SD_ERR_CUDA when no GPU is usable.  threads is unused.  GEMM and convolutions use TF32
+ * tensor cores unless the environment sets SDXLD_CUDA_TF32=0. */
+sd_status backend_cuda_create(struct backend **out, int threads);
+/* Tests and benchmarks: TF32 (on != 0) or full fp32 (0) for GEMM and convolutions from
+ * the next op on.  No-op on other backends. */
+void backend_cuda_set_tf32(struct backend *be, int on);
 /* Tests: bound the CPU backend's im2col/attention tiles (floats; 0 = default) so tile
  * edges are exercised on small inputs. */
 void backend_cpu_set_tile(struct backend *be, size_t floats);

@@ -86,10 +86,19 @@ static void col2im_channels(void *p, long long lo, long long hi) {
         for (int ki = 0; ki < g->kh; ki++)
             for (int kj = 0; kj < g->kw; kj++) {
                 const float *src = g->dcol + ((size_t)(c * g->kh + ki) * g->kw + kj) * g->np;
-                for (int q = 0; q < g->np; q++) {
-                    int p_ = g->p0 + q, oy = p_ / g->Wo, ox = p_ % g->Wo;
-                    int iy = oy * g->stride - g->pt + ki, ix = ox * g->stride - g->pl + kj;
-                    if (iy >= 0 && iy < g->H && ix >= 0 && ix < g->W) xc[(size_t)iy * g->W + ix] += src[q];
+                /* walk the tile one output row at a time: no division per element */
+                int q = 0, oy = g->p0 / g->Wo, ox = g->p0 % g->Wo;
+                while (q < g->np) {
+                    int run = g->Wo - ox < g->np - q ? g->Wo - ox : g->np - q;
+                    int iy = oy * g->stride - g->pt + ki;
+                    if (iy >= 0 && iy < g->H) {
+                        float *row = xc + (size_t)iy * g->W;
+                        for (int e = 0; e < run; e++) {
+                            int ix = (ox + e) * g->stride - g->pl + kj;
+                            if (ix >= 0 && ix < g->W) row[ix] += src[q + e];
+                        }
+                    }
+                    q += run; oy++; ox = 0;
                 }
             }
     }

@@ -101,18 +101,49 @@ void cpu_sgemm_blocked(int nthreads, int ta, int tb, int M, int N, int K, float 
     cpu_parallel(work > (1 << 18) ? nthreads : 1, M, gemm_rows, &g);
 }
 
+#ifdef SD_HAVE_BLAS
+struct blas_ctx {
+    int ta, tb, M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    int split_n;
+};
+
+/* Panels [lo, hi) of 16 columns (split_n) or rows; lo < 0: the whole product. */
+static void blas_part(void *p, long long lo, long long hi) {
+    struct blas_ctx *g = p;
+    int m0 = 0, m1 = g->M, n0 = 0, n1 = g->N;
+    if (lo >= 0) {
+        int a = (int)lo * 16, b = (int)hi * 16;
+        if (g->split_n) { n0 = a; n1 = b < g->N ? b : g->N; }
+        else { m0 = a; m1 = b < g->M ? b : g->M; }
+    }
+    if (m1 <= m0 || n1 <= n0) return;
+    const float *A = g->ta ? g->A + m0 : g->A + (size_t)m0 * g->lda;
+    const float *B = g->tb ? g->B + (size_t)n0 * g->ldb : g->B + n0;
+    cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans, g->tb ? CblasTrans : CblasNoTrans,
+                m1 - m0, n1 - n0, g->K, g->alpha, A, g->lda, B, g->ldb, g->beta, g->C + (size_t)m0 * g->ldc + n0, g->ldc);
+}
+#endif
+
 void cpu_sgemm(int nthreads, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
 #ifdef SD_HAVE_BLAS
-    (void)nthreads;
     if (K <= 0) {
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] *= beta;
         return;
     }
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    struct blas_ctx g = { ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C, 0 };
+    long long work = (long long)M * N * K;
+    if (nthreads > 1 && work > (1 << 21)) {
+        /* split the larger of M and N into column/row panels, one single-threaded
+         * cblas_sgemm each */
+        g.split_n = N >= M;
+        cpu_parallel(nthreads, g.split_n ? (N + 15) / 16 : (M + 15) / 16, blas_part, &g);
+    } else blas_part(&g, -1, -1);
 #else
     cpu_sgemm_blocked(nthreads, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif

@@ -47,3 +47,29 @@ sd_status sampler_run(struct fwd *f, const struct sampler_job *j, float *x) {
     arena_reset(f->ar, mk);
     return st;
 }
+
+sd_status sampler_ddim(struct fwd *f, const struct ddim_job *j, float *x) {
+    struct backend *be = f->be;
+    int C = j->unet->cfg.in_ch, T = j->sched->T, cfg = j->guidance > 1.0f, B = cfg ? 2 * j->N : j->N;
+    size_t n = (size_t)j->N * C * j->h * j->w;
+    if (j->steps < 1 || j->steps > T || j->N > 128) return sd_fail(SD_ERR_INVALID, "ddim: steps in [1, %d], N <= 128", T);
+    uint64_t mk = arena_mark(f->ar);
+    float *xin = fwd_alloc(f, 2 * n), *eps = fwd_alloc(f, 2 * n), *x0 = fwd_alloc(f, n);
+    float tv[256];
+    sd_status st = SD_OK;
+    for (int k = 0; k < j->steps && !st; k++) {
+        int t = (j->steps - 1 - k) * T / j->steps, tp = k + 1 < j->steps ? (j->steps - 2 - k) * T / j->steps : -1;
+        for (int i = 0; i < B; i++) tv[i] = (float)t;
+        be->ops->copy(be, xin, x, n * sizeof(float));
+        if (cfg) be->ops->copy(be, xin + n, x, n * sizeof(float));
+        unet_forward(f, j->unet, eps, xin, tv, j->ctx, j->pooled, j->time_ids, B, j->h, j->w, j->Lk);
+        if (cfg)   /* ε = ε_u + g (ε_c − ε_u) = g ε_c + (1 − g) ε_u */
+            be->ops->axpby(be, eps, j->guidance, eps, 1.0f - j->guidance, eps + n, (long long)n);
+        double a = j->sched->alphas_cumprod[t], ap = tp >= 0 ? j->sched->alphas_cumprod[tp] : 1.0;
+        be->ops->axpby(be, x0, (float)(1.0 / sqrt(a)), x, (float)(-sqrt(1.0 - a) / sqrt(a)), eps, (long long)n);
+        be->ops->axpby(be, x, (float)sqrt(ap), x0, (float)sqrt(1.0 - ap), eps, (long long)n);
+        st = backend_status(be);
+    }
+    arena_reset(f->ar, mk);
+    return st;
+}

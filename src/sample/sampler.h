@@ -44,4 +44,17 @@ struct sampler_job {
 /* x: backend memory [N, C, h, w]; in: initial noise, out: the final denoised latent. */
 sd_status sampler_run(struct fwd *f, const struct sampler_job *j, float *x);
 
+/* Deterministic DDIM (η = 0) over `steps` evenly spaced timesteps with classifier-free
+ * guidance: ε = ε_u + guidance·(ε_c − ε_u), the conditional and unconditional halves run
+ * as one batch of 2N (guidance <= 1: conditional only).  The teacher's sampler.
+ * ctx/pooled: [2N, ...] with the N conditional rows first, then N unconditional. */
+struct ddim_job {
+    const struct unet *unet;
+    const struct schedule *sched;
+    const float *ctx, *pooled, *time_ids;   /* time_ids host [2N, 6] */
+    int N, h, w, Lk, steps;
+    float guidance;
+};
+sd_status sampler_ddim(struct fwd *f, const struct ddim_job *j, float *x);
+
 #endif

@@ -300,6 +300,14 @@ def check_errors(t, c):
     r = c.post("/v1/generate", "{" + '"prompt":"' + "x" * (200 << 10) + '"}',
                headers={"Content-Type": "application/json"})
     t.ok(r.status == 413 and r.error().get("code") == "payload_too_large", "a huge body is 413", r)
+    s = socket.create_connection((c.host, c.port), timeout=30)
+    auth = f"Authorization: Bearer {c.token}\r\n" if c.token else ""
+    s.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+              auth.encode() + b"Content-Length: 100000000\r\n\r\n")
+    head = s.recv(4096).decode(errors="replace")
+    s.close()
+    t.ok(head.startswith("HTTP/1.1 413"), "a 100 MB Content-Length is refused with 413 before any body",
+         head[:200])
     r = chunked_post(c, "/v1/generate", b'{"prompt":"' + b"y" * (300 << 10) + b'"}')
     t.ok(r is None or r.status == 413, "a huge chunked body is 413 (or the connection is dropped)", r)
     r = c.post("/v1/train", {"teacher": "x"})

@@ -10,6 +10,8 @@ Daemons started here:
 plus configuration handling (exit codes, the shipped config file).
 """
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +68,52 @@ def check_config(t, tmp):
          (p.returncode, p.stderr[-500:]))
 
 
+def check_systemd(t, tmp):
+    with open(os.path.join(REPO, "systemd", "sdxld.service")) as f:
+        unit = f.read()
+    t.ok("Type=notify" in unit and re.search(r"^RestartPreventExitStatus=.*\b78\b", unit, re.M),
+         "the unit is Type=notify and does not restart on exit status 78 (bad config)")
+    sa = shutil.which("systemd-analyze")
+    if not sa:
+        t.skip("systemd-analyze verify sdxld.service", "systemd-analyze not installed")
+        return
+    path = os.path.join(tmp, "sdxld.service")
+    with open(path, "w") as f:
+        f.write(unit.replace("/usr/bin/sdxld", os.path.abspath(BIN)))
+    p = subprocess.run([sa, "verify", path], capture_output=True, text=True, timeout=60)
+    t.ok(p.returncode == 0 and "sdxld.service" not in p.stderr, "systemd-analyze verify is clean",
+         p.stderr)
+
+
+def check_single_request(t, tmp):
+    req = os.path.join(tmp, "req.http")
+    body = b'{"prompt": "single", "seed": 5, "width": 64, "height": 64, "response_format": "png"}'
+    with open(req, "wb") as f:
+        f.write(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    p = subprocess.run([BIN, "serve", "--model", MODEL, "--threads", "1", "--single-request", req],
+                       capture_output=True, timeout=120)
+    t.ok(p.returncode == 0 and p.stdout.startswith(b"HTTP/1.1 200") and b"X-Seed: 5" in p.stdout
+         and b"\x89PNG" in p.stdout, "--single-request drives one raw request through the daemon",
+         (p.returncode, p.stdout[:300], p.stderr[-500:]))
+    with open(req, "wb") as f:
+        f.write(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 8\r\n\r\n{\"n\": [}")
+    p = subprocess.run([BIN, "serve", "--model", MODEL, "--threads", "1", "--single-request", req],
+                       capture_output=True, timeout=120)
+    t.ok(p.returncode == 0 and p.stdout.startswith(b"HTTP/1.1 400") and b"invalid_json" in p.stdout,
+         "--single-request: a malformed body gets its 400", (p.returncode, p.stdout[:300]))
+    with open(req, "wb") as f:
+        f.write(b"POST /v1/generate HTTP/1.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{")
+    t0 = time.time()
+    p = subprocess.run([BIN, "serve", "--model", MODEL, "--threads", "1", "--single-request", req],
+                       capture_output=True, timeout=120)
+    t.ok(p.returncode == 1 and time.time() - t0 < 30,
+         "--single-request: an incomplete request ends quickly without an answer (exit 1)",
+         (p.returncode, time.time() - t0))
+
+
 def check_auth(t, tmp):
     api = os.path.join(tmp, "api.tokens")
     adm = os.path.join(tmp, "admin.tokens")
@@ -111,6 +159,8 @@ def check_auth(t, tmp):
 def main(t):
     tmp = tempfile.mkdtemp(prefix="sdxld-test-")
     check_config(t, tmp)
+    check_systemd(t, tmp)
+    check_single_request(t, tmp)
     with Daemon("--max_batch", "4", "--batch_window_ms", "60", "--queue_max", "64", tmp=tmp) as d:
         t.diag(f"daemon 1 on port {d.port}")
         checks.run_api_suite(t, d.client)

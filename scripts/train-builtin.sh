@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# train-builtin.sh — make sdxld's small built-in model from scratch on the CPU:
+#   1. a fresh model folder of the shapes-small configs (sdxld init; text encoders stay
+#      frozen at their random initialisation: fixed random features of the token ids),
+#   2. train the VAE on the shapes dataset (64×64 images -> 16×16×4 latents),
+#   3. train the teacher UNet on VAE latents with CFG dropout,
+#   4. assemble OUT/ (diffusers layout) with the trained VAE and UNet.
+# Usage: scripts/train-builtin.sh OUT [VAE_STEPS] [TEACHER_STEPS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:?usage: train-builtin.sh OUT [VAE_STEPS] [TEACHER_STEPS]}
+VAE_STEPS=${2:-400} TEACHER_STEPS=${3:-2000}
+BIN=${SDXLD:-build/server/sdxld}
+WORK=$OUT.work
+mkdir -p "$WORK"
+t0=$(date +%s)
+"$BIN" init --from tests/data/tiny-sdxl-a --config conf/models/shapes-small/unet/config.json \
+    --vae-config conf/models/shapes-small/vae/config.json --out "$WORK/init" --seed 1
+"$BIN" train-vae --model "$WORK/init" --out "$WORK/vae" --steps "$VAE_STEPS" --batch 8 --resolution 64 \
+    --lr 1e-3 --warmup 50 --kl-weight 1e-4 --sample-every 100 --checkpoint-every 200 --log-every 25
+t1=$(date +%s)
+rm -rf "$WORK/stage2" && cp -r "$WORK/init" "$WORK/stage2"
+cp "$WORK/vae/vae/diffusion_pytorch_model.safetensors" "$WORK/stage2/vae/"
+"$BIN" train-teacher --model "$WORK/stage2" --out "$WORK/teacher" --steps "$TEACHER_STEPS" --batch 16 \
+    --resolution 64 --lr 3e-4 --warmup 100 --cfg-dropout 0.1 --cache-size 4096 --sample-every 500 \
+    --sample-steps 50 --guidance 4 --checkpoint-every 500 --log-every 50
+t2=$(date +%s)
+rm -rf "$OUT" && cp -r "$WORK/stage2" "$OUT"
+cp "$WORK/teacher/unet/diffusion_pytorch_model.safetensors" "$OUT/unet/"
+echo "train-builtin: vae $((t1 - t0)) s, teacher $((t2 - t1)) s, model in $OUT"

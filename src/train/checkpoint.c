@@ -1,0 +1,194 @@
+/* checkpoint.c — see checkpoint.h. */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../io/safetensors.h"
+#include "checkpoint.h"
+
+static sd_status rm_tree_shallow(const char *dir) {
+    /* a checkpoint directory holds only our three files */
+    static const char *const files[] = { "weights.safetensors", "optim.safetensors", "state.json" };
+    char p[4400];
+    for (int i = 0; i < 3; i++) { snprintf(p, sizeof p, "%s/%s", dir, files[i]); unlink(p); }
+    rmdir(dir);
+    return SD_OK;
+}
+
+static sd_status write_text_atomic(const char *path, const char *text) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) return sd_fail(SD_ERR_IO, "%s: %s", tmp, strerror(errno));
+    int bad = fputs(text, f) < 0;
+    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path)) { unlink(tmp); return sd_fail(SD_ERR_IO, "%s: %s", path, strerror(errno)); }
+    return SD_OK;
+}
+
+static sd_status add_arena_rows(struct st_writer *w, struct backend *be, const struct weight_table *t,
+                                float **ptrs, const char *prefix, float *host) {
+    char name[WT_NAME_MAX + 16];
+    for (int i = 0; i < t->n; i++) {
+        const struct weight_row *r = &t->rows[i];
+        size_t n = (size_t)sd_numel(r->ndim, r->shape);
+        be->ops->download(be, host, ptrs ? ptrs[i] : *r->dst, n * sizeof(float));
+        snprintf(name, sizeof name, "%s%s", prefix, r->name);
+        SD_TRY(st_writer_add_f32(w, name, DT_F32, r->ndim, r->shape, host));
+    }
+    return SD_OK;
+}
+
+static size_t max_row(const struct weight_table *t) {
+    size_t m = 1;
+    for (int i = 0; i < t->n; i++) {
+        size_t n = (size_t)sd_numel(t->rows[i].ndim, t->rows[i].shape);
+        if (n > m) m = n;
+    }
+    return m;
+}
+
+sd_status ckpt_save(const char *run_dir, struct backend *be, const struct weight_table *model,
+                    const struct optimizer *o, const struct ckpt_state *s, char *path_out, size_t n) {
+    char dir[4096], tmp[4200], p[4300];
+    snprintf(dir, sizeof dir, "%s/checkpoint-%07d", run_dir, s->step);
+    snprintf(tmp, sizeof tmp, "%s.tmp", dir);
+    rm_tree_shallow(tmp);
+    if (mkdir(run_dir, 0755) && errno != EEXIST) return sd_fail(SD_ERR_IO, "%s: %s", run_dir, strerror(errno));
+    if (mkdir(tmp, 0755)) return sd_fail(SD_ERR_IO, "%s: %s", tmp, strerror(errno));
+    float *host = sd_malloc(max_row(model) * sizeof(float));
+    if (!host) return SD_ERR_NOMEM;
+    struct st_writer w;
+    sd_status st;
+    st_writer_init(&w);
+    snprintf(p, sizeof p, "%s/weights.safetensors", tmp);
+    if (!(st = add_arena_rows(&w, be, model, NULL, "", host))) st = st_writer_write(&w, p);
+    st_writer_free(&w);
+    if (!st && o) {
+        st_writer_init(&w);
+        snprintf(p, sizeof p, "%s/optim.safetensors", tmp);
+        if (!(st = add_arena_rows(&w, be, model, o->mp, "adam_m.", host)) &&
+            !(st = add_arena_rows(&w, be, model, o->vp, "adam_v.", host)) &&
+            !(st = o->ep ? add_arena_rows(&w, be, model, o->ep, "ema.", host) : SD_OK))
+            st = st_writer_write(&w, p);
+        st_writer_free(&w);
+    }
+    sd_free(host);
+    if (!st) {
+        json_t *cfg = s->config_json ? json_loads(s->config_json, 0, NULL) : json_object();
+        json_t *j = json_pack("{s:s, s:i, s:i, s:i, s:s, s:s, s:I, s:o}", "format", "sdxld-train-state", "version", 1,
+                              "step", s->step, "optimizer_step", o ? o->step : 0,
+                              "rng_seed", "", "rng_offset", "", "data_cursor", (json_int_t)s->data_cursor,
+                              "config", cfg ? cfg : json_object());
+        /* 64-bit RNG values as decimal strings: JSON numbers lose precision above 2^53 */
+        char num[32];
+        snprintf(num, sizeof num, "%" PRIu64, s->rng_seed);
+        json_object_set_new(j, "rng_seed", json_string(num));
+        snprintf(num, sizeof num, "%" PRIu64, s->rng_offset);
+        json_object_set_new(j, "rng_offset", json_string(num));
+        char *text = json_dumps(j, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+        json_decref(j);
+        snprintf(p, sizeof p, "%s/state.json", tmp);
+        st = text ? write_text_atomic(p, text) : SD_ERR_NOMEM;
+        free(text);
+    }
+    if (!st) {
+        rm_tree_shallow(dir);
+        if (rename(tmp, dir)) st = sd_fail(SD_ERR_IO, "%s: %s", dir, strerror(errno));
+    }
+    if (!st) {
+        snprintf(p, sizeof p, "%s/latest", run_dir);
+        char line[4200];
+        snprintf(line, sizeof line, "checkpoint-%07d\n", s->step);
+        st = write_text_atomic(p, line);
+    }
+    if (st) { rm_tree_shallow(tmp); return st; }
+    if (path_out) snprintf(path_out, n, "%s", dir);
+    return SD_OK;
+}
+
+sd_status ckpt_latest(const char *run_dir, char *out, size_t n) {
+    char p[4200], *text;
+    snprintf(p, sizeof p, "%s/latest", run_dir);
+    SD_TRY(sd_read_file(p, 4096, &text, NULL));
+    text[strcspn(text, "\r\n")] = 0;
+    if (!text[0] || strchr(text, '/') || strstr(text, "..")) {
+        sd_free(text);
+        return sd_fail(SD_ERR_FORMAT, "%s: not a checkpoint name", p);
+    }
+    snprintf(out, n, "%s/%s", run_dir, text);
+    sd_free(text);
+    return SD_OK;
+}
+
+static sd_status load_rows(const struct st_file *f, struct backend *be, const struct weight_table *t,
+                           float **ptrs, const char *prefix) {
+    char name[WT_NAME_MAX + 16], s1[64], s2[64];
+    float *host = sd_malloc(max_row(t) * sizeof(float));
+    if (!host) return SD_ERR_NOMEM;
+    sd_status st = SD_OK;
+    for (int i = 0; i < t->n && !st; i++) {
+        const struct weight_row *r = &t->rows[i];
+        snprintf(name, sizeof name, "%s%s", prefix, r->name);
+        const struct st_tensor *x = st_find(f, name);
+        if (!x) { st = sd_fail(SD_ERR_NOTFOUND, "%s: missing '%s'", f->path, name); break; }
+        if (x->ndim != r->ndim || memcmp(x->shape, r->shape, sizeof(int64_t) * r->ndim)) {
+            st = sd_fail(SD_ERR_SHAPE, "%s: %s: expected %s, file has %s", f->path, name,
+                         sd_shape_str(s1, sizeof s1, r->ndim, r->shape), sd_shape_str(s2, sizeof s2, x->ndim, x->shape));
+            break;
+        }
+        st_read_f32(x, host);
+        be->ops->upload(be, ptrs ? ptrs[i] : *r->dst, host, (size_t)st_numel(x) * sizeof(float));
+    }
+    sd_free(host);
+    return st;
+}
+
+sd_status ckpt_load(const char *dir, struct backend *be, struct weight_table *model, struct optimizer *o,
+                    struct ckpt_state *s) {
+    char p[4300], *text;
+    memset(s, 0, sizeof *s);
+    snprintf(p, sizeof p, "%s/state.json", dir);
+    SD_TRY(sd_read_file(p, 1 << 20, &text, NULL));
+    json_error_t e;
+    json_t *j = json_loads(text, 0, &e);
+    sd_free(text);
+    json_t *fmt = json_object_get(j, "format");
+    if (!j || !json_is_string(fmt) || strcmp(json_string_value(fmt), "sdxld-train-state") ||
+        json_integer_value(json_object_get(j, "version")) != 1) {
+        json_decref(j);
+        return sd_fail(SD_ERR_FORMAT, "%s: not an sdxld training state (version 1)", p);
+    }
+    s->step = (int)json_integer_value(json_object_get(j, "step"));
+    s->data_cursor = json_integer_value(json_object_get(j, "data_cursor"));
+    const char *seed = json_string_value(json_object_get(j, "rng_seed"));
+    const char *off = json_string_value(json_object_get(j, "rng_offset"));
+    s->rng_seed = seed ? strtoull(seed, NULL, 10) : 0;
+    s->rng_offset = off ? strtoull(off, NULL, 10) : 0;
+    int ostep = (int)json_integer_value(json_object_get(j, "optimizer_step"));
+    char *cfg = json_dumps(json_object_get(j, "config"), JSON_COMPACT | JSON_PRESERVE_ORDER);
+    s->config_json = cfg ? sd_strdup(cfg) : NULL;
+    free(cfg);
+    json_decref(j);
+    struct st_file f;
+    snprintf(p, sizeof p, "%s/weights.safetensors", dir);
+    sd_status st = st_open(&f, p);
+    if (!st) { st = load_rows(&f, be, model, NULL, ""); st_close(&f); }
+    if (!st && o) {
+        snprintf(p, sizeof p, "%s/optim.safetensors", dir);
+        if (!(st = st_open(&f, p))) {
+            if (!(st = load_rows(&f, be, model, o->mp, "adam_m.")) && !(st = load_rows(&f, be, model, o->vp, "adam_v.")) && o->ep)
+                st = load_rows(&f, be, model, o->ep, "ema.");
+            st_close(&f);
+        }
+        o->step = ostep;
+    }
+    if (st) { sd_free(s->config_json); s->config_json = NULL; }
+    return st;
+}

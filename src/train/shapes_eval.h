@@ -1,0 +1,100 @@
+/* shapes_eval.h — measuring whether generated pictures show what a shapes prompt asked for.
+ *
+ * The "Done means" of the training issue asks for a colour/shape attribute accuracy
+ * computed from generated pixels on a fixed prompt set.  This module is that check, plus
+ * a distribution distance for the quality benchmark.  Pure CPU, deterministic, no model.
+ *
+ * Segmentation of one RGB image (res x res):
+ *   1. Background = per-channel median of the one-pixel border (the dataset keeps every
+ *      shape off the border).
+ *   2. Colour labels: each pixel goes to the nearest of the 8 shape colours or the
+ *      background; a shape colour farther than SHAPES_EVAL_COLOUR_DIST (RGB Euclidean)
+ *      leaves the pixel unlabelled, so antialiased edges and off-palette smears count for
+ *      nothing.  Foreground mask: pixels farther than SHAPES_EVAL_FG_DIST from the
+ *      background, whatever their colour.
+ *   3. Components: 4-connected regions of one colour label ("colour components") and of
+ *      the foreground mask ("foreground components").  A region counts only if it has at
+ *      least max(10, SHAPES_EVAL_MIN_AREA * res^2) pixels and does not touch the border
+ *      (noise and uneven backgrounds do; dataset shapes never do).
+ *   4. Shape of a component: nearest prototype in (fill, solidity, 2*voff), where fill =
+ *      area / bounding-box area, solidity = area / convex-hull area (hull of the pixel
+ *      squares' corners) and voff = (centroid y - box middle) / box height — an upright
+ *      triangle is bottom-heavy.  Prototypes (measured on renders): circle (0.79, 0.96,
+ *      0), square (1, 1, 0), triangle (0.52, 0.96, 0.33), star (0.40, 0.62, 0.05), cross
+ *      (0.57, 0.74, 0).  Circularity 4piA/P^2 is not used: pixel perimeters are too biased
+ *      at 32-64 px.
+ *
+ * Verdict for one image and its intended item (struct shapes_item from data.h), object
+ * by object, each object claiming a distinct component (largest first):
+ *   colour   — a colour component of the object's colour exists;
+ *   shape    — a foreground component has the object's shape (colour-blind);
+ *   joint    — a colour component of the object's colour has the object's shape;
+ *   position — that joint component's centroid lies in the object's 3x3 grid cell.
+ * An image passes a criterion when every object passes it; accuracies are the fraction
+ * of images that pass.
+ *
+ * Distance (for the quality benchmark): squared MMD, unbiased estimator, Gaussian kernel
+ * with sigma = 1, on SHAPES_FEAT_DIM cheap features per image: a 4x4x4 RGB histogram
+ * (64), a 6-bin histogram of luminance gradient magnitudes (sharp edges vs noise), and
+ * shape statistics from the segmentation above (foreground component count / 3, the
+ * fraction of components of each shape, mean fill, mean solidity, foreground area
+ * fraction).  Two samples of the same distribution give ~0 (it can be slightly
+ * negative); the dataset against noise gives ~1. */
+#ifndef SD_TRAIN_SHAPES_EVAL_H
+#define SD_TRAIN_SHAPES_EVAL_H
+
+#include "data.h"
+
+#define SHAPES_EVAL_COLOUR_DIST 80.0f
+#define SHAPES_EVAL_FG_DIST 60.0f
+#define SHAPES_EVAL_MIN_AREA 0.004f
+#define SHAPES_EVAL_MAX_COMPONENTS 32   /* the largest ones are kept */
+
+/* One region of the segmentation.  colour: its label, or -1 for a foreground component. */
+struct shapes_component {
+    int colour;
+    enum shape_kind shape;
+    long area;                      /* pixels */
+    float cx, cy;                   /* centroid, fraction of the side */
+    float fill, solidity, voff;     /* the classifier's features */
+};
+
+struct shapes_segmentation {
+    uint8_t bg[3];
+    int ncolour, nfg;               /* counted components, largest first in each list */
+    struct shapes_component colour[SHAPES_EVAL_MAX_COMPONENTS];
+    struct shapes_component fg[SHAPES_EVAL_MAX_COMPONENTS];
+};
+
+struct shapes_verdict { int colour_ok, shape_ok, joint_ok, position_ok; };
+
+struct shapes_scores {
+    int n;                                          /* images */
+    double colour, shape, joint, position;          /* accuracies in [0, 1] */
+};
+
+/* hwc: res x res RGB (res >= 8). */
+sd_status shapes_segment(const uint8_t *hwc, int res, struct shapes_segmentation *seg);
+sd_status shapes_eval_image(const uint8_t *hwc, int res, const struct shapes_item *want,
+                            struct shapes_verdict *v);
+/* n images, contiguous (n, res, res, 3); wants[i] is what image i should show. */
+sd_status shapes_eval_set(const uint8_t *hwc, int n, int res, const struct shapes_item *wants,
+                          struct shapes_scores *out);
+
+/* The fixed prompt set: every colour x shape alone in the center (40 prompts), then 20
+ * two-object prompts (left and right, distinct colours), each on a background neither
+ * object shares.  want gets the layout the prompt describes (so shapes_render draws the
+ * ideal answer); caption (may be NULL) gets the prompt text, template 0. */
+#define SHAPES_PROMPT_SINGLE 40
+#define SHAPES_PROMPT_PAIRS 20
+int shapes_prompt_count(void);
+sd_status shapes_prompt(int i, struct shapes_item *want, char *caption, size_t cap);
+
+#define SHAPES_FEAT_DIM 79
+sd_status shapes_features(const uint8_t *hwc, int res, float *feat /* SHAPES_FEAT_DIM */);
+/* Unbiased MMD^2 between feature sets fa (na x DIM) and fb (nb x DIM); na, nb >= 2. */
+double shapes_mmd2_features(const float *fa, int na, const float *fb, int nb);
+/* The same from images: a (na, res, res, 3) and b (nb, res, res, 3). */
+sd_status shapes_mmd2(const uint8_t *a, int na, const uint8_t *b, int nb, int res, double *mmd2);
+
+#endif

@@ -1,0 +1,474 @@
+/* trainer.c — see trainer.h.  One loop per trainer; the shared pieces (loading, progress
+ * lines, sample grids, checkpoints) sit at the top. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../core/rng.h"
+#include "../io/png.h"
+#include "../model/clip.h"
+#include "../model/unet.h"
+#include "../model/vae.h"
+#include "../sample/sampler.h"
+#include "../text/tokenizer.h"
+#include "checkpoint.h"
+#include "trainer.h"
+
+/* ---- shared ---- */
+
+struct run {
+    const struct train_config *c;
+    struct backend *be;
+    struct arena acts;
+    struct sd_rng rng;
+    long long cursor;           /* dataset items drawn so far */
+    double t0;
+    int start_step;
+};
+
+static sd_status run_init(struct run *r, const struct train_config *c) {
+    memset(r, 0, sizeof *r);
+    r->c = c;
+    if (!c->data || c->batch < 1 || c->batch > 256 || c->steps < 1)
+        return sd_fail(SD_ERR_INVALID, "training needs a dataset, batch in [1, 256] and steps >= 1");
+    if (mkdir(c->out_dir, 0755) && errno != EEXIST)
+        return sd_fail(SD_ERR_IO, "%s: cannot create the run directory", c->out_dir);
+    SD_TRY(backend_create(&r->be, "cpu", 0));
+    struct arena_allocator al = backend_allocator(r->be);
+    arena_init(&r->acts, "activations", &al, 1);
+    sd_rng_init(&r->rng, c->seed);
+    r->t0 = sd_now_ms();
+    return SD_OK;
+}
+
+static void run_free(struct run *r) {
+    arena_free(&r->acts);
+    backend_destroy(r->be);
+}
+
+static char *part_path(const char *dir, const char *sub) { return sd_path_join(dir, sub); }
+
+/* Progress callback + log line; returns non-zero to stop. */
+static int report(struct run *r, int step, double loss, double gnorm, const char *sample, const char *ckpt) {
+    const struct train_config *c = r->c;
+    double el = (sd_now_ms() - r->t0) / 1e3, ips = (step - r->start_step) / (el > 1e-9 ? el : 1e-9);
+    struct train_progress p = { step, c->steps, loss, gnorm, ips, ips > 0 ? (c->steps - step) / ips : 0, sample, ckpt };
+    if (step == r->start_step + 1 || step % (c->log_every > 0 ? c->log_every : 10) == 0 || step == c->steps)
+        LOG_I("step %d/%d loss %.5f grad_norm %.3f %.2f it/s ETA %.0f s", step, c->steps, loss, gnorm, ips, p.eta_s);
+    return c->progress ? c->progress(c->progress_ud, &p) : 0;
+}
+
+/* Write n images [n, 3, S, S] in [-1, 1] side by side as one PNG. */
+static sd_status save_grid(const char *path, const float *img, int n, int S) {
+    uint8_t *rgb = sd_malloc((size_t)n * S * S * 3);
+    if (!rgb) return SD_ERR_NOMEM;
+    for (int i = 0; i < n; i++)
+        for (int y = 0; y < S; y++)
+            for (int x = 0; x < S; x++)
+                for (int ch = 0; ch < 3; ch++) {
+                    float v = img[(((size_t)i * 3 + ch) * S + y) * S + x] * 0.5f + 0.5f;
+                    v = v < 0 ? 0 : v > 1 ? 1 : v;
+                    rgb[((size_t)y * n * S + (size_t)i * S + x) * 3 + ch] = (uint8_t)nearbyintf(v * 255.0f);
+                }
+    sd_status st = png_write_file(path, rgb, n * S, S, NULL, 0);
+    sd_free(rgb);
+    return st;
+}
+
+static sd_status save_checkpoint(struct run *r, const struct weight_table *wt, const struct optimizer *o, int step,
+                                 char *path, size_t n) {
+    struct ckpt_state s = { step, r->rng.seed, r->rng.offset, r->cursor, NULL };
+    return ckpt_save(r->c->out_dir, r->be, wt, o, &s, path, n);
+}
+
+static sd_status maybe_resume(struct run *r, struct weight_table *wt, struct optimizer *o) {
+    if (!r->c->resume) return SD_OK;
+    char dir[4096];
+    SD_TRY(ckpt_latest(r->c->out_dir, dir, sizeof dir));
+    struct ckpt_state s;
+    SD_TRY(ckpt_load(dir, r->be, wt, o, &s));
+    sd_free(s.config_json);
+    r->rng.seed = s.rng_seed;
+    r->rng.offset = s.rng_offset;
+    r->cursor = s.data_cursor;
+    r->start_step = s.step;
+    LOG_I("resumed from %s at step %d", dir, s.step);
+    return SD_OK;
+}
+
+/* Copy a config file into OUT/sub/config.json and save weights next to it. */
+static sd_status export_part(struct run *r, const struct weight_table *wt, const char *sub, const char *file) {
+    char p[4096], src[4096];
+    snprintf(p, sizeof p, "%s/%s", r->c->out_dir, sub);
+    mkdir(p, 0755);
+    snprintf(src, sizeof src, "%s/%s/config.json", r->c->model_dir, sub);
+    char *text;
+    size_t len;
+    SD_TRY(sd_read_file(src, 1 << 20, &text, &len));
+    snprintf(p, sizeof p, "%s/%s/config.json", r->c->out_dir, sub);
+    FILE *f = fopen(p, "w");
+    sd_status st = f && fwrite(text, 1, len, f) == len ? SD_OK : sd_fail(SD_ERR_IO, "%s: write failed", p);
+    if (f) fclose(f);
+    sd_free(text);
+    if (st) return st;
+    snprintf(p, sizeof p, "%s/%s/%s", r->c->out_dir, sub, file);
+    return wt_save(wt, r->be, p, DT_F16);
+}
+
+/* ---- VAE ---- */
+
+sd_status train_vae(const struct train_config *c) {
+    struct run r;
+    struct vae m = { 0 }, g = { 0 };
+    struct optimizer o = { 0 };
+    int have_m = 0, have_g = 0, have_o = 0;
+    float *host = NULL;
+    char *p = NULL;
+    SD_TRY(run_init(&r, c));
+    sd_status st;
+    if (!(p = part_path(c->model_dir, "vae"))) { st = SD_ERR_NOMEM; goto out; }
+    if ((st = vae_load(&m, r.be, p))) goto out;
+    have_m = 1;
+    if ((st = vae_create(&g, r.be, &m.cfg))) goto out;
+    have_g = 1;
+    if ((st = optim_init(&o, r.be, &c->opt, &m.wt, &g.wt))) goto out;
+    have_o = 1;
+    if ((st = maybe_resume(&r, &m.wt, &o))) goto out;
+    int S = dataset_resolution(c->data), B = c->batch, s = vae_scale(&m), L = m.cfg.latent_ch, h = S / s;
+    if (S % s) { st = sd_fail(SD_ERR_INVALID, "resolution %d not a multiple of the VAE scale %d", S, s); goto out; }
+    size_t ni = (size_t)B * 3 * S * S, nl = (size_t)B * L * h * h;
+    host = sd_malloc(sizeof(float) * (ni * 3 + nl * 6));
+    if (!host) { st = SD_ERR_NOMEM; goto out; }
+    float *himg = host, *hrec = himg + ni, *hd = hrec + ni, *hmom = hd + ni, *heps = hmom + 2 * nl, *hz = heps + nl,
+          *hdm = hz + nl;
+    struct fwd f = { r.be, &r.acts };
+    long long D = dataset_size(c->data);
+    for (int step = r.start_step + 1; step <= c->steps; step++) {
+        for (int i = 0; i < B; i++, r.cursor++) {
+            long idx = (long)(sd_rng_u32(&r.rng) % (uint32_t)(D < 0xffffffffLL ? D : 0xffffffffLL));
+            if ((st = dataset_get(c->data, idx, himg + (size_t)i * 3 * S * S, NULL, NULL, 0, NULL))) goto out;
+        }
+        sd_rng_normal(&r.rng, heps, nl);
+        optim_zero_grad(&o, r.be);
+        struct vae_tape te, td;
+        float *dimg = fwd_alloc(&f, ni), *mom = fwd_alloc(&f, 2 * nl), *z = fwd_alloc(&f, nl), *rec = fwd_alloc(&f, ni);
+        float *drec = fwd_alloc(&f, ni), *dz = fwd_alloc(&f, nl), *dmom = fwd_alloc(&f, 2 * nl);
+        if (!dimg || !mom || !z || !rec || !drec || !dz || !dmom) { st = backend_status(r.be); goto out; }
+        r.be->ops->upload(r.be, dimg, himg, ni * sizeof(float));
+        vae_encode_moments(&f, &m, &te, mom, dimg, B, S, S);
+        r.be->ops->download(r.be, hmom, mom, 2 * nl * sizeof(float));
+        /* z = mean + σ·ε with logvar clamped to [-30, 20] */
+        for (int i = 0; i < B; i++)
+            for (size_t k = 0; k < (size_t)L * h * h; k++) {
+                float mu = hmom[(size_t)i * 2 * L * h * h + k], lv = hmom[((size_t)i * 2 + 1) * L * h * h + k];
+                lv = lv < -30 ? -30 : lv > 20 ? 20 : lv;
+                hz[(size_t)i * L * h * h + k] = mu + expf(0.5f * lv) * heps[(size_t)i * L * h * h + k];
+            }
+        r.be->ops->upload(r.be, z, hz, nl * sizeof(float));
+        vae_decode_t(&f, &m, &td, rec, z, B, h, h);
+        if ((st = backend_status(r.be))) goto out;
+        r.be->ops->download(r.be, hrec, rec, ni * sizeof(float));
+        double rl = 0, kl = 0;
+        for (size_t k = 0; k < ni; k++) {
+            float d = hrec[k] - himg[k];
+            rl += c->l1 ? fabsf(d) : d * d;
+            hd[k] = c->l1 ? (float)((d > 0) - (d < 0)) / ni : 2.0f * d / ni;
+        }
+        rl /= ni;
+        r.be->ops->upload(r.be, drec, hd, ni * sizeof(float));
+        vae_backward(&f, &m, &g, &td, drec, dz);
+        r.be->ops->download(r.be, hz, dz, nl * sizeof(float));
+        /* KL(N(μ, σ²) ‖ N(0, 1)), mean over latent elements; chain rule through z */
+        for (int i = 0; i < B; i++)
+            for (size_t k = 0; k < (size_t)L * h * h; k++) {
+                size_t mi = (size_t)i * 2 * L * h * h + k, li = mi + (size_t)L * h * h, zi = (size_t)i * L * h * h + k;
+                float mu = hmom[mi], lv = hmom[li], lvc = lv < -30 ? -30 : lv > 20 ? 20 : lv, sd = expf(0.5f * lvc);
+                kl += 0.5 * (mu * mu + sd * sd - 1.0 - lvc);
+                hdm[mi] = hz[zi] + c->kl_weight * mu / nl;
+                hdm[li] = (lv == lvc) ? hz[zi] * heps[zi] * 0.5f * sd + c->kl_weight * 0.5f * (sd * sd - 1.0f) / nl : 0.0f;
+            }
+        kl /= nl;
+        r.be->ops->upload(r.be, dmom, hdm, 2 * nl * sizeof(float));
+        vae_backward(&f, &m, &g, &te, dmom, NULL);
+        if ((st = backend_status(r.be))) goto out;
+        arena_reset(&r.acts, 0);
+        if ((st = optim_step(&o, r.be))) goto out;
+        char sample[4096] = "", ckpt[4096] = "";
+        if (c->sample_every > 0 && (step % c->sample_every == 0 || step == c->steps)) {
+            /* originals on top of reconstructions: two grids */
+            snprintf(sample, sizeof sample, "%s/samples", c->out_dir);
+            mkdir(sample, 0755);
+            int n = B < 8 ? B : 8;
+            snprintf(sample, sizeof sample, "%s/samples/%07d-input.png", c->out_dir, step);
+            if ((st = save_grid(sample, himg, n, S))) goto out;
+            snprintf(sample, sizeof sample, "%s/samples/%07d-recon.png", c->out_dir, step);
+            if ((st = save_grid(sample, hrec, n, S))) goto out;
+        }
+        if ((c->checkpoint_every > 0 && step % c->checkpoint_every == 0) || step == c->steps)
+            if ((st = save_checkpoint(&r, &m.wt, &o, step, ckpt, sizeof ckpt))) goto out;
+        if (step == r.start_step + 1 || step % (c->log_every > 0 ? c->log_every : 10) == 0)
+            LOG_I("vae: recon %s %.5f kl %.4f", c->l1 ? "L1" : "L2", rl, kl);
+        if (report(&r, step, rl + c->kl_weight * kl, o.last_grad_norm, sample[0] ? sample : NULL, ckpt[0] ? ckpt : NULL)) {
+            if (!ckpt[0]) st = save_checkpoint(&r, &m.wt, &o, step, ckpt, sizeof ckpt);
+            break;
+        }
+    }
+    if (!st) st = export_part(&r, &m.wt, "vae", "diffusion_pytorch_model.safetensors");
+out:
+    sd_free(host);
+    sd_free(p);
+    if (have_o) optim_free(&o);
+    if (have_g) vae_free(&g);
+    if (have_m) vae_free(&m);
+    run_free(&r);
+    return st;
+}
+
+/* ---- teacher ---- */
+
+struct cond {                   /* frozen text conditioning */
+    struct tokenizer *tok1, *tok2;
+    struct clip te1, te2;
+    int loaded1, loaded2, L, X, P;
+};
+
+static void cond_free(struct cond *k) {
+    if (k->loaded1) clip_free(&k->te1);
+    if (k->loaded2) clip_free(&k->te2);
+    tokenizer_free(k->tok1);
+    tokenizer_free(k->tok2);
+}
+
+static sd_status cond_load(struct cond *k, struct backend *be, const char *dir) {
+    memset(k, 0, sizeof *k);
+    static const char *const sub[4] = { "tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2" };
+    sd_status st = SD_OK;
+    for (int i = 0; i < 4 && !st; i++) {
+        char *p = sd_path_join(dir, sub[i]);
+        if (!p) return SD_ERR_NOMEM;
+        st = i == 0 ? tokenizer_load(&k->tok1, p) : i == 1 ? tokenizer_load(&k->tok2, p)
+           : i == 2 ? clip_load(&k->te1, be, p, 0) : clip_load(&k->te2, be, p, 1);
+        if (!st && i == 2) k->loaded1 = 1;
+        if (!st && i == 3) k->loaded2 = 1;
+        sd_free(p);
+    }
+    if (st) { cond_free(k); return st; }
+    k->L = tokenizer_max_length(k->tok1);
+    k->X = k->te1.cfg.hidden + k->te2.cfg.hidden;
+    k->P = k->te2.cfg.projection_dim;
+    return SD_OK;
+}
+
+/* ctx [n, L, X], pooled [n, P] for n captions. */
+static sd_status cond_encode(struct cond *k, struct fwd *f, const char *const *caps, int n, float *ctx, float *pooled) {
+    struct backend *be = f->be;
+    size_t R = (size_t)n * k->L;
+    int64_t *ids = sd_malloc(sizeof(int64_t) * k->L);
+    int *i1 = sd_malloc(sizeof(int) * R), *i2 = sd_malloc(sizeof(int) * R);
+    sd_status st = ids && i1 && i2 ? SD_OK : SD_ERR_NOMEM;
+    for (int i = 0; i < n && !st; i++) {
+        if (!(st = tokenizer_encode(k->tok1, caps[i], ids, NULL)))
+            for (int j = 0; j < k->L; j++) i1[(size_t)i * k->L + j] = (int)ids[j];
+        if (!st && !(st = tokenizer_encode(k->tok2, caps[i], ids, NULL)))
+            for (int j = 0; j < k->L; j++) i2[(size_t)i * k->L + j] = (int)ids[j];
+    }
+    if (!st) {
+        uint64_t mk = arena_mark(f->ar);
+        float *p1 = fwd_alloc(f, R * k->te1.cfg.hidden), *p2 = fwd_alloc(f, R * k->te2.cfg.hidden);
+        clip_forward(f, &k->te1, i1, n, k->L, p1, NULL, NULL);
+        clip_forward(f, &k->te2, i2, n, k->L, p2, NULL, pooled);
+        be->ops->concat_channels(be, ctx, p1, k->te1.cfg.hidden, p2, k->te2.cfg.hidden, (int)R, 1);
+        st = backend_status(be);
+        arena_reset(f->ar, mk);
+    }
+    sd_free(ids); sd_free(i1); sd_free(i2);
+    return st;
+}
+
+/* Teacher samples: DDIM with CFG for the first n cached captions, decoded, one grid. */
+static sd_status teacher_samples(struct run *r, struct fwd *f, const struct unet *u, const struct vae *v,
+                                 const struct schedule *sch, const float *ctx_c, const float *pool_c, int n, int Lk,
+                                 int X, int P, int h, const char *path) {
+    const struct train_config *c = r->c;
+    struct backend *be = r->be;
+    uint64_t mk = arena_mark(f->ar);
+    int C = u->cfg.in_ch, S = h * vae_scale(v);
+    size_t nl = (size_t)n * C * h * h;
+    float *ctx = fwd_alloc(f, (size_t)2 * n * Lk * X), *pool = fwd_alloc(f, (size_t)2 * n * P), *x = fwd_alloc(f, nl);
+    float *img = fwd_alloc(f, (size_t)n * 3 * S * S), *host = sd_malloc(sizeof(float) * (nl > (size_t)n * 3 * S * S ? nl : (size_t)n * 3 * S * S));
+    float tid[6 * 256];
+    if (!host || !ctx) { sd_free(host); arena_reset(f->ar, mk); return backend_status(be) ? backend_status(be) : SD_ERR_NOMEM; }
+    be->ops->copy(be, ctx, ctx_c, (size_t)n * Lk * X * sizeof(float));
+    be->ops->zero(be, ctx + (size_t)n * Lk * X, (size_t)n * Lk * X * sizeof(float));   /* null condition */
+    be->ops->copy(be, pool, pool_c, (size_t)n * P * sizeof(float));
+    be->ops->zero(be, pool + (size_t)n * P, (size_t)n * P * sizeof(float));
+    for (int i = 0; i < 2 * n; i++) {
+        float t6[6] = { (float)S, (float)S, 0, 0, (float)S, (float)S };
+        memcpy(tid + 6 * i, t6, sizeof t6);
+    }
+    struct sd_rng rr;
+    sd_rng_init(&rr, 1234);    /* fixed noise: samples comparable across steps */
+    sd_rng_normal(&rr, host, nl);
+    be->ops->upload(be, x, host, nl * sizeof(float));
+    struct ddim_job j = { u, sch, ctx, pool, tid, n, h, h, Lk, c->sample_steps > 0 ? c->sample_steps : 50,
+                          c->guidance > 0 ? c->guidance : 4.0f };
+    sd_status st = sampler_ddim(f, &j, x);
+    if (!st) {
+        be->ops->axpby(be, x, 1.0f / v->cfg.scaling_factor, x, 0.0f, NULL, (long long)nl);
+        vae_decode(f, v, img, x, n, h, h);
+        if (!(st = backend_status(be))) {
+            be->ops->download(be, host, img, (size_t)n * 3 * S * S * sizeof(float));
+            st = save_grid(path, host, n, S);
+        }
+    }
+    sd_free(host);
+    arena_reset(f->ar, mk);
+    return st;
+}
+
+sd_status train_teacher(const struct train_config *c) {
+    struct run r;
+    struct cond k = { 0 };
+    struct vae v = { 0 };
+    struct unet u = { 0 }, g = { 0 };
+    struct optimizer o = { 0 };
+    struct schedule sch = { 0 };
+    struct sched_config scfg;
+    int have_k = 0, have_v = 0, have_u = 0, have_g = 0, have_o = 0;
+    struct arena cache;
+    char *p = NULL, **caps = NULL;
+    float *host = NULL;
+    SD_TRY(run_init(&r, c));
+    arena_init(&cache, "latent cache", NULL, 0);
+    sd_status st;
+    struct fwd f = { r.be, &r.acts };
+    if ((st = cond_load(&k, r.be, c->model_dir))) goto out;
+    have_k = 1;
+    if (!(p = part_path(c->model_dir, "vae"))) { st = SD_ERR_NOMEM; goto out; }
+    if ((st = vae_load(&v, r.be, p))) goto out;
+    have_v = 1;
+    sd_free(p);
+    if (!(p = part_path(c->model_dir, "unet"))) { st = SD_ERR_NOMEM; goto out; }
+    if ((st = unet_load(&u, r.be, p, NULL))) goto out;
+    have_u = 1;
+    sd_free(p);
+    if (!(p = part_path(c->model_dir, "scheduler/scheduler_config.json"))) { st = SD_ERR_NOMEM; goto out; }
+    if ((st = sched_config_load(&scfg, p)) || (st = schedule_init(&sch, &scfg))) goto out;
+    if ((st = unet_create(&g, r.be, &u.cfg))) goto out;
+    have_g = 1;
+    if (u.cfg.cross_dim != k.X || u.pooled_dim != k.P) { st = sd_fail(SD_ERR_FORMAT, "unet and text encoders do not fit"); goto out; }
+    if ((st = optim_init(&o, r.be, &c->opt, &u.wt, &g.wt))) goto out;
+    have_o = 1;
+    if ((st = maybe_resume(&r, &u.wt, &o))) goto out;
+
+    /* cache: VAE latents (× scaling_factor) and text conditioning of K dataset items */
+    int S = dataset_resolution(c->data), s = vae_scale(&v), h = S / s, C = u.cfg.in_ch, L = k.L, X = k.X, P = k.P, B = c->batch;
+    long long K = dataset_size(c->data);
+    if (c->cache_size > 0 && c->cache_size < K) K = c->cache_size;
+    if (K > (1 << 20)) K = 1 << 20;
+    if (S % (s << (u.cfg.nlevels - 1))) { st = sd_fail(SD_ERR_INVALID, "resolution %d does not fit the VAE and UNet", S); goto out; }
+    size_t per_l = (size_t)C * h * h, per_c = (size_t)L * X;
+    struct arena_allocator al = backend_allocator(r.be);
+    arena_init(&cache, "latent cache", &al, 0);
+    if ((st = arena_reserve(&cache, (size_t)K * (per_l + per_c + P) * 4 + 3 * 64))) goto out;
+    float *lat = arena_floats(&cache, K * per_l), *cctx = arena_floats(&cache, K * per_c), *cpool = arena_floats(&cache, K * P);
+    enum { CH = 16 };
+    host = sd_malloc(sizeof(float) * CH * 3 * S * S);
+    caps = sd_calloc(CH, sizeof(char *));
+    if (!host || !caps) { st = SD_ERR_NOMEM; goto out; }
+    for (int i = 0; i < CH; i++) if (!(caps[i] = sd_malloc(DATASET_CAPTION_MAX))) { st = SD_ERR_NOMEM; goto out; }
+    double tc = sd_now_ms();
+    for (long long i0 = 0; i0 < K; i0 += CH) {
+        int n = (int)(K - i0 < CH ? K - i0 : CH);
+        for (int i = 0; i < n; i++)
+            if ((st = dataset_get(c->data, (long)(i0 + i), host + (size_t)i * 3 * S * S, NULL, caps[i], DATASET_CAPTION_MAX, NULL)))
+                goto out;
+        float *img = fwd_alloc(&f, (size_t)n * 3 * S * S);
+        if (!img) { st = backend_status(r.be); goto out; }
+        r.be->ops->upload(r.be, img, host, (size_t)n * 3 * S * S * sizeof(float));
+        vae_encode(&f, &v, lat + i0 * per_l, img, n, S, S);
+        r.be->ops->axpby(r.be, lat + i0 * per_l, v.cfg.scaling_factor, lat + i0 * per_l, 0.0f, NULL, (long long)(n * per_l));
+        if ((st = cond_encode(&k, &f, (const char *const *)caps, n, cctx + i0 * per_c, cpool + i0 * P))) goto out;
+        arena_reset(&r.acts, 0);
+    }
+    LOG_I("cached %lld latents (%dx%dx%d) and captions in %.1f s", K, C, h, h, (sd_now_ms() - tc) / 1e3);
+
+    size_t nb = (size_t)B * per_l;
+    float *hbuf = sd_malloc(sizeof(float) * nb * 2), tv[256], tid[6 * 256];
+    if (!hbuf) { st = SD_ERR_NOMEM; goto out; }
+    for (int i = 0; i < B; i++) {
+        float t6[6] = { (float)S, (float)S, 0, 0, (float)S, (float)S };
+        memcpy(tid + 6 * i, t6, sizeof t6);
+    }
+    for (int step = r.start_step + 1; step <= c->steps && !st; step++) {
+        float *x0 = fwd_alloc(&f, nb), *xt = fwd_alloc(&f, nb), *eps = fwd_alloc(&f, nb), *pred = fwd_alloc(&f, nb);
+        float *ctx = fwd_alloc(&f, (size_t)B * per_c), *pool = fwd_alloc(&f, (size_t)B * P);
+        if (!x0 || !xt || !eps || !pred || !ctx || !pool) { st = backend_status(r.be); break; }
+        /* a batch: items drawn with replacement, t uniform, condition dropped with p */
+        for (int i = 0; i < B; i++, r.cursor++) {
+            long long idx = sd_rng_u32(&r.rng) % (uint32_t)K;
+            int t = (int)(sd_rng_u32(&r.rng) % (uint32_t)sch.T);
+            int drop = sd_rng_uniform(&r.rng) < c->cfg_dropout;
+            tv[i] = (float)t;
+            r.be->ops->copy(r.be, x0 + i * per_l, lat + idx * per_l, per_l * 4);
+            if (drop) {
+                r.be->ops->zero(r.be, ctx + i * per_c, per_c * 4);
+                r.be->ops->zero(r.be, pool + (size_t)i * P, (size_t)P * 4);
+            } else {
+                r.be->ops->copy(r.be, ctx + i * per_c, cctx + idx * per_c, per_c * 4);
+                r.be->ops->copy(r.be, pool + (size_t)i * P, cpool + idx * P, (size_t)P * 4);
+            }
+        }
+        sd_rng_normal(&r.rng, hbuf, nb);
+        r.be->ops->upload(r.be, eps, hbuf, nb * 4);
+        for (int i = 0; i < B; i++) {
+            double a = sch.alphas_cumprod[(int)tv[i]];
+            r.be->ops->axpby(r.be, xt + i * per_l, (float)sqrt(a), x0 + i * per_l, (float)sqrt(1 - a), eps + i * per_l, (long long)per_l);
+        }
+        optim_zero_grad(&o, r.be);
+        struct unet_tape tp;
+        unet_encode(&f, &u, &tp, 1, xt, tv, ctx, pool, tid, B, h, h, L);
+        if (!r.be->err) unet_decode(&f, &u, &tp, pred);
+        /* loss = mean (pred − ε)²; dloss/dpred = 2 (pred − ε) / n (into pred) */
+        r.be->ops->axpby(r.be, pred, 1.0f, pred, -1.0f, eps, (long long)nb);
+        double loss = r.be->ops->dot(r.be, pred, pred, (long long)nb) / nb;
+        r.be->ops->axpby(r.be, pred, 2.0f / nb, pred, 0.0f, NULL, (long long)nb);
+        if (!r.be->err) unet_decode_backward(&f, &u, &g, &tp, pred, NULL);
+        if (!r.be->err) unet_encode_backward(&f, &u, &g, &tp, NULL, NULL, NULL, NULL);
+        if ((st = backend_status(r.be))) break;
+        arena_reset(&r.acts, 0);
+        if ((st = optim_step(&o, r.be))) break;
+        char sample[4096] = "", ckpt[4096] = "";
+        if (c->sample_every > 0 && (step % c->sample_every == 0 || step == c->steps)) {
+            snprintf(sample, sizeof sample, "%s/samples", c->out_dir);
+            mkdir(sample, 0755);
+            snprintf(sample, sizeof sample, "%s/samples/%07d.png", c->out_dir, step);
+            int n = K < 8 ? (int)K : 8;
+            if ((st = teacher_samples(&r, &f, &u, &v, &sch, cctx, cpool, n, L, X, P, h, sample))) break;
+        }
+        if ((c->checkpoint_every > 0 && step % c->checkpoint_every == 0) || step == c->steps)
+            if ((st = save_checkpoint(&r, &u.wt, &o, step, ckpt, sizeof ckpt))) break;
+        if (report(&r, step, loss, o.last_grad_norm, sample[0] ? sample : NULL, ckpt[0] ? ckpt : NULL)) {
+            if (!ckpt[0]) st = save_checkpoint(&r, &u.wt, &o, step, ckpt, sizeof ckpt);
+            break;
+        }
+    }
+    sd_free(hbuf);
+    if (!st) st = export_part(&r, &u.wt, "unet", "diffusion_pytorch_model.safetensors");
+out:
+    if (caps) for (int i = 0; i < CH; i++) sd_free(caps[i]);
+    sd_free(caps);
+    sd_free(host);
+    sd_free(p);
+    arena_free(&cache);
+    schedule_free(&sch);
+    if (have_o) optim_free(&o);
+    if (have_g) unet_free(&g);
+    if (have_u) unet_free(&u);
+    if (have_v) vae_free(&v);
+    if (have_k) cond_free(&k);
+    run_free(&r);
+    return st;
+}
