@@ -61,9 +61,9 @@ static void test_determinism(void) {
         same += memcmp(&x, &y, sizeof x) == 0;
     }
     ok(same == 0, "200 consecutive items all differ from their neighbours");
-    ok(dataset_get(d1, 1000, NULL, a, NULL, 0, NULL) == SD_ERR_INVALID &&
-       dataset_get(d1, -1, NULL, a, NULL, 0, NULL) == SD_ERR_INVALID, "index out of range: %s",
-       sd_last_error());
+    int oob = dataset_get(d1, -1, NULL, a, NULL, 0, NULL) == SD_ERR_INVALID &&
+              dataset_get(d1, 1000, NULL, a, NULL, 0, NULL) == SD_ERR_INVALID;
+    ok(oob, "index out of range: %s", sd_last_error());
     ok(dataset_get(d1, 0, NULL, NULL, ca, 10, NULL) == SD_ERR_INVALID,
        "too small caption buffer: %s", sd_last_error());
     struct dataset *bad;
@@ -278,7 +278,7 @@ static void test_folder(void) {
        err_has("no caption"), "PNG without a caption: %s", sd_last_error());
     remove_file("extra.png");
 
-    write_text("captions.txt", "wide.png\ta red field\nghost.png\tnothing\n");
+    write_text("captions.txt", "wide.png\ta\nramp.png\tb\nsmall.png\tc\nghost.png\tnothing\n");
     ok(dataset_folder(&d, tmpdir, 32) == SD_ERR_NOTFOUND && err_has("ghost.png"),
        "listed but missing: %s", sd_last_error());
     write_text("captions.txt", "wide.png a red field\n");
@@ -462,11 +462,21 @@ static void test_mmd(void) {
             if (memcmp(q, c + i * img, 3) != 0) q[0] = q[1] = q[2] = 100;
         }
     shapes_mmd2(a, n, c, n, res, &blur);
-    diag("MMD^2 (sigma 1, %d vs %d at %d): dataset vs dataset %.4f, vs gray-shapes %.4f, vs noise %.4f",
-         n, n, res, same, blur, noise);
-    ok(fabs(same) < 0.03, "MMD^2 between two dataset samples ~0 (%.4f)", same);
-    ok(noise > 0.5 && noise > 20 * fabs(same), "MMD^2 against noise is large (%.3f)", noise);
-    ok(blur > 5 * fabs(same) && blur < noise, "MMD^2 against gray shapes in between (%.3f)", blur);
+    /* wrong shapes: the same layouts with every shape a circle */
+    double circles;
+    for (int i = 0; i < n; i++) {
+        struct shapes_item it;
+        dataset_get(d, 5000 + i, NULL, NULL, NULL, 0, &it);
+        for (int k = 0; k < it.n; k++) it.obj[k].shape = SHAPE_CIRCLE;
+        shapes_render(&it, res, c + i * img, NULL);
+    }
+    shapes_mmd2(a, n, c, n, res, &circles);
+    diag("MMD^2 (%d vs %d at %d): dataset vs dataset %.4f, vs gray shapes %.4f, vs all circles "
+         "%.4f, vs noise %.4f", n, n, res, same, blur, circles, noise);
+    ok(fabs(same) < 0.02, "MMD^2 between two dataset samples ~0 (%.4f)", same);
+    ok(noise > 0.5 && noise > 50 * fabs(same), "MMD^2 against noise is large (%.3f)", noise);
+    ok(blur > 0.1 && circles > 0.1 && blur < noise && circles < noise,
+       "MMD^2 against gray or all-circle shapes in between (%.3f, %.3f)", blur, circles);
     free(a); free(b); free(c);
     dataset_free(d);
 }

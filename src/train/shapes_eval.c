@@ -133,12 +133,12 @@ static void components(struct scratch *s, struct shapes_component *list, int *co
         uint8_t lab = s->label[start];
         if (lab == NO_LABEL || s->seen[start]) continue;
         int head = 0, tail = 0, x0 = res, x1 = -1, y0 = res, y1 = -1, border = 0;
-        double sx = 0, sy = 0;
+        double sy = 0;
         s->queue[tail++] = (int)start;
         s->seen[start] = 1;
         while (head < tail) {
             int p = s->queue[head++], x = p % res, y = p / res;
-            sx += x + 0.5; sy += y + 0.5;
+            sy += y + 0.5;
             if (x < x0) x0 = x;
             if (x > x1) x1 = x;
             if (y < y0) y0 = y;
@@ -175,8 +175,8 @@ static void components(struct scratch *s, struct shapes_component *list, int *co
         int bw = x1 - x0 + 1, bh = y1 - y0 + 1;
         c.colour = lab == FG_LABEL ? -1 : lab;
         c.area = area;
-        c.cx = (float)(sx / area / res);
-        c.cy = (float)(sy / area / res);
+        c.cx = (x0 + 0.5f * bw) / res;         /* box centre, like shapes_obj's cx, cy */
+        c.cy = (y0 + 0.5f * bh) / res;
         c.fill = (float)area / ((float)bw * bh);
         c.solidity = harea > 0 ? (float)(area / harea) : 0;
         c.voff = (float)((sy / area - (y0 + 0.5 * bh)) / bh);
@@ -348,7 +348,24 @@ static void features(const uint8_t *hwc, struct scratch *s, float *f) {
         }
     struct shapes_segmentation seg;
     segment(hwc, s, &seg);
-    float *sf = f + 70;
+    /* colours of the foreground: s->label holds the fg mask now, colours are recomputed */
+    float *cf = f + 70;
+    uint8_t pal[SHAPE_COLOUR_COUNT][3];
+    for (int c = 0; c < SHAPE_COLOUR_COUNT; c++) shape_colour_rgb((enum shape_colour)c, pal[c]);
+    long nfg = 0;
+    for (size_t i = 0; i < npix; i++) {
+        if (s->label[i] != FG_LABEL) continue;
+        int lab = SHAPE_COLOUR_COUNT;
+        double best = (double)SHAPES_EVAL_COLOUR_DIST * SHAPES_EVAL_COLOUR_DIST;
+        for (int c = 0; c < SHAPE_COLOUR_COUNT; c++) {
+            double d = dist2(hwc + i * 3, pal[c]);
+            if (d <= best) { best = d; lab = c; }
+        }
+        cf[lab] += 1;
+        nfg++;
+    }
+    for (int c = 0; c <= SHAPE_COLOUR_COUNT && nfg; c++) cf[c] /= (float)nfg;
+    float *sf = f + 79;
     sf[0] = seg.nfg / 3.0f;
     long fg_area = 0;
     for (int i = 0; i < seg.nfg; i++) {
@@ -369,10 +386,10 @@ sd_status shapes_features(const uint8_t *hwc, int res, float *feat) {
     return SD_OK;
 }
 
-static double kern(const float *a, const float *b) {   /* Gaussian, sigma = 1 */
+static double kern(const float *a, const float *b) {   /* Gaussian */
     double d = 0;
     for (int k = 0; k < SHAPES_FEAT_DIM; k++) { double t = (double)a[k] - b[k]; d += t * t; }
-    return exp(-0.5 * d);
+    return exp(-0.5 * d / ((double)SHAPES_MMD_SIGMA * SHAPES_MMD_SIGMA));
 }
 
 double shapes_mmd2_features(const float *fa, int na, const float *fb, int nb) {
