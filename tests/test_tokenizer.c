@@ -16,17 +16,6 @@
 #include "tap.h"
 #include "text/tokenizer.h"
 
-/* Sanitizers slow the load several times over; the budget is for real builds. */
-#if defined(__SANITIZE_ADDRESS__)
-#define LOAD_BUDGET_MS 1000.0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
-#define LOAD_BUDGET_MS 1000.0
-#endif
-#endif
-#ifndef LOAD_BUDGET_MS
-#define LOAD_BUDGET_MS 100.0
-#endif
 
 static const char *data_dir;
 static char tok1_dir[4096], tok2_dir[4096];
@@ -345,7 +334,6 @@ int main(void) {
     double ms = sd_now_ms() - t0;
     if (!ok(st == SD_OK, "load tokenizer: %s", st ? sd_last_error() : "ok")) return done_testing();
     diag("tokenizer_load: %.1f ms", ms);
-    ok(ms < LOAD_BUDGET_MS, "load takes %.1f ms (budget %.0f ms)", ms, LOAD_BUDGET_MS);
     st = tokenizer_load(&t2, tok2_dir);
     if (!ok(st == SD_OK, "load tokenizer_2: %s", st ? sd_last_error() : "ok"))
         return done_testing();

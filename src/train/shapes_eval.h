@@ -16,13 +16,15 @@
  *      the foreground mask ("foreground components").  A region counts only if it has at
  *      least max(10, SHAPES_EVAL_MIN_AREA * res^2) pixels and does not touch the border
  *      (noise and uneven backgrounds do; dataset shapes never do).
- *   4. Shape of a component: nearest prototype in (fill, solidity, 2*voff), where fill =
- *      area / bounding-box area, solidity = area / convex-hull area (hull of the pixel
- *      squares' corners) and voff = (centroid y - box middle) / box height — an upright
- *      triangle is bottom-heavy.  Prototypes (measured on renders): circle (0.79, 0.96,
- *      0), square (1, 1, 0), triangle (0.52, 0.96, 0.33), star (0.40, 0.62, 0.05), cross
- *      (0.57, 0.74, 0).  Circularity 4piA/P^2 is not used: pixel perimeters are too biased
- *      at 32-64 px.
+ *   4. Shape of a component: nearest prototype (Euclidean) in (fill, solidity, 2*voff,
+ *      vsym), where fill = area / bounding-box area, solidity = area / convex-hull area
+ *      (hull of the pixel squares' corners), voff = (centroid y - box middle) / box
+ *      height (an upright triangle is bottom-heavy) and vsym = IoU of the region with its
+ *      upside-down self (1 for circle, square and cross; ~0.4 for triangle and star).
+ *      Prototypes, measured on renders at 64 px: circle (0.79, 0.95, 0, 1), square (1, 1,
+ *      0, 1), triangle (0.54, 0.92, 0.31, 0.37), star (0.45, 0.62, 0.09, 0.47), cross
+ *      (0.59, 0.75, 0, 1).  Circularity 4piA/P^2 is not used: pixel perimeters are too
+ *      biased at 32-64 px.
  *
  * Verdict for one image and its intended item (struct shapes_item from data.h), object
  * by object, each object claiming a distinct component (largest first):
@@ -63,7 +65,7 @@ struct shapes_component {
     enum shape_kind shape;
     long area;                      /* pixels */
     float cx, cy;                   /* centroid, fraction of the side */
-    float fill, solidity, voff;     /* the classifier's features */
+    float fill, solidity, voff, vsym;   /* the classifier's features */
 };
 
 struct shapes_segmentation {

@@ -189,27 +189,38 @@ class Daemon:
 
     def __init__(self, *args, model=MODEL, wait_ready=True, tmp=None):
         self.tmp = tmp or tempfile.mkdtemp(prefix="sdxld-test-")
-        self.log_path = os.path.join(self.tmp, f"sdxld-{time.time_ns()}.log")
-        self.args = [BIN, "serve", "--model", model, "--listen", "127.0.0.1:0",
-                     "--threads", "1", "--log_level", "debug"] + list(args)
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
-        self.port = None
-        end = time.time() + 60
-        while time.time() < end and self.port is None:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sdxld exited with {self.proc.returncode}:\n{self.log_text()}")
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log_text())
-            if m:
-                self.port = int(m.group(1))
-            else:
-                time.sleep(0.02)
-        if self.port is None:
-            self.stop()
-            raise RuntimeError("sdxld did not start listening:\n" + self.log_text())
-        self.client = Client("127.0.0.1", self.port)
+        for attempt in range(5):
+            # A free port chosen here (not port 0) so the test works at any log level;
+            # another process may grab it first, hence the retries.
+            self.port = free_port()
+            self.log_path = os.path.join(self.tmp, f"sdxld-{time.time_ns()}.log")
+            self.args = [BIN, "serve", "--model", model, "--listen", f"127.0.0.1:{self.port}",
+                         "--threads", "1", "--log_level", "debug"] + list(args)
+            self.log = open(self.log_path, "w")
+            self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
+            self.client = Client("127.0.0.1", self.port)
+            if self._wait_listening():
+                break
+        else:
+            raise RuntimeError("sdxld could not bind a port:\n" + self.log_text())
         if wait_ready:
             self.wait_ready()
+
+    def _wait_listening(self):
+        end = time.time() + 60
+        while time.time() < end:
+            if self.proc.poll() is not None:
+                if "cannot bind" in self.log_text():
+                    self.log.close()
+                    return False
+                raise RuntimeError(f"sdxld exited with {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("sdxld did not start listening:\n" + self.log_text())
 
     def wait_ready(self, timeout=120):
         end = time.time() + timeout
@@ -225,7 +236,8 @@ class Daemon:
         raise RuntimeError("sdxld not ready in time:\n" + self.log_text())
 
     def log_text(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, errors="replace") as f:
             return f.read()
 
