@@ -227,7 +227,6 @@ static void segment(const uint8_t *hwc, struct scratch *s, struct shapes_segment
     for (int c = 0; c < SHAPE_COLOUR_COUNT; c++) shape_colour_rgb((enum shape_colour)c, pal[c]);
     border_median(hwc, res, seg->bg);
     const double cmax = (double)SHAPES_EVAL_COLOUR_DIST * SHAPES_EVAL_COLOUR_DIST;
-    const double fgmin = (double)SHAPES_EVAL_FG_DIST * SHAPES_EVAL_FG_DIST;
     for (size_t i = 0; i < npix; i++) {          /* colour labels; ties go to the background */
         const uint8_t *p = hwc + i * 3;
         double best = dist2(p, seg->bg);
@@ -239,8 +238,15 @@ static void segment(const uint8_t *hwc, struct scratch *s, struct shapes_segment
         s->label[i] = lab;
     }
     components(s, seg->colour, &seg->ncolour);
-    for (size_t i = 0; i < npix; i++)
-        s->label[i] = dist2(hwc + i * 3, seg->bg) > fgmin ? FG_LABEL : NO_LABEL;
+    /* fg: nearer some shape colour than the background, however far (an edge pixel joins
+     * at about half coverage, as in the colour labels); ties go to the background */
+    for (size_t i = 0; i < npix; i++) {
+        const uint8_t *p = hwc + i * 3;
+        double dbg = dist2(p, seg->bg);
+        int near = 0;
+        for (int c = 0; c < SHAPE_COLOUR_COUNT && !near; c++) near = dist2(p, pal[c]) < dbg;
+        s->label[i] = near ? FG_LABEL : NO_LABEL;
+    }
     components(s, seg->fg, &seg->nfg);
 }
 

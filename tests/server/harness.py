@@ -189,6 +189,7 @@ class Daemon:
 
     def __init__(self, *args, model=MODEL, wait_ready=True, tmp=None):
         self.tmp = tmp or tempfile.mkdtemp(prefix="sdxld-test-")
+        self.quiet = any(a in ("warn", "error") for a in args)
         for attempt in range(5):
             # A free port chosen here (not port 0) so the test works at any log level;
             # another process may grab it first, hence the retries.
@@ -214,11 +215,15 @@ class Daemon:
                     self.log.close()
                     return False
                 raise RuntimeError(f"sdxld exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            if f"listening on http://127.0.0.1:{self.port}" in self.log_text():
                 return True
-            except OSError:
-                time.sleep(0.02)
+            if self.quiet:   # no info lines: probe the port instead
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return True
+                except OSError:
+                    pass
+            time.sleep(0.02)
         self.stop()
         raise RuntimeError("sdxld did not start listening:\n" + self.log_text())
 
