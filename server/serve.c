@@ -362,6 +362,7 @@ static int run(struct sdxld *d, const struct serve_opts *o) {
                          strsignal(signo), d->cfg.shutdown_timeout_s);
         }
     }
+    if (!draining) notify("STOPPING=1");
     atomic_store(&d->phase, PHASE_DRAINING);
     jobs_set_accepting(d->jobs, 0);
     if (!cancelled && jobs_busy(d->jobs))

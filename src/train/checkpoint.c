@@ -54,36 +54,49 @@ static size_t max_row(const struct weight_table *t) {
     return m;
 }
 
-sd_status ckpt_save(const char *run_dir, struct backend *be, const struct weight_table *model,
-                    const struct optimizer *o, const struct ckpt_state *s, char *path_out, size_t n) {
+sd_status ckpt_save_parts(const char *run_dir, struct backend *be, const struct ckpt_part *parts, int np,
+                          const struct ckpt_state *s, char *path_out, size_t n) {
     char dir[4096], tmp[4200], p[4300];
     snprintf(dir, sizeof dir, "%s/checkpoint-%07d", run_dir, s->step);
     snprintf(tmp, sizeof tmp, "%s.tmp", dir);
     rm_tree_shallow(tmp);
     if (mkdir(run_dir, 0755) && errno != EEXIST) return sd_fail(SD_ERR_IO, "%s: %s", run_dir, strerror(errno));
     if (mkdir(tmp, 0755)) return sd_fail(SD_ERR_IO, "%s: %s", tmp, strerror(errno));
-    float *host = sd_malloc(max_row(model) * sizeof(float));
+    size_t mr = 1;
+    for (int i = 0; i < np; i++) if (max_row(parts[i].wt) > mr) mr = max_row(parts[i].wt);
+    float *host = sd_malloc(mr * sizeof(float));
     if (!host) return SD_ERR_NOMEM;
     struct st_writer w;
-    sd_status st;
+    sd_status st = SD_OK;
+    char pre[128];
     st_writer_init(&w);
     snprintf(p, sizeof p, "%s/weights.safetensors", tmp);
-    if (!(st = add_arena_rows(&w, be, model, NULL, "", host))) st = st_writer_write(&w, p);
+    for (int i = 0; i < np && !st; i++) st = add_arena_rows(&w, be, parts[i].wt, NULL, parts[i].prefix, host);
+    if (!st) st = st_writer_write(&w, p);
     st_writer_free(&w);
-    if (!st && o) {
+    int any_o = 0;
+    for (int i = 0; i < np; i++) any_o |= parts[i].o != NULL;
+    if (!st && any_o) {
         st_writer_init(&w);
         snprintf(p, sizeof p, "%s/optim.safetensors", tmp);
-        if (!(st = add_arena_rows(&w, be, model, o->mp, "adam_m.", host)) &&
-            !(st = add_arena_rows(&w, be, model, o->vp, "adam_v.", host)) &&
-            !(st = o->ep ? add_arena_rows(&w, be, model, o->ep, "ema.", host) : SD_OK))
-            st = st_writer_write(&w, p);
+        for (int i = 0; i < np && !st; i++) {
+            const struct optimizer *o = parts[i].o;
+            if (!o) continue;
+            snprintf(pre, sizeof pre, "adam_m.%s", parts[i].prefix);
+            if ((st = add_arena_rows(&w, be, parts[i].wt, o->mp, pre, host))) break;
+            snprintf(pre, sizeof pre, "adam_v.%s", parts[i].prefix);
+            if ((st = add_arena_rows(&w, be, parts[i].wt, o->vp, pre, host))) break;
+            snprintf(pre, sizeof pre, "ema.%s", parts[i].prefix);
+            if (o->ep) st = add_arena_rows(&w, be, parts[i].wt, o->ep, pre, host);
+        }
+        if (!st) st = st_writer_write(&w, p);
         st_writer_free(&w);
     }
     sd_free(host);
     if (!st) {
         json_t *cfg = s->config_json ? json_loads(s->config_json, 0, NULL) : json_object();
         json_t *j = json_pack("{s:s, s:i, s:i, s:i, s:s, s:s, s:I, s:o}", "format", "sdxld-train-state", "version", 1,
-                              "step", s->step, "optimizer_step", o ? o->step : 0,
+                              "step", s->step, "optimizer_step", np && parts[0].o ? parts[0].o->step : 0,
                               "rng_seed", "", "rng_offset", "", "data_cursor", (json_int_t)s->data_cursor,
                               "config", cfg ? cfg : json_object());
         /* 64-bit RNG values as decimal strings: JSON numbers lose precision above 2^53 */
@@ -92,6 +105,10 @@ sd_status ckpt_save(const char *run_dir, struct backend *be, const struct weight
         json_object_set_new(j, "rng_seed", json_string(num));
         snprintf(num, sizeof num, "%" PRIu64, s->rng_offset);
         json_object_set_new(j, "rng_offset", json_string(num));
+        json_t *steps = json_object();   /* each network's optimiser step count */
+        for (int i = 0; i < np; i++)
+            if (parts[i].o) json_object_set_new(steps, parts[i].prefix, json_integer(parts[i].o->step));
+        json_object_set_new(j, "optimizer_steps", steps);
         char *text = json_dumps(j, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
         json_decref(j);
         snprintf(p, sizeof p, "%s/state.json", tmp);
@@ -150,8 +167,8 @@ static sd_status load_rows(const struct st_file *f, struct backend *be, const st
     return st;
 }
 
-sd_status ckpt_load(const char *dir, struct backend *be, struct weight_table *model, struct optimizer *o,
-                    struct ckpt_state *s) {
+sd_status ckpt_load_parts(const char *dir, struct backend *be, const struct ckpt_part *parts, int np,
+                          struct ckpt_state *s) {
     char p[4300], *text;
     memset(s, 0, sizeof *s);
     snprintf(p, sizeof p, "%s/state.json", dir);
@@ -171,24 +188,55 @@ sd_status ckpt_load(const char *dir, struct backend *be, struct weight_table *mo
     const char *off = json_string_value(json_object_get(j, "rng_offset"));
     s->rng_seed = seed ? strtoull(seed, NULL, 10) : 0;
     s->rng_offset = off ? strtoull(off, NULL, 10) : 0;
-    int ostep = (int)json_integer_value(json_object_get(j, "optimizer_step"));
+    int ostep = (int)json_integer_value(json_object_get(j, "optimizer_step")), osteps[16];
+    json_t *os = json_object_get(j, "optimizer_steps");
+    for (int i = 0; i < np && i < 16; i++) {
+        json_t *v = json_object_get(os, parts[i].prefix);
+        osteps[i] = v ? (int)json_integer_value(v) : ostep;
+    }
     char *cfg = json_dumps(json_object_get(j, "config"), JSON_COMPACT | JSON_PRESERVE_ORDER);
     s->config_json = cfg ? sd_strdup(cfg) : NULL;
     free(cfg);
     json_decref(j);
     struct st_file f;
+    char pre[128];
     snprintf(p, sizeof p, "%s/weights.safetensors", dir);
     sd_status st = st_open(&f, p);
-    if (!st) { st = load_rows(&f, be, model, NULL, ""); st_close(&f); }
-    if (!st && o) {
+    if (!st) {
+        for (int i = 0; i < np && !st; i++) st = load_rows(&f, be, parts[i].wt, NULL, parts[i].prefix);
+        st_close(&f);
+    }
+    int any_o = 0;
+    for (int i = 0; i < np; i++) any_o |= parts[i].o != NULL;
+    if (!st && any_o) {
         snprintf(p, sizeof p, "%s/optim.safetensors", dir);
         if (!(st = st_open(&f, p))) {
-            if (!(st = load_rows(&f, be, model, o->mp, "adam_m.")) && !(st = load_rows(&f, be, model, o->vp, "adam_v.")) && o->ep)
-                st = load_rows(&f, be, model, o->ep, "ema.");
+            for (int i = 0; i < np && !st; i++) {
+                struct optimizer *o = parts[i].o;
+                if (!o) continue;
+                snprintf(pre, sizeof pre, "adam_m.%s", parts[i].prefix);
+                if ((st = load_rows(&f, be, parts[i].wt, o->mp, pre))) break;
+                snprintf(pre, sizeof pre, "adam_v.%s", parts[i].prefix);
+                if ((st = load_rows(&f, be, parts[i].wt, o->vp, pre))) break;
+                snprintf(pre, sizeof pre, "ema.%s", parts[i].prefix);
+                if (o->ep) st = load_rows(&f, be, parts[i].wt, o->ep, pre);
+                o->step = i < 16 ? osteps[i] : ostep;
+            }
             st_close(&f);
         }
-        o->step = ostep;
     }
     if (st) { sd_free(s->config_json); s->config_json = NULL; }
     return st;
+}
+
+sd_status ckpt_save(const char *run_dir, struct backend *be, const struct weight_table *model,
+                    const struct optimizer *o, const struct ckpt_state *s, char *path_out, size_t n) {
+    struct ckpt_part part = { "", model, (struct optimizer *)o };
+    return ckpt_save_parts(run_dir, be, &part, 1, s, path_out, n);
+}
+
+sd_status ckpt_load(const char *dir, struct backend *be, struct weight_table *model, struct optimizer *o,
+                    struct ckpt_state *s) {
+    struct ckpt_part part = { "", model, o };
+    return ckpt_load_parts(dir, be, &part, 1, s);
 }

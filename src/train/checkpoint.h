@@ -22,10 +22,18 @@ struct ckpt_state {
     char *config_json;      /* a JSON object; sd_malloc'ed when loaded */
 };
 
+/* One trained network: its tensors are stored as prefix + name (prefix "" for a
+ * single-network run, so its weights file loads as a model file); o may be NULL. */
+struct ckpt_part { const char *prefix; const struct weight_table *wt; struct optimizer *o; };
+
 /* path_out (may be NULL) receives the checkpoint directory. */
+sd_status ckpt_save_parts(const char *run_dir, struct backend *be, const struct ckpt_part *parts, int nparts,
+                          const struct ckpt_state *s, char *path_out, size_t n);
+sd_status ckpt_load_parts(const char *ckpt_dir, struct backend *be, const struct ckpt_part *parts, int nparts,
+                          struct ckpt_state *s);
+/* Single-network shorthands. */
 sd_status ckpt_save(const char *run_dir, struct backend *be, const struct weight_table *model,
                     const struct optimizer *o, const struct ckpt_state *s, char *path_out, size_t n);
-/* Restore into an already built model/optimiser of the same shapes. */
 sd_status ckpt_load(const char *ckpt_dir, struct backend *be, struct weight_table *model,
                     struct optimizer *o, struct ckpt_state *s);
 /* The directory RUN/latest names, or SD_ERR_NOTFOUND. */

@@ -63,22 +63,17 @@ void optim_zero_grad(struct optimizer *o, struct backend *be) {
         be->ops->zero(be, *o->grads->rows[i].dst, (size_t)sd_numel(o->grads->rows[i].ndim, o->grads->rows[i].shape) * 4);
 }
 
-sd_status optim_step(struct optimizer *o, struct backend *be) {
-    const struct weight_table *p = o->params, *g = o->grads;
+double optim_grad_sq(struct optimizer *o, struct backend *be) {
+    const struct weight_table *g = o->grads;
     double sq = 0;
-    for (int i = 0; i < g->n; i++) {
-        long long n = sd_numel(g->rows[i].ndim, g->rows[i].shape);
-        sq += be->ops->dot(be, *g->rows[i].dst, *g->rows[i].dst, n);
-    }
-    SD_TRY(backend_status(be));
-    double norm = sqrt(sq);
-    o->last_grad_norm = norm;
-    if (!isfinite(norm)) {
-        LOG_W("step %d: non-finite gradient norm, step skipped", o->step + 1);
-        return SD_OK;
-    }
-    float lr = optim_lr(o), scale = 1.0f;
-    if (o->cfg.clip > 0 && norm > o->cfg.clip) scale = (float)(o->cfg.clip / norm);
+    for (int i = 0; i < g->n; i++)
+        sq += be->ops->dot(be, *g->rows[i].dst, *g->rows[i].dst, sd_numel(g->rows[i].ndim, g->rows[i].shape));
+    return sq;
+}
+
+sd_status optim_apply(struct optimizer *o, struct backend *be, float scale) {
+    const struct weight_table *p = o->params, *g = o->grads;
+    float lr = optim_lr(o);
     o->step++;
     for (int i = 0; i < p->n; i++) {
         long long n = sd_numel(p->rows[i].ndim, p->rows[i].shape);
@@ -91,4 +86,16 @@ sd_status optim_step(struct optimizer *o, struct backend *be) {
             be->ops->axpby(be, o->ep[i], o->cfg.ema, o->ep[i], 1.0f - o->cfg.ema, *p->rows[i].dst, n);
     }
     return backend_status(be);
+}
+
+sd_status optim_step(struct optimizer *o, struct backend *be) {
+    double norm = sqrt(optim_grad_sq(o, be));
+    SD_TRY(backend_status(be));
+    o->last_grad_norm = norm;
+    if (!isfinite(norm)) {
+        LOG_W("step %d: non-finite gradient norm, step skipped", o->step + 1);
+        return SD_OK;
+    }
+    float scale = o->cfg.clip > 0 && norm > o->cfg.clip ? (float)(o->cfg.clip / norm) : 1.0f;
+    return optim_apply(o, be, scale);
 }

@@ -32,6 +32,10 @@ float optim_lr(const struct optimizer *o);   /* the rate the next step will use 
 /* Clip, step, update EMA.  Returns the pre-clip global grad norm via o->last_grad_norm.
  * A non-finite norm skips the step (and is reported) instead of poisoning the weights. */
 sd_status optim_step(struct optimizer *o, struct backend *be);
+/* The same step in two halves, for trainers that clip several networks by one joint
+ * norm: the sum of squared gradients, then the update with grads scaled by `scale`. */
+double optim_grad_sq(struct optimizer *o, struct backend *be);
+sd_status optim_apply(struct optimizer *o, struct backend *be, float scale);
 /* Zero every gradient in the grads table. */
 void optim_zero_grad(struct optimizer *o, struct backend *be);
 

@@ -23,12 +23,13 @@ struct scratch {
     int *mark;              /* (H, W): id of the component the pixel lies outside of */
     int *queue;             /* (H*W) */
     int *rowmin, *rowmax;   /* (H) */
+    int *rowcnt, *colcnt;   /* (H), (W) */
     double *pts;            /* (4*H + 1, 2) hull input, then (8*H + 2, 2) hull */
 };
 
 static sd_status scratch_init(struct scratch *s, int res) {
     size_t n = (size_t)res * res;
-    size_t bytes = n + n * sizeof(int) * 3 + (size_t)res * 2 * sizeof(int) +
+    size_t bytes = n + n * sizeof(int) * 3 + (size_t)res * 4 * sizeof(int) +
                    ((size_t)12 * res + 4) * 2 * sizeof(double) + 16;
     char *m = sd_malloc(bytes);
     if (!m) return SD_ERR_NOMEM;
@@ -39,7 +40,9 @@ static sd_status scratch_init(struct scratch *s, int res) {
     s->queue = s->mark + n;
     s->rowmin = s->queue + n;
     s->rowmax = s->rowmin + res;
-    s->label = (uint8_t *)(s->rowmax + res);
+    s->rowcnt = s->rowmax + res;
+    s->colcnt = s->rowcnt + res;
+    s->label = (uint8_t *)(s->colcnt + res);
     return SD_OK;
 }
 static void scratch_free(struct scratch *s) { sd_free(s->pts); }
@@ -95,11 +98,11 @@ static double hull_area(double *p, int n, double *hull) {
  * renders and of renders degraded like a generator's output (3x3 blur, a colour cast,
  * N(0, 12) pixel noise), which round corners and fatten the foreground. */
 static const float proto[SHAPE_COUNT][4] = {
-    [SHAPE_CIRCLE] = { 0.77f, 0.94f, 0.00f, 0.98f },
-    [SHAPE_SQUARE] = { 0.96f, 0.98f, 0.00f, 0.98f },
-    [SHAPE_TRIANGLE] = { 0.56f, 0.91f, 0.28f, 0.40f },
-    [SHAPE_STAR] = { 0.50f, 0.67f, 0.09f, 0.50f },
-    [SHAPE_CROSS] = { 0.60f, 0.78f, 0.00f, 0.97f },
+    [SHAPE_CIRCLE] = { 0.78f, 0.94f, 0.00f, 0.97f },
+    [SHAPE_SQUARE] = { 0.96f, 0.97f, 0.00f, 0.98f },
+    [SHAPE_TRIANGLE] = { 0.55f, 0.90f, 0.28f, 0.39f },
+    [SHAPE_STAR] = { 0.49f, 0.66f, 0.09f, 0.50f },
+    [SHAPE_CROSS] = { 0.58f, 0.76f, 0.00f, 0.96f },
 };
 
 static enum shape_kind classify(const struct shapes_component *c) {
@@ -199,9 +202,23 @@ static void components(struct scratch *s, struct shapes_component *list, int *co
                     if (s->seen[q] != id && s->mark[q] != id) { s->mark[q] = id; s->queue[tail++] = q; }
                 }
         }
+        /* The box for fill and vsym drops end rows and columns holding together at most
+         * 1% of the area each side: a generator's stray edge pixels, not shape. */
+        for (int y = y0; y <= y1; y++) s->rowcnt[y] = 0;
+        for (int x = x0; x <= x1; x++) s->colcnt[x] = 0;
+        for (int y = y0; y <= y1; y++)
+            for (int x = x0; x <= x1; x++)
+                if (s->mark[y * res + x] != id) { s->rowcnt[y]++; s->colcnt[x]++; }
+        long trim = area / 100, cut;
+        for (cut = 0; y0 < y1 && cut + s->rowcnt[y0] <= trim; y0++) cut += s->rowcnt[y0];
+        for (cut = 0; y1 > y0 && cut + s->rowcnt[y1] <= trim; y1--) cut += s->rowcnt[y1];
+        for (cut = 0; x0 < x1 && cut + s->colcnt[x0] <= trim; x0++) cut += s->colcnt[x0];
+        for (cut = 0; x1 > x0 && cut + s->colcnt[x1] <= trim; x1--) cut += s->colcnt[x1];
         struct shapes_component c;
         int bw = x1 - x0 + 1, bh = y1 - y0 + 1;
-        long filled = (long)bw * bh - tail;
+        long filled = 0;
+        for (int y = y0; y <= y1; y++)
+            for (int x = x0; x <= x1; x++) filled += s->mark[y * res + x] != id;
         c.colour = lab == FG_LABEL ? -1 : lab;
         c.area = area;
         c.cx = (x0 + 0.5f * bw) / res;         /* box centre, like shapes_obj's cx, cy */
@@ -238,6 +255,7 @@ static void segment(const uint8_t *hwc, struct scratch *s, struct shapes_segment
         s->label[i] = lab;
     }
     components(s, seg->colour, &seg->ncolour);
+    const double fgmin = (double)SHAPES_EVAL_FG_DIST * SHAPES_EVAL_FG_DIST;
     /* fg: nearer some shape colour than the background, however far (an edge pixel joins
      * at about half coverage, as in the colour labels); ties go to the background */
     for (size_t i = 0; i < npix; i++) {
@@ -245,7 +263,7 @@ static void segment(const uint8_t *hwc, struct scratch *s, struct shapes_segment
         double dbg = dist2(p, seg->bg);
         int near = 0;
         for (int c = 0; c < SHAPE_COLOUR_COUNT && !near; c++) near = dist2(p, pal[c]) < dbg;
-        s->label[i] = near ? FG_LABEL : NO_LABEL;
+        s->label[i] = near && dbg > fgmin ? FG_LABEL : NO_LABEL;
     }
     components(s, seg->fg, &seg->nfg);
 }

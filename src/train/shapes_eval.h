@@ -10,8 +10,9 @@
  *   2. Colour labels: each pixel goes to the nearest of the 8 shape colours or the
  *      background; a shape colour farther than SHAPES_EVAL_COLOUR_DIST (RGB Euclidean)
  *      leaves the pixel unlabelled, so antialiased edges and off-palette smears count for
- *      nothing.  Foreground mask: pixels farther than SHAPES_EVAL_FG_DIST from the
- *      background, whatever their colour.
+ *      nothing.  Foreground mask, colour-blind: pixels nearer some shape colour than the
+ *      background however far from both (so an edge joins at about half coverage, as in
+ *      the labels) and more than SHAPES_EVAL_FG_DIST from the background (speckle).
  *   3. Components: 4-connected regions of one colour label ("colour components") and of
  *      the foreground mask ("foreground components").  A region counts only if it has at
  *      least max(10, SHAPES_EVAL_MIN_AREA * res^2) pixels and does not touch the border
@@ -21,10 +22,12 @@
  *      (hull of the pixel squares' corners), voff = (centroid y - box middle) / box
  *      height (an upright triangle is bottom-heavy) and vsym = IoU of the region with its
  *      upside-down self (1 for circle, square and cross; ~0.4 for triangle and star).
- *      Prototypes, measured on renders at 64 px: circle (0.79, 0.95, 0, 1), square (1, 1,
- *      0, 1), triangle (0.54, 0.92, 0.31, 0.37), star (0.45, 0.62, 0.09, 0.47), cross
- *      (0.59, 0.75, 0, 1).  Circularity 4piA/P^2 is not used: pixel perimeters are too
- *      biased at 32-64 px.
+ *      Holes are filled first (shapes have none; speckle does).  Prototypes, measured at
+ *      64 px on clean renders and on renders degraded like a generator's output (see
+ *      shapes_eval.c): circle (0.78, 0.94, 0, 0.97), square (0.96, 0.97, 0, 0.98),
+ *      triangle (0.55, 0.90, 0.28, 0.39), star (0.49, 0.66, 0.09, 0.50), cross (0.58,
+ *      0.76, 0, 0.96).  Circularity 4piA/P^2 is not used: pixel perimeters are too biased
+ *      at 32-64 px.
  *
  * Verdict for one image and its intended item (struct shapes_item from data.h), object
  * by object, each object claiming a distinct component (largest first):
@@ -55,7 +58,7 @@
 #include "data.h"
 
 #define SHAPES_EVAL_COLOUR_DIST 80.0f
-#define SHAPES_EVAL_FG_DIST 60.0f
+#define SHAPES_EVAL_FG_DIST 50.0f
 #define SHAPES_EVAL_MIN_AREA 0.004f
 #define SHAPES_EVAL_MAX_COMPONENTS 32   /* the largest ones are kept */
 
