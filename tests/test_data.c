@@ -509,6 +509,7 @@ static void test_mmd(void) {
 
 int main(void) {
     double t0 = sd_now_ms();
+    size_t live0 = sd_alloc_live_bytes();
     test_palette();
     test_determinism();
     test_captions();
@@ -517,6 +518,7 @@ int main(void) {
     test_eval_renders();
     test_eval_noise();
     test_mmd();
+    ok(sd_alloc_live_bytes() == live0, "no leaks across the whole file");
     diag("%.1f s", (sd_now_ms() - t0) / 1000);
     return done_testing();
 }

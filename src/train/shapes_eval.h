@@ -18,23 +18,25 @@
  *      least max(10, SHAPES_EVAL_MIN_AREA * res^2) pixels and does not touch the border
  *      (noise and uneven backgrounds do; dataset shapes never do).
  *   4. Shape of a component: nearest prototype (Euclidean) in (fill, solidity, 2*voff,
- *      vsym), where fill = area / bounding-box area, solidity = area / convex-hull area
- *      (hull of the pixel squares' corners), voff = (centroid y - box middle) / box
- *      height (an upright triangle is bottom-heavy) and vsym = IoU of the region with its
- *      upside-down self (1 for circle, square and cross; ~0.4 for triangle and star).
- *      Holes are filled first (shapes have none; speckle does).  Prototypes, measured at
- *      64 px on clean renders and on renders degraded like a generator's output (see
- *      shapes_eval.c): circle (0.78, 0.94, 0, 0.97), square (0.96, 0.97, 0, 0.98),
- *      triangle (0.55, 0.90, 0.28, 0.39), star (0.49, 0.66, 0.09, 0.50), cross (0.58,
- *      0.76, 0, 0.96).  Circularity 4piA/P^2 is not used: pixel perimeters are too biased
- *      at 32-64 px.
+ *      vsym), computed after filling its holes (shapes have none; speckle does):
+ *      fill = area / area of its box, where the box drops end rows and columns holding
+ *      at most 1% of the area on each side (stray edge pixels); solidity = area /
+ *      convex-hull area (hull of the pixel squares' corners); voff = (centroid y - box
+ *      middle) / box height (an upright triangle is bottom-heavy); vsym = IoU of the
+ *      region with its upside-down self in the box (~1 for circle, square and cross,
+ *      ~0.45 for triangle and star).  Prototypes, measured at 64 px over sizes
+ *      0.16..0.55 as the mean of clean renders and of renders degraded like a
+ *      generator's output (3x3 blur, a colour cast, N(0, 12) pixel noise): circle (0.81,
+ *      0.94, 0, 0.98), square (0.98, 0.97, 0, 0.98), triangle (0.60, 0.90, 0.26, 0.42),
+ *      star (0.53, 0.66, 0.07, 0.50), cross (0.59, 0.76, 0, 0.97).  Circularity
+ *      4piA/P^2 is not used: pixel perimeters are too biased at 32-64 px.
  *
  * Verdict for one image and its intended item (struct shapes_item from data.h), object
  * by object, each object claiming a distinct component (largest first):
  *   colour   — a colour component of the object's colour exists;
  *   shape    — a foreground component has the object's shape (colour-blind);
  *   joint    — a colour component of the object's colour has the object's shape;
- *   position — that joint component's centroid lies in the object's 3x3 grid cell.
+ *   position — that joint component's box centre lies in the object's 3x3 grid cell.
  * An image passes a criterion when every object passes it; accuracies are the fraction
  * of images that pass.
  *

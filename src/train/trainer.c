@@ -14,6 +14,7 @@
 #include "../sample/sampler.h"
 #include "../text/tokenizer.h"
 #include "checkpoint.h"
+#include "train_common.h"
 #include "trainer.h"
 
 /* ---- shared ---- */
@@ -228,65 +229,6 @@ out:
 
 /* ---- teacher ---- */
 
-struct cond {                   /* frozen text conditioning */
-    struct tokenizer *tok1, *tok2;
-    struct clip te1, te2;
-    int loaded1, loaded2, L, X, P;
-};
-
-static void cond_free(struct cond *k) {
-    if (k->loaded1) clip_free(&k->te1);
-    if (k->loaded2) clip_free(&k->te2);
-    tokenizer_free(k->tok1);
-    tokenizer_free(k->tok2);
-}
-
-static sd_status cond_load(struct cond *k, struct backend *be, const char *dir) {
-    memset(k, 0, sizeof *k);
-    static const char *const sub[4] = { "tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2" };
-    sd_status st = SD_OK;
-    for (int i = 0; i < 4 && !st; i++) {
-        char *p = sd_path_join(dir, sub[i]);
-        if (!p) return SD_ERR_NOMEM;
-        st = i == 0 ? tokenizer_load(&k->tok1, p) : i == 1 ? tokenizer_load(&k->tok2, p)
-           : i == 2 ? clip_load(&k->te1, be, p, 0) : clip_load(&k->te2, be, p, 1);
-        if (!st && i == 2) k->loaded1 = 1;
-        if (!st && i == 3) k->loaded2 = 1;
-        sd_free(p);
-    }
-    if (st) { cond_free(k); return st; }
-    k->L = tokenizer_max_length(k->tok1);
-    k->X = k->te1.cfg.hidden + k->te2.cfg.hidden;
-    k->P = k->te2.cfg.projection_dim;
-    return SD_OK;
-}
-
-/* ctx [n, L, X], pooled [n, P] for n captions. */
-static sd_status cond_encode(struct cond *k, struct fwd *f, const char *const *caps, int n, float *ctx, float *pooled) {
-    struct backend *be = f->be;
-    size_t R = (size_t)n * k->L;
-    int64_t *ids = sd_malloc(sizeof(int64_t) * k->L);
-    int *i1 = sd_malloc(sizeof(int) * R), *i2 = sd_malloc(sizeof(int) * R);
-    sd_status st = ids && i1 && i2 ? SD_OK : SD_ERR_NOMEM;
-    for (int i = 0; i < n && !st; i++) {
-        if (!(st = tokenizer_encode(k->tok1, caps[i], ids, NULL)))
-            for (int j = 0; j < k->L; j++) i1[(size_t)i * k->L + j] = (int)ids[j];
-        if (!st && !(st = tokenizer_encode(k->tok2, caps[i], ids, NULL)))
-            for (int j = 0; j < k->L; j++) i2[(size_t)i * k->L + j] = (int)ids[j];
-    }
-    if (!st) {
-        uint64_t mk = arena_mark(f->ar);
-        float *p1 = fwd_alloc(f, R * k->te1.cfg.hidden), *p2 = fwd_alloc(f, R * k->te2.cfg.hidden);
-        clip_forward(f, &k->te1, i1, n, k->L, p1, NULL, NULL);
-        clip_forward(f, &k->te2, i2, n, k->L, p2, NULL, pooled);
-        be->ops->concat_channels(be, ctx, p1, k->te1.cfg.hidden, p2, k->te2.cfg.hidden, (int)R, 1);
-        st = backend_status(be);
-        arena_reset(f->ar, mk);
-    }
-    sd_free(ids); sd_free(i1); sd_free(i2);
-    return st;
-}
-
 /* Teacher samples: DDIM with CFG for the first n cached captions, decoded, one grid. */
 static sd_status teacher_samples(struct run *r, struct fwd *f, const struct unet *u, const struct vae *v,
                                  const struct schedule *sch, const float *ctx_c, const float *pool_c, int n, int Lk,
@@ -337,11 +279,9 @@ sd_status train_teacher(const struct train_config *c) {
     struct schedule sch = { 0 };
     struct sched_config scfg;
     int have_k = 0, have_v = 0, have_u = 0, have_g = 0, have_o = 0;
-    struct arena cache;
-    char *p = NULL, **caps = NULL;
-    float *host = NULL;
+    struct latent_cache cache = { 0 };
+    char *p = NULL;
     SD_TRY(run_init(&r, c));
-    arena_init(&cache, "latent cache", NULL, 0);
     sd_status st;
     struct fwd f = { r.be, &r.acts };
     if ((st = cond_load(&k, r.be, c->model_dir))) goto out;
@@ -364,37 +304,12 @@ sd_status train_teacher(const struct train_config *c) {
     if ((st = maybe_resume(&r, &u.wt, &o))) goto out;
 
     /* cache: VAE latents (× scaling_factor) and text conditioning of K dataset items */
-    int S = dataset_resolution(c->data), s = vae_scale(&v), h = S / s, C = u.cfg.in_ch, L = k.L, X = k.X, P = k.P, B = c->batch;
-    long long K = dataset_size(c->data);
-    if (c->cache_size > 0 && c->cache_size < K) K = c->cache_size;
-    if (K > (1 << 20)) K = 1 << 20;
+    int S = dataset_resolution(c->data), s = vae_scale(&v), h = S / s, L = k.L, X = k.X, P = k.P, B = c->batch;
     if (S % (s << (u.cfg.nlevels - 1))) { st = sd_fail(SD_ERR_INVALID, "resolution %d does not fit the VAE and UNet", S); goto out; }
-    size_t per_l = (size_t)C * h * h, per_c = (size_t)L * X;
-    struct arena_allocator al = backend_allocator(r.be);
-    arena_init(&cache, "latent cache", &al, 0);
-    if ((st = arena_reserve(&cache, (size_t)K * (per_l + per_c + P) * 4 + 3 * 64))) goto out;
-    float *lat = arena_floats(&cache, K * per_l), *cctx = arena_floats(&cache, K * per_c), *cpool = arena_floats(&cache, K * P);
-    enum { CH = 16 };
-    host = sd_malloc(sizeof(float) * CH * 3 * S * S);
-    caps = sd_calloc(CH, sizeof(char *));
-    if (!host || !caps) { st = SD_ERR_NOMEM; goto out; }
-    for (int i = 0; i < CH; i++) if (!(caps[i] = sd_malloc(DATASET_CAPTION_MAX))) { st = SD_ERR_NOMEM; goto out; }
-    double tc = sd_now_ms();
-    for (long long i0 = 0; i0 < K; i0 += CH) {
-        int n = (int)(K - i0 < CH ? K - i0 : CH);
-        for (int i = 0; i < n; i++)
-            if ((st = dataset_get(c->data, (long)(i0 + i), host + (size_t)i * 3 * S * S, NULL, caps[i], DATASET_CAPTION_MAX, NULL)))
-                goto out;
-        float *img = fwd_alloc(&f, (size_t)n * 3 * S * S);
-        if (!img) { st = backend_status(r.be); goto out; }
-        r.be->ops->upload(r.be, img, host, (size_t)n * 3 * S * S * sizeof(float));
-        vae_encode(&f, &v, lat + i0 * per_l, img, n, S, S);
-        r.be->ops->axpby(r.be, lat + i0 * per_l, v.cfg.scaling_factor, lat + i0 * per_l, 0.0f, NULL, (long long)(n * per_l));
-        if ((st = cond_encode(&k, &f, (const char *const *)caps, n, cctx + i0 * per_c, cpool + i0 * P))) goto out;
-        arena_reset(&r.acts, 0);
-    }
-    LOG_I("cached %lld latents (%dx%dx%d) and captions in %.1f s", K, C, h, h, (sd_now_ms() - tc) / 1e3);
-
+    if ((st = cache_build(&cache, &f, &k, &v, c->data, c->cache_size))) goto out;
+    long long K = cache.K;
+    size_t per_l = cache.per_l, per_c = cache.per_c;
+    float *lat = cache.lat, *cctx = cache.ctx, *cpool = cache.pool;
     size_t nb = (size_t)B * per_l;
     float *hbuf = sd_malloc(sizeof(float) * nb * 2), tv[256], tid[6 * 256];
     if (!hbuf) { st = SD_ERR_NOMEM; goto out; }
@@ -458,11 +373,8 @@ sd_status train_teacher(const struct train_config *c) {
     sd_free(hbuf);
     if (!st) st = export_part(&r, &u.wt, "unet", "diffusion_pytorch_model.safetensors");
 out:
-    if (caps) for (int i = 0; i < CH; i++) sd_free(caps[i]);
-    sd_free(caps);
-    sd_free(host);
     sd_free(p);
-    arena_free(&cache);
+    cache_free(&cache);
     schedule_free(&sch);
     if (have_o) optim_free(&o);
     if (have_g) unet_free(&g);

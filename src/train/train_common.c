@@ -1,0 +1,102 @@
+/* train_common.c — see train_common.h. */
+#include <string.h>
+
+#include "train_common.h"
+
+void cond_free(struct cond *k) {
+    if (k->loaded1) clip_free(&k->te1);
+    if (k->loaded2) clip_free(&k->te2);
+    tokenizer_free(k->tok1);
+    tokenizer_free(k->tok2);
+}
+
+sd_status cond_load(struct cond *k, struct backend *be, const char *dir) {
+    memset(k, 0, sizeof *k);
+    static const char *const sub[4] = { "tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2" };
+    sd_status st = SD_OK;
+    for (int i = 0; i < 4 && !st; i++) {
+        char *p = sd_path_join(dir, sub[i]);
+        if (!p) return SD_ERR_NOMEM;
+        st = i == 0 ? tokenizer_load(&k->tok1, p) : i == 1 ? tokenizer_load(&k->tok2, p)
+           : i == 2 ? clip_load(&k->te1, be, p, 0) : clip_load(&k->te2, be, p, 1);
+        if (!st && i == 2) k->loaded1 = 1;
+        if (!st && i == 3) k->loaded2 = 1;
+        sd_free(p);
+    }
+    if (st) { cond_free(k); return st; }
+    k->L = tokenizer_max_length(k->tok1);
+    k->X = k->te1.cfg.hidden + k->te2.cfg.hidden;
+    k->P = k->te2.cfg.projection_dim;
+    return SD_OK;
+}
+
+/* ctx [n, L, X], pooled [n, P] for n captions. */
+sd_status cond_encode(struct cond *k, struct fwd *f, const char *const *caps, int n, float *ctx, float *pooled) {
+    struct backend *be = f->be;
+    size_t R = (size_t)n * k->L;
+    int64_t *ids = sd_malloc(sizeof(int64_t) * k->L);
+    int *i1 = sd_malloc(sizeof(int) * R), *i2 = sd_malloc(sizeof(int) * R);
+    sd_status st = ids && i1 && i2 ? SD_OK : SD_ERR_NOMEM;
+    for (int i = 0; i < n && !st; i++) {
+        if (!(st = tokenizer_encode(k->tok1, caps[i], ids, NULL)))
+            for (int j = 0; j < k->L; j++) i1[(size_t)i * k->L + j] = (int)ids[j];
+        if (!st && !(st = tokenizer_encode(k->tok2, caps[i], ids, NULL)))
+            for (int j = 0; j < k->L; j++) i2[(size_t)i * k->L + j] = (int)ids[j];
+    }
+    if (!st) {
+        uint64_t mk = arena_mark(f->ar);
+        float *p1 = fwd_alloc(f, R * k->te1.cfg.hidden), *p2 = fwd_alloc(f, R * k->te2.cfg.hidden);
+        clip_forward(f, &k->te1, i1, n, k->L, p1, NULL, NULL);
+        clip_forward(f, &k->te2, i2, n, k->L, p2, NULL, pooled);
+        be->ops->concat_channels(be, ctx, p1, k->te1.cfg.hidden, p2, k->te2.cfg.hidden, (int)R, 1);
+        st = backend_status(be);
+        arena_reset(f->ar, mk);
+    }
+    sd_free(ids); sd_free(i1); sd_free(i2);
+    return st;
+}
+
+
+sd_status cache_build(struct latent_cache *c, struct fwd *f, struct cond *k, const struct vae *v,
+                      const struct dataset *d, long long max_items) {
+    struct backend *be = f->be;
+    memset(c, 0, sizeof *c);
+    int S = dataset_resolution(d), s = vae_scale(v), h = S / s, C = v->cfg.latent_ch, L = k->L, X = k->X, P = k->P;
+    long long K = dataset_size(d);
+    if (max_items > 0 && max_items < K) K = max_items;
+    if (K > (1 << 20)) K = 1 << 20;
+    c->K = K; c->per_l = (size_t)C * h * h; c->per_c = (size_t)L * X; c->P = P; c->C = C; c->h = h;
+    struct arena_allocator al = backend_allocator(be);
+    arena_init(&c->mem, "latent cache", &al, 0);
+    SD_TRY(arena_reserve(&c->mem, (size_t)K * (c->per_l + c->per_c + P) * 4 + 3 * 64));
+    c->lat = arena_floats(&c->mem, K * c->per_l);
+    c->ctx = arena_floats(&c->mem, K * c->per_c);
+    c->pool = arena_floats(&c->mem, K * P);
+    enum { CH = 16 };
+    float *host = sd_malloc(sizeof(float) * CH * 3 * S * S);
+    char *caps[CH] = { 0 };
+    sd_status st = host ? SD_OK : SD_ERR_NOMEM;
+    for (int i = 0; i < CH && !st; i++) if (!(caps[i] = sd_malloc(DATASET_CAPTION_MAX))) st = SD_ERR_NOMEM;
+    double t0 = sd_now_ms();
+    for (long long i0 = 0; i0 < K && !st; i0 += CH) {
+        int n = (int)(K - i0 < CH ? K - i0 : CH);
+        uint64_t mk = arena_mark(f->ar);
+        for (int i = 0; i < n && !st; i++)
+            st = dataset_get(d, (long)(i0 + i), host + (size_t)i * 3 * S * S, NULL, caps[i], DATASET_CAPTION_MAX, NULL);
+        float *img = st ? NULL : fwd_alloc(f, (size_t)n * 3 * S * S);
+        if (!img) { if (!st) st = backend_status(be); break; }
+        be->ops->upload(be, img, host, (size_t)n * 3 * S * S * sizeof(float));
+        vae_encode(f, v, c->lat + i0 * c->per_l, img, n, S, S);
+        be->ops->axpby(be, c->lat + i0 * c->per_l, v->cfg.scaling_factor, c->lat + i0 * c->per_l, 0.0f, NULL,
+                       (long long)(n * c->per_l));
+        if (!st) st = cond_encode(k, f, (const char *const *)caps, n, c->ctx + i0 * c->per_c, c->pool + i0 * P);
+        arena_reset(f->ar, mk);
+    }
+    if (!st) LOG_I("cached %lld latents (%dx%dx%d) and captions in %.1f s", K, C, h, h, (sd_now_ms() - t0) / 1e3);
+    for (int i = 0; i < CH; i++) sd_free(caps[i]);
+    sd_free(host);
+    if (st) cache_free(c);
+    return st;
+}
+
+void cache_free(struct latent_cache *c) { arena_free(&c->mem); }

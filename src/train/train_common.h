@@ -1,0 +1,34 @@
+/* train_common.h — pieces shared by the trainers (not a public interface): frozen text
+ * conditioning and the cache of VAE latents + text embeddings of dataset items. */
+#ifndef SD_TRAIN_COMMON_H
+#define SD_TRAIN_COMMON_H
+
+#include "../model/clip.h"
+#include "../model/vae.h"
+#include "../text/tokenizer.h"
+#include "data.h"
+
+struct cond {                   /* frozen text conditioning */
+    struct tokenizer *tok1, *tok2;
+    struct clip te1, te2;
+    int loaded1, loaded2, L, X, P;
+};
+sd_status cond_load(struct cond *k, struct backend *be, const char *model_dir);
+void cond_free(struct cond *k);
+/* ctx [n, L, X], pooled [n, P] (backend memory) for n captions. */
+sd_status cond_encode(struct cond *k, struct fwd *f, const char *const *caps, int n, float *ctx, float *pooled);
+
+/* Latents (× scaling_factor) and conditioning of the first K dataset items, on the
+ * backend in one allocation. */
+struct latent_cache {
+    struct arena mem;
+    float *lat, *ctx, *pool;    /* [K, C, h, w], [K, L, X], [K, P] */
+    long long K;
+    size_t per_l, per_c;
+    int P, C, h;
+};
+sd_status cache_build(struct latent_cache *c, struct fwd *f, struct cond *k, const struct vae *v,
+                      const struct dataset *d, long long max_items);
+void cache_free(struct latent_cache *c);
+
+#endif
