@@ -250,6 +250,32 @@ static void test_folder(void) {
     ok(dataset_get(d, 0, NULL, NULL, NULL, 0, &it) == SD_ERR_INVALID, "folder has no attributes");
     dataset_free(d);
 
+    /* fail each allocation in turn: open + read + chw conversion free what they took */
+    int leaks = 0, n;
+    for (n = 1; n < 200; n++) {
+        size_t before = sd_alloc_live_bytes();
+        sd_fault_arm_alloc(n);
+        st = dataset_folder(&d, tmpdir, 32);
+        if (st == SD_OK) {
+            st = dataset_get(d, 1, chw, NULL, cap, sizeof cap, NULL);
+            dataset_free(d);
+        }
+        sd_fault_arm_alloc(0);
+        leaks += sd_alloc_live_bytes() != before;
+        if (st == SD_OK) break;
+    }
+    ok(leaks == 0 && n > 3 && n < 200, "allocation failures 1..%d: clean errors, no leaks", n - 1);
+    for (n = 1; n < 50; n++) {
+        size_t before = sd_alloc_live_bytes();
+        double m;
+        sd_fault_arm_alloc(n);
+        st = shapes_mmd2(ramp, 2, ramp, 2, 32, &m);
+        sd_fault_arm_alloc(0);
+        leaks += sd_alloc_live_bytes() != before;
+        if (st == SD_OK) break;
+    }
+    ok(leaks == 0 && n == 3, "shapes_mmd2 under allocation failure: no leaks");
+
     /* a corrupt PNG: valid signature and IHDR, truncated body -> error at read time */
     uint8_t *enc;
     size_t enc_len;
@@ -497,12 +523,30 @@ static void test_mmd(void) {
         shapes_render(&it, res, c + i * img, NULL);
     }
     shapes_mmd2(a, n, c, n, res, &circles);
-    diag("MMD^2 (%d vs %d at %d): dataset vs dataset %.4f, vs gray shapes %.4f, vs all circles "
-         "%.4f, vs noise %.4f", n, n, res, same, blur, circles, noise);
+    /* softness: the dataset images under a 3x3 box blur (what a weak VAE does) */
+    double soft;
+    for (int i = 0; i < n; i++)
+        for (int y = 0; y < res; y++)
+            for (int x = 0; x < res; x++)
+                for (int ch = 0; ch < 3; ch++) {
+                    int sum = 0, cnt = 0;
+                    for (int dy = -1; dy <= 1; dy++)
+                        for (int dx = -1; dx <= 1; dx++) {
+                            int yy = y + dy, xx = x + dx;
+                            if (yy < 0 || xx < 0 || yy >= res || xx >= res) continue;
+                            sum += b[i * img + (yy * res + xx) * 3 + ch];
+                            cnt++;
+                        }
+                    c[i * img + (y * res + x) * 3 + ch] = (uint8_t)((sum + cnt / 2) / cnt);
+                }
+    shapes_mmd2(a, n, c, n, res, &soft);
+    diag("MMD^2 (%d vs %d at %d): dataset vs dataset %.4f, vs blurred %.4f, vs gray shapes %.4f, "
+         "vs all circles %.4f, vs noise %.4f", n, n, res, same, soft, blur, circles, noise);
     ok(fabs(same) < 0.02, "MMD^2 between two dataset samples ~0 (%.4f)", same);
     ok(noise > 0.5 && noise > 50 * fabs(same), "MMD^2 against noise is large (%.3f)", noise);
     ok(blur > 0.1 && circles > 0.1 && blur < noise && circles < noise,
        "MMD^2 against gray or all-circle shapes in between (%.3f, %.3f)", blur, circles);
+    ok(soft > 0.02 && soft > 5 * fabs(same), "MMD^2 sees a 3x3 blur (%.3f)", soft);
     free(a); free(b); free(c);
     dataset_free(d);
 }

@@ -77,6 +77,10 @@ void unet_encode(struct fwd *f, const struct unet *m, struct unet_tape *tp, int 
                  const float *t, const float *ctx, const float *pooled, const float *time_ids,
                  int N, int H, int W, int Lk);
 void unet_decode(struct fwd *f, const struct unet *m, struct unet_tape *tp, float *out);
+/* Allocate the zeroed backward state (dskip, dtemb, dmid) on the arena.  decode_backward
+ * does it itself; call it directly to backpropagate from the mid block alone (a GAN
+ * head on unet_encode's features, no decode). */
+void unet_tape_begin_backward(struct fwd *f, const struct unet *m, struct unet_tape *tp);
 /* From dout [N, out_ch, H, W] to tp->dmid, tp->dskip, tp->dtemb; dctx (+=, may be NULL). */
 void unet_decode_backward(struct fwd *f, const struct unet *m, struct unet *g, struct unet_tape *tp,
                           const float *dout, float *dctx);

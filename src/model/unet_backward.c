@@ -10,21 +10,29 @@
 
 #define G_(g, field) ((g) ? &(g)->field : NULL)
 
-void unet_decode_backward(struct fwd *f, const struct unet *m, struct unet *g, struct unet_tape *tp,
-                          const float *dout, float *dctx) {
+void unet_tape_begin_backward(struct fwd *f, const struct unet *m, struct unet_tape *tp) {
     struct backend *be = f->be;
-    const struct unet_config *c = &m->cfg;
-    int n = c->nlevels, G = c->groups, N = tp->N, h = tp->out_h, w = tp->out_w, C = tp->out_c;
-    /* the gradients that outlive this call come first on the arena */
+    int N = tp->N;
+    /* the gradients that outlive the decode backward come first on the arena */
     for (int k = 0; k < tp->nskip; k++) {
         size_t sz = (size_t)N * tp->skip_c[k] * tp->skip_hw[k];
         tp->dskip[k] = fwd_alloc(f, sz);
         if (tp->dskip[k]) be->ops->zero(be, tp->dskip[k], sz * sizeof(float));
     }
+    size_t nm = (size_t)N * tp->mid_c * tp->mid_h * tp->mid_w;
     tp->dtemb = fwd_alloc(f, (size_t)N * m->temb_dim);
-    tp->dmid = fwd_alloc(f, (size_t)N * tp->mid_c * tp->mid_h * tp->mid_w);
+    tp->dmid = fwd_alloc(f, nm);
+    if (tp->dtemb) be->ops->zero(be, tp->dtemb, (size_t)N * m->temb_dim * sizeof(float));
+    if (tp->dmid) be->ops->zero(be, tp->dmid, nm * sizeof(float));
+}
+
+void unet_decode_backward(struct fwd *f, const struct unet *m, struct unet *g, struct unet_tape *tp,
+                          const float *dout, float *dctx) {
+    struct backend *be = f->be;
+    const struct unet_config *c = &m->cfg;
+    int n = c->nlevels, G = c->groups, N = tp->N, h = tp->out_h, w = tp->out_w, C = tp->out_c;
+    unet_tape_begin_backward(f, m, tp);
     if (!tp->dtemb || !tp->dmid) return;
-    be->ops->zero(be, tp->dtemb, (size_t)N * m->temb_dim * sizeof(float));
     uint64_t mk = arena_mark(f->ar);
 
     /* output head: out = conv_out(silu(GN(out_in))) */

@@ -1,0 +1,54 @@
+/* dmd2.h — DMD2 distillation (spec/dmd2.md): a few-step generator trained against a
+ * frozen teacher ("real score", with CFG) and a trainable "fake score" UNet with a GAN
+ * head on its mid-block features.
+ *
+ * One iteration (dmd2_step):
+ *   1. prompts = captions of a cached dataset batch; backward simulation (or, ablated,
+ *      real latents noised at a random step) makes the generator input x_t at t_k;
+ *   2. the generator predicts x0_gen;
+ *   3. every `ttur`-th iteration: generator update with L_DM (normalised (x0_fake −
+ *      x0_real) gradient) + gan_g·L_GAN_G, clipped, AdamW;
+ *   4. every iteration: fake-score update with the denoising loss on x0_gen +
+ *      gan_d·L_GAN_D (real latents vs x0_gen), one joint clip over UNet and head, AdamW.
+ * A stepper (open/step/save/close) so the daemon's worker can interleave iterations with
+ * generation; `sdxld train dmd2` drives the same code offline. */
+#ifndef SD_DMD2_H
+#define SD_DMD2_H
+
+#include "data.h"
+#include "optim.h"
+
+struct dmd2_config {
+    const char *teacher_dir;     /* model folder: teacher UNet, VAE, text encoders */
+    const char *generator_init;  /* NULL: the teacher's weights; else a UNet safetensors */
+    const char *out_dir;
+    int resume;
+    const struct dataset *data;  /* real images (latents) and captions (prompts) */
+    long long cache_size;
+    int batch, steps, ttur;
+    float lr_generator, lr_fake, guidance, gan_weight_g, gan_weight_d, clip;
+    int warmup;
+    int nsteps, timesteps[4];
+    int backward_simulation, gan;
+    int dm_min_t, dm_max_t;      /* 20, 980 */
+    uint64_t seed;
+    int checkpoint_every, sample_every, log_every;
+};
+
+struct dmd2_stats {
+    int step, generator_steps;
+    double dm, gan_g, fake, gan_d;    /* last values (dm/gan_g from the last generator step) */
+    double grad_generator, grad_fake;
+    const char *sample_path, *checkpoint_path;   /* written by this step, else NULL */
+};
+
+struct dmd2;
+sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c);
+/* One iteration; fills st.  SD_ERR_INVALID once all steps are done. */
+sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *st);
+/* A checkpoint now (path_out may be NULL) and the generator as OUT/generator.safetensors. */
+sd_status dmd2_save(struct dmd2 *d, char *path_out, size_t n);
+int dmd2_done(const struct dmd2 *d);
+void dmd2_close(struct dmd2 *d);
+
+#endif
