@@ -319,6 +319,23 @@ static sd_status joint_step(struct dmd2 *d, struct optimizer **os, int n, double
     return SD_OK;
 }
 
+double dmd2_dm_grad(const float *x, const float *x_fake, const float *x_real, int B, size_t per, float *grad) {
+    double loss = 0;
+    size_t n = (size_t)B * per;
+    for (int i = 0; i < B; i++) {
+        double w = 0;
+        for (size_t q = 0; q < per; q++) w += fabs((double)x[i * per + q] - x_real[i * per + q]);
+        w /= per;
+        for (size_t q = 0; q < per; q++) {
+            double g = ((double)x_fake[i * per + q] - x_real[i * per + q]) / w;
+            if (!isfinite(g)) g = 0;    /* nan_to_num */
+            loss += 0.5 * g * g;
+            grad[i * per + q] = (float)(g / n);
+        }
+    }
+    return loss / n;
+}
+
 static double softplus(double x) { return x > 30 ? x : log1p(exp(x)); }
 static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
@@ -424,19 +441,8 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
         be->ops->download(be, hx, x0, nb * 4);
         be->ops->download(be, hf, xf, nb * 4);
         be->ops->download(be, hr, xr, nb * 4);
-        double dm = 0;
-        for (int i = 0; i < B; i++) {
-            double w = 0;
-            for (size_t q = 0; q < d->per; q++) w += fabs(hx[i * d->per + q] - hr[i * d->per + q]);
-            w /= d->per;
-            for (size_t q = 0; q < d->per; q++) {
-                double g = (hf[i * d->per + q] - hr[i * d->per + q]) / w;
-                if (!isfinite(g)) g = 0;    /* nan_to_num */
-                dm += 0.5 * g * g;
-                hx[i * d->per + q] = (float)(g / nb);
-            }
-        }
-        d->dm = dm / nb;
+        double dm = dmd2_dm_grad(hx, hf, hr, B, d->per, hx);
+        d->dm = dm;
         be->ops->upload(be, dx0, hx, nb * 4);
         sd_free(hx);
         d->gan_g = 0;

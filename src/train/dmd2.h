@@ -42,6 +42,12 @@ struct dmd2_stats {
     const char *sample_path, *checkpoint_path;   /* written by this step, else NULL */
 };
 
+/* The distribution-matching gradient (§5): per sample g = (x0_fake − x0_real) / mean|x −
+ * x0_real| (non-finite → 0); grad = g / (B·per), the gradient of 0.5·mean((x −
+ * stopgrad(x − g))²) with respect to x.  Returns the loss 0.5·mean(g²).  grad may
+ * alias x.  Host memory. */
+double dmd2_dm_grad(const float *x, const float *x_fake, const float *x_real, int B, size_t per, float *grad);
+
 struct dmd2;
 sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c);
 /* One iteration; fills st.  SD_ERR_INVALID once all steps are done. */
