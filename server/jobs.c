@@ -402,11 +402,12 @@ json_t *jobs_list_json(struct jobs *js, int status_filter, int limit) {
     return json_pack("{s:o, s:I}", "jobs", arr, "total", (json_int_t)total);
 }
 
+/* Jobs can share an engine call when everything but prompt and seed is equal.  The
+ * whole struct is compared, so a field added to gen_params later (a sampler, guidance)
+ * separates batches without a change here; requests build their params from a zeroed
+ * struct, so unused entries compare equal. */
 static int compatible(const struct gen_params *a, const struct gen_params *b) {
-    if (a->width != b->width || a->height != b->height || a->nsteps != b->nsteps) return 0;
-    for (int i = 0; i < a->nsteps; i++)
-        if (a->timesteps[i] != b->timesteps[i]) return 0;
-    return !memcmp(a->time_ids, b->time_ids, sizeof a->time_ids);
+    return !memcmp(a, b, sizeof *a);
 }
 
 static int compatible_images_locked(struct jobs *js, const struct job *head, int cap) {

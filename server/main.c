@@ -18,6 +18,7 @@ static const struct {
     { "init",     cli_init,     "write a model folder with freshly initialised weights" },
     { "bench",    cli_bench,    "time each pipeline stage" },
     { "train-vae", cli_train_vae, "train a VAE (shapes dataset or an image folder)" },
+    { "eval-shapes", cli_eval_shapes, "attribute accuracy + MMD of a shapes model on the fixed prompt set" },
     { "train",    cli_train,    "train dmd2: DMD2 distillation of a 4-step generator" },
     { "train-teacher", cli_train_teacher, "train a diffusion teacher UNet (ε-prediction, CFG dropout)" },
 };

@@ -157,6 +157,12 @@ sd_status engine_check_params(const struct engine *e, const struct gen_params *p
         return sd_fail(SD_ERR_INVALID, "width %d must be a positive multiple of %d", p->width, s);
     if (p->height < s || p->height % s || p->height > 16384)
         return sd_fail(SD_ERR_INVALID, "height %d must be a positive multiple of %d", p->height, s);
+    if (p->sampler == GEN_SAMPLER_DDIM) {
+        if (p->nsteps < 1 || p->nsteps > e->sched.T) return sd_fail(SD_ERR_INVALID, "steps %d outside [1, %d]", p->nsteps, e->sched.T);
+        if (!(p->guidance >= 0 && p->guidance <= 100)) return sd_fail(SD_ERR_INVALID, "guidance outside [0, 100]");
+        return SD_OK;
+    }
+    if (p->sampler != GEN_SAMPLER_DMD2) return sd_fail(SD_ERR_INVALID, "unknown sampler");
     if (p->nsteps < 1 || p->nsteps > ENGINE_MAX_STEPS)
         return sd_fail(SD_ERR_INVALID, "steps %d outside [1, %d]", p->nsteps, ENGINE_MAX_STEPS);
     for (int k = 0; k < p->nsteps; k++)
@@ -350,7 +356,7 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     int *trunc = sd_calloc(n, sizeof(int));
     struct sd_rng *rngs = sd_malloc(sizeof *rngs * n);
     float *host = sd_malloc(sizeof(float) * (per > 3 * npix ? per : 3 * npix) * n);
-    float *tid = sd_malloc(sizeof(float) * 6 * n);
+    float *tid = sd_malloc(sizeof(float) * 6 * n), *tid2 = NULL;
     if (!prompts || !trunc || !rngs || !host || !tid) { st = SD_ERR_NOMEM; goto out; }
     for (int i = 0; i < n; i++) {
         prompts[i] = items[i].prompt ? items[i].prompt : "";
@@ -360,11 +366,19 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
         for (int k = 0; k < 6; k++)
             tid[i * 6 + k] = (float)(z ? (int[]){ p->height, p->width, 0, 0, p->height, p->width }[k] : p->time_ids[k]);
     }
-    float *ctx = fwd_alloc(&f, (size_t)n * L * X), *pooled = fwd_alloc(&f, (size_t)n * P);
+    int ddim = p->sampler == GEN_SAMPLER_DDIM, cfg = ddim && p->guidance > 1.0f;
+    float *ctx = fwd_alloc(&f, (size_t)(cfg ? 2 : 1) * n * L * X), *pooled = fwd_alloc(&f, (size_t)(cfg ? 2 : 1) * n * P);
     float *x = fwd_alloc(&f, per * n);
     struct engine_text et = { .truncated = trunc };
     if (!ctx || !pooled || !x) goto out;
     if ((st = encode_device(e, &f, prompts, n, ctx, pooled, &et))) goto out;
+    if (cfg) {   /* the unconditional half: all-zero embeddings (force_zeros_for_empty_prompt) */
+        be->ops->zero(be, ctx + (size_t)n * L * X, (size_t)n * L * X * sizeof(float));
+        be->ops->zero(be, pooled + (size_t)n * P, (size_t)n * P * sizeof(float));
+        if (!(tid2 = sd_malloc(sizeof(float) * 12 * n))) { st = SD_ERR_NOMEM; goto out; }
+        memcpy(tid2, tid, sizeof(float) * 6 * n);
+        memcpy(tid2 + 6 * n, tid, sizeof(float) * 6 * n);
+    }
     for (int i = 0; i < n; i++) items[i].truncated = trunc[i];
     be->ops->sync(be);
     t.text_ms = sd_now_ms() - t0;
@@ -380,8 +394,9 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
         .noise = gen_noise, .noise_ud = &g, .on_step = gen_step, .step_ud = &g,
         .trace_eps = trace ? trace->eps : NULL, .trace_denoised = trace ? trace->denoised : NULL,
     };
+    struct ddim_job dj = { e->unet, &e->sched, ctx, pooled, cfg ? tid2 : tid, n, h, w, L, p->nsteps, p->guidance };
     double t1 = sd_now_ms();
-    if ((st = sampler_run(&f, &j, x))) goto out;
+    if ((st = ddim ? sampler_ddim(&f, &dj, x) : sampler_run(&f, &j, x))) goto out;
     be->ops->sync(be);
     t.unet_ms = sd_now_ms() - t1;
 
@@ -409,6 +424,7 @@ out:
     sd_free(rngs);
     sd_free(host);
     sd_free(tid);
+    sd_free(tid2);
     return finish(e, st);
 }
 

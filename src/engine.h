@@ -34,10 +34,18 @@ struct engine_info {
 
 #define ENGINE_MAX_STEPS 16
 
+enum gen_sampler {
+    GEN_SAMPLER_DMD2 = 0,    /* the few-step DMD2/LCM loop over `timesteps` (the product) */
+    GEN_SAMPLER_DDIM,        /* deterministic DDIM over nsteps evenly spaced steps with CFG
+                                (`guidance`, null condition = zero embeddings): a teacher's sampler */
+};
+
 struct gen_params {
     int width, height;       /* pixels, multiples of vae_scale */
-    int nsteps;
-    int timesteps[ENGINE_MAX_STEPS]; /* strictly decreasing in [0, 999] */
+    int nsteps;              /* DMD2: 1..ENGINE_MAX_STEPS; DDIM: 1..1000 */
+    int timesteps[ENGINE_MAX_STEPS]; /* DMD2: strictly decreasing in [0, 999] */
+    enum gen_sampler sampler;
+    float guidance;          /* DDIM only; <= 1 disables CFG */
     int time_ids[6];         /* orig_h, orig_w, crop_top, crop_left, target_h, target_w;
                                 all zero = (H, W, 0, 0, H, W) */
 };

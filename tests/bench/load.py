@@ -22,7 +22,7 @@ import json
 import os
 import random
 import re
-import statistics
+import shutil
 import struct
 import sys
 import threading
@@ -155,7 +155,21 @@ def run(args):
                     if problem:
                         bad.append(problem)
 
+        probe = []
+
+        def prober():
+            # The HTTP threads must stay responsive while the worker is saturated.
+            while time.time() < stop_at:
+                t0 = time.time()
+                try:
+                    ok = c.get("/healthz", timeout=10).status == 200
+                except OSError:
+                    ok = False
+                probe.append((time.time() - t0) if ok else float("inf"))
+                time.sleep(0.1)
+
         ths = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
+        ths.append(threading.Thread(target=prober))
         for th in ths:
             th.start()
         for th in ths:
@@ -165,6 +179,8 @@ def run(args):
     finally:
         if daemon:
             rc = daemon.stop()
+            if rc == 0:
+                shutil.rmtree(daemon.tmp, ignore_errors=True)
     d = {k: after[k] - before[k] for k in after}
     ok200 = codes.get(200, 0)
     res = {
@@ -180,6 +196,8 @@ def run(args):
         "mean_queue_wait_ms": round(1e3 * d["sdxld_queue_wait_seconds_sum"] / d["sdxld_queue_wait_seconds_count"], 1)
         if d["sdxld_queue_wait_seconds_count"] else None,
         "engine_busy": round(d["sdxld_generation_seconds_sum"] / wall, 2),
+        "healthz_ms": {"p50": round(pct(probe, 50) * 1e3, 1), "p99": round(pct(probe, 99) * 1e3, 1),
+                       "failed": sum(1 for x in probe if x == float("inf"))},
     }
     if daemon:
         res["daemon_exit"] = rc

@@ -171,6 +171,10 @@ def main(t):
     with Daemon("--max_batch", "1", "--queue_max", "64", "--shutdown_timeout_s", "1", tmp=tmp) as d:
         checks.check_sigterm(t, d, d.client, d.log_text)
     check_auth(t, tmp)
+    if not t.failed:
+        shutil.rmtree(tmp, ignore_errors=True)   # kept on failure: the daemon logs are there
+    else:
+        t.diag(f"daemon logs kept in {tmp}")
 
 
 if __name__ == "__main__":

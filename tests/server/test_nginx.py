@@ -6,6 +6,7 @@ whole test is one SKIP (install the Debian package nginx-light or nginx).
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,10 @@ def main(t):
                 ng.wait(10)
             except subprocess.TimeoutExpired:
                 ng.kill()
+    if not t.failed:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        t.diag(f"daemon and nginx logs kept in {tmp}")
 
 
 if __name__ == "__main__":
