@@ -338,20 +338,24 @@ static enum MHD_Result on_generation_done(struct req *r) {
         "truncated", truncated));
 }
 
+/* Generation needs the model: before READY the defaults and size granularity are not
+ * known yet (the worker resolves them at load), after it the daemon is draining. */
+static int not_ready(struct req *r, enum MHD_Result *ret) {
+    int phase = atomic_load(&r->d->phase);
+    if (phase == PHASE_READY) return 0;
+    if (phase == PHASE_DRAINING || phase == PHASE_STOPPED) {
+        req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "30");
+        *ret = reply_error(r, 503, "shutting_down", NULL, "the daemon is shutting down");
+    } else {
+        req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "5");
+        *ret = reply_error(r, 503, "not_ready", NULL, "the model is still loading");
+    }
+    return 1;
+}
+
 static enum MHD_Result submit(struct req *r, struct gen_request *g, int async,
                               enum answer_kind kind) {
     struct sdxld *d = r->d;
-    int phase = atomic_load(&d->phase);
-    if (phase == PHASE_DRAINING || phase == PHASE_STOPPED) {
-        free(g->prompt);
-        req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "30");
-        return reply_error(r, 503, "shutting_down", NULL, "the daemon is shutting down");
-    }
-    if (phase != PHASE_READY) {
-        free(g->prompt);
-        req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "5");
-        return reply_error(r, 503, "not_ready", NULL, "the model is still loading");
-    }
     g->sync = !async;
     struct job *j = job_new_generate(g);
     if (!j) {
@@ -398,6 +402,8 @@ enum MHD_Result api_generate(struct req *r) {
     struct api_error e = { 0 };
     enum fmt fmt = FMT_DEFAULT;
     int async = 0;
+    enum MHD_Result ret;
+    if (not_ready(r, &ret)) return ret;
     if (parse_generate(r->d, r->json, &g, &fmt, &async, &e)) {
         free(g.prompt);
         return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);
@@ -410,6 +416,8 @@ enum MHD_Result api_generate(struct req *r) {
 enum MHD_Result api_images_generations(struct req *r) {
     struct gen_request g = { 0 };
     struct api_error e = { 0 };
+    enum MHD_Result ret;
+    if (not_ready(r, &ret)) return ret;
     if (parse_openai(r->d, r->json, &g, &e)) {
         free(g.prompt);
         return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);

@@ -121,6 +121,9 @@ int cli_bench(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     printf("\npeak RSS %.1f MiB, activation arena peak %.1f MiB\n", ru.ru_maxrss / 1024.0,
            info->scratch_bytes / 1048576.0);
+    if (info->device_peak_bytes)   /* backends that count their memory (cuda) */
+        printf("device memory held by sdxld: peak %.1f MiB, now %.1f MiB (weights %.1f MiB)\n",
+               info->device_peak_bytes / 1048576.0, info->device_bytes / 1048576.0, info->param_bytes / 1048576.0);
     rc = 0;
 done:
     sd_free(x); sd_free(out); sd_free(ctx); sd_free(pooled); sd_free(tid); sd_free(tv);

@@ -282,6 +282,14 @@ static void finish_locked(struct jobs *js, struct job *j, enum job_status st, co
         j->result = NULL;
     }
     metrics_job_done(js->metrics, st, st == JOB_SUCCEEDED ? j->req.n : 0);
+    /* Every job's end is in the log: sync ones also through their access-log line, so
+     * those are at debug level; cancellations are logged where they are decided. */
+    if (st == JOB_SUCCEEDED && j->req.sync)
+        LOG_D("job %s succeeded (%d image(s))", j->id, j->req.n);
+    else if (st == JOB_SUCCEEDED)
+        LOG_I("job %s succeeded (%d image(s), queued %.0f ms)", j->id, j->req.n, j->queue_ms);
+    else if (st == JOB_FAILED)
+        LOG_W("job %s failed: %s: %s", j->id, j->err_code, j->err_msg ? j->err_msg : "");
     emit_locked(js, j);
 }
 
@@ -391,9 +399,7 @@ json_t *jobs_list_json(struct jobs *js, int status_filter, int limit) {
     for (struct job *j = js->all_tail; j && n < limit; j = j->all_prev) {
         if (status_filter >= 0 && (int)j->status != status_filter) continue;
         json_t *o = job_to_json_locked(js, j, 0);
-        json_object_del(o, "result");
-        json_object_set_new(o, "result", j->status == JOB_SUCCEEDED ? json_string("see /v1/jobs/{id}")
-                                                                 : json_null());
+        json_object_del(o, "result");   /* the images are at /v1/jobs/{id} */
         json_array_append_new(arr, o);
         n++;
     }

@@ -51,19 +51,20 @@ static enum MHD_Result api_metrics(struct req *r) {
     int p = atomic_load(&d->phase);
     g.ready = p == PHASE_READY;
     g.draining = p == PHASE_DRAINING;
-    char model[256] = "";
+    char model[256] = "", backend[16];
     pthread_mutex_lock(&d->info_lock);
     if (d->have_info) {
         g.param_bytes = d->info.param_bytes;
         g.scratch_bytes = d->info.scratch_bytes;
         snprintf(model, sizeof model, "%s", d->info.model_name);
     }
+    snprintf(backend, sizeof backend, "%s", d->backend[0] ? d->backend : d->cfg.backend);
     pthread_mutex_unlock(&d->info_lock);
     g.rss_bytes = rss_bytes();
     g.start_time = d->start_time;
     g.version = SDXLD_VERSION;
     g.model = model;
-    g.backend = d->backend[0] ? d->backend : d->cfg.backend;
+    g.backend = backend;
     size_t len;
     char *text = metrics_render(d->metrics, &g, &len);
     if (!text) return reply_error(r, 503, "resource_exhausted", NULL, "out of memory");
@@ -78,6 +79,7 @@ static enum MHD_Result api_models(struct req *r) {
     struct sdxld *d = r->d;
     pthread_mutex_lock(&d->info_lock);
     json_t *data = json_array();
+    int loaded = d->have_info;
     if (d->have_info) {
         json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s, s:I, s:I, s:i, s:i}",
             "id", d->info.model_name, "object", "model", "owned_by", "sdxld",
@@ -89,7 +91,7 @@ static enum MHD_Result api_models(struct req *r) {
     }
     pthread_mutex_unlock(&d->info_lock);
     return reply_json(r, 200, json_pack("{s:s, s:o, s:s}", "object", "list", "data", data,
-                                        "status", d->have_info ? "loaded" : "loading"));
+                                        "status", loaded ? "loaded" : "loading"));
 }
 
 static enum MHD_Result api_not_implemented(struct req *r) {

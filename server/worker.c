@@ -205,7 +205,9 @@ failed:
     fatal(d, load_exit_code(st));
     return NULL;
 loaded:
+    pthread_mutex_lock(&d->info_lock);
     snprintf(d->backend, sizeof d->backend, "%s", ec.backend);
+    pthread_mutex_unlock(&d->info_lock);
     return e;
 }
 

@@ -55,6 +55,13 @@ static const char *base_name(const char *p) {
     return s;
 }
 
+/* Device memory figures for engine_info (backends without the optional ops report 0). */
+static void engine_mem_report(struct engine *e) {
+    const struct backend_ops *o = e->be->ops;
+    e->info.device_bytes = o->mem_in_use ? o->mem_in_use(e->be) : 0;
+    e->info.device_peak_bytes = o->mem_peak ? o->mem_peak(e->be) : 0;
+}
+
 /* Cross-checks between the parts' configs (spec/sdxl.md §8). */
 static sd_status check_consistency(struct engine *e) {
     const struct unet_config *u = &e->unet->cfg;
@@ -123,6 +130,7 @@ sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
     in->backend = e->be->name;
     in->param_bytes = arena_capacity(&e->te1.params) + arena_capacity(&e->te2.params) +
                       arena_capacity(&e->unet->params) + arena_capacity(&e->vae.params);
+    engine_mem_report(e);
     LOG_I("loaded %s on %s in %.0f ms: %.1f MiB of weights", in->model_name, in->backend,
           sd_now_ms() - t0, in->param_bytes / 1048576.0);
     *out = e;
@@ -177,6 +185,7 @@ static sd_status finish(struct engine *e, sd_status st) {
     e->be->err = SD_OK;
     arena_reset(&e->acts, 0);
     e->info.scratch_bytes = e->acts.peak;
+    engine_mem_report(e);
     return st ? st : bst;
 }
 

@@ -30,6 +30,8 @@ struct engine_info {
     const char *backend;
     size_t param_bytes;      /* weights resident */
     size_t scratch_bytes;    /* activation arena high-water mark */
+    size_t device_bytes;     /* backend memory held now, and the most held at once (weights, */
+    size_t device_peak_bytes;/* arenas, scratch); 0 where the backend does not count (cpu) */
 };
 
 #define ENGINE_MAX_STEPS 16

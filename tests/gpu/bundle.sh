@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# tests/gpu/bundle.sh [BUNDLE] — build the CUDA binaries here (a machine with nvcc but no
+# GPU) and pack what tests/gpu/run.sh needs into BUNDLE (default .gpu in the repository
+# root, listed in .git/info/exclude), small enough to travel to a lent GPU machine:
+#
+#   BUNDLE/server/sdxld, BUNDLE/tests/gpu/test_gpu_{ops,golden}   (same layout as a build)
+#   BUNDLE/lib/*.so*   every shared library they need that is neither glibc nor CUDA
+#                      (libmicrohttpd and its TLS stack, jansson, libpng, ...): the GPU
+#                      machine's image lacks some of them
+#
+# The binaries come from a separate build folder, build-gpu, configured with
+# -Dcuda=enabled -Dblas=disabled -Dsystemd=disabled: OpenBLAS alone (36 MB) would push the
+# working tree past the 64 MiB a device call carries.  cuBLAS, cuBLASLt and cuDNN are not
+# packed (about 1 GB); run.sh finds them on the GPU machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUNDLE=${1:-.gpu}
+BUILD=build-gpu
+
+if [ ! -f "$BUILD/build.ninja" ]; then
+    meson setup "$BUILD" -Dcuda=enabled -Dblas=disabled -Dsystemd=disabled
+fi
+ninja -C "$BUILD" server/sdxld tests/gpu/test_gpu_ops tests/gpu/test_gpu_golden
+
+rm -rf "$BUNDLE"
+mkdir -p "$BUNDLE/server" "$BUNDLE/tests/gpu" "$BUNDLE/lib"
+cp "$BUILD/server/sdxld" "$BUNDLE/server/"
+cp "$BUILD/tests/gpu/test_gpu_ops" "$BUILD/tests/gpu/test_gpu_golden" "$BUNDLE/tests/gpu/"
+
+# glibc, the compiler runtime and the CUDA libraries stay behind
+skip='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libresolv|libgcc_s|libstdc\+\+|libcuda|libcudart|libcublas|libcublasLt|libcudnn[a-z_]*|libnvrtc|libnvJitLink)\.so'
+for exe in "$BUNDLE/server/sdxld" "$BUNDLE"/tests/gpu/test_gpu_*; do
+    ldd "$exe" | awk '/=> \// { print $1, $3 }' | while read -r name path; do
+        if [[ ! "$name" =~ $skip ]] && [ ! -e "$BUNDLE/lib/$name" ]; then
+            cp -L "$path" "$BUNDLE/lib/$name"
+        fi
+    done
+done
+strip --strip-unneeded "$BUNDLE"/lib/*.so* 2>/dev/null || true
+
+if [ "$BUNDLE" = .gpu ] && ! grep -qx '/.gpu/' .git/info/exclude 2>/dev/null; then
+    mkdir -p .git/info
+    echo '/.gpu/' >> .git/info/exclude
+fi
+du -sh "$BUNDLE"
+ls "$BUNDLE/lib"
