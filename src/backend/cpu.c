@@ -197,7 +197,7 @@ static void cpu_layer_norm(struct backend *be, float *out, const float *inp, con
 
 /* ---- attention ---- */
 
-static void softmax_rows(float *s, int rows, int L, int causal_from) {
+void cpu_softmax_rows(float *s, int rows, int L, int causal_from) {
     for (int i = 0; i < rows; i++) {
         float *r = s + (size_t)i * L;
         int n = causal_from >= 0 ? causal_from + i + 1 : L;   /* keys 0..n-1 visible */
@@ -232,7 +232,7 @@ static void cpu_attention(struct backend *be, float *out, const float *q, const 
                 int rows = Lq - i0 < tile ? Lq - i0 : tile;
                 cpu_sgemm(be->threads, 0, 1, rows, Lk, D, scale, qn + (size_t)i0 * ldq, ldq, kn, ldk,
                           0.0f, s, Lk);
-                softmax_rows(s, rows, Lk, causal ? i0 : -1);
+                cpu_softmax_rows(s, rows, Lk, causal ? i0 : -1);
                 cpu_sgemm(be->threads, 0, 0, rows, D, Lk, 1.0f, s, Lk, vn, ldv, 0.0f,
                           on + (size_t)i0 * ldo, ldo);
             }

@@ -309,21 +309,6 @@ void cpu_layer_norm_backward(struct backend *be, float *dinp, float *dw, float *
 
 /* ---- attention ---- */
 
-/* The forward's row softmax (cpu.c), repeated so P is recomputed the same way. */
-static void softmax_rows(float *s, int rows, int L, int causal_from) {
-    for (int i = 0; i < rows; i++) {
-        float *r = s + (size_t)i * L;
-        int n = causal_from >= 0 ? causal_from + i + 1 : L;   /* keys 0..n-1 visible */
-        if (n > L) n = L;
-        float mx = -INFINITY;
-        for (int j = 0; j < n; j++) mx = r[j] > mx ? r[j] : mx;
-        double sum = 0;
-        for (int j = 0; j < n; j++) { r[j] = expf(r[j] - mx); sum += r[j]; }
-        float inv = (float)(1.0 / sum);
-        for (int j = 0; j < n; j++) r[j] *= inv;
-        for (int j = n; j < L; j++) r[j] = 0.0f;
-    }
-}
 
 void cpu_attention_backward(struct backend *be, float *dq, float *dk, float *dv, const float *dout,
                             const float *q, const float *k, const float *v, int N, int H, int Lq,
@@ -358,7 +343,7 @@ void cpu_attention_backward(struct backend *be, float *dq, float *dk, float *dv,
                 int L = causal && i0 + rows < Lk ? i0 + rows : Lk;
                 const float *qt = qn + (size_t)i0 * ldq, *ot = on + (size_t)i0 * ldo;
                 cpu_sgemm(be->threads, 0, 1, rows, L, D, scale, qt, ldq, kn, ldk, 0.0f, sp, L);
-                softmax_rows(sp, rows, L, causal ? i0 : -1);
+                cpu_softmax_rows(sp, rows, L, causal ? i0 : -1);
                 if (dvn)   /* dV[L, D] += Pᵀ·dO */
                     cpu_sgemm(be->threads, 1, 0, L, D, rows, 1.0f, sp, L, ot, ldo, 1.0f, dvn, ldv);
                 if (!dqn && !dkn) continue;

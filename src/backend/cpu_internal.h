@@ -15,6 +15,10 @@ void cpu_parallel(int nthreads, long long n, void (*fn)(void *ctx, long long lo,
 void cpu_sgemm(int nthreads, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/* Row softmax in place over L keys; causal_from >= 0 masks keys j > causal_from + i
+ * (row i).  Shared by the attention forward and backward so both see the same P. */
+void cpu_softmax_rows(float *s, int rows, int L, int causal_from);
+
 /* The pthreads fallback, always built so tests check it even when OpenBLAS is used. */
 void cpu_sgemm_blocked(int nthreads, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                        int lda, const float *B, int ldb, float beta, float *C, int ldc);

@@ -125,8 +125,10 @@ static void *dev_malloc(struct backend *be, size_t n, const char *what) {
     cudaError_t e = cudaMalloc(&p, n);
     if (e != cudaSuccess) {
         cudaGetLastError();
-        sd_fail(SD_ERR_NOMEM, "cuda: %s: cudaMalloc of %.1f MiB failed: %s (sdxld holds %.1f MiB)", what,
-                n / 1048576.0, cudaGetErrorString(e), c->in_use / 1048576.0);
+        /* out of memory, or a context already broken by an earlier fault */
+        sd_fail(e == cudaErrorMemoryAllocation ? SD_ERR_NOMEM : SD_ERR_CUDA,
+                "cuda: %s: cudaMalloc of %.1f MiB failed: %s (sdxld holds %.1f MiB)", what, n / 1048576.0,
+                cudaGetErrorString(e), c->in_use / 1048576.0);
         return NULL;
     }
     c->blocks[c->nblocks++] = (struct dev_block){ p, n };
@@ -155,7 +157,7 @@ static void *scratch(struct backend *be, struct scratch *s, size_t bytes, const 
     s->p = NULL;
     s->cap = 0;
     if (!(s->p = dev_malloc(be, bytes, op))) {
-        backend_set_error(be, SD_ERR_NOMEM, sd_last_error());
+        backend_set_error(be, SD_ERR_NOMEM, sd_last_error());   /* an op needs it: sticky */
         return NULL;
     }
     s->cap = bytes;

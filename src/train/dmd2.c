@@ -562,20 +562,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
                 snprintf(d->sample, sizeof d->sample, "%s/samples", c->out_dir);
                 mkdir(d->sample, 0755);
                 snprintf(d->sample, sizeof d->sample, "%s/samples/%07d.png", c->out_dir, d->step);
-                uint8_t *rgb = sd_malloc((size_t)n * 3 * d->S * d->S);
-                if (rgb) {
-                    int S = d->S;
-                    for (int i = 0; i < n; i++)
-                        for (int y = 0; y < S; y++)
-                            for (int xx = 0; xx < S; xx++)
-                                for (int ch = 0; ch < 3; ch++) {
-                                    float v = hbuf[(((size_t)i * 3 + ch) * S + y) * S + xx] * 0.5f + 0.5f;
-                                    v = v < 0 ? 0 : v > 1 ? 1 : v;
-                                    rgb[((size_t)y * n * S + (size_t)i * S + xx) * 3 + ch] = (uint8_t)nearbyintf(v * 255);
-                                }
-                    st = png_write_file(d->sample, rgb, n * S, S, NULL, 0);
-                    sd_free(rgb);
-                }
+                st = save_grid(d->sample, hbuf, n, d->S);
             }
         }
         (void)vsc;

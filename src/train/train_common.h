@@ -31,4 +31,7 @@ sd_status cache_build(struct latent_cache *c, struct fwd *f, struct cond *k, con
                       const struct dataset *d, long long max_items);
 void cache_free(struct latent_cache *c);
 
+/* Write n images [n, 3, S, S] (host, in [-1, 1]) side by side as one PNG. */
+sd_status save_grid(const char *path, const float *img, int n, int S);
+
 #endif

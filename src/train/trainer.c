@@ -61,23 +61,6 @@ static int report(struct run *r, int step, double loss, double gnorm, const char
     return c->progress ? c->progress(c->progress_ud, &p) : 0;
 }
 
-/* Write n images [n, 3, S, S] in [-1, 1] side by side as one PNG. */
-static sd_status save_grid(const char *path, const float *img, int n, int S) {
-    uint8_t *rgb = sd_malloc((size_t)n * S * S * 3);
-    if (!rgb) return SD_ERR_NOMEM;
-    for (int i = 0; i < n; i++)
-        for (int y = 0; y < S; y++)
-            for (int x = 0; x < S; x++)
-                for (int ch = 0; ch < 3; ch++) {
-                    float v = img[(((size_t)i * 3 + ch) * S + y) * S + x] * 0.5f + 0.5f;
-                    v = v < 0 ? 0 : v > 1 ? 1 : v;
-                    rgb[((size_t)y * n * S + (size_t)i * S + x) * 3 + ch] = (uint8_t)nearbyintf(v * 255.0f);
-                }
-    sd_status st = png_write_file(path, rgb, n * S, S, NULL, 0);
-    sd_free(rgb);
-    return st;
-}
-
 static sd_status save_checkpoint(struct run *r, const struct weight_table *wt, const struct optimizer *o, int step,
                                  char *path, size_t n) {
     struct ckpt_state s = { step, r->rng.seed, r->rng.offset, r->cursor, NULL };

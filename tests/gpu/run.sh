@@ -65,7 +65,7 @@ run_test() {   # name, time limit (s)
     local pass fail
     pass=$(grep -c '^ok ' "$LOG/$name.log")
     fail=$(grep -c '^not ok ' "$LOG/$name.log")
-    grep -E '^not ok|^#' "$LOG/$name.log" | head -40
+    grep -E '^not ok|^#|^1\.\.0|^Bail' "$LOG/$name.log" | head -40
     if [ $rc -eq 0 ]; then
         note "$(printf '%-12s PASS  %3d ok, %d not ok (%ds)' "$name" "$pass" "$fail" $(( $(date +%s) - t )))"
     else
@@ -82,8 +82,8 @@ if [ ! -f "$MODEL/unet/diffusion_pytorch_model.safetensors" ]; then
     timeout 200 "$B/server/sdxld" init --from conf/models/sdxl-base --tokenizers-from tests/data/tiny-sdxl-a \
         --out "$MODEL" --dtype F16 > "$LOG/init.log" 2>&1
     rc=$?
-    if [ $rc -eq 0 ]; then note "$(printf 'init         PASS  SDXL-size F16 model in %ds' $(( $(date +%s) - t )))"
-    else note "init         FAIL  exit $rc (log init.log)"; tail -5 "$LOG/init.log"; status=1; fi
+    if [ $rc -eq 0 ]; then note "$(printf '%-12s PASS  SDXL-size F16 model in %ds' init $(( $(date +%s) - t )))"
+    else note "$(printf '%-12s FAIL  exit %d (log init.log)' init $rc)"; tail -5 "$LOG/init.log"; status=1; fi
 fi
 
 # ---- 3. the benchmark ----
@@ -92,15 +92,16 @@ for batch in 1 4 8; do
     case $batch in 1) rep=3 ;; 4) rep=2 ;; *) rep=1 ;; esac
     [ -f "$MODEL/unet/diffusion_pytorch_model.safetensors" ] || break
     left=$(( 540 - $(elapsed) ))
-    if [ $left -lt 30 ]; then note "bench b$batch   SKIPPED (time budget spent)"; status=1; continue; fi
+    if [ $left -lt 30 ]; then note "$(printf '%-12s SKIPPED (time budget spent)' "bench b$batch")"; status=1; continue; fi
     lim=$(( left < 150 ? left : 150 ))
     timeout "$lim" "$B/server/sdxld" bench --model "$MODEL" --backend cuda --width 1024 --height 1024 \
         --batch $batch --steps 4 --repeat $rep > "$LOG/bench$batch.log" 2>&1
     rc=$?
     if [ $rc -ne 0 ]; then
-        note "bench b$batch   FAIL  exit $rc (log bench$batch.log)"; tail -5 "$LOG/bench$batch.log"; status=1; continue
+        note "$(printf '%-12s FAIL  exit %d (log bench%d.log)' "bench b$batch" $rc $batch)"; tail -5 "$LOG/bench$batch.log"; status=1; continue
     fi
     cat "$LOG/bench$batch.log"
+    note "$(printf '%-12s PASS' "bench b$batch")"
     # | stage | batch | size | best ms | mean ms |  -> best ms per stage
     get() { awk -F'|' -v s="$1" '$2 ~ s { gsub(/ /, "", $5); print $5 }' "$LOG/bench$batch.log" | head -1; }
     text=$(get "text encoders"); unet=$(get "unet"); vae=$(get "vae decode"); e2e=$(get "end-to-end")
