@@ -2,8 +2,9 @@
  *
  * Conventions: B = batch; every tensor [B, C, h, w] latent-shaped; per-sample timesteps
  * live in host arrays and per-sample scalings are applied one sample at a time.  The
- * activation arena is reset at the end of each phase; the generator's x0 of the
- * iteration is kept in its own buffer (it feeds both updates). */
+ * activation arena is reset at the start of each iteration and after each phase; the
+ * iteration's prompts, generator input and x0_gen are allocated first, so they outlive
+ * the phases (x0_gen feeds both updates). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,7 +12,6 @@
 #include <sys/stat.h>
 
 #include "../core/rng.h"
-#include "../io/png.h"
 #include "../model/unet.h"
 #include "../sample/sampler.h"
 #include "checkpoint.h"
@@ -125,7 +125,6 @@ struct dmd2 {
     float tid[6 * 2 * MAXB];
     int S, h, C, L, X, P;
     size_t per;
-    float *x0;                   /* [B, C, h, w]: this iteration's generator output */
     double dm, gan_g, fake_l, gan_d;
     char sample[4096], ckpt[4096];
 };
@@ -276,11 +275,6 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     d->loaded[11] = 1;
     sd_rng_init(&d->rng, c->seed);
     if ((st = cache_build(&d->cache, &d->f, &d->k, &d->v, c->data, c->cache_size))) goto fail;
-    if (!(d->x0 = arena_floats(&d->cache.mem, 0)) && 0) goto fail;
-    {   /* a persistent buffer for x0_gen, outside the per-phase arena resets */
-        struct arena_allocator al2 = backend_allocator(d->be);
-        (void)al2;
-    }
     for (int i = 0; i < 2 * MAXB; i++) {
         float t6[6] = { (float)d->S, (float)d->S, 0, 0, (float)d->S, (float)d->S };
         memcpy(d->tid + 6 * i, t6, sizeof t6);
@@ -541,7 +535,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
 
     /* samples and checkpoints */
     if (c->sample_every > 0 && (d->step % c->sample_every == 0 || d->step == c->steps)) {
-        int n = B < 8 ? B : 8, vsc = vae_scale(&d->v);
+        int n = B < 8 ? B : 8;
         uint64_t mk = arena_mark(f->ar);
         float *x = fwd_alloc(f, (size_t)n * d->per), *img = fwd_alloc(f, (size_t)n * 3 * d->S * d->S);
         float *hbuf = sd_malloc(sizeof(float) * ((size_t)n * 3 * d->S * d->S + (size_t)n * d->per));
@@ -565,7 +559,6 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
                 st = save_grid(d->sample, hbuf, n, d->S);
             }
         }
-        (void)vsc;
         sd_free(hbuf);
         arena_reset(f->ar, mk);
         if (st) return st;
