@@ -108,7 +108,7 @@ for batch in 1 4 8; do
     load=$(sed -n 's/.*load \([0-9]*\) ms.*/\1/p' "$LOG/bench$batch.log" | head -1)
     peak=$(sed -n 's/.*peak \([0-9.]*\) MiB, now.*/\1/p' "$LOG/bench$batch.log" | head -1)
     ips=$(awk -v e="$e2e" -v b=$batch 'BEGIN { if (e > 0) printf "%.2f", b * 1000 / e; else print "-" }')
-    rows+=("$(printf '| %5d | %8s | %10s | %9s | %13s | %6s | %9s | %9s |' $batch "${text:--}" "${unet:--}" "${vae:--}" "${e2e:--}" "$ips" "${peak:--}" "${load:--}")")
+    rows+=("$(printf '| %5d | %8s | %10s | %10s | %13s | %6s | %9s | %9s |' $batch "${text:--}" "${unet:--}" "${vae:--}" "${e2e:--}" "$ips" "${peak:--}" "${load:--}")")
 done
 
 # ---- the table ----
@@ -119,7 +119,7 @@ if [ ${#rows[@]} -gt 0 ]; then
     echo
     echo "sdxld bench --backend cuda, 1024x1024, 4 steps, fp32 storage + TF32 (best ms of the repeats)"
     echo "| batch | text ms  | unet/step  | vae decode | e2e 4-step ms | img/s  | peak MiB  | load ms   |"
-    echo "|-------|----------|------------|-----------|---------------|--------|-----------|-----------|"
+    echo "|-------|----------|------------|------------|---------------|--------|-----------|-----------|"
     for r in "${rows[@]}"; do echo "$r"; done
 fi
 { for s in "${SUMMARY[@]}"; do echo "$s"; done; for r in "${rows[@]}"; do echo "$r"; done; } > "$LOG/summary.txt"
