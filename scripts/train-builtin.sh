@@ -3,13 +3,16 @@
 #   1. a fresh model folder of the shapes-small configs (sdxld init; text encoders stay
 #      frozen at their random initialisation: fixed random features of the token ids),
 #   2. train the VAE on the shapes dataset (64×64 images -> 16×16×4 latents),
+#      (norm_num_groups 8, not 32: with 32 groups over 32 channels GroupNorm is an
+#      instance norm that discards each channel's absolute level, and the first VAE
+#      trained so could not tell the shapes' colours apart),
 #   3. train the teacher UNet on VAE latents with CFG dropout,
 #   4. assemble OUT/ (diffusers layout) with the trained VAE and UNet.
 # Usage: scripts/train-builtin.sh OUT [VAE_STEPS] [TEACHER_STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: train-builtin.sh OUT [VAE_STEPS] [TEACHER_STEPS]}
-VAE_STEPS=${2:-400} TEACHER_STEPS=${3:-2000}
+VAE_STEPS=${2:-800} TEACHER_STEPS=${3:-1500}
 BIN=${SDXLD:-build/server/sdxld}
 WORK=$OUT.work
 mkdir -p "$WORK"
@@ -17,7 +20,7 @@ t0=$(date +%s)
 "$BIN" init --from tests/data/tiny-sdxl-a --config conf/models/shapes-small/unet/config.json \
     --vae-config conf/models/shapes-small/vae/config.json --out "$WORK/init" --seed 1
 "$BIN" train-vae --model "$WORK/init" --out "$WORK/vae" --steps "$VAE_STEPS" --batch 8 --resolution 64 \
-    --lr 1e-3 --warmup 50 --kl-weight 1e-4 --sample-every 100 --checkpoint-every 200 --log-every 25
+    --lr 1e-3 --warmup 50 --kl-weight 1e-4 --sample-every 100 --checkpoint-every 100 --log-every 25
 t1=$(date +%s)
 rm -rf "$WORK/stage2" && cp -r "$WORK/init" "$WORK/stage2"
 cp "$WORK/vae/vae/diffusion_pytorch_model.safetensors" "$WORK/stage2/vae/"

@@ -18,6 +18,8 @@ import time
 BIN = os.environ.get("SDXLD_BIN", "build/server/sdxld")
 DATA = os.environ.get("SDXLD_TEST_DATA", "tests/data")
 MODEL = os.path.join(DATA, "tiny-sdxl-a")
+# Slow builds (sanitizers, valgrind) may stretch every wait in the tests by this factor.
+SCALE = float(os.environ.get("SDXLD_TEST_TIMEOUT_SCALE", "1"))
 
 
 class TAP:
@@ -85,6 +87,7 @@ class Client:
         self.host, self.port, self.token = host, port, token
 
     def request(self, method, path, body=None, headers=None, timeout=120, token=None):
+        timeout *= SCALE
         h = {}
         tok = token if token is not None else self.token
         if tok:
@@ -118,7 +121,7 @@ class Client:
         return self.post("/v1/generate", fields)
 
     def wait_job(self, job_id, timeout=60, want=("succeeded", "failed", "cancelled")):
-        end = time.time() + timeout
+        end = time.time() + timeout * SCALE
         while time.time() < end:
             r = self.get(f"/v1/jobs/{job_id}?b64_json=false")
             if r.status == 200 and r.json()["status"] in want:
