@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cli_util.h"
@@ -120,7 +121,8 @@ int cli_encode(int argc, char **argv) {
         }
         return usage_err("encode", argv[i]);
     }
-    if (!c.ec.model_dir || !prompts_path || !c.out) return usage_err("encode", "--model/--prompts/--out");
+    if (!c.ec.model_dir) c.ec.model_dir = cli_default_model();
+    if (!prompts_path || !c.out) return usage_err("encode", "--prompts/--out");
     char **prompts;
     int n;
     if (cli_read_prompts(prompts_path, &prompts, &n)) return cli_fail("prompts");
@@ -309,4 +311,25 @@ out:
     st_close(&f);
     engine_free(e);
     return rc;
+}
+
+/* The built-in model: $SDXLD_MODEL, else models/shapes-small next to the build tree
+ * (build/server/sdxld -> ../../models), else the installed copy under the data dir. */
+const char *cli_default_model(void) {
+    static char buf[8192];
+    const char *env = getenv("SDXLD_MODEL");
+    if (env && *env) return env;
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        struct stat sb;
+        snprintf(buf, sizeof buf, "%s/../../models/shapes-small", exe);
+        char probe[4200];
+        snprintf(probe, sizeof probe, "%s/model_index.json", buf);
+        if (!stat(probe, &sb)) return buf;
+    }
+    return SDXLD_DATADIR "/models/shapes-small";
 }

@@ -53,11 +53,12 @@ int cli_generate(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "--help")) {
-            printf("sdxld generate --model DIR [--unet FILE] (--prompts P.json | --prompt TEXT)\n"
+            printf("sdxld generate [--model DIR] [--unet FILE] (--prompts P.json | --prompt TEXT)\n"
                    "               [--width W] [--height H] [--seed S] [--steps N] [--timesteps 999,749,...]\n"
                    "               [--time-ids OH,OW,CT,CL,TH,TW] [--noise IN.safetensors]\n"
                    "               [--out-tensor OUT.safetensors] [-o image.png ...] [--backend cpu] [--threads N]\n"
-                   "image i uses seed+i; with one -o and several images, files are numbered name-i.png\n");
+                   "image i uses seed+i; with one -o and several images, files are numbered name-i.png;\n"
+                   "without --model the built-in model (%s) is used\n", cli_default_model());
             return 0;
         }
         if (i + 1 >= argc) { fprintf(stderr, "sdxld generate: option %s needs a value\n", a); return 2; }
@@ -81,8 +82,9 @@ int cli_generate(int argc, char **argv) {
             if (parse_ints(v, tid, 6) != 6) { fprintf(stderr, "sdxld generate: --time-ids needs 6 integers\n"); return 2; }
         } else { fprintf(stderr, "sdxld generate: unknown option '%s'\n", a); return 2; }
     }
-    if (!ec.model_dir || (!prompts_path && !prompt)) {
-        fprintf(stderr, "sdxld generate: need --model and --prompts or --prompt (see --help)\n");
+    if (!ec.model_dir) ec.model_dir = cli_default_model();
+    if (!prompts_path && !prompt) {
+        fprintf(stderr, "sdxld generate: need --prompts or --prompt (see --help)\n");
         return 2;
     }
     if (!nout && !out_tensor) { fprintf(stderr, "sdxld generate: nothing to write: give -o and/or --out-tensor\n"); return 2; }

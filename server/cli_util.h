@@ -13,6 +13,8 @@ float *cli_tensor(const struct st_file *f, const char *name, int ndim, int64_t *
 /* A JSON array of strings (or a file with one). */
 int cli_read_prompts(const char *path, char ***prompts, int *n);
 void cli_free_prompts(char **prompts, int n);
-int cli_fail(const char *what);  /* prints "sdxld: what: last error", returns 1 */
+int cli_fail(const char *what);
+/* The built-in model folder used when no --model is given. */
+const char *cli_default_model(void);  /* prints "sdxld: what: last error", returns 1 */
 
 #endif
