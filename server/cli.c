@@ -327,7 +327,7 @@ const char *cli_default_model(void) {
         if (slash) *slash = 0;
         struct stat sb;
         snprintf(buf, sizeof buf, "%s/../../models/shapes-small", exe);
-        char probe[4200];
+        char probe[8300];
         snprintf(probe, sizeof probe, "%s/model_index.json", buf);
         if (!stat(probe, &sb)) return buf;
     }
