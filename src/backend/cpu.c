@@ -78,9 +78,26 @@ static void cpu_gemm(struct backend *be, int ta, int tb, int M, int N, int K, fl
 static void cpu_linear(struct backend *be, float *out, const float *inp, const float *w,
                        const float *b, int R, int nin, int nout) {
     BAIL(be);
-    if (b)
-        for (int r = 0; r < R; r++) memcpy(out + (size_t)r * nout, b, sizeof(float) * nout);
-    cpu_sgemm(be->threads, 0, 1, R, nout, nin, 1.0f, inp, nin, w, nin, b ? 1.0f : 0.0f, out, nout);
+    /* Batch invariance: an image's pixels must not depend on what it is batched with,
+     * but BLAS picks different kernels (and summation orders) for different M.  So every
+     * GEMM here has exactly LINEAR_ROWS rows; a short tail is padded through scratch. */
+    enum { LINEAR_ROWS = 256 };
+    for (int r0 = 0; r0 < R; r0 += LINEAR_ROWS) {
+        int rows = R - r0 < LINEAR_ROWS ? R - r0 : LINEAR_ROWS;
+        const float *x = inp + (size_t)r0 * nin;
+        float *y = out + (size_t)r0 * nout;
+        if (rows < LINEAR_ROWS) {
+            float *sx = scratch(be, (size_t)LINEAR_ROWS * (nin + nout));
+            if (!sx) return;
+            memcpy(sx, x, sizeof(float) * rows * nin);
+            memset(sx + (size_t)rows * nin, 0, sizeof(float) * (LINEAR_ROWS - rows) * nin);
+            x = sx;
+            y = sx + (size_t)LINEAR_ROWS * nin;
+        }
+        for (int r = 0; b && r < LINEAR_ROWS; r++) memcpy(y + (size_t)r * nout, b, sizeof(float) * nout);
+        cpu_sgemm(be->threads, 0, 1, LINEAR_ROWS, nout, nin, 1.0f, x, nin, w, nin, b ? 1.0f : 0.0f, y, nout);
+        if (rows < LINEAR_ROWS) memcpy(out + (size_t)r0 * nout, y, sizeof(float) * rows * nout);
+    }
 }
 
 struct im2col_ctx {
