@@ -123,14 +123,11 @@ def check_batching(t, c):
     multi = (n_after - n_before) - (le1_after - le1_before)
     t.ok(multi > 0, "concurrent compatible requests ran as a batch of more than one image",
          f"batches {n_after - n_before}, of them single {le1_after - le1_before}")
-    # Known engine bug (reported): with OpenBLAS the CPU backend's results depend on the
-    # batch size in the last bit (about one pixel in 10^4 differs by one level); the
-    # built-in GEMM (-Dblas=disabled) is batch-invariant.  A mismatch is reported as a
-    # TAP TODO (visible, not fatal) until the engine is fixed; remove the todo then.
+    # Regression: with OpenBLAS the CPU linear layers once rounded differently per batch
+    # size (fixed: fixed-size GEMM row blocks in src/backend/cpu.c).
     same = not errs and all(together.get(s) == alone[s] for s in seeds)
     t.ok(same, "batched images are byte-identical to the same requests run alone",
-         errs or [s for s in seeds if together.get(s) != alone[s]],
-         todo=None if same else "engine: batch-size-dependent rounding with OpenBLAS (1 pixel off by 1)")
+         errs or [s for s in seeds if together.get(s) != alone[s]])
 
 
 def check_openai(t, c):
