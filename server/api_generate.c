@@ -22,16 +22,7 @@
 
 enum fmt { FMT_DEFAULT, FMT_PNG, FMT_B64 };
 
-struct api_error {
-    unsigned http;
-    const char *code;
-    char field[64];
-    char msg[256];
-};
-
-static int fail(struct api_error *e, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(struct api_error *e, const char *field, const char *fmt, ...) {
+int api_fail(struct api_error *e, const char *field, const char *fmt, ...) {
     e->http = 400;
     e->code = "invalid_argument";
     snprintf(e->field, sizeof e->field, "%s", field ? field : "");
@@ -42,7 +33,7 @@ static int fail(struct api_error *e, const char *field, const char *fmt, ...) {
     return -1;
 }
 
-static const char *json_type_name(const json_t *v) {
+const char *api_json_type(const json_t *v) {
     switch (json_typeof(v)) {
     case JSON_OBJECT: return "an object";
     case JSON_ARRAY: return "an array";
@@ -55,25 +46,25 @@ static const char *json_type_name(const json_t *v) {
     return "?";
 }
 
-static int get_int(json_t *v, const char *field, long long lo, long long hi, long long *out,
+int api_get_int(json_t *v, const char *field, long long lo, long long hi, long long *out,
                    struct api_error *e) {
     if (!json_is_integer(v))
-        return fail(e, field, "%s: expected an integer, got %s", field, json_type_name(v));
+        return api_fail(e, field, "%s: expected an integer, got %s", field, api_json_type(v));
     long long x = json_integer_value(v);
     if (x < lo || x > hi)
-        return fail(e, field, "%s: %lld is out of range %lld..%lld", field, x, lo, hi);
+        return api_fail(e, field, "%s: %lld is out of range %lld..%lld", field, x, lo, hi);
     *out = x;
     return 0;
 }
 
-static int check_unknown(json_t *body, const char *const *known, struct api_error *e) {
+int api_check_unknown(json_t *body, const char *const *known, struct api_error *e) {
     const char *key;
     json_t *v;
     json_object_foreach(body, key, v) {
         int ok = 0;
         for (const char *const *k = known; *k; k++)
             if (!strcmp(*k, key)) { ok = 1; break; }
-        if (!ok) return fail(e, key, "unknown field '%s'", key);
+        if (!ok) return api_fail(e, key, "unknown field '%s'", key);
     }
     return 0;
 }
@@ -82,9 +73,9 @@ static int check_size(const struct sdxld *d, const char *field, int v, int max,
                       struct api_error *e) {
     int m = d->size_multiple > 0 ? d->size_multiple : 8;
     if (v < m || v > max)
-        return fail(e, field, "%s: %d is out of range %d..%d", field, v, m, max);
+        return api_fail(e, field, "%s: %d is out of range %d..%d", field, v, m, max);
     if (v % m)
-        return fail(e, field, "%s: %d is not a multiple of %d", field, v, m);
+        return api_fail(e, field, "%s: %d is not a multiple of %d", field, v, m);
     return 0;
 }
 
@@ -100,11 +91,11 @@ static uint64_t random_seed(void) {
 
 static int parse_prompt(json_t *body, struct gen_request *g, struct api_error *e) {
     json_t *v = json_object_get(body, "prompt");
-    if (!v) return fail(e, "prompt", "prompt: required");
+    if (!v) return api_fail(e, "prompt", "prompt: required");
     if (!json_is_string(v))
-        return fail(e, "prompt", "prompt: expected a string, got %s", json_type_name(v));
+        return api_fail(e, "prompt", "prompt: expected a string, got %s", api_json_type(v));
     g->prompt = strdup(json_string_value(v));
-    if (!g->prompt) return fail(e, "prompt", "prompt: out of memory");
+    if (!g->prompt) return api_fail(e, "prompt", "prompt: out of memory");
     return 0;
 }
 
@@ -114,55 +105,55 @@ static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, 
     static const char *const known[] = { "prompt", "n", "width", "height", "seed", "steps",
                                          "timesteps", "response_format", "async", NULL };
     const struct sdxld_config *c = &d->cfg;
-    if (check_unknown(body, known, e)) return -1;
+    if (api_check_unknown(body, known, e)) return -1;
     if (parse_prompt(body, g, e)) return -1;
     long long x;
     json_t *v;
     g->n = 1;
     if ((v = json_object_get(body, "n"))) {
-        if (get_int(v, "n", 1, c->max_n, &x, e)) return -1;
+        if (api_get_int(v, "n", 1, c->max_n, &x, e)) return -1;
         g->n = (int)x;
     }
     g->params.width = d->default_width;
     g->params.height = d->default_height;
     if ((v = json_object_get(body, "width"))) {
-        if (get_int(v, "width", 0, 1 << 30, &x, e) ||
+        if (api_get_int(v, "width", 0, 1 << 30, &x, e) ||
             check_size(d, "width", (int)x, c->max_width, e)) return -1;
         g->params.width = (int)x;
     }
     if ((v = json_object_get(body, "height"))) {
-        if (get_int(v, "height", 0, 1 << 30, &x, e) ||
+        if (api_get_int(v, "height", 0, 1 << 30, &x, e) ||
             check_size(d, "height", (int)x, c->max_height, e)) return -1;
         g->params.height = (int)x;
     }
     if ((v = json_object_get(body, "seed"))) {
-        if (get_int(v, "seed", 0, SEED_MAX, &x, e)) return -1;
+        if (api_get_int(v, "seed", 0, SEED_MAX, &x, e)) return -1;
         g->seed = (uint64_t)x;
     } else {
         g->seed = random_seed();
     }
     /* image i uses seed + i: keep the last one within 0..2^63-1 too */
     if (g->seed > (uint64_t)SEED_MAX - (uint64_t)(g->n - 1))
-        return fail(e, "seed", "seed: seed + n - 1 must not exceed 2^63-1");
+        return api_fail(e, "seed", "seed: seed + n - 1 must not exceed 2^63-1");
     int steps = 0;
     if ((v = json_object_get(body, "steps"))) {
-        if (get_int(v, "steps", 1, MAX_STEPS, &x, e)) return -1;
+        if (api_get_int(v, "steps", 1, MAX_STEPS, &x, e)) return -1;
         steps = (int)x;
     }
     if ((v = json_object_get(body, "timesteps"))) {
         if (!json_is_array(v))
-            return fail(e, "timesteps", "timesteps: expected an array of integers, got %s",
-                        json_type_name(v));
+            return api_fail(e, "timesteps", "timesteps: expected an array of integers, got %s",
+                        api_json_type(v));
         size_t n = json_array_size(v);
         if (n < 1 || n > MAX_STEPS)
-            return fail(e, "timesteps", "timesteps: needs 1..%d entries, got %zu", MAX_STEPS, n);
+            return api_fail(e, "timesteps", "timesteps: needs 1..%d entries, got %zu", MAX_STEPS, n);
         if (steps && (size_t)steps != n)
-            return fail(e, "timesteps", "timesteps: %zu entries but steps is %d", n, steps);
+            return api_fail(e, "timesteps", "timesteps: %zu entries but steps is %d", n, steps);
         for (size_t i = 0; i < n; i++) {
             json_t *t = json_array_get(v, i);
-            if (get_int(t, "timesteps", 0, 999, &x, e)) return -1;
+            if (api_get_int(t, "timesteps", 0, 999, &x, e)) return -1;
             if (i && x >= g->params.timesteps[i - 1])
-                return fail(e, "timesteps", "timesteps: must be strictly decreasing (%lld after %d)",
+                return api_fail(e, "timesteps", "timesteps: must be strictly decreasing (%lld after %d)",
                             x, g->params.timesteps[i - 1]);
             g->params.timesteps[i] = (int)x;
         }
@@ -174,20 +165,20 @@ static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, 
     *fmt = FMT_DEFAULT;
     if ((v = json_object_get(body, "response_format"))) {
         const char *s = json_string_value(v);
-        if (!s) return fail(e, "response_format", "response_format: expected \"png\" or "
-                            "\"b64_json\", got %s", json_type_name(v));
+        if (!s) return api_fail(e, "response_format", "response_format: expected \"png\" or "
+                            "\"b64_json\", got %s", api_json_type(v));
         if (!strcmp(s, "png")) *fmt = FMT_PNG;
         else if (!strcmp(s, "b64_json")) *fmt = FMT_B64;
-        else return fail(e, "response_format", "response_format: '%s' is not \"png\" or \"b64_json\"", s);
+        else return api_fail(e, "response_format", "response_format: '%s' is not \"png\" or \"b64_json\"", s);
     }
     *async = 0;
     if ((v = json_object_get(body, "async"))) {
         if (!json_is_boolean(v))
-            return fail(e, "async", "async: expected a boolean, got %s", json_type_name(v));
+            return api_fail(e, "async", "async: expected a boolean, got %s", api_json_type(v));
         *async = json_is_true(v);
     }
     if (*fmt == FMT_PNG && g->n > 1 && !*async)
-        return fail(e, "response_format", "response_format: \"png\" returns one image; use "
+        return api_fail(e, "response_format", "response_format: \"png\" returns one image; use "
                     "\"b64_json\" for n > 1 (or async and GET /v1/jobs/{id}/images/{i})");
     return 0;
 }
@@ -199,24 +190,24 @@ static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
     static const char *const known[] = { "prompt", "n", "size", "response_format", "user",
                                          "model", NULL };
     const struct sdxld_config *c = &d->cfg;
-    if (check_unknown(body, known, e)) return -1;
+    if (api_check_unknown(body, known, e)) return -1;
     if (parse_prompt(body, g, e)) return -1;
     long long x;
     json_t *v;
     g->n = 1;
     if ((v = json_object_get(body, "n"))) {
-        if (get_int(v, "n", 1, c->max_n, &x, e)) return -1;
+        if (api_get_int(v, "n", 1, c->max_n, &x, e)) return -1;
         g->n = (int)x;
     }
     g->params.width = d->default_width;
     g->params.height = d->default_height;
     if ((v = json_object_get(body, "size"))) {
         const char *s = json_string_value(v);
-        if (!s) return fail(e, "size", "size: expected a string \"WIDTHxHEIGHT\", got %s",
-                            json_type_name(v));
+        if (!s) return api_fail(e, "size", "size: expected a string \"WIDTHxHEIGHT\", got %s",
+                            api_json_type(v));
         int w, h, used = 0;
         if (sscanf(s, "%5dx%5d%n", &w, &h, &used) != 2 || s[used] || s[0] < '0' || s[0] > '9')
-            return fail(e, "size", "size: '%s' is not \"WIDTHxHEIGHT\"", s);
+            return api_fail(e, "size", "size: '%s' is not \"WIDTHxHEIGHT\"", s);
         if (check_size(d, "size", w, c->max_width, e) || check_size(d, "size", h, c->max_height, e))
             return -1;
         g->params.width = w;
@@ -225,13 +216,13 @@ static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
     if ((v = json_object_get(body, "response_format"))) {
         const char *s = json_string_value(v);
         if (!s || strcmp(s, "b64_json"))
-            return fail(e, "response_format", "response_format: only \"b64_json\" is supported "
+            return api_fail(e, "response_format", "response_format: only \"b64_json\" is supported "
                         "(images are not stored at URLs)");
     }
     if ((v = json_object_get(body, "user")) && !json_is_string(v))
-        return fail(e, "user", "user: expected a string, got %s", json_type_name(v));
+        return api_fail(e, "user", "user: expected a string, got %s", api_json_type(v));
     if ((v = json_object_get(body, "model")) && !json_is_string(v))
-        return fail(e, "model", "model: expected a string, got %s", json_type_name(v));
+        return api_fail(e, "model", "model: expected a string, got %s", api_json_type(v));
     g->seed = random_seed();
     if (g->seed > (uint64_t)SEED_MAX - (uint64_t)g->n) g->seed -= (uint64_t)g->n;
     g->params.nsteps = c->default_steps;
@@ -340,7 +331,7 @@ static enum MHD_Result on_generation_done(struct req *r) {
 
 /* Generation needs the model: before READY the defaults and size granularity are not
  * known yet (the worker resolves them at load), after it the daemon is draining. */
-static int not_ready(struct req *r, enum MHD_Result *ret) {
+int api_not_ready(struct req *r, enum MHD_Result *ret) {
     int phase = atomic_load(&r->d->phase);
     if (phase == PHASE_READY) return 0;
     if (phase == PHASE_DRAINING || phase == PHASE_STOPPED) {
@@ -363,8 +354,9 @@ static enum MHD_Result submit(struct req *r, struct gen_request *g, int async,
         return reply_error(r, 503, "resource_exhausted", NULL, "out of memory");
     }
     int pos = 0;
-    switch (jobs_submit(d->jobs, j, &pos)) {
+    switch (jobs_submit(d->jobs, j, &pos, NULL)) {
     case SUBMIT_OK:
+    case SUBMIT_CONFLICT:   /* training jobs only */
         break;
     case SUBMIT_FULL: {
         jobs_unref(d->jobs, j);
@@ -403,7 +395,7 @@ enum MHD_Result api_generate(struct req *r) {
     enum fmt fmt = FMT_DEFAULT;
     int async = 0;
     enum MHD_Result ret;
-    if (not_ready(r, &ret)) return ret;
+    if (api_not_ready(r, &ret)) return ret;
     if (parse_generate(r->d, r->json, &g, &fmt, &async, &e)) {
         free(g.prompt);
         return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);
@@ -417,7 +409,7 @@ enum MHD_Result api_images_generations(struct req *r) {
     struct gen_request g = { 0 };
     struct api_error e = { 0 };
     enum MHD_Result ret;
-    if (not_ready(r, &ret)) return ret;
+    if (api_not_ready(r, &ret)) return ret;
     if (parse_openai(r->d, r->json, &g, &e)) {
         free(g.prompt);
         return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "engine.h"
+#include "jobs.h"
 
 #define SDXLD_VERSION "0.1.0"
 
@@ -47,6 +48,8 @@ struct sdxld {
     int have_info;
     struct engine_info info;   /* copied from the engine after load and after batches */
     char backend[16];          /* the backend actually in use */
+    char generator[CFG_STR_MAX]; /* the served UNet file ("" = the model folder's own):
+                                  * cfg.unet, then what POST /v1/models/load loaded */
 
     /* Request defaults and bounds resolved against the model once it is loaded
      * (written by the worker before PHASE_READY, read-only afterwards). */
@@ -62,5 +65,29 @@ void sdxld_status(struct sdxld *d, const char *fmt, ...) __attribute__((format(p
 /* worker.c: the thread that owns the device, plus the PNG encoders. */
 int worker_start(struct sdxld *d);     /* 0, or -1 (threads could not start) */
 void worker_join(struct sdxld *d);     /* after jobs_stop / jobs_cancel_all */
+
+/* worker_train.c: the worker's side of training jobs and model loads (worker thread). */
+struct dmd2;
+struct dataset;
+struct train_run {
+    struct job *job;           /* the training job (one reference), NULL when idle */
+    struct dmd2 *t;
+    struct dataset *data;
+    double t0_ms;              /* monotonic ms when this session's first iteration began */
+    int start_step;            /* the iteration this session started from */
+    int last_ckpt_step;        /* step of the newest checkpoint on disk, -1 = none */
+};
+/* Open the run of training job j (the worker's reference is taken over); on failure the
+ * job fails and the run stays idle. */
+void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j);
+/* One iteration; the job succeeds after the last one and fails on an error.  *fatal is
+ * set on a device error (the context may be poisoned). */
+void train_run_step(struct sdxld *d, struct train_run *tr, int *fatal);
+/* Stop: a final checkpoint (unless the job is already final), the job ends cancelled. */
+void train_run_stop(struct sdxld *d, struct train_run *tr);
+/* The daemon stops: close the run without writing anything. */
+void train_run_free(struct sdxld *d, struct train_run *tr);
+/* Swap the served UNet for load job j's file (the worker's reference is taken over). */
+void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j);
 
 #endif

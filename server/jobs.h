@@ -8,6 +8,12 @@
  * when the last of them lets go — a client that disconnects cannot free a job the
  * worker is using, and the worker cannot free one a client is reading.
  *
+ * Three kinds of job share this machinery.  Generation jobs wait in the queue and are
+ * batched.  Training jobs (JOB_TRAIN) wait in their own queue, one runs at a time, and
+ * the worker advances it one iteration at a time whenever no generation is waiting.
+ * Model loads (JOB_LOAD) are internal: not in the table, they carry a POST
+ * /v1/models/load to the worker, which runs them between batches.
+ *
  * Every state or progress change appends one event (a JSON snapshot of the job) to the
  * job's event log and wakes the job's waiters; SSE streams replay the log, sync
  * requests wait for the final state.
@@ -31,9 +37,9 @@ struct metrics;
 struct metrics_gauges;
 
 enum job_status { JOB_QUEUED, JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED };
-enum job_kind { JOB_GENERATE, JOB_TRAIN };
+enum job_kind { JOB_GENERATE, JOB_TRAIN, JOB_LOAD };
 
-#define JOB_ID_LEN 24          /* "gen_" + 20 hex digits */
+#define JOB_ID_LEN 26          /* "gen_" / "train_" / "load_" + 20 hex digits */
 #define JOB_MAX_IMAGES 64
 
 static inline int job_status_final(enum job_status s) { return s >= JOB_SUCCEEDED; }
@@ -65,12 +71,62 @@ struct gen_request {
     int sync;                  /* a client waits on its connection */
 };
 
+/* What a training job asks for (validated and resolved by api_train.c; immutable once
+ * submitted, so the worker reads it without the lock).  Paths are absolute, resolved
+ * under `root` (the real path of data_root); reports show them relative to it. */
+struct train_request {
+    char *teacher;             /* model folder */
+    char *generator_init;      /* UNet file, NULL = the teacher's UNet */
+    char *out;                 /* run directory (created by the worker if missing) */
+    char *data;                /* image folder, NULL = the built-in shapes dataset */
+    char *root;
+    int resume;                /* continue OUT from its latest checkpoint */
+    int steps, batch, ttur, resolution, warmup, log_every, checkpoint_every, sample_every;
+    long long cache_size;
+    float lr_generator, lr_fake, guidance, gan_weight_g, gan_weight_d, clip;
+    int nsteps, timesteps[4];
+    int backward_simulation, gan;
+    uint64_t seed;
+    char *echo;                /* the effective request as JSON text, for GET detail */
+};
+
+struct train_ckpt { int step; char *path; };
+
+/* A training job's request and progress (progress guarded by the jobs lock). */
+struct train_state {
+    struct train_request req;
+    int step, generator_steps, resumed_step;   /* resumed_step -1: a fresh run */
+    int have_losses;
+    double dm, gan_g, fake, gan_d, grad_generator, grad_fake, it_per_s, eta_s;
+    char **samples;            /* paths shown relative to data_root */
+    int nsamples, cap_samples;
+    struct train_ckpt *ckpts;
+    int nckpts, cap_ckpts;
+    char *generator;           /* OUT/generator.safetensors once one was written */
+    int stop;                  /* stop asked for: checkpoint, then end cancelled */
+    char stop_code[32];
+    int stop_http;
+    char *stop_msg;
+};
+
+/* What progress a training iteration reports (the worker fills it from dmd2_stats). */
+struct train_update {
+    int has_losses;                    /* 0: only step and checkpoint are new */
+    int step, generator_steps;
+    double dm, gan_g, fake, gan_d, grad_generator, grad_fake, it_per_s, eta_s;
+    const char *sample, *checkpoint;   /* absolute paths written by this step, or NULL */
+    int emit;                          /* append an event (a logged step) */
+};
+
 struct job {
     char id[JOB_ID_LEN + 1];
     enum job_kind kind;
     enum job_status status;
     int refs;
     struct gen_request req;
+    struct train_state *train; /* JOB_TRAIN only */
+    char *load_path;           /* JOB_LOAD: the absolute path of the generator to load */
+    char *load_shown;          /*           and as the client wrote it */
 
     double created_at, started_at, finished_at;   /* unix seconds, 0 = not yet */
     double t_submit_ms;                           /* monotonic, for the batch window */
@@ -118,10 +174,18 @@ void jobs_unlock(struct jobs *js);
 /* A new generation job (not yet submitted) holding one reference for the caller.
  * Takes ownership of req->prompt.  NULL on allocation failure. */
 struct job *job_new_generate(struct gen_request *req);
+/* A new training job; takes ownership of the strings in *req (also on failure). */
+struct job *job_new_train(struct train_request *req);
+/* A new model-load job; copies the strings. */
+struct job *job_new_load(const char *path, const char *shown);
+void train_request_free(struct train_request *r);
 
-enum submit_result { SUBMIT_OK, SUBMIT_FULL, SUBMIT_DRAINING };
-/* Queue a job; the caller keeps its reference.  *queue_position = 1-based place. */
-enum submit_result jobs_submit(struct jobs *js, struct job *j, int *queue_position);
+enum submit_result { SUBMIT_OK, SUBMIT_FULL, SUBMIT_DRAINING, SUBMIT_CONFLICT };
+/* Queue a job; the caller keeps its reference.  *queue_position = 1-based place in its
+ * kind's queue.  SUBMIT_CONFLICT: a training job for the same run directory is queued
+ * or running (its id in conflict_id, if not NULL). */
+enum submit_result jobs_submit(struct jobs *js, struct job *j, int *queue_position,
+                               char *conflict_id);
 /* Seconds a client refused with 429 should wait, estimated from recent batch times. */
 int jobs_retry_after_s(struct jobs *js);
 
@@ -131,7 +195,9 @@ void jobs_ref_locked(struct job *j);
 void jobs_unref(struct jobs *js, struct job *j);
 void jobs_unref_locked(struct jobs *js, struct job *j);
 
-/* Cancel a queued or running job; -1 if it already finished. */
+/* Cancel a queued or running job; -1 if it already finished.  A running training job
+ * is not final at once: it is asked to stop, and the worker ends it (cancelled) after
+ * writing a final checkpoint, so callers wait for the final state. */
 int jobs_cancel_locked(struct jobs *js, struct job *j, const char *code, int http,
                        const char *msg);
 int jobs_cancel(struct jobs *js, struct job *j, const char *code, int http, const char *msg);
@@ -150,9 +216,17 @@ json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail);
 /* Recent jobs, newest first; status_filter -1 for all. */
 json_t *jobs_list_json(struct jobs *js, int status_filter, int limit);
 
-/* Worker side.  jobs_next_batch blocks until a batch is ready (0) or the queue is
- * stopping and empty (-1).  The batch holds one reference per slice. */
-int jobs_next_batch(struct jobs *js, struct batch *b);
+/* Worker side.  jobs_next_work blocks until there is something to do, in this order:
+ * a model load (between batches, never in the middle of a sliced job); stopping the
+ * training job `training` (the worker's, NULL if none) when it was asked to stop or was
+ * cancelled; a generation batch (the batch holds one reference per slice); one more
+ * iteration of `training`; starting the next queued training job.  WORK_STOP once the
+ * daemon stops and nothing is left.  For WORK_LOAD and WORK_TRAIN_START *job gets a
+ * reference for the worker, and the job is running. */
+enum work_kind { WORK_STOP, WORK_BATCH, WORK_LOAD, WORK_TRAIN_START, WORK_TRAIN_STEP,
+                 WORK_TRAIN_STOP };
+enum work_kind jobs_next_work(struct jobs *js, struct batch *b, struct job *training,
+                              struct job **job);
 /* Progress after sampler step `step` of `total`; returns non-zero when the engine should
  * stop (every job of the batch is finished/cancelled, or a forced stop). */
 int jobs_batch_progress(struct jobs *js, struct batch *b, int step, int total);
@@ -168,9 +242,23 @@ void jobs_store_images(struct jobs *js, struct job *j, int first, int count,
 void jobs_fail(struct jobs *js, struct job *j, const char *code, int http, const char *msg);
 void jobs_batch_release(struct jobs *js, struct batch *b);
 
+/* Training progress from the worker: the step, losses, new sample and checkpoint. */
+void jobs_train_update(struct jobs *js, struct job *j, const struct train_update *u);
+/* The training job ends: SUCCEEDED, FAILED (code, http, field, msg), or CANCELLED
+ * after a stop: then the stop's reason is the error, with msg (if not NULL) appended.
+ * No-op if it is already final. */
+void jobs_train_finish(struct jobs *js, struct job *j, enum job_status st, const char *code,
+                       int http, const char *field, const char *msg);
+/* A model load ends: SUCCEEDED, or FAILED with code, http status and message. */
+void jobs_load_finish(struct jobs *js, struct job *j, sd_status st, const char *code, int http,
+                      const char *msg);
+/* Drain: cancel queued training jobs and ask the running one to stop (it writes a final
+ * checkpoint and ends cancelled with this reason). */
+void jobs_stop_training(struct jobs *js, const char *code, int http, const char *msg);
+
 /* Lifecycle. */
 void jobs_set_accepting(struct jobs *js, int accepting);
-int jobs_busy(struct jobs *js);           /* queued or running jobs */
+int jobs_busy(struct jobs *js);           /* queued or running jobs of any kind */
 void jobs_cancel_all(struct jobs *js, const char *code, int http, const char *msg);
 void jobs_stop(struct jobs *js);          /* worker returns -1 once the queue is empty */
 

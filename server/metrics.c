@@ -5,6 +5,7 @@
  * powers of two up to the largest max_batch. */
 #include "metrics.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -177,6 +178,39 @@ static void gauge(struct sbuf *b, const char *name, const char *help, double v) 
     sb_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name, name, v);
 }
 
+/* A sample value: the text format spells non-finite values NaN, +Inf, -Inf. */
+static void sb_value(struct sbuf *b, double v) {
+    if (isnan(v)) sb_printf(b, "NaN\n");
+    else if (isinf(v)) sb_printf(b, "%sInf\n", v > 0 ? "+" : "-");
+    else sb_printf(b, "%.17g\n", v);
+}
+
+/* Training progress: the running training job, else the last one. */
+static void render_train(struct sbuf *b, const struct metrics_gauges *g) {
+    gauge(b, "sdxld_train_running", "1 while a training job runs.", g->train_running);
+    gauge(b, "sdxld_train_step", "Iterations done by the running (else the last) training job.",
+          g->train_step);
+    gauge(b, "sdxld_train_total_steps", "Iterations the running (else the last) training job asks for.",
+          g->train_total_steps);
+    gauge(b, "sdxld_train_generator_steps", "Generator updates of the running (else the last) "
+          "training job.", g->train_generator_steps);
+    gauge(b, "sdxld_train_iterations_per_second", "Training iterations per second (wall clock, "
+          "generations in between included).", g->train_it_per_s);
+    static const char *losses[] = { "dm", "gan_g", "fake", "gan_d" }, *nets[] = { "generator", "fake" };
+    sb_printf(b, "# HELP sdxld_train_loss Last value of each training loss.\n"
+                 "# TYPE sdxld_train_loss gauge\n");
+    for (int i = 0; i < 4; i++) {
+        sb_printf(b, "sdxld_train_loss{loss=\"%s\"} ", losses[i]);
+        sb_value(b, g->train_loss[i]);
+    }
+    sb_printf(b, "# HELP sdxld_train_grad_norm Last gradient norm (before clipping) of each "
+                 "trained network.\n# TYPE sdxld_train_grad_norm gauge\n");
+    for (int i = 0; i < 2; i++) {
+        sb_printf(b, "sdxld_train_grad_norm{net=\"%s\"} ", nets[i]);
+        sb_value(b, g->train_grad[i]);
+    }
+}
+
 char *metrics_render(struct metrics *m, const struct metrics_gauges *g, size_t *len) {
     struct sbuf b = { malloc(8192), 0, 8192, 0 };
     if (!b.p) return NULL;
@@ -208,6 +242,7 @@ char *metrics_render(struct metrics *m, const struct metrics_gauges *g, size_t *
               g->param_bytes, g->scratch_bytes);
     gauge(&b, "sdxld_process_resident_memory_bytes", "Resident set size of the process.",
           (double)g->rss_bytes);
+    if (g->train_seen) render_train(&b, g);
 
     pthread_mutex_lock(&m->lock);
     sb_printf(&b, "# HELP sdxld_http_requests_total HTTP requests by route and status code.\n"

@@ -23,6 +23,11 @@ struct metrics_gauges {
     size_t rss_bytes;                   /* this process */
     double start_time;                  /* unix seconds */
     const char *version, *model, *backend;
+    /* the running training job, else the last one (train_seen 0: none yet) */
+    int train_seen, train_running;
+    double train_step, train_total_steps, train_generator_steps, train_it_per_s;
+    double train_loss[4];               /* dm, gan_g, fake, gan_d (NaN before the first step) */
+    double train_grad[2];               /* generator, fake */
 };
 
 /* route_labels[i] = "METHOD PATTERN" strings for routes 0..nroutes-1; they must outlive

@@ -1,12 +1,9 @@
-/* routes.c — the route table and the handlers for jobs, operations and the endpoints
- * that later work fills in.
+/* routes.c — the route table and the handlers for jobs and operations (generation is
+ * in api_generate.c, training and model loading in api_train.c).
  *
  * One static table: method, path pattern, handler, body limit (0 = no body; > 0 = a JSON
  * object of at most that many bytes), auth level.  http.c enforces limits, content
- * type, auth and parsing from it; /metrics labels requests by its patterns.
- *
- * Training and model swapping (/v1/train, /v1/models/load) belong to later issues; until
- * then they answer 501 with the standard error body rather than pretend. */
+ * type, auth and parsing from it; /metrics labels requests by its patterns. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,9 +78,10 @@ static enum MHD_Result api_models(struct req *r) {
     json_t *data = json_array();
     int loaded = d->have_info;
     if (d->have_info) {
-        json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s, s:I, s:I, s:i, s:i}",
+        const char *gen = d->generator[0] ? d->generator : NULL;
+        json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s, s:I, s:I, s:i, s:i}",
             "id", d->info.model_name, "object", "model", "owned_by", "sdxld",
-            "path", d->cfg.model, "unet", d->cfg.unet[0] ? d->cfg.unet : NULL,
+            "path", d->cfg.model, "generator", gen, "unet", gen,
             "backend", d->backend, "param_bytes", (json_int_t)d->info.param_bytes,
             "scratch_bytes", (json_int_t)d->info.scratch_bytes,
             "latent_channels", d->info.latent_channels, "max_tokens", d->info.max_tokens);
@@ -92,11 +90,6 @@ static enum MHD_Result api_models(struct req *r) {
     pthread_mutex_unlock(&d->info_lock);
     return reply_json(r, 200, json_pack("{s:s, s:o, s:s}", "object", "list", "data", data,
                                         "status", loaded ? "loaded" : "loading"));
-}
-
-static enum MHD_Result api_not_implemented(struct req *r) {
-    return reply_error(r, 501, "not_implemented", NULL,
-                       "%s %s is not implemented in this version of sdxld", r->method, r->path);
 }
 
 /* ---- jobs ---- */
@@ -162,13 +155,29 @@ static enum MHD_Result api_job_get(struct req *r) {
     return reply_json(r, 200, o);
 }
 
-static enum MHD_Result api_job_cancel(struct req *r) {
-    struct job *j = find_job(r);
-    if (!j) return no_job(r);
+static enum MHD_Result on_cancel_final(struct req *r) {
+    jobs_lock(r->d->jobs);
+    json_t *o = job_to_json_locked(r->d->jobs, r->job, 0);
+    int final = job_status_final(r->job->status);
+    jobs_unlock(r->d->jobs);
+    if (!final) {   /* the daemon stops under us */
+        json_decref(o);
+        return reply_error(r, 503, "shutting_down", NULL, "the daemon is shutting down");
+    }
+    return reply_json(r, 200, o);
+}
+
+enum MHD_Result api_cancel_job(struct req *r, struct job *j) {
     jobs_lock(r->d->jobs);
     enum MHD_Result ret;
     if (jobs_cancel_locked(r->d->jobs, j, "cancelled", 409, "cancelled by a client request") == 0) {
-        LOG_I("job %s cancelled by request", j->id);
+        LOG_I("job %s %s by request", j->id, job_status_final(j->status) ? "cancelled" : "stopping");
+        if (!job_status_final(j->status)) {
+            /* A training run stops at its next iteration, after a final checkpoint:
+             * answer with the job once that is done (the request parks, no thread). */
+            jobs_unlock(r->d->jobs);
+            return req_wait_job(r, j, 0, on_cancel_final);
+        }
         json_t *o = job_to_json_locked(r->d->jobs, j, 0);
         jobs_unlock(r->d->jobs);
         ret = reply_json(r, 200, o);
@@ -179,6 +188,19 @@ static enum MHD_Result api_job_cancel(struct req *r) {
     }
     jobs_unref(r->d->jobs, j);
     return ret;
+}
+
+static enum MHD_Result api_job_cancel(struct req *r) {
+    struct job *j = find_job(r);
+    if (!j) return no_job(r);
+    /* Stopping a training run is an admin action, whichever path it comes through. */
+    if (j->kind == JOB_TRAIN &&
+        auth_check(r->d->auth, AUTH_ADMIN, req_header(r, MHD_HTTP_HEADER_AUTHORIZATION))) {
+        jobs_unref(r->d->jobs, j);
+        return reply_error(r, 401, "unauthorized", NULL,
+                           "a valid admin bearer token is required to stop a training job");
+    }
+    return api_cancel_job(r, j);
 }
 
 static enum MHD_Result api_job_events(struct req *r) {
@@ -203,6 +225,11 @@ static enum MHD_Result api_job_image(struct req *r) {
         return reply_error(r, 404, "not_found", NULL, "no image '%s'", r->params[1]);
     struct job *j = find_job(r);
     if (!j) return no_job(r);
+    if (j->kind != JOB_GENERATE) {
+        jobs_unref(r->d->jobs, j);
+        return reply_error(r, 404, "not_found", NULL, "job %s is a training job: it has no images "
+                           "(its samples are files under data_root)", r->params[0]);
+    }
     jobs_lock(r->d->jobs);
     struct job_result *res = jobs_result_ref_locked(j);
     enum job_status st = j->status;
@@ -248,11 +275,11 @@ const struct route sdxld_routes[] = {
     { "GET",    "/v1/jobs/*/images/*",       api_job_image,          0,       AUTH_API,   0 },
     { "GET",    "/v1/config",                api_config,             0,       AUTH_API,   0 },
     { "GET",    "/v1/models",                api_models,             0,       AUTH_API,   0 },
-    { "POST",   "/v1/models/load",           api_not_implemented,    KB(16),  AUTH_ADMIN, 0 },
-    { "POST",   "/v1/train",                 api_not_implemented,    KB(64),  AUTH_ADMIN, 0 },
-    { "GET",    "/v1/train/*",               api_not_implemented,    0,       AUTH_API,   0 },
-    { "DELETE", "/v1/train/*",               api_not_implemented,    0,       AUTH_ADMIN, 0 },
-    { "GET",    "/v1/train/*/events",        api_not_implemented,    0,       AUTH_API,   0 },
+    { "POST",   "/v1/models/load",           api_models_load,        KB(16),  AUTH_ADMIN, 0 },
+    { "POST",   "/v1/train",                 api_train_create,       KB(64),  AUTH_ADMIN, 0 },
+    { "GET",    "/v1/train/*",               api_train_get,          0,       AUTH_API,   0 },
+    { "DELETE", "/v1/train/*",               api_train_cancel,       0,       AUTH_ADMIN, 0 },
+    { "GET",    "/v1/train/*/events",        api_train_events,       0,       AUTH_API,   0 },
 };
 
 const int sdxld_nroutes = (int)(sizeof sdxld_routes / sizeof sdxld_routes[0]);

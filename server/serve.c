@@ -6,7 +6,8 @@
  *      systemd does not restart-loop on a typo;
  *   2. HTTP starts first, so /healthz answers and /readyz says 503 while loading;
  *   3. the worker thread loads the model and runs a warm-up generation; then READY=1;
- *   4. SIGTERM/SIGINT: STOPPING=1, stop accepting jobs (503), let queued and running
+ *   4. SIGTERM/SIGINT: STOPPING=1, stop accepting jobs (503), stop a training run at
+ *      its next iteration with a final checkpoint, let queued and running generation
  *      jobs finish for up to shutdown_timeout_s, cancel what is left (every waiting
  *      client gets an answer, every job a final state, each cancellation a log line),
  *      close HTTP, exit 0.  A second signal cancels at once.
@@ -357,6 +358,11 @@ static int run(struct sdxld *d, const struct serve_opts *o) {
             draining = 1;
             atomic_store(&d->phase, PHASE_DRAINING);
             jobs_set_accepting(d->jobs, 0);
+            /* A training run would keep the daemon busy for hours: it stops now, after
+             * a final checkpoint, within the same bound. */
+            jobs_stop_training(d->jobs, "shutting_down", 503, "the daemon is shutting down; "
+                               "the run stopped after a final checkpoint (continue it with "
+                               "\"resume\")");
             drain_deadline = mono_ms() + d->cfg.shutdown_timeout_s * 1e3;
             sdxld_status(d, "%s: draining (up to %d s for queued and running jobs)",
                          strsignal(signo), d->cfg.shutdown_timeout_s);

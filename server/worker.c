@@ -4,7 +4,9 @@
  * be made and the first request does not pay for lazy initialisation), then loops:
  * take a batch of compatible jobs from the queue, run engine_generate once for all of
  * them with per-image seeds, and hand the pixels to the encoder threads.  Encoding PNGs
- * off the worker keeps the device busy with the next batch meanwhile.
+ * off the worker keeps the device busy with the next batch meanwhile.  When no
+ * generation waits, it advances the training job by one iteration, and it swaps the
+ * served UNet between batches (worker_train.c; the order is jobs_next_work's).
  *
  * Cancellation: the engine calls back after every sampler step; the callback records
  * progress and stops the batch once no job in it is still wanted.
@@ -342,6 +344,8 @@ static void run_batch(struct sdxld *d, struct engine *e, struct batch *b, int *s
     }
 }
 
+static void worker_loop(struct sdxld *d, struct engine *e);
+
 static void *worker_main(void *arg) {
     struct sdxld *d = arg;
     atomic_store(&d->phase, PHASE_LOADING);
@@ -350,6 +354,9 @@ static void *worker_main(void *arg) {
     struct engine *e = load_engine(d);
     if (!e) return NULL;
     copy_info(d, e);
+    pthread_mutex_lock(&d->info_lock);
+    snprintf(d->generator, sizeof d->generator, "%s", d->cfg.unet);
+    pthread_mutex_unlock(&d->info_lock);
     LOG_I("model %s loaded in %.0f ms (backend %s, %.1f MiB of weights)", d->info.model_name,
           mono_ms() - t0, d->backend, d->info.param_bytes / 1048576.0);
     if (resolve_defaults(d, e)) {
@@ -369,16 +376,45 @@ static void *worker_main(void *arg) {
     atomic_compare_exchange_strong(&d->phase, &expect, PHASE_READY);
     sdxld_wake_main(d);
 
-    struct batch *b = malloc(sizeof *b);
-    int stop = !b;
-    while (!stop && jobs_next_batch(d->jobs, b) == 0) {
-        run_batch(d, e, b, &stop);
-        jobs_batch_release(d->jobs, b);
-    }
-    free(b);
+    worker_loop(d, e);
     engine_free(e);
-    if (stop) fatal(d, 1);
     return NULL;
+}
+
+/* Serve until the daemon stops: batches first, training iterations while no generation
+ * waits, model loads between batches (the order is jobs_next_work's). */
+static void worker_loop(struct sdxld *d, struct engine *e) {
+    struct batch *b = malloc(sizeof *b);
+    struct train_run tr = { 0 };
+    struct job *j;
+    int stop = !b;
+    while (!stop) {
+        switch (jobs_next_work(d->jobs, b, tr.job, &j)) {
+        case WORK_STOP:
+            stop = 2;
+            break;
+        case WORK_BATCH:
+            run_batch(d, e, b, &stop);
+            jobs_batch_release(d->jobs, b);
+            break;
+        case WORK_LOAD:
+            worker_load_generator(d, e, j);
+            copy_info(d, e);
+            break;
+        case WORK_TRAIN_START:
+            train_run_start(d, &tr, j);
+            break;
+        case WORK_TRAIN_STEP:
+            train_run_step(d, &tr, &stop);
+            break;
+        case WORK_TRAIN_STOP:
+            train_run_stop(d, &tr);
+            break;
+        }
+    }
+    train_run_free(d, &tr);
+    free(b);
+    if (stop == 1) fatal(d, 1);
 }
 
 int worker_start(struct sdxld *d) {

@@ -226,7 +226,7 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     d->c = *c;
     sd_status st;
     if (mkdir(c->out_dir, 0755) && errno != EEXIST) { st = sd_fail(SD_ERR_IO, "%s: cannot create", c->out_dir); goto fail; }
-    if ((st = backend_create(&d->be, "cpu", 0))) goto fail;
+    if ((st = backend_create(&d->be, "cpu", c->threads))) goto fail;
     struct arena_allocator al = backend_allocator(d->be);
     arena_init(&d->acts, "activations", &al, 1);
     d->f = (struct fwd){ d->be, &d->acts };
@@ -299,6 +299,7 @@ fail:
 }
 
 int dmd2_done(const struct dmd2 *d) { return d->step >= d->c.steps; }
+int dmd2_iteration(const struct dmd2 *d) { return d->step; }
 
 /* Clip several optimisers by one joint norm and step them. */
 static sd_status joint_step(struct dmd2 *d, struct optimizer **os, int n, double *norm_out) {

@@ -33,6 +33,7 @@ struct dmd2_config {
     int dm_min_t, dm_max_t;      /* 20, 980 */
     uint64_t seed;
     int checkpoint_every, sample_every, log_every;
+    int threads;                 /* CPU threads of the training backend; 0 = all cores */
 };
 
 struct dmd2_stats {
@@ -55,6 +56,8 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *st);
 /* A checkpoint now (path_out may be NULL) and the generator as OUT/generator.safetensors. */
 sd_status dmd2_save(struct dmd2 *d, char *path_out, size_t n);
 int dmd2_done(const struct dmd2 *d);
+/* Iterations done so far: the checkpoint's step right after a resuming dmd2_open. */
+int dmd2_iteration(const struct dmd2 *d);
 void dmd2_close(struct dmd2 *d);
 
 #endif

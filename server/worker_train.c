@@ -1,0 +1,257 @@
+/* worker_train.c — the worker's side of training jobs (DMD2 distillation, through the
+ * src/train/dmd2.h stepper) and of model loads.
+ *
+ * Everything here runs on the worker thread, the one thread that owns the device.  A
+ * training job is a struct train_run held by the worker: train_run_start opens the
+ * trainer (teacher, generator, fake score, latent cache), and the worker then calls
+ * train_run_step once per iteration, asking the queue for work in between — so a
+ * generation waits for at most one iteration, never for a whole run (jobs.c,
+ * jobs_next_work).  A stop (DELETE, SIGTERM) is seen between iterations: the run writes
+ * a final checkpoint and the job ends cancelled with that checkpoint listed; `resume`
+ * continues from it.
+ *
+ * Failure policy (ARCHITECTURE.md, Errors): whatever fails inside training — a teacher
+ * folder that does not load, a dataset that does not open, out of memory — fails that
+ * job with the trainer's message; the daemon keeps serving.  Only a device error
+ * (SD_ERR_CUDA) stops the daemon, as for a generation batch.
+ *
+ * Paths in progress reports are shown relative to data_root, as clients write them. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "daemon.h"
+#include "train/checkpoint.h"
+#include "train/data.h"
+#include "train/dmd2.h"
+
+#define SHAPES_DATASET_SIZE (1L << 30)   /* as `sdxld train dmd2`: items are generated */
+
+static double mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static const char *r_out(const struct job *j) { return j->train->req.out; }
+
+static const char *last_error(sd_status st) {
+    const char *m = sd_last_error();
+    return m && m[0] ? m : sd_status_name(st);
+}
+
+/* Error code and HTTP status of a failed trainer call: bad inputs (the teacher, the
+ * generator file, the dataset, the sizes) are the client's to fix; the rest is ours. */
+static void classify(sd_status st, const char **code, int *http) {
+    switch (st) {
+    case SD_ERR_NOMEM:
+        *code = "resource_exhausted"; *http = 503; break;
+    case SD_ERR_INVALID: case SD_ERR_NOTFOUND: case SD_ERR_FORMAT: case SD_ERR_SHAPE:
+    case SD_ERR_UNSUPPORTED:
+        *code = "invalid_argument"; *http = 400; break;
+    default:
+        *code = "training_failed"; *http = 500; break;
+    }
+}
+
+static void run_close(struct train_run *tr) {
+    dmd2_close(tr->t);
+    dataset_free(tr->data);
+    tr->t = NULL;
+    tr->data = NULL;
+}
+
+static void run_release(struct sdxld *d, struct train_run *tr) {
+    run_close(tr);
+    jobs_unref(d->jobs, tr->job);
+    tr->job = NULL;
+}
+
+static void fail_job(struct sdxld *d, struct train_run *tr, sd_status st, const char *what) {
+    const char *code;
+    int http;
+    classify(st, &code, &http);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s: %s", what, last_error(st));   /* jobs.c logs it */
+    jobs_train_finish(d->jobs, tr->job, JOB_FAILED, code, http, NULL, msg);
+    run_release(d, tr);
+}
+
+/* mkdir -p for the part of path below root (the part above exists: api_train checked). */
+static sd_status make_dirs(const char *root, const char *path) {
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p)
+        return sd_fail(SD_ERR_INVALID, "%s: path too long", path);
+    size_t skip = strlen(root);
+    for (char *s = p + skip + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = 0;
+        if (mkdir(p, 0755) && errno != EEXIST) return sd_fail(SD_ERR_IO, "%s: %s", p, strerror(errno));
+        *s = '/';
+    }
+    if (mkdir(p, 0755) && errno != EEXIST) return sd_fail(SD_ERR_IO, "%s: %s", p, strerror(errno));
+    return SD_OK;
+}
+
+void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j) {
+    const struct train_request *r = &j->train->req;   /* immutable once submitted */
+    memset(tr, 0, sizeof *tr);
+    tr->job = j;
+    tr->last_ckpt_step = -1;
+    double t0 = mono_ms();
+    sd_status st = r->data ? dataset_folder(&tr->data, r->data, r->resolution)
+                           : dataset_shapes(&tr->data, r->resolution, r->seed ^ 0x5eed,
+                                            SHAPES_DATASET_SIZE);
+    if (st) {
+        fail_job(d, tr, st, "real_data: the dataset does not open");
+        return;
+    }
+    if ((st = make_dirs(r->root, r->out))) {
+        fail_job(d, tr, st, "out: cannot create the run directory");
+        return;
+    }
+    struct dmd2_config c = {
+        .teacher_dir = r->teacher, .generator_init = r->generator_init, .out_dir = r->out,
+        .resume = r->resume, .data = tr->data, .cache_size = r->cache_size,
+        .batch = r->batch, .steps = r->steps, .ttur = r->ttur,
+        .lr_generator = r->lr_generator, .lr_fake = r->lr_fake, .guidance = r->guidance,
+        .gan_weight_g = r->gan_weight_g, .gan_weight_d = r->gan_weight_d, .clip = r->clip,
+        .warmup = r->warmup, .nsteps = r->nsteps, .backward_simulation = r->backward_simulation,
+        .gan = r->gan, .dm_min_t = 20, .dm_max_t = 980, .seed = r->seed,
+        .checkpoint_every = r->checkpoint_every, .sample_every = r->sample_every,
+        .log_every = r->log_every, .threads = d->cfg.threads,
+    };
+    memcpy(c.timesteps, r->timesteps, sizeof c.timesteps);
+    if ((st = dmd2_open(&tr->t, &c))) {
+        fail_job(d, tr, st, "cannot start the training run");
+        return;
+    }
+    tr->start_step = dmd2_iteration(tr->t);
+    if (r->resume) {
+        tr->last_ckpt_step = tr->start_step;   /* the checkpoint it resumed from */
+        jobs_lock(d->jobs);
+        j->train->resumed_step = tr->start_step;
+        j->train->step = j->step = tr->start_step;
+        jobs_unlock(d->jobs);
+        if (dmd2_done(tr->t)) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "steps: the run is already at step %d; ask for more steps "
+                     "to continue it", tr->start_step);
+            jobs_train_finish(d->jobs, j, JOB_FAILED, "invalid_argument", 400, "steps", msg);
+            run_release(d, tr);
+            return;
+        }
+    }
+    LOG_I("job %s: training run %s opened in %.0f ms (%s at step %d of %d)", j->id, r->out,
+          mono_ms() - t0, r->resume ? "resumed" : "starting", tr->start_step, r->steps);
+    tr->t0_ms = mono_ms();
+}
+
+void train_run_step(struct sdxld *d, struct train_run *tr, int *fatal) {
+    struct job *j = tr->job;
+    const struct train_request *r = &j->train->req;
+    struct dmd2_stats s;
+    sd_status st = dmd2_step(tr->t, &s);
+    if (st) {
+        if (st == SD_ERR_CUDA) *fatal = 1;
+        char what[64];
+        snprintf(what, sizeof what, "training failed at step %d", dmd2_iteration(tr->t) + 1);
+        fail_job(d, tr, st, what);
+        return;
+    }
+    double el_s = (mono_ms() - tr->t0_ms) / 1e3;
+    int done_here = s.step - tr->start_step;
+    double ips = el_s > 0 ? done_here / el_s : 0;
+    struct train_update u = {
+        .has_losses = 1, .step = s.step, .generator_steps = s.generator_steps, .dm = s.dm, .gan_g = s.gan_g,
+        .fake = s.fake, .gan_d = s.gan_d, .grad_generator = s.grad_generator,
+        .grad_fake = s.grad_fake, .it_per_s = ips,
+        .eta_s = ips > 0 ? (r->steps - s.step) / ips : 0,
+        .sample = s.sample_path, .checkpoint = s.checkpoint_path,
+        .emit = s.step % r->log_every == 0 || done_here == 1 || s.step == r->steps,
+    };
+    if (s.checkpoint_path) tr->last_ckpt_step = s.step;
+    if (u.emit)
+        LOG_D("job %s: step %d/%d gen_steps %d dm %.4f gan_g %.4f fake %.4f gan_d %.4f "
+              "|g| gen %.3f fake %.3f, %.2f it/s", j->id, s.step, r->steps, s.generator_steps,
+              s.dm, s.gan_g, s.fake, s.gan_d, s.grad_generator, s.grad_fake, ips);
+    jobs_train_update(d->jobs, j, &u);
+    if (dmd2_done(tr->t)) {
+        jobs_train_finish(d->jobs, j, JOB_SUCCEEDED, NULL, 0, NULL, NULL);
+        run_release(d, tr);
+    }
+}
+
+void train_run_stop(struct sdxld *d, struct train_run *tr) {
+    struct job *j = tr->job;
+    jobs_lock(d->jobs);
+    int final = job_status_final(j->status);
+    jobs_unlock(d->jobs);
+    if (!final) {
+        int step = dmd2_iteration(tr->t);
+        char note[1200] = "";
+        char path[4096];
+        if (step == tr->last_ckpt_step) {
+            /* That checkpoint is the final one; list it if this job has not (a run
+             * stopped right after it resumed). */
+            jobs_lock(d->jobs);
+            const struct train_state *t = j->train;
+            int listed = t->nckpts && t->ckpts[t->nckpts - 1].step == step;
+            jobs_unlock(d->jobs);
+            if (!listed && ckpt_latest(r_out(j), path, sizeof path) == SD_OK) {
+                struct train_update u = { .step = step, .checkpoint = path };
+                jobs_train_update(d->jobs, j, &u);
+            }
+        } else {
+            sd_status st = dmd2_save(tr->t, path, sizeof path);
+            if (st) {
+                snprintf(note, sizeof note, "the final checkpoint could not be written: %s",
+                         last_error(st));
+                LOG_E("job %s: %s", j->id, note);
+            } else {
+                struct train_update u = { .step = step, .checkpoint = path };
+                jobs_train_update(d->jobs, j, &u);
+                LOG_I("job %s: final checkpoint %s", j->id, path);
+            }
+        }
+        jobs_train_finish(d->jobs, j, JOB_CANCELLED, NULL, 0, NULL, note[0] ? note : NULL);
+    }
+    run_release(d, tr);
+}
+
+void train_run_free(struct sdxld *d, struct train_run *tr) {
+    if (!tr->job) return;
+    LOG_W("job %s: training run closed without a final checkpoint (forced stop)", tr->job->id);
+    run_release(d, tr);
+}
+
+/* ---- model loads ---- */
+
+void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j) {
+    double t0 = mono_ms();
+    sd_status st = engine_load_unet(e, j->load_path);
+    if (st == SD_OK) {
+        pthread_mutex_lock(&d->info_lock);
+        d->info = *engine_info(e);
+        d->have_info = 1;
+        snprintf(d->generator, sizeof d->generator, "%s", j->load_shown);
+        pthread_mutex_unlock(&d->info_lock);
+        LOG_I("job %s: now serving generator %s (loaded in %.0f ms)", j->id, j->load_shown,
+              mono_ms() - t0);
+        jobs_load_finish(d->jobs, j, SD_OK, NULL, 200, NULL);
+    } else {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "generator: %s does not load (the previous one keeps "
+                 "serving): %s", j->load_shown, last_error(st));
+        int client = st == SD_ERR_NOTFOUND || st == SD_ERR_FORMAT || st == SD_ERR_SHAPE ||
+                     st == SD_ERR_INVALID || st == SD_ERR_UNSUPPORTED || st == SD_ERR_IO;
+        jobs_load_finish(d->jobs, j, st, st == SD_ERR_NOMEM ? "resource_exhausted" :
+                         client ? "invalid_argument" : "internal",
+                         st == SD_ERR_NOMEM ? 503 : client ? 400 : 500, msg);
+    }
+    jobs_unref(d->jobs, j);
+}

@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""test_train.py — DMD2 distillation through the daemon (POST /v1/train and friends), as a
+client over real HTTP on loopback.  TAP output.
+
+A tiny teacher (`sdxld init` with the micro UNet and VAE configs: 16x16 images) is made
+under a temporary data_root, served by `sdxld serve --data_root`, and distilled on the
+built-in shapes dataset:
+  - bad requests: 400 naming the field (unknown field, paths escaping data_root, LoRA,
+    sizes, timesteps), 404 for unknown ids; a bad teacher folder fails only its job;
+  - a run: progress advances with finite losses, SSE events in order, generations made
+    meanwhile complete while the run is still going, a second run queues behind it;
+  - DELETE: the job ends cancelled with a final checkpoint on disk; resume continues
+    from it and succeeds;
+  - POST /v1/models/load serves the distilled generator; GET /v1/models shows it;
+  - SIGTERM during training: a final checkpoint, then exit 0;
+  - with auth on, only admin tokens start, stop or load.
+"""
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import BIN, DATA, SCALE, Daemon, run_main  # noqa: E402
+
+CONFIGS = os.path.join(DATA, "configs")
+# Small model, larger learning rates than the paper's SDXL values, no warm-up.
+RUN = {"real_data": "shapes", "resolution": 16, "batch": 2, "ttur": 2, "sample_every": 4,
+       "checkpoint_every": 4, "cache_size": 16, "lr_generator": 1e-4, "lr_fake": 1e-4,
+       "warmup": 0, "seed": 1}
+LONG = 1000000   # steps of a run that is stopped, never finished
+
+
+def make_teacher(root):
+    out = os.path.join(root, "teacher")
+    p = subprocess.run([BIN, "init", "--from", os.path.join(DATA, "tiny-sdxl-a"),
+                        "--config", os.path.join(CONFIGS, "unet-micro.json"),
+                        "--vae-config", os.path.join(CONFIGS, "vae-micro.json"),
+                        "--out", out, "--seed", "3"], capture_output=True, text=True, timeout=300)
+    if p.returncode:
+        raise RuntimeError("sdxld init failed:\n" + p.stderr[-2000:])
+    return out
+
+
+def poll(c, jid, cond, timeout=60):
+    """GET /v1/train/{id} until cond(job) holds; returns the job (or the last one seen)."""
+    end = time.time() + timeout * SCALE
+    j = None
+    while time.time() < end:
+        r = c.get(f"/v1/train/{jid}")
+        if r.status == 200:
+            j = r.json()
+            if cond(j):
+                return j
+        time.sleep(0.05)
+    return j
+
+
+def final(j):
+    return j["status"] in ("succeeded", "failed", "cancelled")
+
+
+def finite_losses(j):
+    l, g = j.get("losses"), j.get("grad_norm")
+    return (isinstance(l, dict) and isinstance(g, dict) and
+            all(isinstance(l.get(k), float) and math.isfinite(l[k]) for k in ("dm", "gan_g", "fake", "gan_d")) and
+            all(isinstance(g.get(k), float) and math.isfinite(g[k]) for k in ("generator", "fake")))
+
+
+def check_bad_requests(t, c, root, tmp):
+    def bad(body, field, desc):
+        r = c.post("/v1/train", body)
+        e = r.error()
+        t.ok(r.status == 400 and e.get("code") == "invalid_argument" and e.get("field") == field,
+             f"POST /v1/train: {desc} is 400 naming {field}", r)
+
+    good = dict(RUN, out="runs/bad", steps=4)
+    bad(dict(good, learning_rate=1), "learning_rate", "an unknown field")
+    bad(dict(good, out="../x"), "out", "a path with '..'")
+    bad(dict(good, out="/etc"), "out", "an absolute path outside data_root")
+    outside = os.path.join(tmp, "outside")
+    os.makedirs(outside, exist_ok=True)
+    os.symlink(outside, os.path.join(root, "escape"))
+    bad(dict(good, out="escape/run"), "out", "a symlink leading out of data_root")
+    bad(dict(good, teacher="/etc"), "teacher", "a teacher outside data_root")
+    bad(dict(good, real_data="../data"), "real_data", "a dataset path with '..'")
+    bad(dict(good, generator_init="nope.safetensors"), "generator_init", "a missing generator_init")
+    bad(dict(good, lora_rank=2), "lora_rank", "lora_rank 2 (LoRA not available)")
+    r = c.post("/v1/train", dict(good, lora_rank=2))
+    t.ok("LoRA" in r.error().get("message", ""), "the lora_rank message says LoRA is not available", r)
+    bad(dict(good, steps=0), "steps", "steps 0")
+    bad(dict(good, timesteps=[999, 499, 749]), "timesteps", "timesteps not decreasing")
+    bad(dict(good, resolution=12), "resolution", "a resolution that is not a multiple of 8")
+    bad(dict(good, batch=100000), "batch", "an impossible batch")
+    bad(dict(good, resolution=4096, cache_size=1 << 20), "cache_size", "a latent cache larger than memory")
+    bad(dict(good, lr_fake="fast"), "lr_fake", "a string learning rate")
+    bad(dict(good, prompts="prompts.txt"), "prompts", "a separate prompt list")
+    bad({k: v for k, v in good.items() if k != "out"}, "out", "a missing out")
+    bad(dict(good, resume="runs/none"), "resume", "resume of a missing run")
+    r = c.get("/v1/train/train_00000000000000000000")
+    t.ok(r.status == 404 and r.error().get("code") == "not_found", "GET of an unknown training id is 404", r)
+    r = c.delete("/v1/train/train_00000000000000000000")
+    t.eq(r.status, 404, "DELETE of an unknown training id is 404")
+    r = c.get("/v1/train/train_00000000000000000000/events")
+    t.eq(r.status, 404, "events of an unknown training id are 404")
+    r = c.post("/v1/models/load", {"generator": "../../etc/passwd"})
+    t.ok(r.status == 400 and r.error().get("field") == "generator", "models/load: a path escaping data_root is 400", r)
+
+    # A teacher folder that passes the cheap checks but does not load: only that job fails.
+    os.makedirs(os.path.join(root, "broken", "unet"))
+    r = c.post("/v1/train", dict(good, teacher="broken", out="runs/broken"))
+    t.eq(r.status, 202, "a teacher folder with an empty unet/ is accepted (checked when it opens)")
+    if r.status == 202:
+        j = poll(c, r.json()["id"], final)
+        t.ok(j and j["status"] == "failed" and j["error"] and j["error"]["message"],
+             "... and its job fails with a message", j)
+        t.ok(c.get("/healthz").status == 200, "the daemon lives on after the failed run")
+
+
+def sse_reader(c, path, box):
+    try:
+        box["result"] = c.sse(path, timeout=120 * SCALE)
+    except Exception as e:  # noqa: BLE001
+        box["result"] = (None, repr(e))
+
+
+def check_run_cancel_resume(t, c, root):
+    r = c.post("/v1/train", dict(RUN, out="runs/a", steps=LONG))
+    t.ok(r.status == 202 and r.json()["status"] == "queued" and r.json()["id"].startswith("train_"),
+         "POST /v1/train is 202 queued with an id", r)
+    if r.status != 202:
+        return None
+    jid = r.json()["id"]
+    box = {}
+    th = threading.Thread(target=sse_reader, args=(c, f"/v1/train/{jid}/events", box))
+    th.start()
+    j1 = poll(c, jid, lambda j: j["step"] >= 2 and j["status"] == "running")
+    t.ok(j1 and j1["status"] == "running" and j1["kind"] == "train", "the run starts", j1)
+    j2 = poll(c, jid, lambda j: j["step"] >= j1["step"] + 3 and finite_losses(j)) if j1 else None
+    t.ok(j2 and j2["step"] > j1["step"] and finite_losses(j2),
+         "step advances, losses and gradient norms are finite", j2)
+    t.ok(j2 and j2["total_steps"] == LONG and j2["generator_steps"] >= 1 and j2["it_per_s"] > 0
+         and j2["eta_s"] > 0, "total_steps, generator_steps, it/s and ETA are reported", j2)
+    j3 = poll(c, jid, lambda j: j["samples"] and j["checkpoints"])
+    t.ok(j3 and all(os.path.isfile(os.path.join(root, s)) for s in j3["samples"]) and
+         all(os.path.isdir(os.path.join(root, k["path"])) for k in j3["checkpoints"]),
+         "sample and checkpoint paths are relative to data_root and exist", j3)
+    r = c.get(f"/v1/jobs/{jid}")
+    t.ok(r.status == 200 and r.json()["kind"] == "train" and r.json()["request"]["out"] == "runs/a",
+         "the run is also a job (kind train) with its effective request", r)
+
+    # Generation goes first: requests made now complete while the run keeps running.
+    results = []
+
+    def gen(i):
+        results.append(c.post("/v1/generate", {"prompt": f"a red circle {i}", "seed": i,
+                                               "response_format": "png"}))
+    gens = [threading.Thread(target=gen, args=(i,)) for i in range(3)]
+    for g in gens:
+        g.start()
+    for g in gens:
+        g.join()
+    after = c.get(f"/v1/train/{jid}").json()
+    t.ok(len(results) == 3 and all(x.status == 200 and x.body[:8] == b"\x89PNG\r\n\x1a\n" for x in results),
+         "generations made during training complete", results)
+    t.ok(after["status"] == "running", "... while the training job is still running", after["status"])
+    r = c.post("/v1/generate", {"prompt": "a blue square", "seed": 5, "response_format": "png"})
+    after2 = poll(c, jid, lambda j: j["step"] > after["step"])
+    t.ok(r.status == 200 and after2 and after2["status"] == "running" and after2["step"] > after["step"],
+         "training goes on between generations", (r, after2 and after2["step"], after["step"]))
+
+    # A second run queues behind the first; the same run directory twice is a conflict.
+    r = c.post("/v1/train", dict(RUN, out="runs/q", steps=3, sample_every=0, checkpoint_every=0))
+    qid = r.json().get("id") if r.status == 202 else None
+    t.ok(r.status == 202 and r.json()["queue_position"] == 1, "a second training job queues", r)
+    if qid:
+        t.eq(c.get(f"/v1/train/{qid}").json()["status"], "queued", "... and waits while the first runs")
+    r = c.post("/v1/train", dict(RUN, resume="runs/a", steps=LONG))
+    t.ok(r.status == 409 and r.error().get("field") == "out", "resuming a run that is running is 409", r)
+    r = c.post("/v1/train", dict(RUN, out="runs/a", steps=LONG))
+    t.ok(r.status == 400 and r.error().get("field") == "out",
+         "a fresh run into a directory holding a run is 400", r)
+    r = c.get("/metrics")
+    m = r.body.decode()
+    t.ok("sdxld_train_running 1" in m and "sdxld_train_step " in m and 'sdxld_train_loss{loss="dm"}' in m,
+         "/metrics reports the training step and losses", m[-800:])
+
+    # DELETE: a final checkpoint, then cancelled.
+    r = c.delete(f"/v1/train/{jid}")
+    body = r.json() if r.status == 200 else {}
+    stop_step = body.get("step", -1)
+    ck = body.get("checkpoints") or [{}]
+    t.ok(r.status == 200 and body.get("status") == "cancelled", "DELETE /v1/train/{id} ends the job cancelled", r)
+    t.ok(ck[-1].get("step") == stop_step and stop_step > 0 and
+         os.path.isfile(os.path.join(root, ck[-1].get("path", "?"), "weights.safetensors")),
+         "... with its final checkpoint (at the step it stopped) listed and on disk", body)
+    with open(os.path.join(root, "runs", "a", "latest")) as f:
+        t.eq(f.read().strip(), os.path.basename(ck[-1].get("path", "?")), "... and named by the run's 'latest'")
+    t.eq(c.delete(f"/v1/train/{jid}").status, 409, "a second DELETE is 409")
+    th.join(60 * SCALE)
+    status, events = box.get("result", (None, []))
+    ev = [json.loads(e["data"]) for e in events if "data" in e] if status == 200 else []
+    seqs = [int(e["id"]) for e in events if "id" in e] if status == 200 else []
+    steps = [e["step"] for e in ev]
+    t.ok(status == 200 and len(ev) >= 5 and seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+         and steps == sorted(steps) and ev[-1]["status"] == "cancelled",
+         "SSE events arrive in order, step by step, ending with the cancelled state",
+         (status, seqs[:10], steps[:20], ev[-1]["status"] if ev else None))
+    t.ok(any(finite_losses(e) for e in ev) and all("checkpoints" in e and "losses" in e for e in ev),
+         "events carry the training object (losses, checkpoints)", ev[-1] if ev else None)
+
+    if qid:
+        jq = poll(c, qid, final)
+        t.ok(jq and jq["status"] == "succeeded" and jq["step"] == 3, "the queued run starts and succeeds", jq)
+
+    # Resume from the final checkpoint.
+    r = c.post("/v1/train", dict(RUN, resume="runs/a", steps=stop_step + 6))
+    t.eq(r.status, 202, "POST /v1/train with resume is 202")
+    if r.status != 202:
+        return None
+    rid = r.json()["id"]
+    jr = poll(c, rid, final)
+    t.ok(jr and jr["status"] == "succeeded" and jr["resumed_from_step"] == stop_step and
+         jr["step"] == stop_step + 6 and finite_losses(jr),
+         "the resumed run continues from that step and succeeds", jr)
+    t.ok(jr and jr["checkpoints"] and jr["checkpoints"][-1]["step"] == stop_step + 6 and
+         all(k["step"] > stop_step for k in jr["checkpoints"]) and
+         jr["result"] and jr["result"]["generator"] == "runs/a/generator.safetensors",
+         "its checkpoints come after the resumed step; the result names the generator", jr)
+    return jr
+
+
+def check_load(t, c, root):
+    base = c.post("/v1/generate", {"prompt": "a red circle", "seed": 7, "response_format": "png"})
+    r = c.post("/v1/models/load", {"generator": "runs/a/generator.safetensors"})
+    t.ok(r.status == 200 and r.json().get("generator") == "runs/a/generator.safetensors",
+         "POST /v1/models/load serves the distilled generator", r)
+    r = c.get("/v1/models")
+    m = r.json()["data"][0] if r.status == 200 and r.json().get("data") else {}
+    t.ok(m.get("generator") == "runs/a/generator.safetensors" and m.get("path", "").endswith("teacher"),
+         "GET /v1/models shows the model folder and the generator", r)
+    g = c.post("/v1/generate", {"prompt": "a red circle", "seed": 7, "response_format": "png"})
+    t.ok(g.status == 200 and g.body[:8] == b"\x89PNG\r\n\x1a\n", "the distilled generator generates a PNG", g)
+    t.ok(base.status == 200 and g.body != base.body, "... different from the teacher's image for the same seed")
+    r = c.post("/v1/models/load", {"generator": "teacher/text_encoder/model.safetensors"})
+    t.ok(r.status == 400 and r.error().get("field") == "generator", "loading a file that is not a UNet is 400", r)
+    r = c.get("/v1/models")
+    t.ok(r.status == 200 and r.json()["data"][0].get("generator") == "runs/a/generator.safetensors",
+         "... and the previous generator keeps serving", r)
+    t.eq(c.post("/v1/generate", {"prompt": "a red circle", "seed": 7, "response_format": "png"}).body, g.body,
+         "... with the same pixels")
+
+
+def check_sigterm(t, d, root):
+    c = d.client
+    r = c.post("/v1/train", dict(RUN, out="runs/s", steps=LONG, checkpoint_every=0, sample_every=0))
+    if not t.ok(r.status == 202, "a run to interrupt starts", r):
+        return
+    poll(c, r.json()["id"], lambda j: j["step"] >= 2)
+    d.signal(signal.SIGTERM)
+    try:
+        rc = d.wait(60 * SCALE)
+    except subprocess.TimeoutExpired:
+        rc = None
+    t.eq(rc, 0, "SIGTERM during training: the daemon exits 0")
+    latest = os.path.join(root, "runs", "s", "latest")
+    ok = os.path.isfile(latest)
+    if ok:
+        with open(latest) as f:
+            ok = os.path.isfile(os.path.join(root, "runs", "s", f.read().strip(), "weights.safetensors"))
+    t.ok(ok, "... after writing a final checkpoint", d.log_text()[-1500:])
+
+
+def check_auth(t, tmp, root, teacher):
+    api, adm = os.path.join(tmp, "api.tokens"), os.path.join(tmp, "admin.tokens")
+    with open(api, "w") as f:
+        f.write("api-token-0123456789abcdef\n")
+    with open(adm, "w") as f:
+        f.write("admin-token-0123456789abcdef\n")
+    user, admin = "api-token-0123456789abcdef", "admin-token-0123456789abcdef"
+    with Daemon("--data_root", root, "--api_token_file", api, "--admin_token_file", adm,
+                model=teacher, tmp=tmp) as d:
+        c = d.client
+        body = dict(RUN, out="runs/auth", steps=LONG)
+        t.eq(c.request("POST", "/v1/train", body, token=user).status, 401,
+             "auth on: an api token cannot start training")
+        t.eq(c.request("POST", "/v1/models/load", {"generator": "x"}, token=user).status, 401,
+             "auth on: an api token cannot load a generator")
+        r = c.request("POST", "/v1/train", body, token=admin)
+        t.eq(r.status, 202, "auth on: an admin token starts training")
+        if r.status == 202:
+            jid = r.json()["id"]
+            t.eq(c.request("GET", f"/v1/train/{jid}", token=user).status, 200,
+                 "auth on: an api token may watch a training job")
+            t.eq(c.request("DELETE", f"/v1/jobs/{jid}", token=user).status, 401,
+                 "auth on: an api token cannot stop training through /v1/jobs either")
+            r = c.request("DELETE", f"/v1/jobs/{jid}", token=admin)
+            t.ok(r.status == 200 and r.json()["status"] == "cancelled",
+                 "auth on: an admin token stops it (DELETE /v1/jobs/{id} works for training too)", r)
+        t.eq(d.stop(), 0, "auth daemon exits 0")
+
+
+def main(t):
+    tmp = tempfile.mkdtemp(prefix="sdxld-train-test-")
+    root = os.path.join(tmp, "root")
+    os.makedirs(root)
+    teacher = make_teacher(root)
+    t0 = time.time()
+    with Daemon("--data_root", root, "--max_batch", "2", "--batch_window_ms", "5", model=teacher, tmp=tmp) as d:
+        c = d.client
+        check_bad_requests(t, c, root, tmp)
+        if check_run_cancel_resume(t, c, root):
+            check_load(t, c, root)
+        t.ok(c.get("/healthz").status == 200, "the daemon is healthy after all that")
+        check_sigterm(t, d, root)
+    check_auth(t, tmp, root, teacher)
+    t.diag(f"training tests took {time.time() - t0:.1f} s")
+    if not t.failed:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        t.diag(f"daemon logs kept in {tmp}")
+
+
+if __name__ == "__main__":
+    run_main(main)
