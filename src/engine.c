@@ -438,6 +438,7 @@ out:
 }
 
 sd_status engine_load_unet(struct engine *e, const char *path) {
+    /* path NULL: back to the model folder's own UNet */
     /* Same config folder, so a file of another architecture fails on its first
      * mis-shaped tensor; until the new UNet has fully loaded the old one keeps serving. */
     struct unet *nu = sd_calloc(1, sizeof *nu);
@@ -448,6 +449,7 @@ sd_status engine_load_unet(struct engine *e, const char *path) {
     unet_free(e->unet);
     sd_free(e->unet);
     e->unet = nu;
-    snprintf(e->info.model_name, sizeof e->info.model_name, "%s:%s", base_name(e->model_dir), base_name(path));
+    if (path) snprintf(e->info.model_name, sizeof e->info.model_name, "%s:%s", base_name(e->model_dir), base_name(path));
+    else snprintf(e->info.model_name, sizeof e->info.model_name, "%s", base_name(e->model_dir));
     return SD_OK;
 }

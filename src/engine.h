@@ -122,7 +122,8 @@ sd_status engine_unet_backward(struct engine *e, const float *x, const float *t,
                                const float *dout, float *out, float *dx, float *dctx, float *dpooled,
                                engine_grad_fn each, void *ud);
 
-/* Swap the served UNet for another file (same config); on failure the old one stays. */
+/* Swap the served UNet for another file (same config; NULL = the folder's own UNet);
+ * on failure the old one stays. */
 sd_status engine_load_unet(struct engine *e, const char *unet_path);
 
 #endif
