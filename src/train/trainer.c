@@ -1,6 +1,7 @@
 /* trainer.c — see trainer.h.  One loop per trainer; the shared pieces (loading, progress
  * lines, sample grids, checkpoints) sit at the top. */
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -103,6 +104,46 @@ static sd_status export_part(struct run *r, const struct weight_table *wt, const
 
 /* ---- VAE ---- */
 
+/* Latents should have unit variance for the diffusion model (SD picked 0.18215 and SDXL
+ * 0.13025 that way): measure the std of the posterior means over dataset items and
+ * write scaling_factor = 1/std into the exported config.json. */
+static sd_status set_scaling_factor(struct run *r, const struct vae *m) {
+    const struct train_config *c = r->c;
+    struct fwd f = { r->be, &r->acts };
+    int S = dataset_resolution(c->data), s = vae_scale(m), L = m->cfg.latent_ch, h = S / s, n = 16, rounds = 16;
+    size_t ni = (size_t)n * 3 * S * S, nl = (size_t)n * L * h * h;
+    float *host = sd_malloc(sizeof(float) * (ni + nl));
+    if (!host) return SD_ERR_NOMEM;
+    double sum = 0, sq = 0, cnt = 0;
+    sd_status st = SD_OK;
+    for (int k = 0; k < rounds && !st; k++) {
+        for (int i = 0; i < n && !st; i++) st = dataset_get(c->data, (long)(k * n + i), host + (size_t)i * 3 * S * S, NULL, NULL, 0, NULL);
+        if (st) break;
+        float *img = fwd_alloc(&f, ni), *mean = fwd_alloc(&f, nl);
+        if (!img || !mean) { st = backend_status(r->be); break; }
+        r->be->ops->upload(r->be, img, host, ni * sizeof(float));
+        vae_encode(&f, m, mean, img, n, S, S);
+        if ((st = backend_status(r->be))) break;
+        r->be->ops->download(r->be, host + ni, mean, nl * sizeof(float));
+        for (size_t q = 0; q < nl; q++) { sum += host[ni + q]; sq += (double)host[ni + q] * host[ni + q]; cnt++; }
+        arena_reset(&r->acts, 0);
+    }
+    sd_free(host);
+    if (st) return st;
+    double var = sq / cnt - (sum / cnt) * (sum / cnt), sf = var > 0 ? 1.0 / sqrt(var) : 1.0;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/vae/config.json", c->out_dir);
+    json_error_t e;
+    json_t *j = json_load_file(p, 0, &e);
+    if (!j) return sd_fail(SD_ERR_FORMAT, "%s: %s", p, e.text);
+    json_object_set_new(j, "scaling_factor", json_real(sf));
+    int bad = json_dump_file(j, p, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    if (bad) return sd_fail(SD_ERR_IO, "%s: cannot write", p);
+    LOG_I("vae: latent std %.4f -> scaling_factor %.5f written to %s", sqrt(var), sf, p);
+    return SD_OK;
+}
+
 sd_status train_vae(const struct train_config *c) {
     struct run r;
     struct vae m = { 0 }, g = { 0 };
@@ -200,6 +241,7 @@ sd_status train_vae(const struct train_config *c) {
         }
     }
     if (!st) st = export_part(&r, &m.wt, "vae", "diffusion_pytorch_model.safetensors");
+    if (!st) st = set_scaling_factor(&r, &m);
 out:
     sd_free(host);
     sd_free(p);
