@@ -45,8 +45,8 @@ static const struct cfg_option options[] = {
     /*        name                default / bounds                          field */
     CFG_STR ("listen", "127.0.0.1:8080", 0, listen,
              "address to listen on: HOST:PORT or [IPV6]:PORT (port 0 picks a free one)"),
-    CFG_STR ("model", "/var/lib/sdxld/models/default", 0, model,
-             "model folder in diffusers layout (unet/, vae/, text_encoder*/, tokenizer*/)"),
+    CFG_STR ("model", "", 0, model,
+             "model folder in diffusers layout (unet/, vae/, text_encoder*/, tokenizer*/); empty = the built-in shapes model"),
     CFG_STR ("unet", "", 0, unet,
              "optional separate UNet safetensors file (the DMD2 generator) replacing the folder's"),
     CFG_ENUM("backend", "auto|cpu|cuda", "auto", 0, backend,

@@ -34,6 +34,7 @@
 
 #include "auth.h"
 #include "cli.h"
+#include "cli_util.h"
 #include "daemon.h"
 #include "http.h"
 #include "jobs.h"
@@ -158,6 +159,8 @@ static int parse_args(int argc, char **argv, struct sdxld_config *cfg, struct se
             return SDXLD_EXIT_CONFIG;
         }
     }
+    if (!cfg->model[0])   /* empty: the built-in model shipped with sdxld */
+        snprintf(cfg->model, sizeof cfg->model, "%s", cli_default_model());
     if (config_check(cfg, err, sizeof err)) {
         fprintf(stderr, "sdxld serve: invalid configuration: %s\n", err);
         return SDXLD_EXIT_CONFIG;
