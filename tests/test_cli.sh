@@ -92,6 +92,10 @@ run "$BIN" encode --model "$M" --prompts "$T/bad.json" --out "$T/x.safetensors"
 [ $? -eq 1 ] && grep -q "array" "$T/err"; ok $? "bad prompts file rejected"
 run "$BIN" frobnicate; [ $? -eq 2 ]; ok $? "unknown command exits 2"
 
+# the built-in model (models/shapes-small) when no --model is given
+run "$BIN" generate --prompt "a red circle in the center, on a white background" --seed 1 -o "$T/builtin.png"
+[ $? -eq 0 ] && head -c 8 "$T/builtin.png" | od -An -c | grep -q "P   N   G"; ok $? "generate without --model uses the built-in model"
+
 # init: a fresh model of the tiny config loads and generates; shapes equal the golden's
 run "$BIN" init --from "$M" --out "$T/fresh" --seed 1; ok $? "init writes a model folder"
 run "$BIN" unet --model "$T/fresh" --in "$G" --out "$T/fresh_unet.safetensors"; ok $? "the fresh model runs the golden inputs"
