@@ -99,23 +99,32 @@ static int parse_prompt(json_t *body, struct gen_request *g, struct api_error *e
     return 0;
 }
 
+/* What both generation bodies share: no unknown fields, the prompt, n, default size. */
+static int parse_base(struct sdxld *d, json_t *body, const char *const *known, struct gen_request *g,
+                      struct api_error *e) {
+    long long x;
+    json_t *v;
+    if (api_check_unknown(body, known, e)) return -1;
+    if (parse_prompt(body, g, e)) return -1;
+    g->n = 1;
+    if ((v = json_object_get(body, "n"))) {
+        if (api_get_int(v, "n", 1, d->cfg.max_n, &x, e)) return -1;
+        g->n = (int)x;
+    }
+    g->params.width = d->default_width;
+    g->params.height = d->default_height;
+    return 0;
+}
+
 /* POST /v1/generate body → g, *fmt, *async. */
 static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, enum fmt *fmt,
                           int *async, struct api_error *e) {
     static const char *const known[] = { "prompt", "n", "width", "height", "seed", "steps",
                                          "timesteps", "response_format", "async", NULL };
     const struct sdxld_config *c = &d->cfg;
-    if (api_check_unknown(body, known, e)) return -1;
-    if (parse_prompt(body, g, e)) return -1;
+    if (parse_base(d, body, known, g, e)) return -1;
     long long x;
     json_t *v;
-    g->n = 1;
-    if ((v = json_object_get(body, "n"))) {
-        if (api_get_int(v, "n", 1, c->max_n, &x, e)) return -1;
-        g->n = (int)x;
-    }
-    g->params.width = d->default_width;
-    g->params.height = d->default_height;
     if ((v = json_object_get(body, "width"))) {
         if (api_get_int(v, "width", 0, 1 << 30, &x, e) ||
             check_size(d, "width", (int)x, c->max_width, e)) return -1;
@@ -190,17 +199,8 @@ static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
     static const char *const known[] = { "prompt", "n", "size", "response_format", "user",
                                          "model", NULL };
     const struct sdxld_config *c = &d->cfg;
-    if (api_check_unknown(body, known, e)) return -1;
-    if (parse_prompt(body, g, e)) return -1;
-    long long x;
+    if (parse_base(d, body, known, g, e)) return -1;
     json_t *v;
-    g->n = 1;
-    if ((v = json_object_get(body, "n"))) {
-        if (api_get_int(v, "n", 1, c->max_n, &x, e)) return -1;
-        g->n = (int)x;
-    }
-    g->params.width = d->default_width;
-    g->params.height = d->default_height;
     if ((v = json_object_get(body, "size"))) {
         const char *s = json_string_value(v);
         if (!s) return api_fail(e, "size", "size: expected a string \"WIDTHxHEIGHT\", got %s",
