@@ -41,6 +41,8 @@ enum MHD_Result api_models_load(struct req *r);         /* POST /v1/models/load 
  * job stops at its next iteration after a final checkpoint: the request waits for that
  * and answers with the final job. */
 enum MHD_Result api_cancel_job(struct req *r, struct job *j);
+/* The job's event stream as SSE, resuming after the request's Last-Event-ID. */
+enum MHD_Result api_job_sse(struct req *r, struct job *j);
 
 /* webui.c */
 enum MHD_Result api_webui(struct req *r);               /* GET / */

@@ -457,14 +457,7 @@ enum MHD_Result api_train_cancel(struct req *r) {
 enum MHD_Result api_train_events(struct req *r) {
     struct job *j = find_train(r);
     if (!j) return no_train(r);
-    long last = 0;
-    const char *h = req_header(r, "Last-Event-ID");
-    if (h) {
-        char *end;
-        last = strtol(h, &end, 10);
-        if (!*h || *end || last < 0) last = 0;
-    }
-    return req_sse(r, j, last);
+    return api_job_sse(r, j);
 }
 
 /* ---- POST /v1/models/load ---- */

@@ -266,14 +266,19 @@ static void queue_push_locked(struct jobs *js, struct job *j) {
     if (j->kind == JOB_GENERATE) js->qimages += j->req.n;
 }
 
-static void queue_remove_locked(struct jobs *js, struct job *j) {
-    if (!j->in_queue) return;
+/* Unlink j from its queue (the queue's reference is the caller's to drop or hand on). */
+static void unlink_locked(struct jobs *js, struct job *j) {
     struct jqueue *q = queue_of(js, j);
     if (j->q_prev) j->q_prev->q_next = j->q_next; else q->head = j->q_next;
     if (j->q_next) j->q_next->q_prev = j->q_prev; else q->tail = j->q_prev;
     j->q_prev = j->q_next = NULL;
     j->in_queue = 0;
     q->len--;
+}
+
+static void queue_remove_locked(struct jobs *js, struct job *j) {
+    if (!j->in_queue) return;
+    unlink_locked(js, j);
     if (j->kind == JOB_GENERATE) js->qimages -= j->req.n - j->dispatched;
     jobs_unref_locked(js, j);   /* the queue's reference */
 }
@@ -634,12 +639,7 @@ static int compatible_images_locked(struct jobs *js, const struct job *head, int
 /* Take queued job j off its queue and make it running (its queue reference becomes
  * the worker's). */
 static void start_locked(struct jobs *js, struct job *j) {
-    struct jqueue *q = queue_of(js, j);
-    if (j->q_prev) j->q_prev->q_next = j->q_next; else q->head = j->q_next;
-    if (j->q_next) j->q_next->q_prev = j->q_prev; else q->tail = j->q_prev;
-    j->q_prev = j->q_next = NULL;
-    j->in_queue = 0;
-    q->len--;
+    unlink_locked(js, j);
     j->status = JOB_RUNNING;
     js->nrunning++;
     j->started_at = unix_now();

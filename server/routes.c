@@ -203,10 +203,8 @@ static enum MHD_Result api_job_cancel(struct req *r) {
     return api_cancel_job(r, j);
 }
 
-static enum MHD_Result api_job_events(struct req *r) {
-    struct job *j = find_job(r);
-    if (!j) return no_job(r);
-    long last = 0;
+enum MHD_Result api_job_sse(struct req *r, struct job *j) {
+    long last = 0;   /* a reconnecting client resumes after its Last-Event-ID */
     const char *h = req_header(r, "Last-Event-ID");
     if (h) {
         char *end;
@@ -214,6 +212,12 @@ static enum MHD_Result api_job_events(struct req *r) {
         if (!*h || *end || last < 0) last = 0;
     }
     return req_sse(r, j, last);
+}
+
+static enum MHD_Result api_job_events(struct req *r) {
+    struct job *j = find_job(r);
+    if (!j) return no_job(r);
+    return api_job_sse(r, j);
 }
 
 static void result_free_cb(void *cls) { job_result_unref(cls); }
