@@ -178,7 +178,7 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
     static const char *const known[] = {
         "teacher", "generator_init", "out", "prompts", "real_data", "steps", "batch",
         "lr_generator", "lr_fake", "ttur", "guidance", "gan_weight_g", "gan_weight_d",
-        "timesteps", "backward_simulation", "resolution", "lora_rank", "checkpoint_every",
+        "timesteps", "backward_simulation", "resolution", "lora_rank", "lora_alpha", "checkpoint_every",
         "sample_every", "seed", "resume", "gan", "cache_size", "warmup", "clip", "log_every",
         NULL };
     if (api_check_unknown(body, known, e)) return -1;
@@ -188,7 +188,7 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
         .log_every = 1, .checkpoint_every = 500, .sample_every = 250, .cache_size = 4096,
         .lr_generator = 5e-7f, .lr_fake = 5e-7f, .guidance = 8.0f, .gan_weight_g = 5e-3f,
         .gan_weight_d = 1e-2f, .clip = 10.0f, .nsteps = 4, .timesteps = { 999, 749, 499, 249 },
-        .backward_simulation = 1, .gan = 1, .seed = 0,
+        .backward_simulation = 1, .gan = 1, .seed = 0, .lora_rank = 0, .lora_alpha = 8.0f,
     };
     json_t *v;
     long long x;
@@ -198,6 +198,7 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
         { "warmup", 0, 100000000, &t->warmup }, { "log_every", 1, 1000000, &t->log_every },
         { "checkpoint_every", 0, 100000000, &t->checkpoint_every },
         { "sample_every", 0, 100000000, &t->sample_every },
+        { "lora_rank", 0, 4096, &t->lora_rank },
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if ((v = json_object_get(body, ints[i].name))) {
@@ -212,13 +213,6 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
         if (api_get_int(v, "seed", 0, INT64_MAX, &x, e)) return -1;
         t->seed = (uint64_t)x;
     }
-    if ((v = json_object_get(body, "lora_rank"))) {
-        if (!json_is_integer(v))
-            return api_fail(e, "lora_rank", "lora_rank: expected an integer, got %s", api_json_type(v));
-        if (json_integer_value(v) != 0)
-            return api_fail(e, "lora_rank", "lora_rank: LoRA is not available yet; only 0 (the "
-                            "whole generator is trained) is supported");
-    }
     if (((v = json_object_get(body, "lr_generator")) &&
          get_num(v, "lr_generator", 0, 1, 1, &t->lr_generator, e)) ||
         ((v = json_object_get(body, "lr_fake")) && get_num(v, "lr_fake", 0, 1, 1, &t->lr_fake, e)) ||
@@ -228,6 +222,7 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
         ((v = json_object_get(body, "gan_weight_d")) &&
          get_num(v, "gan_weight_d", 0, 1000, 0, &t->gan_weight_d, e)) ||
         ((v = json_object_get(body, "clip")) && get_num(v, "clip", 0, 1e6, 0, &t->clip, e)) ||
+        ((v = json_object_get(body, "lora_alpha")) && get_num(v, "lora_alpha", 0, 1e6, 1, &t->lora_alpha, e)) ||
         ((v = json_object_get(body, "backward_simulation")) &&
          get_bool(v, "backward_simulation", &t->backward_simulation, e)) ||
         ((v = json_object_get(body, "gan")) && get_bool(v, "gan", &t->gan, e)))
@@ -351,7 +346,7 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
     json_t *ts = json_array();
     for (int i = 0; i < t->nsteps; i++) json_array_append_new(ts, json_integer(t->timesteps[i]));
     json_t *echo = json_pack(
-        "{s:s, s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:i, s:f, s:f, s:f, s:o, s:b, s:i, s:i, s:i, "
+        "{s:s, s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:i, s:f, s:f, s:f, s:o, s:b, s:i, s:i, s:f, s:i, "
         "s:i, s:I, s:b, s:b, s:I, s:i, s:f, s:i}",
         "teacher", teacher_served ? d->cfg.model : shown(root, t->teacher),
         "generator_init", t->generator_init ? shown(root, t->generator_init) : "teacher",
@@ -360,7 +355,8 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
         "lr_fake", (double)t->lr_fake, "ttur", t->ttur, "guidance", (double)t->guidance,
         "gan_weight_g", (double)t->gan_weight_g, "gan_weight_d", (double)t->gan_weight_d,
         "timesteps", ts, "backward_simulation", t->backward_simulation,
-        "resolution", t->resolution, "lora_rank", 0, "checkpoint_every", t->checkpoint_every,
+        "resolution", t->resolution, "lora_rank", t->lora_rank, "lora_alpha", (double)t->lora_alpha,
+        "checkpoint_every", t->checkpoint_every,
         "sample_every", t->sample_every, "seed", (json_int_t)t->seed, "resume", t->resume,
         "gan", t->gan, "cache_size", (json_int_t)t->cache_size, "warmup", t->warmup,
         "clip", (double)t->clip, "log_every", t->log_every);
@@ -488,16 +484,25 @@ enum MHD_Result api_models_load(struct req *r) {
     struct sdxld *d = r->d;
     enum MHD_Result ret;
     if (api_not_ready(r, &ret)) return ret;
-    static const char *const known[] = { "generator", NULL };
+    static const char *const known[] = { "generator", "lora", "lora_scale", NULL };
     struct api_error e = { 0 };
-    char root[PATH_MAX], p[PATH_MAX];
-    json_t *v = json_object_get(r->json, "generator");
+    char root[PATH_MAX], p[PATH_MAX], pl[PATH_MAX], what[2 * PATH_MAX + 64];
+    json_t *v = json_object_get(r->json, "generator"), *vl = json_object_get(r->json, "lora");
+    json_t *vs = json_object_get(r->json, "lora_scale");
+    float scale = 1.0f;
     if (api_check_unknown(r->json, known, &e)) return reply_api_error(r, &e);
-    if (!v) return reply_error(r, 400, "invalid_argument", "generator", "generator: required (a "
-                               "UNet safetensors file under data_root)");
-    if (real_root(d, "generator", root, &e) || resolve_path(root, "generator", v, PATH_FILE, p, &e))
+    if (!v && !vl) return reply_error(r, 400, "invalid_argument", "generator", "generator: required (a "
+                                      "UNet safetensors file under data_root), or lora (an adapter file)");
+    if (vs && (!vl || get_num(vs, "lora_scale", 0, 10, 1, &scale, &e)))
+        return vl ? reply_api_error(r, &e)
+                  : reply_error(r, 400, "invalid_argument", "lora_scale", "lora_scale: given without lora");
+    if (real_root(d, "generator", root, &e) ||
+        (v && resolve_path(root, "generator", v, PATH_FILE, p, &e)) ||
+        (vl && resolve_path(root, "lora", vl, PATH_FILE, pl, &e)))
         return reply_api_error(r, &e);
-    struct job *j = job_new_load(p, shown(root, p));
+    int k = snprintf(what, sizeof what, "%s", v ? shown(root, p) : "(the model's own UNet)");
+    if (vl) snprintf(what + k, sizeof what - (size_t)k, " + LoRA %s × %g", shown(root, pl), (double)scale);
+    struct job *j = job_new_load(v ? p : NULL, vl ? pl : NULL, scale, what);
     if (!j) return reply_error(r, 503, "resource_exhausted", NULL, "out of memory");
     int pos;
     switch (jobs_submit(d->jobs, j, &pos, NULL)) {

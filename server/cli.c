@@ -79,12 +79,13 @@ void cli_free_prompts(char **p, int n) {
     sd_free(p);
 }
 
-/* Common options: --model DIR --unet FILE --backend B --threads N. */
+/* Common options: --model DIR --unet FILE --lora FILE --lora-scale X --backend B --threads N. */
 struct common { struct engine_config ec; const char *in, *out; };
 
 static int common_opt(struct common *c, int argc, char **argv, int *i) {
     const char *a = argv[*i], *v;
     const char **slot = !strcmp(a, "--model") ? &c->ec.model_dir : !strcmp(a, "--unet") ? &c->ec.unet_path
+                      : !strcmp(a, "--lora") ? &c->ec.lora_path
                       : !strcmp(a, "--backend") ? &c->ec.backend : !strcmp(a, "--in") ? &c->in
                       : !strcmp(a, "--out") ? &c->out : NULL;
     if (slot) {
@@ -95,6 +96,11 @@ static int common_opt(struct common *c, int argc, char **argv, int *i) {
     if (!strcmp(a, "--threads")) {
         if (!(v = cli_value(argc, argv, i))) return -1;
         c->ec.threads = atoi(v);
+        return 1;
+    }
+    if (!strcmp(a, "--lora-scale")) {
+        if (!(v = cli_value(argc, argv, i))) return -1;
+        c->ec.lora_scale = (float)atof(v);
         return 1;
     }
     return 0;

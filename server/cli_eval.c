@@ -21,7 +21,7 @@ int cli_eval_shapes(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help")) {
-            printf("sdxld eval-shapes --model DIR [--unet FILE] [--sampler dmd2|ddim] [--steps N]\n"
+            printf("sdxld eval-shapes --model DIR [--unet FILE] [--lora FILE] [--sampler dmd2|ddim] [--steps N]\n"
                    "       [--timesteps 999,749,...] [--guidance G] [--seeds K] [--resolution 64]\n"
                    "       [--label NAME] [--save-grid FILE.png]\n");
             return 0;
@@ -29,6 +29,7 @@ int cli_eval_shapes(int argc, char **argv) {
         if (!(v = cli_value(argc, argv, &i))) return 2;
         if (!strcmp(a, "--model")) ec.model_dir = v;
         else if (!strcmp(a, "--unet")) ec.unet_path = v;
+        else if (!strcmp(a, "--lora")) ec.lora_path = v;
         else if (!strcmp(a, "--threads")) ec.threads = atoi(v);
         else if (!strcmp(a, "--sampler")) ddim = !strcmp(v, "ddim");
         else if (!strcmp(a, "--steps")) steps = atoi(v);

@@ -53,7 +53,8 @@ int cli_generate(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "--help")) {
-            printf("sdxld generate [--model DIR] [--unet FILE] (--prompts P.json | --prompt TEXT)\n"
+            printf("sdxld generate [--model DIR] [--unet FILE] [--lora FILE [--lora-scale X]]\n"
+                   "               (--prompts P.json | --prompt TEXT)\n"
                    "               [--width W] [--height H] [--seed S] [--steps N] [--timesteps 999,749,...]\n"
                    "               [--time-ids OH,OW,CT,CL,TH,TW] [--noise IN.safetensors]\n"
                    "               [--out-tensor OUT.safetensors] [-o image.png ...] [--backend cpu] [--threads N]\n"
@@ -65,6 +66,8 @@ int cli_generate(int argc, char **argv) {
         v = argv[++i];
         if (!strcmp(a, "--model")) ec.model_dir = v;
         else if (!strcmp(a, "--unet")) ec.unet_path = v;
+        else if (!strcmp(a, "--lora")) ec.lora_path = v;
+        else if (!strcmp(a, "--lora-scale")) ec.lora_scale = (float)atof(v);
         else if (!strcmp(a, "--backend")) ec.backend = v;
         else if (!strcmp(a, "--threads")) ec.threads = atoi(v);
         else if (!strcmp(a, "--prompts")) prompts_path = v;

@@ -116,6 +116,7 @@ int cli_train(int argc, char **argv) {
         .gan_weight_g = 5e-3f, .gan_weight_d = 1e-2f, .clip = 10.0f, .warmup = 500, .nsteps = 4,
         .timesteps = { 999, 749, 499, 249 }, .backward_simulation = 1, .gan = 1, .dm_min_t = 20, .dm_max_t = 980,
         .cache_size = 4096, .checkpoint_every = 500, .sample_every = 250, .log_every = 10,
+        .lora_rank = 0, .lora_alpha = 8.0f,
     };
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -126,6 +127,7 @@ int cli_train(int argc, char **argv) {
                    "   [--guidance 8] [--gan-weight-g 5e-3] [--gan-weight-d 1e-2] [--clip 10]\n"
                    "   [--timesteps 999,749,499,249] [--no-backward-simulation] [--no-gan] [--seed N]\n"
                    "   [--checkpoint-every 500] [--sample-every 250] [--log-every 10]\n"
+                   "   [--lora-rank R] [--lora-alpha 8]   (R > 0: train LoRA adapters, not the whole generator)\n"
                    "Defaults are the DMD2 paper's SDXL settings (spec/dmd2.md); small models want larger LRs.\n");
             return 0;
         }
@@ -154,6 +156,8 @@ int cli_train(int argc, char **argv) {
         else if (!strcmp(a, "--checkpoint-every")) c.checkpoint_every = atoi(v);
         else if (!strcmp(a, "--sample-every")) c.sample_every = atoi(v);
         else if (!strcmp(a, "--log-every")) c.log_every = atoi(v);
+        else if (!strcmp(a, "--lora-rank")) c.lora_rank = atoi(v);
+        else if (!strcmp(a, "--lora-alpha")) c.lora_alpha = (float)atof(v);
         else if (!strcmp(a, "--timesteps")) {
             if ((c.nsteps = parse_ts(v, c.timesteps)) < 1) { fprintf(stderr, "sdxld train dmd2: bad --timesteps\n"); return 2; }
         } else { fprintf(stderr, "sdxld train dmd2: unknown option '%s'\n", a); return 2; }

@@ -129,6 +129,7 @@ static void job_free(struct job *j) {
     free(j->req.prompt);
     train_state_free(j->train);
     free(j->load_path);
+    free(j->load_lora);
     free(j->load_shown);
     free(j->err_msg);
     job_result_unref(j->result);
@@ -212,13 +213,16 @@ struct job *job_new_train(struct train_request *req) {
     return j;
 }
 
-struct job *job_new_load(const char *path, const char *shown) {
+struct job *job_new_load(const char *path, const char *lora, float lora_scale, const char *shown) {
     struct job *j = job_alloc(JOB_LOAD, "load_");
     if (!j) return NULL;
-    j->load_path = strdup(path);
+    j->load_path = path ? strdup(path) : NULL;
+    j->load_lora = lora ? strdup(lora) : NULL;
+    j->load_lora_scale = lora_scale;
     j->load_shown = strdup(shown);
-    if (!j->load_path || !j->load_shown) {
+    if ((path && !j->load_path) || (lora && !j->load_lora) || !j->load_shown) {
         free(j->load_path);
+        free(j->load_lora);
         free(j->load_shown);
         free(j);
         return NULL;

@@ -86,6 +86,8 @@ struct train_request {
     float lr_generator, lr_fake, guidance, gan_weight_g, gan_weight_d, clip;
     int nsteps, timesteps[4];
     int backward_simulation, gan;
+    int lora_rank;             /* 0: the whole generator; else LoRA adapters of this rank */
+    float lora_alpha;
     uint64_t seed;
     char *echo;                /* the effective request as JSON text, for GET detail */
 };
@@ -125,8 +127,11 @@ struct job {
     int refs;
     struct gen_request req;
     struct train_state *train; /* JOB_TRAIN only */
-    char *load_path;           /* JOB_LOAD: the absolute path of the generator to load */
-    char *load_shown;          /*           and as the client wrote it */
+    char *load_path;           /* JOB_LOAD: the absolute path of the generator to load (NULL:
+                                  the model folder's own UNet) */
+    char *load_lora;           /*           a LoRA file to merge in, or NULL */
+    float load_lora_scale;
+    char *load_shown;          /*           what is loaded, as the client wrote it */
 
     double created_at, started_at, finished_at;   /* unix seconds, 0 = not yet */
     double t_submit_ms;                           /* monotonic, for the batch window */
@@ -177,7 +182,7 @@ struct job *job_new_generate(struct gen_request *req);
 /* A new training job; takes ownership of the strings in *req (also on failure). */
 struct job *job_new_train(struct train_request *req);
 /* A new model-load job; copies the strings. */
-struct job *job_new_load(const char *path, const char *shown);
+struct job *job_new_load(const char *path, const char *lora, float lora_scale, const char *shown);
 void train_request_free(struct train_request *r);
 
 enum submit_result { SUBMIT_OK, SUBMIT_FULL, SUBMIT_DRAINING, SUBMIT_CONFLICT };

@@ -122,6 +122,7 @@ void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j) {
         .gan_weight_g = r->gan_weight_g, .gan_weight_d = r->gan_weight_d, .clip = r->clip,
         .warmup = r->warmup, .nsteps = r->nsteps, .backward_simulation = r->backward_simulation,
         .gan = r->gan, .dm_min_t = 20, .dm_max_t = 980, .seed = r->seed,
+        .lora_rank = r->lora_rank, .lora_alpha = r->lora_alpha,
         .checkpoint_every = r->checkpoint_every, .sample_every = r->sample_every,
         .log_every = r->log_every, .threads = d->cfg.threads,
     };
@@ -233,7 +234,7 @@ void train_run_free(struct sdxld *d, struct train_run *tr) {
 
 void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j) {
     double t0 = mono_ms();
-    sd_status st = engine_load_unet(e, j->load_path);
+    sd_status st = engine_load_unet(e, j->load_path, j->load_lora, j->load_lora_scale);
     if (st == SD_OK) {
         pthread_mutex_lock(&d->info_lock);
         d->info = *engine_info(e);

@@ -8,6 +8,7 @@
 #include "engine.h"
 #include "core/rng.h"
 #include "model/clip.h"
+#include "model/lora.h"
 #include "model/unet.h"
 #include "model/vae.h"
 #include "sample/sampler.h"
@@ -81,6 +82,29 @@ static sd_status check_consistency(struct engine *e) {
     return SD_OK;
 }
 
+/* The folder's UNet config with weights from path (NULL: the folder's own), and a LoRA
+ * file merged in when lora_path is given.  NULL (and *st) on failure. */
+static struct unet *load_unet(struct engine *e, const char *path, const char *lora_path, float lora_scale,
+                              sd_status *st) {
+    struct unet *u = sd_calloc(1, sizeof *u);
+    char *dir = sd_path_join(e->model_dir, "unet");
+    *st = u && dir ? unet_load(u, e->be, dir, path) : SD_ERR_NOMEM;
+    sd_free(dir);
+    if (!*st && lora_path && (*st = lora_apply_file(&u->wt, e->be, lora_path, lora_scale != 0 ? lora_scale : 1.0f)))
+        unet_free(u);
+    if (*st) { sd_free(u); return NULL; }
+    return u;
+}
+
+/* "model", "model:generator", "model+lora", "model:generator+lora" (basenames). */
+static void set_model_name(struct engine *e, const char *unet_path, const char *lora_path) {
+    char *n = e->info.model_name;
+    size_t cap = sizeof e->info.model_name;
+    int k = snprintf(n, cap, "%s", base_name(e->model_dir));
+    if (unet_path && k >= 0 && (size_t)k < cap) k += snprintf(n + k, cap - (size_t)k, ":%s", base_name(unet_path));
+    if (lora_path && k >= 0 && (size_t)k < cap) snprintf(n + k, cap - (size_t)k, "+%s", base_name(lora_path));
+}
+
 sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
     *out = NULL;
     if (!cfg->model_dir) return sd_fail(SD_ERR_INVALID, "no model folder given");
@@ -102,13 +126,7 @@ sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
     if ((st = load_part(dir, "text_encoder_2", &p)) || (st = clip_load(&e->te2, e->be, p, 1))) goto fail;
     e->loaded_te2 = 1;
     sd_free(p); p = NULL;
-    if (!(e->unet = sd_calloc(1, sizeof *e->unet))) { st = SD_ERR_NOMEM; goto fail; }
-    if ((st = load_part(dir, "unet", &p)) || (st = unet_load(e->unet, e->be, p, cfg->unet_path))) {
-        sd_free(e->unet);
-        e->unet = NULL;
-        goto fail;
-    }
-    sd_free(p); p = NULL;
+    if (!(e->unet = load_unet(e, cfg->unet_path, cfg->lora_path, cfg->lora_scale, &st))) goto fail;
     if ((st = load_part(dir, "vae", &p)) || (st = vae_load(&e->vae, e->be, p))) goto fail;
     e->loaded_vae = 1;
     sd_free(p); p = NULL;
@@ -121,8 +139,7 @@ sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
     arena_init(&e->acts, "activations", &al, 1);
 
     struct engine_info *in = &e->info;
-    if (cfg->unet_path) snprintf(in->model_name, sizeof in->model_name, "%s:%s", base_name(dir), base_name(cfg->unet_path));
-    else snprintf(in->model_name, sizeof in->model_name, "%s", base_name(dir));
+    set_model_name(e, cfg->unet_path, cfg->lora_path);
     in->latent_channels = e->vae.cfg.latent_ch;
     in->vae_scale = vae_scale(&e->vae);
     in->max_tokens = tokenizer_max_length(e->tok1);
@@ -437,19 +454,15 @@ out:
     return finish(e, st);
 }
 
-sd_status engine_load_unet(struct engine *e, const char *path) {
-    /* path NULL: back to the model folder's own UNet */
+sd_status engine_load_unet(struct engine *e, const char *path, const char *lora_path, float lora_scale) {
     /* Same config folder, so a file of another architecture fails on its first
      * mis-shaped tensor; until the new UNet has fully loaded the old one keeps serving. */
-    struct unet *nu = sd_calloc(1, sizeof *nu);
-    char *dir = sd_path_join(e->model_dir, "unet");
-    sd_status st = nu && dir ? unet_load(nu, e->be, dir, path) : SD_ERR_NOMEM;
-    sd_free(dir);
-    if (st) { sd_free(nu); return st; }
+    sd_status st;
+    struct unet *nu = load_unet(e, path, lora_path, lora_scale, &st);
+    if (!nu) return st;
     unet_free(e->unet);
     sd_free(e->unet);
     e->unet = nu;
-    if (path) snprintf(e->info.model_name, sizeof e->info.model_name, "%s:%s", base_name(e->model_dir), base_name(path));
-    else snprintf(e->info.model_name, sizeof e->info.model_name, "%s", base_name(e->model_dir));
+    set_model_name(e, path, lora_path);
     return SD_OK;
 }

@@ -17,6 +17,8 @@ struct engine;
 struct engine_config {
     const char *model_dir;   /* diffusers folder (unet, vae, text_encoder[_2], tokenizer[_2]) */
     const char *unet_path;   /* optional: a separate UNet safetensors (the DMD2 generator) */
+    const char *lora_path;   /* optional: a LoRA adapter file merged into the UNet (model/lora.h) */
+    float lora_scale;        /* its strength; 0 = 1 (as trained) */
     const char *backend;     /* "cpu" (default) or "cuda" */
     int threads;             /* CPU threads; 0 = all cores */
 };
@@ -122,8 +124,9 @@ sd_status engine_unet_backward(struct engine *e, const float *x, const float *t,
                                const float *dout, float *out, float *dx, float *dctx, float *dpooled,
                                engine_grad_fn each, void *ud);
 
-/* Swap the served UNet for another file (same config; NULL = the folder's own UNet);
- * on failure the old one stays. */
-sd_status engine_load_unet(struct engine *e, const char *unet_path);
+/* Swap the served UNet for another file (same config; NULL = the folder's own UNet),
+ * with a LoRA file merged in when lora_path is non-NULL (lora_scale 0 = 1); on failure
+ * the old one stays. */
+sd_status engine_load_unet(struct engine *e, const char *unet_path, const char *lora_path, float lora_scale);
 
 #endif

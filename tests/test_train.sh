@@ -48,6 +48,59 @@ ok $? "checkpoint + resume continues bit-identically (weights and Adam moments)"
 "$BIN" generate --model "$T/m" --unet "$T/a/checkpoint-0000006/weights.safetensors" --prompt "a red circle" \
     --width 16 --height 16 --seed 1 -o "$T/img.png" >/dev/null 2>&1; ok $? "a checkpoint's weights load as --unet"
 
+# EMA: the exported UNet is the averaged weights (optim.safetensors "ema." rows), not the raw ones
+train "$T/e" 4 --ema 0.5 2>/dev/null
+python3 - "$T/e" <<'PY'
+import json, struct, sys
+def load(path, name):
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little"); h = json.loads(f.read(n)); base = 8 + n
+        e = h[name]; a, b = e["data_offsets"]; f.seek(base + a); raw = f.read(b - a)
+    fmt = {"F32": "f", "F16": "e"}[e["dtype"]]
+    return struct.unpack("<%d%s" % (len(raw) // struct.calcsize(fmt), fmt), raw)
+d, k = sys.argv[1], "conv_in.weight"
+out = load(d + "/unet/diffusion_pytorch_model.safetensors", k)
+ema = load(d + "/checkpoint-0000004/optim.safetensors", "ema." + k)
+raw = load(d + "/checkpoint-0000004/weights.safetensors", k)
+f16 = lambda v: struct.unpack("<e", struct.pack("<e", v))[0]   # the export's rounding
+same_ema = sum(x == f16(y) for x, y in zip(out, ema)); same_raw = sum(x == f16(y) for x, y in zip(out, raw))
+print(f"# {len(out)} values: {same_ema} equal the fp16 EMA, {same_raw} the fp16 raw weights")
+sys.exit(0 if same_ema == len(out) and same_raw < len(out) // 2 else 1)
+PY
+ok $? "with --ema the exported UNet is the EMA of the weights"
+train "$T/b" 8 --resume --ema 0.5 2>"$T/be.log"; grep -q "no EMA in the checkpoint" "$T/be.log"
+ok $? "turning EMA on at resume starts it from the weights (with a warning)"
+
+# DMD2 with LoRA adapters: only adapters in the checkpoint, bit-identical resume, and the
+# adapter file serves through generate --lora
+dmd2() {  # OUT STEPS [extra]
+    local out=$1 steps=$2; shift 2
+    "$BIN" train dmd2 --teacher "$T/m" --out "$out" --resolution 16 --batch 2 --ttur 2 --steps "$steps" \
+        --cache-size 8 --lr-generator 5e-3 --lr-fake 1e-3 --warmup 0 --lora-rank 2 --lora-alpha 4 \
+        --checkpoint-every 3 --sample-every 0 --log-every 1 --seed 2 "$@"
+}
+dmd2 "$T/la" 6 2>/dev/null; ok $? "train dmd2 --lora-rank 2 runs"
+dmd2 "$T/lb" 3 2>/dev/null && dmd2 "$T/lb" 6 --resume 2>/dev/null
+cmp -s "$T/la/checkpoint-0000006/weights.safetensors" "$T/lb/checkpoint-0000006/weights.safetensors" &&
+cmp -s "$T/la/checkpoint-0000006/optim.safetensors" "$T/lb/checkpoint-0000006/optim.safetensors" &&
+cmp -s "$T/la/generator.safetensors" "$T/lb/generator.safetensors"
+ok $? "LoRA checkpoint + resume continues bit-identically (adapters, moments, merged generator)"
+python3 - "$T/la" <<'PY'
+import json, sys
+def keys(p):
+    with open(p, "rb") as f:
+        n = int.from_bytes(f.read(8), "little"); return [k for k in json.loads(f.read(n)) if k != "__metadata__"]
+g = [k for k in keys(sys.argv[1] + "/checkpoint-0000006/weights.safetensors") if k.startswith("generator")]
+a = keys(sys.argv[1] + "/generator_lora.safetensors")
+sys.exit(0 if g and all(k.startswith("generator_lora.lora_unet_") for k in g) and len(a) == 3 * (len(g) // 2) else 1)
+PY
+ok $? "the checkpoint holds the adapters only; generator_lora.safetensors has down/up/alpha per module"
+gen() { "$BIN" generate --model "$T/m" --prompt "a red circle" --width 16 --height 16 --seed 1 "$@" >/dev/null 2>&1; }
+gen -o "$T/base.png" && gen --lora "$T/la/generator_lora.safetensors" -o "$T/lora.png" &&
+    gen --unet "$T/la/generator.safetensors" -o "$T/merged.png" && ! cmp -s "$T/base.png" "$T/lora.png"
+ok $? "generate --lora applies the adapters (image differs from the base model's)"
+gen --lora "$T/la/generator.safetensors" -o "$T/x.png"; [ $? -eq 1 ]; ok $? "generate --lora with a UNet file fails cleanly"
+
 # bad input
 "$BIN" train-teacher --model "$T/m" --out "$T/x" --batch 0 >/dev/null 2>&1; [ $? -eq 2 ]; ok $? "batch 0 rejected"
 "$BIN" train-teacher --model "$T/nowhere" --out "$T/x" --steps 1 >/dev/null 2>"$T/err"; [ $? -eq 1 ] && grep -q nowhere "$T/err"

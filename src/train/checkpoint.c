@@ -219,7 +219,18 @@ sd_status ckpt_load_parts(const char *dir, struct backend *be, const struct ckpt
                 snprintf(pre, sizeof pre, "adam_v.%s", parts[i].prefix);
                 if ((st = load_rows(&f, be, parts[i].wt, o->vp, pre))) break;
                 snprintf(pre, sizeof pre, "ema.%s", parts[i].prefix);
-                if (o->ep) st = load_rows(&f, be, parts[i].wt, o->ep, pre);
+                if (o->ep && parts[i].wt->n > 0) {
+                    char first[WT_NAME_MAX + 160];
+                    snprintf(first, sizeof first, "%s%s", pre, parts[i].wt->rows[0].name);
+                    if (st_find(&f, first)) {
+                        st = load_rows(&f, be, parts[i].wt, o->ep, pre);
+                    } else {   /* a run that turns EMA on at resume: start it from the weights */
+                        LOG_W("%s: no EMA in the checkpoint; the EMA starts from the resumed weights", dir);
+                        for (int r = 0; r < parts[i].wt->n; r++)
+                            be->ops->copy(be, o->ep[r], *parts[i].wt->rows[r].dst,
+                                          (size_t)sd_numel(parts[i].wt->rows[r].ndim, parts[i].wt->rows[r].shape) * 4);
+                    }
+                }
                 o->step = i < 16 ? osteps[i] : ostep;
             }
             st_close(&f);

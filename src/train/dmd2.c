@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "../core/rng.h"
+#include "../model/lora.h"
 #include "../model/unet.h"
 #include "../sample/sampler.h"
 #include "checkpoint.h"
@@ -118,7 +119,8 @@ struct dmd2 {
     struct schedule sch;
     struct latent_cache cache;
     struct optimizer og, of, oh;
-    int loaded[12];
+    struct lora lora;           /* with lora_rank > 0: og trains its A/B, gen = W0 + s·B·A */
+    int loaded[13];
     struct sd_rng rng;
     long long cursor;
     int step;
@@ -198,6 +200,7 @@ void dmd2_close(struct dmd2 *d) {
     if (d->loaded[9]) optim_free(&d->og);
     if (d->loaded[10]) optim_free(&d->of);
     if (d->loaded[11]) optim_free(&d->oh);
+    if (d->loaded[12]) lora_free(&d->lora);
     cache_free(&d->cache);
     schedule_free(&d->sch);
     arena_free(&d->acts);
@@ -206,7 +209,8 @@ void dmd2_close(struct dmd2 *d) {
 }
 
 static struct ckpt_part *parts(struct dmd2 *d, struct ckpt_part *p) {
-    p[0] = (struct ckpt_part){ "generator.", &d->gen.wt, &d->og };
+    p[0] = d->c.lora_rank > 0 ? (struct ckpt_part){ "generator_lora.", &d->lora.wt, &d->og }
+                              : (struct ckpt_part){ "generator.", &d->gen.wt, &d->og };
     p[1] = (struct ckpt_part){ "fake.", &d->fake.wt, &d->of };
     p[2] = (struct ckpt_part){ "head.", &d->head.wt, &d->oh };
     return p;
@@ -221,6 +225,8 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
             return sd_fail(SD_ERR_INVALID, "dmd2: timesteps must be strictly decreasing in [0, 999]");
     if (c->dm_min_t < 0 || c->dm_max_t > 999 || c->dm_min_t > c->dm_max_t)
         return sd_fail(SD_ERR_INVALID, "dmd2: DM timestep range");
+    if (c->lora_rank < 0 || (c->lora_rank > 0 && !(c->lora_alpha > 0)))
+        return sd_fail(SD_ERR_INVALID, "dmd2: lora_rank must be >= 0 and lora_alpha > 0");
     struct dmd2 *d = sd_calloc(1, sizeof *d);
     if (!d) return SD_ERR_NOMEM;
     d->c = *c;
@@ -267,7 +273,14 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     struct adamw_config og = { c->lr_generator, 0.9f, 0.999f, 1e-8f, 0.01f, c->clip, c->warmup, 0 };
     struct adamw_config of = og;
     of.lr = c->lr_fake;
-    if ((st = optim_init(&d->og, d->be, &og, &d->gen.wt, &d->ggen.wt))) goto fail;
+    if (c->lora_rank > 0) {   /* the generator's base stays frozen at its initial weights */
+        if ((st = lora_create(&d->lora, d->be, &d->gen.wt, &d->ggen.wt, c->lora_rank, c->lora_alpha, c->seed ^ 0x10a))) goto fail;
+        d->loaded[12] = 1;
+        st = optim_init(&d->og, d->be, &og, &d->lora.wt, &d->lora.gt);
+    } else {
+        st = optim_init(&d->og, d->be, &og, &d->gen.wt, &d->ggen.wt);
+    }
+    if (st) goto fail;
     d->loaded[9] = 1;
     if ((st = optim_init(&d->of, d->be, &of, &d->fake.wt, &d->gfake.wt))) goto fail;
     d->loaded[10] = 1;
@@ -289,6 +302,7 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
         d->rng.seed = s.rng_seed;
         d->rng.offset = s.rng_offset;
         d->cursor = s.data_cursor;
+        if (c->lora_rank > 0) lora_merge(&d->lora, d->be);
         LOG_I("dmd2: resumed from %s at step %d (%d generator steps)", dir, d->step, d->og.step);
     }
     *out = d;
@@ -471,11 +485,14 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
         float *deh = xf;   /* reuse */
         per_sample(d, deh, dx0, NULL, sc, NULL, B);
         optim_zero_grad(&d->og, be);
+        if (c->lora_rank > 0) unet_zero(be, &d->ggen);   /* og holds only the adapters' gradients */
         unet_decode_backward(f, &d->gen, &d->ggen, &gtp, deh, NULL);
         unet_encode_backward(f, &d->gen, &d->ggen, &gtp, NULL, NULL, NULL, NULL);
+        if (c->lora_rank > 0) lora_grads(&d->lora, be);
         if ((st = backend_status(be))) return st;
         struct optimizer *og = &d->og;
         if ((st = joint_step(d, &og, 1, &gn_gen))) return st;
+        if (c->lora_rank > 0) lora_merge(&d->lora, be);
         arena_reset(f->ar, mk);
     }
     arena_reset(f->ar, mk_gen);   /* the generator tape is dead; x0 (allocated before it) lives */
@@ -586,5 +603,8 @@ sd_status dmd2_save(struct dmd2 *d, char *path_out, size_t n) {
     if (path_out) snprintf(path_out, n, "%s", d->ckpt);
     char p[4200];
     snprintf(p, sizeof p, "%s/generator.safetensors", d->c.out_dir);
-    return wt_save(&d->gen.wt, d->be, p, DT_F16);
+    SD_TRY(wt_save(&d->gen.wt, d->be, p, DT_F16));
+    if (d->c.lora_rank <= 0) return SD_OK;
+    snprintf(p, sizeof p, "%s/generator_lora.safetensors", d->c.out_dir);
+    return lora_save(&d->lora, d->be, p, DT_F16);
 }

@@ -30,6 +30,8 @@ struct dmd2_config {
     int warmup;
     int nsteps, timesteps[4];
     int backward_simulation, gan;
+    int lora_rank;               /* > 0: train LoRA adapters on the generator (model/lora.h) */
+    float lora_alpha;            /* LoRA scale = alpha / rank */
     int dm_min_t, dm_max_t;      /* 20, 980 */
     uint64_t seed;
     int checkpoint_every, sample_every, log_every;
@@ -53,7 +55,8 @@ struct dmd2;
 sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c);
 /* One iteration; fills st.  SD_ERR_INVALID once all steps are done. */
 sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *st);
-/* A checkpoint now (path_out may be NULL) and the generator as OUT/generator.safetensors. */
+/* A checkpoint now (path_out may be NULL) and the generator as OUT/generator.safetensors
+ * (the merged UNet), plus OUT/generator_lora.safetensors (kohya format) with LoRA. */
 sd_status dmd2_save(struct dmd2 *d, char *path_out, size_t n);
 int dmd2_done(const struct dmd2 *d);
 /* Iterations done so far: the checkpoint's step right after a resuming dmd2_open. */

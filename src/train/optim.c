@@ -99,3 +99,12 @@ sd_status optim_step(struct optimizer *o, struct backend *be) {
     float scale = o->cfg.clip > 0 && norm > o->cfg.clip ? (float)(o->cfg.clip / norm) : 1.0f;
     return optim_apply(o, be, scale);
 }
+
+void optim_swap_ema(struct optimizer *o) {
+    if (!o->ep) return;
+    for (int i = 0; i < o->params->n; i++) {
+        float *t = *o->params->rows[i].dst;
+        *o->params->rows[i].dst = o->ep[i];
+        o->ep[i] = t;
+    }
+}

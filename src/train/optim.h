@@ -36,6 +36,9 @@ sd_status optim_step(struct optimizer *o, struct backend *be);
  * norm: the sum of squared gradients, then the update with grads scaled by `scale`. */
 double optim_grad_sq(struct optimizer *o, struct backend *be);
 sd_status optim_apply(struct optimizer *o, struct backend *be, float scale);
+/* Exchange the parameters with their EMA (pointer swap; calling it again swaps back), so
+ * a trainer exports or samples the averaged weights.  No-op without EMA. */
+void optim_swap_ema(struct optimizer *o);
 /* Zero every gradient in the grads table. */
 void optim_zero_grad(struct optimizer *o, struct backend *be);
 

@@ -84,6 +84,7 @@ static sd_status maybe_resume(struct run *r, struct weight_table *wt, struct opt
 }
 
 /* Copy a config file into OUT/sub/config.json and save weights next to it. */
+/* OUT/sub/ = the model's config.json + its weights. */
 static sd_status export_part(struct run *r, const struct weight_table *wt, const char *sub, const char *file) {
     char p[4096], src[4096];
     snprintf(p, sizeof p, "%s/%s", r->c->out_dir, sub);
@@ -240,8 +241,12 @@ sd_status train_vae(const struct train_config *c) {
             break;
         }
     }
-    if (!st) st = export_part(&r, &m.wt, "vae", "diffusion_pytorch_model.safetensors");
-    if (!st) st = set_scaling_factor(&r, &m);
+    if (!st) {   /* the exported VAE (and its measured scale) is the EMA when EMA is on */
+        optim_swap_ema(&o);
+        st = export_part(&r, &m.wt, "vae", "diffusion_pytorch_model.safetensors");
+        if (!st) st = set_scaling_factor(&r, &m);
+        optim_swap_ema(&o);
+    }
 out:
     sd_free(host);
     sd_free(p);
@@ -386,7 +391,10 @@ sd_status train_teacher(const struct train_config *c) {
             mkdir(sample, 0755);
             snprintf(sample, sizeof sample, "%s/samples/%07d.png", c->out_dir, step);
             int n = K < 8 ? (int)K : 8;
-            if ((st = teacher_samples(&r, &f, &u, &v, &sch, cctx, cpool, n, L, X, P, h, sample))) break;
+            optim_swap_ema(&o);      /* samples show what would be exported */
+            st = teacher_samples(&r, &f, &u, &v, &sch, cctx, cpool, n, L, X, P, h, sample);
+            optim_swap_ema(&o);
+            if (st) break;
         }
         if ((c->checkpoint_every > 0 && step % c->checkpoint_every == 0) || step == c->steps)
             if ((st = save_checkpoint(&r, &u.wt, &o, step, ckpt, sizeof ckpt))) break;
@@ -396,7 +404,11 @@ sd_status train_teacher(const struct train_config *c) {
         }
     }
     sd_free(hbuf);
-    if (!st) st = export_part(&r, &u.wt, "unet", "diffusion_pytorch_model.safetensors");
+    if (!st) {   /* the EMA weights when EMA is on */
+        optim_swap_ema(&o);
+        st = export_part(&r, &u.wt, "unet", "diffusion_pytorch_model.safetensors");
+        optim_swap_ema(&o);
+    }
 out:
     sd_free(p);
     cache_free(&cache);
