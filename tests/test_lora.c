@@ -263,6 +263,35 @@ int main(void) {
     }
     unlink(tmp);
 
+    /* the reference: peft's LoRA layers in diffusers, exported the way DMD2 does
+     * (tests/ref/make_lora_fixture.py) */
+    {
+        struct unet u3;
+        struct st_file gl;
+        char lp[1300];
+        snprintf(lp, sizeof lp, "%s/lora/golden_lora.safetensors", dir);
+        int have = st_open(&gl, lp) == SD_OK;
+        ok(have, "reference output %s: %s", lp, have ? "ok" : sd_last_error());
+        snprintf(lp, sizeof lp, "%s/lora/lora_kohya.safetensors", dir);
+        int applied = unet_load(&u3, be, unet_dir, NULL) == SD_OK && lora_apply_file(&u3.wt, be, lp, 1.0f) == SD_OK;
+        ok(applied, "the reference's DMD2-format adapter file applies: %s", applied ? "ok" : sd_last_error());
+        int N = (int)tx->shape[0];
+        float *o = malloc(sizeof(float) * (size_t)N * 4 * h * h), *want = have ? malloc(sizeof(float) * (size_t)N * 4 * h * h) : NULL;
+        const struct st_tensor *wt_ = have ? st_find(&gl, "unet_out_lora") : NULL;
+        unet_forward(&f, &u3, o, x, t, ctx, pool, tid, N, h, h, 77);
+        arena_reset(&ar, 0);
+        if (wt_ && st_numel(wt_) == (int64_t)N * 4 * h * h) {
+            st_read_f32(wt_, want);
+            double e = rel_err(o, want, (size_t)N * 4 * h * h);
+            ok(e < 1e-4, "UNet with the LoRA merged = diffusers + peft's LoRA layers (rel err %.3g)", e);
+        } else {
+            ok(0, "golden_lora.safetensors has unet_out_lora [%d, 4, %d, %d]", N, h, h);
+        }
+        free(o); free(want);
+        if (have) st_close(&gl);
+        unet_free(&u3);
+    }
+
     ok(lora_create(&(struct lora){ 0 }, be, &u.wt, &g.wt, 0, 8, 1) == SD_ERR_INVALID, "rank 0 refused: %s", sd_last_error());
     free(x); free(t); free(ctx); free(pool); free(tid); free(R); free(out);
     lora_free(&l);
