@@ -179,7 +179,7 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
         "teacher", "generator_init", "out", "prompts", "real_data", "steps", "batch",
         "lr_generator", "lr_fake", "ttur", "guidance", "gan_weight_g", "gan_weight_d",
         "timesteps", "backward_simulation", "resolution", "lora_rank", "lora_alpha", "checkpoint_every",
-        "sample_every", "seed", "resume", "gan", "cache_size", "warmup", "clip", "log_every",
+        "sample_every", "seed", "resume", "gan", "cache_size", "warmup", "clip", "log_every", "recompute",
         NULL };
     if (api_check_unknown(body, known, e)) return -1;
     /* Defaults: the DMD2 paper's SDXL 4-step run (spec/dmd2.md §3, spec/api.md). */
@@ -225,7 +225,8 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
         ((v = json_object_get(body, "lora_alpha")) && get_num(v, "lora_alpha", 0, 1e6, 1, &t->lora_alpha, e)) ||
         ((v = json_object_get(body, "backward_simulation")) &&
          get_bool(v, "backward_simulation", &t->backward_simulation, e)) ||
-        ((v = json_object_get(body, "gan")) && get_bool(v, "gan", &t->gan, e)))
+        ((v = json_object_get(body, "gan")) && get_bool(v, "gan", &t->gan, e)) ||
+        ((v = json_object_get(body, "recompute")) && get_bool(v, "recompute", &t->recompute, e)))
         return -1;
     if ((v = json_object_get(body, "timesteps"))) {
         if (!json_is_array(v))
@@ -347,7 +348,7 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
     for (int i = 0; i < t->nsteps; i++) json_array_append_new(ts, json_integer(t->timesteps[i]));
     json_t *echo = json_pack(
         "{s:s, s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:i, s:f, s:f, s:f, s:o, s:b, s:i, s:i, s:f, s:i, "
-        "s:i, s:I, s:b, s:b, s:I, s:i, s:f, s:i}",
+        "s:i, s:I, s:b, s:b, s:I, s:i, s:f, s:i, s:b}",
         "teacher", teacher_served ? d->cfg.model : shown(root, t->teacher),
         "generator_init", t->generator_init ? shown(root, t->generator_init) : "teacher",
         "out", shown(root, t->out), "real_data", t->data ? shown(root, t->data) : "shapes",
@@ -359,7 +360,7 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
         "checkpoint_every", t->checkpoint_every,
         "sample_every", t->sample_every, "seed", (json_int_t)t->seed, "resume", t->resume,
         "gan", t->gan, "cache_size", (json_int_t)t->cache_size, "warmup", t->warmup,
-        "clip", (double)t->clip, "log_every", t->log_every);
+        "clip", (double)t->clip, "log_every", t->log_every, "recompute", t->recompute);
     t->echo = echo ? json_dumps(echo, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(echo);
     return 0;

@@ -186,14 +186,15 @@ static void add_grad(void *ud, const char *name, int ndim, const int64_t *shape,
 
 int cli_unet(int argc, char **argv) {
     struct common c = { 0 };
-    int backward = 0;
+    int backward = 0, recompute = 0;
     for (int i = 1; i < argc; i++) {
         int r = common_opt(&c, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
         if (!strcmp(argv[i], "--backward")) { backward = 1; continue; }
+        if (!strcmp(argv[i], "--recompute")) { recompute = 1; continue; }
         if (!strcmp(argv[i], "--help")) {
-            printf("sdxld unet --model DIR [--unet FILE] --in IN.safetensors --out OUT.safetensors [--backward]\n"
+            printf("sdxld unet --model DIR [--unet FILE] --in IN.safetensors --out OUT.safetensors [--backward [--recompute]]\n"
                    "  reads unet_x [B,C,h,w], unet_t [B], prompt_embeds, pooled_embeds (first B rows),\n"
                    "  time_ids [B,6]; writes unet_out.  --backward also reads unet_R and writes the\n"
                    "  gradients of sum(unet_out * unet_R): unet_dx, unet_dehs, unet_dtext, unet_grad.<name>\n");
@@ -246,7 +247,7 @@ int cli_unet(int argc, char **argv) {
         struct grad_sink sink = { &w, SD_OK };
         sd_status st = dx && dc && dp ? SD_OK : SD_ERR_NOMEM;
         if (!st) st = engine_unet_backward(e, x, t, ctx, pooled, tid, (int)B, (int)sx[2], (int)sx[3], R, out,
-                                           dx, dc, dp, add_grad, &sink);
+                                           dx, dc, dp, recompute, add_grad, &sink);
         if (!st) st = sink.st;
         if (!st) st = st_writer_add(&w, "unet_out", DT_F32, 4, sx, out);
         if (!st) st = st_writer_add(&w, "unet_dx", DT_F32, 4, sx, dx);

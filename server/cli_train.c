@@ -37,12 +37,13 @@ static int train_main(int argc, char **argv, int teacher) {
                    "        [--dataset-size N] [--steps N] [--batch N] [--seed N] [--lr X] [--warmup N]\n"
                    "        [--weight-decay X] [--clip X] [--ema X] [--log-every N] [--sample-every N]\n"
                    "        [--checkpoint-every N]%s\n", cmd,
-                   teacher ? " [--cfg-dropout P] [--cache-size N] [--sample-steps N] [--guidance G]"
+                   teacher ? " [--cfg-dropout P] [--cache-size N] [--sample-steps N] [--guidance G] [--recompute]"
                            : " [--kl-weight X] [--l2]");
             return 0;
         }
         if (!strcmp(a, "--resume")) { c.resume = 1; continue; }
         if (!strcmp(a, "--l2")) { c.l1 = 0; continue; }
+        if (!strcmp(a, "--recompute")) { c.recompute = 1; continue; }
         if (!(v = cli_value(argc, argv, &i))) return 2;
         if (!strcmp(a, "--model")) c.model_dir = v;
         else if (!strcmp(a, "--out")) c.out_dir = v;
@@ -128,12 +129,14 @@ int cli_train(int argc, char **argv) {
                    "   [--timesteps 999,749,499,249] [--no-backward-simulation] [--no-gan] [--seed N]\n"
                    "   [--checkpoint-every 500] [--sample-every 250] [--log-every 10]\n"
                    "   [--lora-rank R] [--lora-alpha 8]   (R > 0: train LoRA adapters, not the whole generator)\n"
+                   "   [--recompute]   (recompute each block's activations in backward: less memory, slower)\n"
                    "Defaults are the DMD2 paper's SDXL settings (spec/dmd2.md); small models want larger LRs.\n");
             return 0;
         }
         if (!strcmp(a, "--resume")) { c.resume = 1; continue; }
         if (!strcmp(a, "--no-backward-simulation")) { c.backward_simulation = 0; continue; }
         if (!strcmp(a, "--no-gan")) { c.gan = 0; continue; }
+        if (!strcmp(a, "--recompute")) { c.recompute = 1; continue; }
         if (!(v = cli_value(argc, argv, &i))) return 2;
         if (!strcmp(a, "--teacher")) c.teacher_dir = v;
         else if (!strcmp(a, "--out")) c.out_dir = v;

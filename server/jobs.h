@@ -87,6 +87,7 @@ struct train_request {
     int nsteps, timesteps[4];
     int backward_simulation, gan;
     int lora_rank;             /* 0: the whole generator; else LoRA adapters of this rank */
+    int recompute;             /* block-level activation recomputation (less memory) */
     float lora_alpha;
     uint64_t seed;
     char *echo;                /* the effective request as JSON text, for GET detail */

@@ -122,7 +122,7 @@ void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j) {
         .gan_weight_g = r->gan_weight_g, .gan_weight_d = r->gan_weight_d, .clip = r->clip,
         .warmup = r->warmup, .nsteps = r->nsteps, .backward_simulation = r->backward_simulation,
         .gan = r->gan, .dm_min_t = 20, .dm_max_t = 980, .seed = r->seed,
-        .lora_rank = r->lora_rank, .lora_alpha = r->lora_alpha,
+        .lora_rank = r->lora_rank, .lora_alpha = r->lora_alpha, .recompute = r->recompute,
         .checkpoint_every = r->checkpoint_every, .sample_every = r->sample_every,
         .log_every = r->log_every, .threads = d->cfg.threads,
     };

@@ -244,7 +244,7 @@ out:
 }
 
 sd_status engine_encode(struct engine *e, const char *const *prompts, int n, struct engine_text *out) {
-    struct fwd f = { e->be, &e->acts };
+    struct fwd f = { e->be, &e->acts, NULL };
     int L = tokenizer_max_length(e->tok1), P = e->te2.cfg.projection_dim, X = e->unet->cfg.cross_dim;
     float *ctx = fwd_alloc(&f, (size_t)n * L * X), *pooled = fwd_alloc(&f, (size_t)n * P);
     sd_status st = ctx && pooled ? encode_device(e, &f, prompts, n, ctx, pooled, out) : SD_OK;
@@ -264,7 +264,7 @@ static float *upload(struct fwd *f, const float *host, size_t n) {
 
 sd_status engine_unet(struct engine *e, const float *x, const float *t, const float *ctx,
                       const float *pooled, const float *time_ids, int N, int h, int w, float *out) {
-    struct fwd f = { e->be, &e->acts };
+    struct fwd f = { e->be, &e->acts, NULL };
     int L = tokenizer_max_length(e->tok1), C = e->unet->cfg.in_ch;
     size_t n = (size_t)N * C * h * w;
     float *dx = upload(&f, x, n), *dctx = upload(&f, ctx, (size_t)N * L * e->unet->cfg.cross_dim);
@@ -275,7 +275,7 @@ sd_status engine_unet(struct engine *e, const float *x, const float *t, const fl
 }
 
 sd_status engine_vae_encode(struct engine *e, const float *img, int N, int H, int W, float *mean) {
-    struct fwd f = { e->be, &e->acts };
+    struct fwd f = { e->be, &e->acts, NULL };
     int s = vae_scale(&e->vae), C = e->vae.cfg.latent_ch;
     if (H % s || W % s) return sd_fail(SD_ERR_INVALID, "image size %dx%d not a multiple of %d", W, H, s);
     size_t nm = (size_t)N * C * (H / s) * (W / s);
@@ -286,7 +286,7 @@ sd_status engine_vae_encode(struct engine *e, const float *img, int N, int H, in
 }
 
 sd_status engine_vae_decode(struct engine *e, const float *z, int N, int h, int w, float *img) {
-    struct fwd f = { e->be, &e->acts };
+    struct fwd f = { e->be, &e->acts, NULL };
     int s = vae_scale(&e->vae), C = e->vae.cfg.latent_ch, O = e->vae.cfg.out_ch;
     size_t ni = (size_t)N * O * h * s * w * s;
     float *dz = upload(&f, z, (size_t)N * C * h * w), *di = fwd_alloc(&f, ni);
@@ -298,9 +298,9 @@ sd_status engine_vae_decode(struct engine *e, const float *z, int N, int h, int 
 sd_status engine_unet_backward(struct engine *e, const float *x, const float *t, const float *ctx,
                                const float *pooled, const float *time_ids, int N, int h, int w,
                                const float *dout, float *out, float *dx, float *dctx, float *dpooled,
-                               engine_grad_fn each, void *ud) {
+                               int recompute, engine_grad_fn each, void *ud) {
     struct backend *be = e->be;
-    struct fwd f = { be, &e->acts };
+    struct fwd f = { be, &e->acts, NULL };
     const struct unet *u = e->unet;
     int L = tokenizer_max_length(e->tok1), C = u->cfg.in_ch, O = u->cfg.out_ch;
     size_t nx = (size_t)N * C * h * w, no = (size_t)N * O * h * w, nc = (size_t)N * L * u->cfg.cross_dim;
@@ -314,7 +314,7 @@ sd_status engine_unet_backward(struct engine *e, const float *x, const float *t,
     float *gx = fwd_alloc(&f, nx), *gctx = fwd_alloc(&f, nc), *gp = fwd_alloc(&f, np);
     if (gctx) be->ops->zero(be, gctx, nc * sizeof(float));
     struct unet_tape tp;
-    unet_encode(&f, u, &tp, 1, dx_, t, dctx_, dp_, time_ids, N, h, w, L);
+    unet_encode(&f, u, &tp, recompute ? UNET_TRAIN_RECOMPUTE : UNET_TRAIN_KEEP, dx_, t, dctx_, dp_, time_ids, N, h, w, L);
     if (!be->err) unet_decode(&f, u, &tp, out_);
     if (!be->err) unet_decode_backward(&f, u, &g, &tp, dout_, gctx);
     if (!be->err) unet_encode_backward(&f, u, &g, &tp, NULL, gx, gctx, gp);
@@ -371,7 +371,7 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     SD_TRY(engine_check_params(e, p));
     if (n < 1 || n > 256) return sd_fail(SD_ERR_INVALID, "batch of %d images outside [1, 256]", n);
     struct backend *be = e->be;
-    struct fwd f = { be, &e->acts };
+    struct fwd f = { be, &e->acts, NULL };
     int s = e->info.vae_scale, C = e->unet->cfg.in_ch, h = p->height / s, w = p->width / s;
     int L = tokenizer_max_length(e->tok1), X = e->unet->cfg.cross_dim, P = e->unet->pooled_dim;
     size_t per = (size_t)C * h * w, npix = (size_t)p->width * p->height;

@@ -117,12 +117,13 @@ sd_status engine_vae_decode(struct engine *e, const float *z, int N, int h, int 
 /* Gradients of L = Σ out ⊙ dout through the UNet (spec/conformance.md `unet
  * --backward`): writes out, dx [N,C,h,w], dctx [N,L,cross], dpooled [N,P] (any may be
  * NULL), then calls each() once per UNet parameter with its gradient (host memory, valid
- * during the call), in declaration order, under its diffusers name. */
+ * during the call), in declaration order, under its diffusers name.  recompute: block-level
+ * recomputation instead of keeping every activation (same gradients, less memory). */
 typedef void (*engine_grad_fn)(void *ud, const char *name, int ndim, const int64_t *shape, const float *grad);
 sd_status engine_unet_backward(struct engine *e, const float *x, const float *t, const float *ctx,
                                const float *pooled, const float *time_ids, int N, int h, int w,
                                const float *dout, float *out, float *dx, float *dctx, float *dpooled,
-                               engine_grad_fn each, void *ud);
+                               int recompute, engine_grad_fn each, void *ud);
 
 /* Swap the served UNet for another file (same config; NULL = the folder's own UNet),
  * with a LoRA file merged in when lora_path is non-NULL (lora_scale 0 = 1); on failure

@@ -27,7 +27,12 @@ f = open('$G', 'rb'); n = struct.unpack('<Q', f.read(8))[0]; h = json.loads(f.re
 print(' '.join(k for k in h if k.startswith('unet_grad.') or k in ('unet_dx', 'unet_dehs', 'unet_dtext')))")
 [ "$(echo $grads | wc -w)" -eq 123 ]; ok $? "the golden holds 123 gradient tensors"
 "$CMP" "$T/unet_bw.safetensors" "$G" 1e-4 unet_out $grads > "$T/cmp"; r=$?; grep -v "^ok" "$T/cmp"
-ok $r "unet_dx, unet_dehs, unet_dtext and all 120 unet_grad.* within 1e-4"
+ok $r "unet_dx, unet_dehs, unet_dtext and all 120 unet_grad.* within 1e-4 (every activation kept)"
+run "$BIN" unet --model "$M" --in "$G" --out "$T/unet_rc.safetensors" --backward --recompute; ok $? "unet --backward --recompute runs"
+"$CMP" "$T/unet_rc.safetensors" "$G" 1e-4 unet_out $grads > "$T/cmp"; r=$?; grep -v "^ok" "$T/cmp"
+ok $r "... with block recomputation: the same 123 gradients within 1e-4"
+"$CMP" "$T/unet_rc.safetensors" "$T/unet_bw.safetensors" 0 unet_out $grads > "$T/cmp"; r=$?; grep -v "^ok" "$T/cmp"
+ok $r "keep-all and recompute give bit-identical gradients"
 
 run "$BIN" vae --model "$M" --in "$G" --out "$T/vae.safetensors"; ok $? "vae runs"
 "$CMP" "$T/vae.safetensors" "$G" 1e-4 vae_enc_mean vae_dec_out; ok $? "vae encoder mean and decoder output within 1e-4"

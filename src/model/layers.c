@@ -11,6 +11,24 @@ float *fwd_alloc(struct fwd *f, size_t n) {
     return p;
 }
 
+void keep_push(struct fwd *f, float *p) {
+    if (f->keep->n == KEEP_MAX) {
+        backend_set_error(f->be, SD_ERR_UNSUPPORTED, "too many kept activations for one tape: "
+                          "train with block recomputation instead");
+        return;
+    }
+    f->keep->p[f->keep->n++] = p;
+}
+
+float *keep_pop(struct fwd *f) {
+    if (f->keep->n == 0) {
+        backend_set_error(f->be, SD_ERR_INVALID, "kept activations popped past the bottom (a backward "
+                          "that does not match its forward)");
+        return NULL;
+    }
+    return f->keep->p[--f->keep->n];
+}
+
 /* Initial std of fresh weights for `sdxld init`: 1/sqrt(fan_in), like a default torch
  * init in spirit; norms start at (1, 0), biases at 0. */
 void linear_declare(struct weight_table *t, struct linear *l, int in, int out, int bias, const char *prefix) {
@@ -71,6 +89,7 @@ void resnet_forward(struct fwd *f, float *out, const float *x, const float *temb
     int HW = H * W;
     float *h = fwd_alloc(f, (size_t)N * r->cin * HW);
     float *h2 = fwd_alloc(f, (size_t)N * r->cout * HW);
+    float *g2 = f->keep ? fwd_alloc(f, (size_t)N * r->cout * HW) : h2;   /* kept: GN2's input too */
     be->ops->group_norm(be, h, x, r->norm1.w, r->norm1.b, N, r->cin, HW, r->groups, r->eps, 1);
     conv_forward(f, h2, h, &r->conv1, N, H, W);
     if (r->temb.w && temb_act) {
@@ -78,8 +97,8 @@ void resnet_forward(struct fwd *f, float *out, const float *x, const float *temb
         linear_forward(f, tp, temb_act, &r->temb, N);
         be->ops->add_channel(be, h2, tp, N, r->cout, HW);
     }
-    be->ops->group_norm(be, h2, h2, r->norm2.w, r->norm2.b, N, r->cout, HW, r->groups, r->eps, 1);
-    conv_forward(f, out, h2, &r->conv2, N, H, W);
+    be->ops->group_norm(be, g2, h2, r->norm2.w, r->norm2.b, N, r->cout, HW, r->groups, r->eps, 1);
+    conv_forward(f, out, g2, &r->conv2, N, H, W);
     if (r->shortcut.w) {
         float *s = fwd_alloc(f, (size_t)N * r->cout * HW);
         conv_forward(f, s, x, &r->shortcut, N, H, W);
@@ -87,7 +106,8 @@ void resnet_forward(struct fwd *f, float *out, const float *x, const float *temb
     } else {
         be->ops->axpby(be, out, 1.0f, out, 1.0f, x, (long long)N * r->cout * HW);
     }
-    arena_reset(f->ar, m);
+    if (f->keep) { keep_push(f, h); keep_push(f, h2); keep_push(f, g2); }
+    else arena_reset(f->ar, m);
 }
 
 /* ---- attention ---- */
@@ -114,9 +134,11 @@ void attention_forward_add(struct fwd *f, float *x_out, const float *x, const fl
     linear_forward(f, k, ctx, &a->k, N * Lk);
     linear_forward(f, v, ctx, &a->v, N * Lk);
     be->ops->attention(be, o, q, k, v, N, a->heads, L, Lk, D, C, C, C, C, 1.0f / sqrtf((float)D), causal);
-    linear_forward(f, q, o, &a->out, N * L);   /* q is free again: reuse it */
-    be->ops->axpby(be, x_out, 1.0f, x_out, 1.0f, q, (long long)N * L * C);
-    arena_reset(f->ar, m);
+    float *y = f->keep ? fwd_alloc(f, (size_t)N * L * C) : q;   /* else q is free again: reuse it */
+    linear_forward(f, y, o, &a->out, N * L);
+    be->ops->axpby(be, x_out, 1.0f, x_out, 1.0f, y, (long long)N * L * C);
+    if (f->keep) { keep_push(f, q); keep_push(f, k); keep_push(f, v); keep_push(f, o); }
+    else arena_reset(f->ar, m);
 }
 
 /* ---- Transformer2D ---- */
@@ -155,23 +177,37 @@ void transformer2d_free(struct transformer2d *tr) {
     tr->blocks = NULL;
 }
 
+/* A copy of x on the arena, pushed (keep-all mode only). */
+static void keep_copy(struct fwd *f, const float *x, size_t n) {
+    float *c = fwd_alloc(f, n);
+    if (c) f->be->ops->copy(f->be, c, x, n * sizeof(float));
+    keep_push(f, c);
+}
+
+/* Kept (in push order): x0, attn1's q k v o, LN1 x0, x1, attn2's, LN2 x1, x2, LN3 x2,
+ * ff1 out, GEGLU out. */
 void tblock_forward(struct fwd *f, float *x, const float *ctx, const struct tblock *b,
                            int N, int L, int Lk, int C) {
     struct backend *be = f->be;
     uint64_t m = arena_mark(f->ar);
-    size_t R = (size_t)N * L;
-    float *h = fwd_alloc(f, R * C);
+    size_t R = (size_t)N * L, n = R * C;
+    int k = f->keep != NULL;
+    if (k) keep_copy(f, x, n);
+    float *h = fwd_alloc(f, n);
     be->ops->layer_norm(be, h, x, b->ln1.w, b->ln1.b, (int)R, C, 1e-5f);
     attention_forward_add(f, x, h, h, &b->attn1, N, L, L, 0);
+    if (k) { keep_push(f, h); keep_copy(f, x, n); h = fwd_alloc(f, n); }
     be->ops->layer_norm(be, h, x, b->ln2.w, b->ln2.b, (int)R, C, 1e-5f);
     attention_forward_add(f, x, h, ctx, &b->attn2, N, L, Lk, 0);
+    if (k) { keep_push(f, h); keep_copy(f, x, n); h = fwd_alloc(f, n); }
     be->ops->layer_norm(be, h, x, b->ln3.w, b->ln3.b, (int)R, C, 1e-5f);
-    float *ff = fwd_alloc(f, R * 8 * C), *g = fwd_alloc(f, R * 4 * C);
+    float *ff = fwd_alloc(f, R * 8 * C), *g = fwd_alloc(f, R * 4 * C), *y = k ? fwd_alloc(f, n) : h;
     linear_forward(f, ff, h, &b->ff1, (int)R);
     be->ops->geglu(be, g, ff, (int)R, 4 * C);
-    linear_forward(f, h, g, &b->ff2, (int)R);
-    be->ops->axpby(be, x, 1.0f, x, 1.0f, h, (long long)R * C);
-    arena_reset(f->ar, m);
+    linear_forward(f, y, g, &b->ff2, (int)R);
+    be->ops->axpby(be, x, 1.0f, x, 1.0f, y, (long long)n);
+    if (k) { keep_push(f, h); keep_push(f, ff); keep_push(f, g); }
+    else arena_reset(f->ar, m);
 }
 
 void transformer2d_forward(struct fwd *f, float *x, const float *ctx, const struct transformer2d *tr,
@@ -184,9 +220,11 @@ void transformer2d_forward(struct fwd *f, float *x, const float *ctx, const stru
     be->ops->group_norm(be, h, x, tr->gn.w, tr->gn.b, N, C, HW, groups, 1e-6f, 0);
     be->ops->transpose(be, t, h, N, C, HW);            /* NCHW -> [N, HW, C] */
     linear_forward(f, u, t, &tr->proj_in, N * HW);
+    if (f->keep) { keep_push(f, t); t = fwd_alloc(f, n); }   /* kept: proj_in's input, then ... */
     for (int d = 0; d < tr->depth; d++) tblock_forward(f, u, ctx, &tr->blocks[d], N, HW, Lk, C);
     linear_forward(f, t, u, &tr->proj_out, N * HW);
     be->ops->transpose(be, h, t, N, HW, C);            /* back to NCHW */
     be->ops->axpby(be, x, 1.0f, x, 1.0f, h, (long long)n);
-    arena_reset(f->ar, m);
+    if (f->keep) keep_push(f, u);                      /* ... the blocks', then proj_out's input */
+    else arena_reset(f->ar, m);
 }

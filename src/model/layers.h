@@ -13,9 +13,22 @@
 #include "../backend/backend.h"
 #include "../io/weights.h"
 
-/* Forward context: the backend and the activation arena. */
-struct fwd { struct backend *be; struct arena *ar; };
+/* Forward context: the backend, the activation arena and, when training keeps every
+ * activation, the stack that remembers them (else NULL).
+ *
+ * Keep-all mode (keep != NULL): resnet_forward, attention_forward_add, tblock_forward and
+ * transformer2d_forward leave the intermediates their backward needs on the arena (not
+ * released) and push them; the matching backward pops them instead of recomputing them
+ * from the block input.  Backward walks the blocks in reverse order of the forward, so a
+ * stack is all the bookkeeping needed.  Costs memory (about 20 activations per
+ * transformer block), saves one forward's worth of compute per training step. */
+#define KEEP_MAX 8192
+struct keep_stack { int n; float *p[KEEP_MAX]; };
+struct fwd { struct backend *be; struct arena *ar; struct keep_stack *keep; };
 float *fwd_alloc(struct fwd *f, size_t nfloats);
+/* Push / pop one kept activation (overflow and underflow are sticky backend errors). */
+void keep_push(struct fwd *f, float *p);
+float *keep_pop(struct fwd *f);
 
 struct linear { float *w, *b; int in, out; };          /* w [out,in], b [out] or NULL */
 struct conv { float *w, *b; int cin, cout, k; };        /* w [cout,cin,k,k] */

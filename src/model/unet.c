@@ -145,6 +145,13 @@ void unet_encode(struct fwd *f, const struct unet *m, struct unet_tape *tp, int 
     int n = c->nlevels, G = c->groups, E = m->temb_dim, A = c->addition_time_embed_dim;
     memset(tp, 0, sizeof *tp);
     tp->train = train;
+    struct fwd fk = *f;     /* block calls see the tape's keep stack (keep-all mode) */
+    if (train == UNET_TRAIN_KEEP) {
+        fk.keep = tp->keep = (struct keep_stack *)fwd_alloc(f, sizeof(struct keep_stack) / sizeof(float) + 1);
+        if (!tp->keep) return;
+        tp->keep->n = 0;
+    }
+    f = &fk;
     tp->N = N; tp->H = H; tp->W = W; tp->Lk = Lk;
     tp->x = x; tp->ctx = ctx; tp->pooled = pooled;
     if ((H | W) & ((1 << (n - 1)) - 1)) {
@@ -213,6 +220,8 @@ void unet_decode(struct fwd *f, const struct unet *m, struct unet_tape *tp, floa
     const struct unet_config *c = &m->cfg;
     int n = c->nlevels, G = c->groups, N = tp->N, ns = tp->nskip, h = tp->mid_h, w = tp->mid_w, C = tp->mid_c;
     float *cur = tp->mid_out;
+    struct fwd fk = { f->be, f->ar, tp->keep };
+    f = &fk;
     for (int i = 0; i < n; i++) {
         const struct unet_level *l = &m->up[i];
         for (int j = 0; j < l->nres; j++) {
@@ -224,7 +233,7 @@ void unet_decode(struct fwd *f, const struct unet *m, struct unet_tape *tp, floa
             float *cat = fwd_alloc(f, (size_t)N * Cin * h * w);
             be->ops->concat_channels(be, cat, cur, C, tp->skip[ns], tp->skip_c[ns], N, h * w);
             resnet_forward(f, o, cat, tp->temb, &l->res[j], N, h, w);
-            arena_reset(f->ar, mk);     /* the concat is dead once the resnet ran (recomputed in backward) */
+            if (!tp->keep) arena_reset(f->ar, mk);  /* the concat is dead (recomputed in backward) */
             tp->up_in[i][j] = cur;
             tp->up_skip[i][j] = ns;
             if (l->attn) {

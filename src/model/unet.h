@@ -49,16 +49,22 @@ void unet_forward(struct fwd *f, const struct unet *m, float *out, const float *
  * every block input/output the backward needs on the activation arena (the tape lives
  * until the caller resets the arena past it); tape->mid_out is the mid-block output (the
  * DMD2 GAN head reads it).  unet_decode runs the up blocks and the output head.
- * Backward recomputes each block's internals from its saved input (block-level
- * recomputation: activations cost one block at a time, compute ~one extra forward).
+ * Two training modes (the `train` argument):
+ *   UNET_TRAIN_KEEP — every block also keeps its internals (layers.h keep-all mode) and
+ *     backward uses them: the fastest, and the most activation memory;
+ *   UNET_TRAIN_RECOMPUTE — backward recomputes each block's internals from its saved
+ *     input (block-level recomputation: activations cost one block at a time, compute
+ *     ~one extra forward).  Both give the same gradients.
  *
  * Gradient contract: g (a second struct unet made by unet_create, used as gradient
  * storage) receives parameter gradients with +=; g == NULL pushes gradients through
  * without touching any (a frozen UNet).  dx, dctx, dpooled are written with =; any may
  * be NULL. */
 #define UNET_MAX_RES 8
+enum unet_tape_mode { UNET_INFER = 0, UNET_TRAIN_RECOMPUTE = 1, UNET_TRAIN_KEEP = 2 };
 struct unet_tape {
-    int train;                  /* keep what backward needs (else inference: nothing extra) */
+    int train;                  /* enum unet_tape_mode: what is kept for backward */
+    struct keep_stack *keep;    /* UNET_TRAIN_KEEP: the blocks' internals (on the arena) */
     int N, H, W, Lk;
     const float *x, *ctx, *pooled;
     float *ts, *a1, *add_in, *b1, *emb, *temb;      /* embedding path */

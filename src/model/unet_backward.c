@@ -31,6 +31,8 @@ void unet_decode_backward(struct fwd *f, const struct unet *m, struct unet *g, s
     struct backend *be = f->be;
     const struct unet_config *c = &m->cfg;
     int n = c->nlevels, G = c->groups, N = tp->N, h = tp->out_h, w = tp->out_w, C = tp->out_c;
+    struct fwd fk = { f->be, f->ar, tp->keep };   /* blocks pop what their forward kept */
+    f = &fk;
     unet_tape_begin_backward(f, m, tp);
     if (!tp->dtemb || !tp->dmid) return;
     uint64_t mk = arena_mark(f->ar);
@@ -100,6 +102,8 @@ void unet_encode_backward(struct fwd *f, const struct unet *m, struct unet *g, s
     const struct unet_config *c = &m->cfg;
     int n = c->nlevels, G = c->groups, N = tp->N, h = tp->mid_h, w = tp->mid_w, C = tp->mid_c;
     int E = m->temb_dim, A = c->addition_time_embed_dim;
+    struct fwd fk = { f->be, f->ar, tp->keep };
+    f = &fk;
     uint64_t mk = arena_mark(f->ar);
     size_t maxn = (size_t)N * c->ch[0] * tp->H * tp->W;
     for (int i = 0; i < n; i++) {
@@ -143,6 +147,9 @@ void unet_encode_backward(struct fwd *f, const struct unet *m, struct unet *g, s
         }
     }
     SD_ASSERT(k == 0 || be->err);
+    if (tp->keep && tp->keep->n != 0 && !be->err)
+        backend_set_error(be, SD_ERR_INVALID, "unet backward: kept activations left over (a tape "
+                          "replayed by a different backward)");
     if (dx || g) conv_backward(f, dx, dcur, tp->x, &m->conv_in, G_(g, conv_in), N, h, w);
 
     /* embeddings: temb = silu(emb); emb = time2(silu(time1(ts))) + add2(silu(add1(add_in))) */

@@ -132,6 +132,7 @@ struct dmd2 {
 };
 
 static double abar(const struct dmd2 *d, int t) { return d->sch.alphas_cumprod[t]; }
+static int tape_mode(const struct dmd2 *d) { return d->c.recompute ? UNET_TRAIN_RECOMPUTE : UNET_TRAIN_KEEP; }
 
 /* out_i = α_i·a_i + β_i·b_i per sample */
 static void per_sample(struct dmd2 *d, float *out, const float *a, const float *b, const double *al, const double *be_, int B) {
@@ -235,7 +236,7 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     if ((st = backend_create(&d->be, "cpu", c->threads))) goto fail;
     struct arena_allocator al = backend_allocator(d->be);
     arena_init(&d->acts, "activations", &al, 1);
-    d->f = (struct fwd){ d->be, &d->acts };
+    d->f = (struct fwd){ d->be, &d->acts, NULL };
     if ((st = cond_load(&d->k, d->be, c->teacher_dir))) goto fail;
     d->loaded[0] = 1;
     char *p = sd_path_join(c->teacher_dir, "vae");
@@ -351,7 +352,7 @@ static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 /* GAN logits of the fake UNet's mid features for latents x at per-sample t (tape kept). */
 static void gan_logits(struct dmd2 *d, struct unet_tape *tp, struct head_save *sv, float *logits, const float *x,
                        const float *t, const float *ctx, const float *pool, int N) {
-    unet_encode(&d->f, &d->fake, tp, 1, x, t, ctx, pool, d->tid, N, d->h, d->h, d->L);
+    unet_encode(&d->f, &d->fake, tp, tape_mode(d), x, t, ctx, pool, d->tid, N, d->h, d->h, d->L);
     head_forward(&d->f, &d->head, sv, logits, tp->mid_out, N);
 }
 
@@ -414,7 +415,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
     struct unet_tape gtp;
     uint64_t mk_gen = arena_mark(f->ar);
     if (gen_iter) {
-        unet_encode(f, &d->gen, &gtp, 1, xt, tk, ctx, pool, d->tid, B, d->h, d->h, d->L);
+        unet_encode(f, &d->gen, &gtp, tape_mode(d), xt, tk, ctx, pool, d->tid, B, d->h, d->h, d->L);
         if (!be->err) unet_decode(f, &d->gen, &gtp, eh);
     } else unet_forward(f, &d->gen, eh, xt, tk, ctx, pool, d->tid, B, d->h, d->h, d->L);
     to_x0(d, x0, xt, eh, tk, B);
@@ -506,7 +507,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
         for (int i = 0; i < B; i++) t2[i] = (float)(sd_rng_u32(&d->rng) % 1000u);
         add_noise(d, xn, x0, z, t2, B);
         struct unet_tape tp;
-        unet_encode(f, &d->fake, &tp, 1, xn, t2, ctx, pool, d->tid, B, d->h, d->h, d->L);
+        unet_encode(f, &d->fake, &tp, tape_mode(d), xn, t2, ctx, pool, d->tid, B, d->h, d->h, d->L);
         if (!be->err) unet_decode(f, &d->fake, &tp, pred);
         be->ops->axpby(be, pred, 1.0f, pred, -1.0f, z, (long long)nb);
         d->fake_l = be->ops->dot(be, pred, pred, (long long)nb) / nb;

@@ -31,6 +31,7 @@ struct dmd2_config {
     int nsteps, timesteps[4];
     int backward_simulation, gan;
     int lora_rank;               /* > 0: train LoRA adapters on the generator (model/lora.h) */
+    int recompute;               /* UNet activations: block-level recomputation, not keep-all */
     float lora_alpha;            /* LoRA scale = alpha / rank */
     int dm_min_t, dm_max_t;      /* 20, 980 */
     uint64_t seed;

@@ -110,7 +110,7 @@ static sd_status export_part(struct run *r, const struct weight_table *wt, const
  * write scaling_factor = 1/std into the exported config.json. */
 static sd_status set_scaling_factor(struct run *r, const struct vae *m) {
     const struct train_config *c = r->c;
-    struct fwd f = { r->be, &r->acts };
+    struct fwd f = { r->be, &r->acts, NULL };
     int S = dataset_resolution(c->data), s = vae_scale(m), L = m->cfg.latent_ch, h = S / s, n = 16, rounds = 16;
     size_t ni = (size_t)n * 3 * S * S, nl = (size_t)n * L * h * h;
     float *host = sd_malloc(sizeof(float) * (ni + nl));
@@ -169,7 +169,7 @@ sd_status train_vae(const struct train_config *c) {
     if (!host) { st = SD_ERR_NOMEM; goto out; }
     float *himg = host, *hrec = himg + ni, *hd = hrec + ni, *hmom = hd + ni, *heps = hmom + 2 * nl, *hz = heps + nl,
           *hdm = hz + nl;
-    struct fwd f = { r.be, &r.acts };
+    struct fwd f = { r.be, &r.acts, NULL };
     long long D = dataset_size(c->data);
     for (int step = r.start_step + 1; step <= c->steps; step++) {
         for (int i = 0; i < B; i++, r.cursor++) {
@@ -313,7 +313,7 @@ sd_status train_teacher(const struct train_config *c) {
     char *p = NULL;
     SD_TRY(run_init(&r, c));
     sd_status st;
-    struct fwd f = { r.be, &r.acts };
+    struct fwd f = { r.be, &r.acts, NULL };
     if ((st = cond_load(&k, r.be, c->model_dir))) goto out;
     have_k = 1;
     if (!(p = part_path(c->model_dir, "vae"))) { st = SD_ERR_NOMEM; goto out; }
@@ -374,7 +374,7 @@ sd_status train_teacher(const struct train_config *c) {
         }
         optim_zero_grad(&o, r.be);
         struct unet_tape tp;
-        unet_encode(&f, &u, &tp, 1, xt, tv, ctx, pool, tid, B, h, h, L);
+        unet_encode(&f, &u, &tp, c->recompute ? UNET_TRAIN_RECOMPUTE : UNET_TRAIN_KEEP, xt, tv, ctx, pool, tid, B, h, h, L);
         if (!r.be->err) unet_decode(&f, &u, &tp, pred);
         /* loss = mean (pred − ε)²; dloss/dpred = 2 (pred − ε) / n (into pred) */
         r.be->ops->axpby(r.be, pred, 1.0f, pred, -1.0f, eps, (long long)nb);

@@ -29,6 +29,7 @@ struct train_config {
     struct adamw_config opt;
     int log_every, sample_every, checkpoint_every;
     /* teacher */
+    int recompute;              /* UNet activations: block-level recomputation, not keep-all */
     float cfg_dropout;          /* probability of training with the null condition */
     int cache_size;             /* dataset items whose latents + text are cached (0: all) */
     int sample_steps;           /* DDIM steps for samples (50) */
