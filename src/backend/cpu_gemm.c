@@ -3,6 +3,7 @@
  * pthreads.  The fallback packs op(B) panels so the inner loop is a contiguous axpy the
  * compiler vectorises; it is correct for every transpose and leading dimension. */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,13 +26,71 @@ static void *par_main(void *p) {
     return NULL;
 }
 
+/* A process-wide pool of parked workers, so an op's parallel section costs a wake-up,
+ * not a thread creation (which was ~10% of a training step on small tensors).  One
+ * caller dispatches at a time; a concurrent or nested caller falls back to threads of
+ * its own, so the pool never deadlocks and never mixes two callers' jobs. */
+#define POOL_MAX 64
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER, pool_busy = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_go = PTHREAD_COND_INITIALIZER, pool_done = PTHREAD_COND_INITIALIZER;
+static int pool_workers;                  /* workers 1..pool_workers are parked */
+static unsigned long pool_gen, pool_seen0[POOL_MAX];
+static int pool_njobs, pool_pending;
+static struct par_job pool_jobs[POOL_MAX];
+
+static void *pool_main(void *arg) {
+    int me = (int)(intptr_t)arg;
+    pthread_mutex_lock(&pool_mu);
+    unsigned long seen = pool_seen0[me];
+    for (;;) {
+        while (pool_gen == seen) pthread_cond_wait(&pool_go, &pool_mu);
+        seen = pool_gen;
+        if (me < pool_njobs) {
+            struct par_job j = pool_jobs[me];
+            pthread_mutex_unlock(&pool_mu);
+            j.fn(j.ctx, j.lo, j.hi);
+            pthread_mutex_lock(&pool_mu);
+            if (--pool_pending == 0) pthread_cond_signal(&pool_done);
+        }
+    }
+    return NULL;
+}
+
+/* Run fn over [0, n) in nthreads pieces on the pool; 0 if the pool is taken. */
+static int pool_run(int nthreads, long long n, void (*fn)(void *, long long, long long), void *ctx) {
+    if (pthread_mutex_trylock(&pool_busy)) return 0;
+    pthread_mutex_lock(&pool_mu);
+    while (pool_workers < nthreads - 1) {   /* workers see only generations after their start */
+        int me = pool_workers + 1;
+        pthread_t t;
+        pool_seen0[me] = pool_gen;
+        if (pthread_create(&t, NULL, pool_main, (void *)(intptr_t)me)) break;
+        pthread_detach(t);
+        pool_workers = me;
+    }
+    int k = nthreads < pool_workers + 1 ? nthreads : pool_workers + 1;
+    for (int t = 0; t < k; t++) pool_jobs[t] = (struct par_job){ fn, ctx, n * t / k, n * (t + 1) / k };
+    pool_njobs = k;
+    pool_pending = k - 1;
+    pool_gen++;
+    pthread_cond_broadcast(&pool_go);
+    pthread_mutex_unlock(&pool_mu);
+    fn(ctx, pool_jobs[0].lo, pool_jobs[0].hi);
+    pthread_mutex_lock(&pool_mu);
+    while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_mu);
+    pthread_mutex_unlock(&pool_mu);
+    pthread_mutex_unlock(&pool_busy);
+    return 1;
+}
+
 void cpu_parallel(int nthreads, long long n, void (*fn)(void *, long long, long long), void *ctx) {
-    if (nthreads > 64) nthreads = 64;
+    if (nthreads > POOL_MAX) nthreads = POOL_MAX;
     if (nthreads <= 1 || n < 2) { fn(ctx, 0, n); return; }
     if (nthreads > n) nthreads = (int)n;
-    pthread_t tid[64];
-    struct par_job jobs[64];
-    int started[64] = { 0 };
+    if (pool_run(nthreads, n, fn, ctx)) return;
+    pthread_t tid[POOL_MAX];
+    struct par_job jobs[POOL_MAX];
+    int started[POOL_MAX] = { 0 };
     for (int t = 0; t < nthreads; t++)
         jobs[t] = (struct par_job){ fn, ctx, n * t / nthreads, n * (t + 1) / nthreads };
     for (int t = 1; t < nthreads; t++)
