@@ -100,24 +100,30 @@ static void cpu_linear(struct backend *be, float *out, const float *inp, const f
     }
 }
 
-struct im2col_ctx {
-    const float *x; float *col;
-    int C, H, W, kh, kw, stride, pt, pl, Wo, p0, np;
-};
-
-static void im2col_rows(void *p, long long lo, long long hi) {
+/* col[(c, ki, kj), q] for output columns p0..p0+np-1, zero where the tap falls in the
+ * padding; walked one output row at a time (no division per element), and for stride 1
+ * each row is a zero head, one contiguous copy and a zero tail. */
+void cpu_im2col_rows(void *p, long long lo, long long hi) {
     struct im2col_ctx *g = p;
     for (long long r = lo; r < hi; r++) {        /* r = (c, ki, kj) */
         int c = (int)(r / (g->kh * g->kw)), ki = (int)(r / g->kw % g->kh), kj = (int)(r % g->kw);
         const float *xc = g->x + (size_t)c * g->H * g->W;
         float *dst = g->col + (size_t)r * g->np;
-        /* one output row at a time: no division per element, contiguous for stride 1 */
         int q = 0, oy = g->p0 / g->Wo, ox = g->p0 % g->Wo;
         while (q < g->np) {
             int run = g->Wo - ox < g->np - q ? g->Wo - ox : g->np - q;
             int iy = oy * g->stride - g->pt + ki;
             if (iy < 0 || iy >= g->H) memset(dst + q, 0, sizeof(float) * run);
-            else {
+            else if (g->stride == 1) {
+                const float *row = xc + (size_t)iy * g->W;
+                int ix0 = ox - g->pl + kj;                       /* ix of e = 0 */
+                int e0 = ix0 < 0 ? -ix0 : 0, e1 = g->W - ix0 < run ? g->W - ix0 : run;
+                if (e1 < e0) e1 = e0;
+                if (e0 > run) e0 = e1 = run;
+                memset(dst + q, 0, sizeof(float) * e0);
+                memcpy(dst + q + e0, row + ix0 + e0, sizeof(float) * (e1 - e0));
+                memset(dst + q + e1, 0, sizeof(float) * (run - e1));
+            } else {
                 const float *row = xc + (size_t)iy * g->W;
                 for (int e = 0; e < run; e++) {
                     int ix = (ox + e) * g->stride - g->pl + kj;
@@ -155,7 +161,7 @@ static void cpu_conv2d(struct backend *be, float *out, const float *inp, const f
         for (long long p0 = 0; p0 < P; p0 += tile) {
             int np = (int)(P - p0 < tile ? P - p0 : tile);
             struct im2col_ctx g = { x, col, C, H, W, kh, kw, stride, pt, pl, Wo, (int)p0, np };
-            cpu_parallel(CK * np > 65536 ? be->threads : 1, CK, im2col_rows, &g);
+            cpu_parallel(CK * np > 65536 ? be->threads : 1, CK, cpu_im2col_rows, &g);
             cpu_sgemm(be->threads, 0, 0, K, np, (int)CK, 1.0f, w, (int)CK, col, np, 1.0f, y + p0, (int)P);
         }
     }

@@ -51,27 +51,6 @@ void cpu_linear_backward(struct backend *be, float *dinp, float *dw, float *db, 
 
 /* ---- conv2d ---- */
 
-/* The forward's im2col (cpu.c), repeated here: col[(c, ki, kj), q] for output columns
- * p0..p0+np-1, zero where the tap falls in the padding. */
-struct im2col_ctx {
-    const float *x; float *col;
-    int C, H, W, kh, kw, stride, pt, pl, Wo, p0, np;
-};
-
-static void im2col_rows(void *p, long long lo, long long hi) {
-    struct im2col_ctx *g = p;
-    for (long long r = lo; r < hi; r++) {
-        int c = (int)(r / (g->kh * g->kw)), ki = (int)(r / g->kw % g->kh), kj = (int)(r % g->kw);
-        const float *xc = g->x + (size_t)c * g->H * g->W;
-        float *dst = g->col + (size_t)r * g->np;
-        for (int q = 0; q < g->np; q++) {
-            int p_ = g->p0 + q, oy = p_ / g->Wo, ox = p_ % g->Wo;
-            int iy = oy * g->stride - g->pt + ki, ix = ox * g->stride - g->pl + kj;
-            dst[q] = (iy >= 0 && iy < g->H && ix >= 0 && ix < g->W) ? xc[(size_t)iy * g->W + ix] : 0.0f;
-        }
-    }
-}
-
 /* The adjoint: dx[c, iy, ix] += dcol[(c, ki, kj), q].  Split by input channel, whose
  * kh·kw rows of dcol land only in that channel's plane, so threads never collide. */
 struct col2im_ctx {
@@ -91,7 +70,12 @@ static void col2im_channels(void *p, long long lo, long long hi) {
                 while (q < g->np) {
                     int run = g->Wo - ox < g->np - q ? g->Wo - ox : g->np - q;
                     int iy = oy * g->stride - g->pt + ki;
-                    if (iy >= 0 && iy < g->H) {
+                    if (iy >= 0 && iy < g->H && g->stride == 1) {   /* a contiguous, branch-free add */
+                        float *row = xc + (size_t)iy * g->W;
+                        int ix0 = ox - g->pl + kj, e0 = ix0 < 0 ? -ix0 : 0;
+                        int e1 = g->W - ix0 < run ? g->W - ix0 : run;
+                        for (int e = e0; e < e1; e++) row[ix0 + e] += src[q + e];
+                    } else if (iy >= 0 && iy < g->H) {
                         float *row = xc + (size_t)iy * g->W;
                         for (int e = 0; e < run; e++) {
                             int ix = (ox + e) * g->stride - g->pl + kj;
@@ -155,7 +139,7 @@ void cpu_conv2d_backward(struct backend *be, float *dinp, float *dw, float *db, 
             int np = (int)(P - p0 < tile ? P - p0 : tile);
             if (dw) {   /* dw[K, CK] += dout[K, np]·col[CK, np]ᵀ */
                 struct im2col_ctx g = { x, col, C, H, W, kh, kw, stride, pt, pl, Wo, (int)p0, np };
-                cpu_parallel(nthr(be, CK * np), CK, im2col_rows, &g);
+                cpu_parallel(nthr(be, CK * np), CK, cpu_im2col_rows, &g);
                 cpu_sgemm(be->threads, 0, 1, K, (int)CK, np, 1.0f, d + p0, (int)P, col, np, 1.0f, dw, (int)CK);
             }
             if (dinp) { /* dcol[CK, np] = w[K, CK]ᵀ·dout[K, np], then scatter */

@@ -23,6 +23,14 @@ void cpu_softmax_rows(float *s, int rows, int L, int causal_from);
 void cpu_sgemm_blocked(int nthreads, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                        int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/* im2col over one tile of output columns: col[(c, ki, kj), q] for q in [p0, p0 + np),
+ * zero in the padding; rows [lo, hi) of the C·kh·kw (a cpu_parallel body). */
+struct im2col_ctx {
+    const float *x; float *col;
+    int C, H, W, kh, kw, stride, pt, pl, Wo, p0, np;
+};
+void cpu_im2col_rows(void *ctx, long long lo, long long hi);
+
 /* The CPU backend's grow-only scratch (NULL and a sticky error when it can't grow; the
  * pointer is valid until the next call) and its bound on one im2col / score tile. */
 float *cpu_scratch(struct backend *be, size_t n);
