@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # distill-builtin.sh — DMD2-distil the shapes teacher into the 4-step built-in generator,
-# with the two ablations of the quality benchmark (no GAN loss; no backward simulation),
-# each with the same budget.  Then the quality benchmark of all of them.
+# with the two ablations of the quality benchmark (no GAN loss; no backward simulation)
+# and the LoRA variant (rank-16 adapters on the generator), each with the same budget.
+# Then the quality benchmark of all of them.
 # Usage: scripts/distill-builtin.sh TEACHER_DIR RUNS_DIR [ITERATIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,8 @@ run() {  # NAME [extra flags]
 run dmd2
 run no-gan --no-gan
 run no-backsim --no-backward-simulation
+run lora --lora-rank 16 --lora-alpha 16 --lr-generator 1e-3
 scripts/quality-bench.sh "$T" "DMD2 4-step=$R/dmd2/generator.safetensors" \
     "DMD2 w/o GAN=$R/no-gan/generator.safetensors" \
-    "DMD2 w/o backward simulation=$R/no-backsim/generator.safetensors" | tee "$R/quality.jsonl"
+    "DMD2 w/o backward simulation=$R/no-backsim/generator.safetensors" \
+    "DMD2 LoRA r16=$R/lora/generator.safetensors" | tee "$R/quality.jsonl"

@@ -37,7 +37,8 @@ static int train_main(int argc, char **argv, int teacher) {
                    "        [--dataset-size N] [--steps N] [--batch N] [--seed N] [--lr X] [--warmup N]\n"
                    "        [--weight-decay X] [--clip X] [--ema X] [--log-every N] [--sample-every N]\n"
                    "        [--checkpoint-every N]%s\n", cmd,
-                   teacher ? " [--cfg-dropout P] [--cache-size N] [--sample-steps N] [--guidance G] [--recompute]"
+                   teacher ? " [--cfg-dropout P] [--cache-size N] [--sample-steps N] [--guidance G] [--recompute]\n"
+                             "        [--p2-gamma G]  (loss weight (1+SNR)^-G: the coarse, high-noise steps count more)"
                            : " [--kl-weight X] [--l2]");
             return 0;
         }
@@ -62,6 +63,7 @@ static int train_main(int argc, char **argv, int teacher) {
         else if (!strcmp(a, "--sample-every")) c.sample_every = atoi(v);
         else if (!strcmp(a, "--checkpoint-every")) c.checkpoint_every = atoi(v);
         else if (teacher && !strcmp(a, "--cfg-dropout")) c.cfg_dropout = (float)atof(v);
+        else if (teacher && !strcmp(a, "--p2-gamma")) c.p2_gamma = (float)atof(v);
         else if (teacher && !strcmp(a, "--cache-size")) c.cache_size = atoi(v);
         else if (teacher && !strcmp(a, "--sample-steps")) c.sample_steps = atoi(v);
         else if (teacher && !strcmp(a, "--guidance")) c.guidance = (float)atof(v);
@@ -69,8 +71,9 @@ static int train_main(int argc, char **argv, int teacher) {
         else { fprintf(stderr, "sdxld %s: unknown option '%s'\n", cmd, a); return 2; }
     }
     if (!c.model_dir || !c.out_dir) { fprintf(stderr, "sdxld %s: need --model and --out\n", cmd); return 2; }
-    if (c.steps < 1 || c.batch < 1 || c.batch > 256 || !(c.opt.lr > 0) || c.cfg_dropout < 0 || c.cfg_dropout > 1) {
-        fprintf(stderr, "sdxld %s: steps >= 1, batch in [1, 256], lr > 0, cfg-dropout in [0, 1]\n", cmd);
+    if (c.steps < 1 || c.batch < 1 || c.batch > 256 || !(c.opt.lr > 0) || c.cfg_dropout < 0 || c.cfg_dropout > 1 ||
+        !(c.p2_gamma >= 0 && c.p2_gamma <= 4)) {
+        fprintf(stderr, "sdxld %s: steps >= 1, batch in [1, 256], lr > 0, cfg-dropout in [0, 1], p2-gamma in [0, 4]\n", cmd);
         return 2;
     }
     struct dataset *d = NULL;

@@ -34,6 +34,9 @@ train() {  # OUT STEPS [extra]
 }
 train "$T/t" 60 2>"$T/t.log"; ok $? "train-teacher runs"
 falls "$T/t.log"; ok $? "teacher denoising loss falls"
+train "$T/p2" 60 --p2-gamma 1 2>"$T/p2.log" && falls "$T/p2.log"; ok $? "with P2 loss weighting (--p2-gamma 1) it falls too"
+cmp -s "$T/p2/unet/diffusion_pytorch_model.safetensors" "$T/t/unet/diffusion_pytorch_model.safetensors"; [ $? -eq 1 ]
+ok $? "... and trains different weights than the uniform loss"
 
 # resume: 6 steps straight vs 3 steps, stop, resume to 6 -> identical weights and moments
 train "$T/a" 6 2>/dev/null
@@ -103,6 +106,7 @@ gen --lora "$T/la/generator.safetensors" -o "$T/x.png"; [ $? -eq 1 ]; ok $? "gen
 
 # bad input
 "$BIN" train-teacher --model "$T/m" --out "$T/x" --batch 0 >/dev/null 2>&1; [ $? -eq 2 ]; ok $? "batch 0 rejected"
+"$BIN" train-teacher --model "$T/m" --out "$T/x" --p2-gamma -1 >/dev/null 2>&1; [ $? -eq 2 ]; ok $? "a negative p2-gamma rejected"
 "$BIN" train-teacher --model "$T/nowhere" --out "$T/x" --steps 1 >/dev/null 2>"$T/err"; [ $? -eq 1 ] && grep -q nowhere "$T/err"
 ok $? "missing model folder named"
 "$BIN" train-teacher --model "$T/m" --out "$T/fresh" --steps 2 --resume >/dev/null 2>"$T/err"; [ $? -eq 1 ] && grep -q latest "$T/err"

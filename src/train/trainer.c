@@ -347,6 +347,13 @@ sd_status train_teacher(const struct train_config *c) {
         float t6[6] = { (float)S, (float)S, 0, 0, (float)S, (float)S };
         memcpy(tid + 6 * i, t6, sizeof t6);
     }
+    double *p2w = sd_malloc(sizeof(double) * sch.T), wsum = 0;
+    if (!p2w) { sd_free(hbuf); st = SD_ERR_NOMEM; goto out; }
+    for (int t = 0; t < sch.T; t++) {
+        double a = sch.alphas_cumprod[t];
+        wsum += p2w[t] = pow(1.0 + a / (1.0 - a), -(double)c->p2_gamma);
+    }
+    for (int t = 0; t < sch.T; t++) p2w[t] *= sch.T / wsum;
     for (int step = r.start_step + 1; step <= c->steps && !st; step++) {
         float *x0 = fwd_alloc(&f, nb), *xt = fwd_alloc(&f, nb), *eps = fwd_alloc(&f, nb), *pred = fwd_alloc(&f, nb);
         float *ctx = fwd_alloc(&f, (size_t)B * per_c), *pool = fwd_alloc(&f, (size_t)B * P);
@@ -376,10 +383,14 @@ sd_status train_teacher(const struct train_config *c) {
         struct unet_tape tp;
         unet_encode(&f, &u, &tp, c->recompute ? UNET_TRAIN_RECOMPUTE : UNET_TRAIN_KEEP, xt, tv, ctx, pool, tid, B, h, h, L);
         if (!r.be->err) unet_decode(&f, &u, &tp, pred);
-        /* loss = mean (pred − ε)²; dloss/dpred = 2 (pred − ε) / n (into pred) */
+        /* loss = mean_i w_i·mean (pred_i − ε_i)², w_i = (1 + SNR)^-γ normalised to mean 1 over
+         * t (1 when γ = 0); dloss/dpred_i = 2 w_i (pred_i − ε_i) / n (into pred).  The
+         * logged loss is the unweighted MSE, comparable across weightings. */
         r.be->ops->axpby(r.be, pred, 1.0f, pred, -1.0f, eps, (long long)nb);
         double loss = r.be->ops->dot(r.be, pred, pred, (long long)nb) / nb;
-        r.be->ops->axpby(r.be, pred, 2.0f / nb, pred, 0.0f, NULL, (long long)nb);
+        for (int i = 0; i < B; i++)
+            r.be->ops->axpby(r.be, pred + i * per_l, 2.0f * (float)p2w[(int)tv[i]] / nb, pred + i * per_l, 0.0f, NULL,
+                             (long long)per_l);
         if (!r.be->err) unet_decode_backward(&f, &u, &g, &tp, pred, NULL);
         if (!r.be->err) unet_encode_backward(&f, &u, &g, &tp, NULL, NULL, NULL, NULL);
         if ((st = backend_status(r.be))) break;
@@ -404,6 +415,7 @@ sd_status train_teacher(const struct train_config *c) {
         }
     }
     sd_free(hbuf);
+    sd_free(p2w);
     if (!st) {   /* the EMA weights when EMA is on */
         optim_swap_ema(&o);
         st = export_part(&r, &u.wt, "unet", "diffusion_pytorch_model.safetensors");

@@ -30,6 +30,8 @@ struct train_config {
     int log_every, sample_every, checkpoint_every;
     /* teacher */
     int recompute;              /* UNet activations: block-level recomputation, not keep-all */
+    float p2_gamma;             /* loss weight (1 + SNR_t)^-γ per sample (P2 weighting, Choi et al.
+                                   2022: emphasises the coarse, high-noise steps); 0 = uniform */
     float cfg_dropout;          /* probability of training with the null condition */
     int cache_size;             /* dataset items whose latents + text are cached (0: all) */
     int sample_steps;           /* DDIM steps for samples (50) */
