@@ -19,6 +19,7 @@ static const struct {
     { "bench",    cli_bench,    "time each pipeline stage" },
     { "train-vae", cli_train_vae, "train a VAE (shapes dataset or an image folder)" },
     { "eval-shapes", cli_eval_shapes, "attribute accuracy + MMD of a shapes model on the fixed prompt set" },
+    { "eval-cond", cli_eval_cond, "how much a denoiser uses its text: eps-MSE with own / other / null captions" },
     { "train",    cli_train,    "train dmd2: DMD2 distillation of a 4-step generator" },
     { "train-teacher", cli_train_teacher, "train a diffusion teacher UNet (ε-prediction, CFG dropout)" },
 };

@@ -38,6 +38,16 @@ train "$T/p2" 60 --p2-gamma 1 2>"$T/p2.log" && falls "$T/p2.log"; ok $? "with P2
 cmp -s "$T/p2/unet/diffusion_pytorch_model.safetensors" "$T/t/unet/diffusion_pytorch_model.safetensors"; [ $? -eq 1 ]
 ok $? "... and trains different weights than the uniform loss"
 
+# eval-cond: the trained teacher's ε-MSE with its own captions, others' and none, per t
+"$BIN" eval-cond --model "$T/m" --unet "$T/t/unet/diffusion_pytorch_model.safetensors" --resolution 16 --items 8 \
+    2>/dev/null > "$T/cond.json" && python3 - "$T/cond.json" <<'PY'
+import json, math, sys
+j = json.load(open(sys.argv[1]))
+ok = all(len(j[k]) == 5 and all(math.isfinite(x) and x >= 0 for x in j[k]) for k in ("own", "other", "null"))
+sys.exit(0 if ok and j["t"] == [100, 300, 500, 700, 900] and j["items"] == 8 else 1)
+PY
+ok $? "eval-cond reports finite ε-MSEs (own / other / null caption) at 5 timesteps"
+
 # resume: 6 steps straight vs 3 steps, stop, resume to 6 -> identical weights and moments
 train "$T/a" 6 2>/dev/null
 train "$T/b" 3 2>/dev/null && train "$T/b" 6 --resume 2>"$T/b.log"

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../core/rng.h"
 #include "../io/png.h"
 #include "train_common.h"
 
@@ -102,6 +103,55 @@ sd_status cache_build(struct latent_cache *c, struct fwd *f, struct cond *k, con
 }
 
 void cache_free(struct latent_cache *c) { arena_free(&c->mem); }
+
+sd_status eval_conditioning(struct fwd *f, const struct unet *u, const struct schedule *sch,
+                            const struct latent_cache *c, int L, const float *time_ids, int nt, const int *ts,
+                            uint64_t seed, double (*mse)[3]) {
+    struct backend *be = f->be;
+    enum { B = 16, DRAWS = 4 };
+    if (c->K < 2) return sd_fail(SD_ERR_INVALID, "eval_conditioning: need at least 2 items");
+    size_t nb = (size_t)B * c->per_l;
+    uint64_t mk = arena_mark(f->ar);
+    float *x = fwd_alloc(f, nb), *e = fwd_alloc(f, nb), *pred = fwd_alloc(f, nb);
+    float *ctx = fwd_alloc(f, (size_t)B * c->per_c), *pool = fwd_alloc(f, (size_t)B * c->P);
+    float *host = sd_malloc(nb * sizeof(float)), tv[B];
+    sd_status st = host ? backend_status(be) : SD_ERR_NOMEM;
+    struct sd_rng r;
+    sd_rng_init(&r, seed);
+    for (int i = 0; i < nt && !st; i++) {
+        if (ts[i] < 0 || ts[i] >= sch->T) { st = sd_fail(SD_ERR_INVALID, "eval_conditioning: t %d out of range", ts[i]); break; }
+        double a = sch->alphas_cumprod[ts[i]];
+        mse[i][0] = mse[i][1] = mse[i][2] = 0;
+        for (int dr = 0; dr < DRAWS && !st; dr++) {
+            long long idx[B];
+            for (int b = 0; b < B; b++) { idx[b] = (dr * B + b) % c->K; tv[b] = (float)ts[i]; }
+            sd_rng_normal(&r, host, nb);
+            be->ops->upload(be, e, host, nb * sizeof(float));
+            for (int b = 0; b < B; b++)
+                be->ops->axpby(be, x + b * c->per_l, (float)sqrt(a), c->lat + idx[b] * c->per_l, (float)sqrt(1 - a),
+                               e + b * c->per_l, (long long)c->per_l);
+            for (int mode = 0; mode < 3; mode++) {   /* own, another item's, null */
+                for (int b = 0; b < B; b++) {
+                    long long src = mode == 1 ? (idx[b] + 1 + c->K / 2) % c->K : idx[b];
+                    if (mode == 2) {
+                        be->ops->zero(be, ctx + b * c->per_c, c->per_c * sizeof(float));
+                        be->ops->zero(be, pool + (size_t)b * c->P, (size_t)c->P * sizeof(float));
+                    } else {
+                        be->ops->copy(be, ctx + b * c->per_c, c->ctx + src * c->per_c, c->per_c * sizeof(float));
+                        be->ops->copy(be, pool + (size_t)b * c->P, c->pool + src * c->P, (size_t)c->P * sizeof(float));
+                    }
+                }
+                unet_forward(f, u, pred, x, tv, ctx, pool, time_ids, B, c->h, c->h, L);
+                be->ops->axpby(be, pred, 1.0f, pred, -1.0f, e, (long long)nb);
+                mse[i][mode] += be->ops->dot(be, pred, pred, (long long)nb) / nb / DRAWS;
+                if ((st = backend_status(be))) break;
+            }
+        }
+    }
+    sd_free(host);
+    arena_reset(f->ar, mk);
+    return st;
+}
 
 /* Write n images [n, 3, S, S] in [-1, 1] side by side as one PNG. */
 sd_status save_grid(const char *path, const float *img, int n, int S) {

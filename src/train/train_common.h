@@ -4,6 +4,8 @@
 #define SD_TRAIN_COMMON_H
 
 #include "../model/clip.h"
+#include "../model/unet.h"
+#include "../sample/sampler.h"
 #include "../model/vae.h"
 #include "../text/tokenizer.h"
 #include "data.h"
@@ -30,6 +32,14 @@ struct latent_cache {
 sd_status cache_build(struct latent_cache *c, struct fwd *f, struct cond *k, const struct vae *v,
                       const struct dataset *d, long long max_items);
 void cache_free(struct latent_cache *c);
+
+/* How much a denoiser uses its condition: the ε-MSE of u on the cached items noised at
+ * each ts[i] (4 draws of noise), conditioned on their own captions (mse[i][0]), on another
+ * item's (mse[i][1]) and on the null condition (mse[i][2]).  A model that ignores its
+ * text has the three equal.  Needs c->K >= 2; time_ids [>= 16, 6]. */
+sd_status eval_conditioning(struct fwd *f, const struct unet *u, const struct schedule *sch,
+                            const struct latent_cache *c, int L, const float *time_ids, int nt, const int *ts,
+                            uint64_t seed, double (*mse)[3]);
 
 /* Write n images [n, 3, S, S] (host, in [-1, 1]) side by side as one PNG. */
 sd_status save_grid(const char *path, const float *img, int n, int S);
