@@ -343,6 +343,20 @@ static void train_to_json_locked(struct job *j, json_t *o, int detail) {
     if (detail) {
         json_t *rq = r->echo ? json_loads(r->echo, 0, NULL) : NULL;
         json_object_set_new(o, "request", rq ? rq : json_null());
+        /* the loss history, column-wise: {"step": [...], "dm": [...], ...} */
+        json_t *h = json_object(), *col[5];
+        static const char *const names[5] = { "step", "dm", "gan_g", "fake", "gan_d" };
+        for (int c = 0; c < 5; c++) col[c] = json_array();
+        for (int i = 0; i < t->nhist; i++) {
+            const struct train_point *p = &t->hist[i];
+            json_array_append_new(col[0], json_integer(p->step));
+            json_array_append_new(col[1], json_num(p->dm));
+            json_array_append_new(col[2], json_num(p->gan_g));
+            json_array_append_new(col[3], json_num(p->fake));
+            json_array_append_new(col[4], json_num(p->gan_d));
+        }
+        for (int c = 0; c < 5; c++) json_object_set_new(h, names[c], col[c]);
+        json_object_set_new(o, "history", h);
     }
     json_object_set_new(o, "result", j->status == JOB_SUCCEEDED && t->generator
                         ? json_pack("{s:s, s:i}", "generator", t->generator, "step", t->step)
@@ -760,6 +774,16 @@ void jobs_train_update(struct jobs *js, struct job *j, const struct train_update
         t->grad_fake = u->grad_fake;
         t->it_per_s = u->it_per_s;
         t->eta_s = u->eta_s;
+        if (u->emit && ++t->hist_skip >= (t->hist_stride > 0 ? t->hist_stride : 1)) {
+            t->hist_skip = 0;
+            if (t->nhist == TRAIN_HIST_MAX) {   /* halve the resolution */
+                for (int i = 0; i < TRAIN_HIST_MAX / 2; i++) t->hist[i] = t->hist[2 * i + 1];
+                t->nhist = TRAIN_HIST_MAX / 2;
+                t->hist_stride = 2 * (t->hist_stride > 0 ? t->hist_stride : 1);
+            }
+            t->hist[t->nhist++] = (struct train_point){ u->step, (float)u->dm, (float)u->gan_g, (float)u->fake,
+                                                        (float)u->gan_d };
+        }
     }
     if (u->sample && t->nsamples < 100000) {
         if (t->nsamples == t->cap_samples) {

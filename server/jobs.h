@@ -95,6 +95,11 @@ struct train_request {
 
 struct train_ckpt { int step; char *path; };
 
+/* Loss history for plots: at most TRAIN_HIST_MAX logged points; when full, every other
+ * point is dropped and only every stride-th logged step is kept from then on. */
+#define TRAIN_HIST_MAX 512
+struct train_point { int step; float dm, gan_g, fake, gan_d; };
+
 /* A training job's request and progress (progress guarded by the jobs lock). */
 struct train_state {
     struct train_request req;
@@ -106,6 +111,8 @@ struct train_state {
     struct train_ckpt *ckpts;
     int nckpts, cap_ckpts;
     char *generator;           /* OUT/generator.safetensors once one was written */
+    struct train_point hist[TRAIN_HIST_MAX];
+    int nhist, hist_stride, hist_skip;
     int stop;                  /* stop asked for: checkpoint, then end cancelled */
     char stop_code[32];
     int stop_http;

@@ -1,8 +1,8 @@
 /* webui.c — GET /: one self-contained page (no external assets, works offline) with a
- * prompt box, the resulting images, and the job queue.  It talks to the same public
- * API as any client (async generate, job polling, image URLs), with an optional bearer
- * token kept in the browser's localStorage.  Training runs appear here once /v1/train
- * exists. */
+ * prompt box, the resulting images, the job queue, and the training runs with their
+ * loss curves (SVG from GET /v1/train/{id}'s history) and a stop button.  It talks to
+ * the same public API as any client (async generate, job polling, image URLs), with an
+ * optional bearer token kept in the browser's localStorage. */
 #include "api.h"
 
 static const char page[] =
@@ -22,6 +22,8 @@ static const char page[] =
 " #images img{max-width:100%;image-rendering:pixelated;margin:6px 6px 0 0;border:1px solid #ccc;width:256px}\n"
 " table{border-collapse:collapse;width:100%;font-size:13px} td,th{border-bottom:1px solid #eee;padding:3px 4px;text-align:left}\n"
 " progress{width:100%} .err{color:#b00;white-space:pre-wrap} code{font-size:12px}\n"
+" .run{border-top:1px solid #eee;padding:6px 0} .run svg{width:100%;height:110px;background:#fafafa}\n"
+" .k{display:inline-block;width:10px;height:3px;margin:0 3px 2px 8px}\n"
 "</style></head><body>\n"
 "<header><b>sdxld</b><span id=\"model\">…</span><span id=\"ready\"></span>\n"
 " <span style=\"margin-left:auto\">token <input id=\"token\" type=\"password\" style=\"width:160px\"></span></header>\n"
@@ -37,7 +39,9 @@ static const char page[] =
 " <div id=\"images\"></div>\n"
 "</section><section><b>Jobs</b> <small>(refreshes every 2 s)</small>\n"
 " <table><thead><tr><th>id</th><th>status</th><th>progress</th><th>queue</th></tr></thead><tbody id=\"jobs\"></tbody></table>\n"
-" <p><b>Training runs</b>: not available in this version.</p>\n"
+" <p><b>Training runs</b> <small>(DMD2: <span class=\"k\" style=\"background:#c33\"></span>dm\n"
+"  <span class=\"k\" style=\"background:#36c\"></span>fake <span class=\"k\" style=\"background:#999\"></span>gan_d,\n"
+"  each scaled to its own range)</small></p><div id=\"runs\"><small>none</small></div>\n"
 "</section></main>\n"
 "<script>\n"
 "const $=id=>document.getElementById(id);\n"
@@ -54,8 +58,24 @@ static const char page[] =
 " try{const m=await api('/v1/models');$('model').textContent=m.data.length?m.data[0].id+' ('+m.data[0].backend+')':'loading…';}catch(e){$('model').textContent=e.message;}\n"
 " try{const r=await fetch('/readyz');$('ready').textContent=r.ok?'ready':'not ready';}catch(e){}\n"
 " try{const l=await api('/v1/jobs?limit=20');$('jobs').innerHTML=l.jobs.map(j=>'<tr><td><code>'+esc(j.id)+'</code></td><td>'+esc(j.status)+\n"
-"  '</td><td>'+j.progress.step+'/'+j.progress.total+'</td><td>'+(j.queue_position==null?'':j.queue_position)+'</td></tr>').join('');}catch(e){}\n"
+"  '</td><td>'+j.progress.step+'/'+j.progress.total+'</td><td>'+(j.queue_position==null?'':j.queue_position)+'</td></tr>').join('');\n"
+"  const runs=l.jobs.filter(j=>j.kind==='train').slice(0,3);const out=[];\n"
+"  for(const j of runs){const t=await api('/v1/train/'+j.id);out.push(runHtml(t));}\n"
+"  $('runs').innerHTML=out.length?out.join(''):'<small>none</small>';}catch(e){}\n"
 "}\n"
+"function curve(h,key,color){const xs=h.step||[],ys=h[key]||[];const pts=[];let lo=Infinity,hi=-Infinity;\n"
+" for(const y of ys)if(y!=null){lo=Math.min(lo,y);hi=Math.max(hi,y);}\n"
+" if(!(hi>=lo)||xs.length<2)return '';const x0=xs[0],x1=xs[xs.length-1]||1;\n"
+" for(let i=0;i<xs.length;i++)if(ys[i]!=null)pts.push(((xs[i]-x0)/Math.max(1,x1-x0)*400).toFixed(1)+','+(105-(ys[i]-lo)/Math.max(1e-12,hi-lo)*100).toFixed(1));\n"
+" return '<polyline fill=\"none\" stroke=\"'+color+'\" stroke-width=\"1.2\" points=\"'+pts.join(' ')+'\"/>';}\n"
+"function runHtml(t){const L=t.losses||{};const f=x=>x==null?'–':(+x).toPrecision(3);\n"
+" const h=t.history||{step:[]};\n"
+" return '<div class=\"run\"><code>'+esc(t.id)+'</code> '+esc(t.status)+' · step '+t.step+'/'+t.total_steps+\n"
+"  ' · '+f(t.it_per_s)+' it/s · ETA '+(t.eta_s==null?'–':Math.round(t.eta_s)+' s')+\n"
+"  (t.status==='running'||t.status==='queued'?' <button onclick=\"stopRun(\\''+esc(t.id)+'\\')\">stop</button>':'')+\n"
+"  '<br><small>dm '+f(L.dm)+' · gan_g '+f(L.gan_g)+' · fake '+f(L.fake)+' · gan_d '+f(L.gan_d)+' · out '+esc(t.out)+'</small>'+\n"
+"  '<svg viewBox=\"0 0 400 110\" preserveAspectRatio=\"none\">'+curve(h,'dm','#c33')+curve(h,'fake','#36c')+curve(h,'gan_d','#999')+'</svg></div>';}\n"
+"async function stopRun(id){try{await api('/v1/train/'+id,{method:'DELETE',headers:hdrs()});}catch(e){$('err').textContent=e.message;}refresh();}\n"
 "async function showImages(job){\n"
 " for(let i=0;i<job.result.images.length;i++){const im=job.result.images[i];if(!im.url)continue;\n"
 "  const r=await fetch(im.url,{headers:hdrs()});if(!r.ok)continue;const img=document.createElement('img');\n"

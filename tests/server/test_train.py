@@ -233,6 +233,15 @@ def check_run_cancel_resume(t, c, root):
          all(k["step"] > stop_step for k in jr["checkpoints"]) and
          jr["result"] and jr["result"]["generator"] == "runs/a/generator.safetensors",
          "its checkpoints come after the resumed step; the result names the generator", jr)
+    h = (jr or {}).get("history") or {}
+    st = h.get("step", [])
+    t.ok(st and st == sorted(set(st)) and st[-1] == jr["step"] and len(st) <= 512 and
+         all(len(h[k]) == len(st) and all(x is None or math.isfinite(x) for x in h[k])
+             for k in ("dm", "gan_g", "fake", "gan_d")),
+         f"GET /v1/train/{{id}} carries the loss history for plots ({len(st)} points, steps ascending)", h)
+    page = c.get("/")
+    t.ok(page.status == 200 and b"Training runs" in page.body and b"/v1/train/" in page.body and b"history" in page.body,
+         "the web page lists training runs with loss curves from that history", page)
     return jr
 
 
