@@ -197,3 +197,101 @@ extern "C" cudaError_t k_attention(float *out, const float *q, const float *k, c
     if (D <= 256) return launch<32, 32, 256>(out, q, k, v, N, H, Lq, Lk, D, ldq, ldk, ldv, ldo, scale, causal, stream);
     return launch<32, 32, 512>(out, q, k, v, N, H, Lq, Lk, D, ldq, ldk, ldv, ldo, scale, causal, stream);
 }
+
+/* ---- backward ----
+ * Stage one, for correctness: one block per (query row, head, batch) recomputes its row of
+ * scores, P = softmax, dP = dO·Vᵀ and dS = P ∘ (dP − Σ P·dP) in shared memory, writes
+ * dq = scale·dS·K, and scatters dk += scale·dSᵀ·q and dv += Pᵀ·dO with atomics (dk and dv
+ * are zeroed first).  O(Lq·Lk·D) work like the forward, but with atomics and no tiling;
+ * the flash-attention-2 backward (tiles of K/V per block, no atomics) replaces it when
+ * training runs on the GPU for speed.  Shared memory: 2·Lk + 2·D floats (Lk ≤ ~28k). */
+#define ATB_THREADS 128
+
+__device__ float atb_block_reduce(float v, float *red, int is_max) {
+    for (int o = K_WARP / 2; o > 0; o >>= 1) {
+        float u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = is_max ? fmaxf(v, u) : v + u;
+    }
+    int warp = threadIdx.x / K_WARP, lane = threadIdx.x % K_WARP;
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float r = red[0];
+    for (int w = 1; w < ATB_THREADS / K_WARP; w++) r = is_max ? fmaxf(r, red[w]) : r + red[w];
+    return r;
+}
+
+__global__ void att_zero_kernel(float *x, long long rows, int cols, int ld) {
+    for (long long r = blockIdx.y; r < rows; r += gridDim.y)
+        for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x) x[r * ld + c] = 0.0f;
+}
+
+__global__ void __launch_bounds__(ATB_THREADS)
+attention_bw_kernel(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
+                    int Lq, int Lk, int D, int ldq, int ldk, int ldv, int ldo, float scale, int causal) {
+    extern __shared__ float smem[];
+    float *s = smem, *dp = s + Lk, *qi = dp + Lk, *doi = qi + D, *red = doi + D;
+    int i = blockIdx.x, h = blockIdx.y, n = blockIdx.z, t = threadIdx.x;
+    const float *qr = q + ((size_t)n * Lq + i) * ldq + (size_t)h * D, *dor = dout + ((size_t)n * Lq + i) * ldo + (size_t)h * D;
+    const float *kb = k + (size_t)n * Lk * ldk + (size_t)h * D, *vb = v + (size_t)n * Lk * ldv + (size_t)h * D;
+    float *dkb = dk + (size_t)n * Lk * ldk + (size_t)h * D, *dvb = dv + (size_t)n * Lk * ldv + (size_t)h * D;
+    float *dqr = dq + ((size_t)n * Lq + i) * ldq + (size_t)h * D;
+    for (int d = t; d < D; d += blockDim.x) { qi[d] = qr[d]; doi[d] = dor[d]; }
+    __syncthreads();
+    int nk = causal ? min(i + 1, Lk) : Lk;
+    float mx = -INFINITY;
+    for (int j = t; j < nk; j += blockDim.x) {
+        float a = 0.0f, b = 0.0f;
+        for (int d = 0; d < D; d++) { a += qi[d] * kb[(size_t)j * ldk + d]; b += doi[d] * vb[(size_t)j * ldv + d]; }
+        s[j] = a * scale;
+        dp[j] = b;
+        mx = fmaxf(mx, s[j]);
+    }
+    mx = atb_block_reduce(mx, red, 1);
+    float sum = 0.0f;
+    for (int j = t; j < nk; j += blockDim.x) { float e = expf(s[j] - mx); s[j] = e; sum += e; }
+    sum = atb_block_reduce(sum, red, 0);
+    float inv = sum > 0.0f ? 1.0f / sum : 0.0f, dsum = 0.0f;
+    for (int j = t; j < nk; j += blockDim.x) { s[j] *= inv; dsum += s[j] * dp[j]; }
+    dsum = atb_block_reduce(dsum, red, 0);
+    for (int j = t; j < nk; j += blockDim.x) dp[j] = s[j] * (dp[j] - dsum);
+    __syncthreads();
+    for (int d = t; d < D; d += blockDim.x) {
+        float a = 0.0f;
+        for (int j = 0; j < nk; j++) a += dp[j] * kb[(size_t)j * ldk + d];
+        dqr[d] = a * scale;
+    }
+    for (long long e = t; e < (long long)nk * D; e += blockDim.x) {
+        int j = (int)(e / D), d = (int)(e % D);
+        atomicAdd(dkb + (size_t)j * ldk + d, scale * dp[j] * qi[d]);
+        atomicAdd(dvb + (size_t)j * ldv + d, s[j] * doi[d]);
+    }
+}
+
+extern "C" cudaError_t k_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                            const float *k, const float *v, int N, int H, int Lq, int Lk, int D,
+                                            int ldq, int ldk, int ldv, int ldo, float scale, int causal,
+                                            cudaStream_t stream) {
+    if (N <= 0 || H <= 0 || D <= 0) return cudaSuccess;
+    if (H > 65535 || N > 65535 || Lq > 2147483647) return cudaErrorInvalidValue;
+    size_t smem_bytes = ((size_t)2 * Lk + 2 * (size_t)D + ATB_THREADS / K_WARP) * sizeof(float);
+    if (smem_bytes > K_ATTENTION_BW_MAX_SMEM) return cudaErrorInvalidValue;
+    static size_t raised;
+    if (smem_bytes > 48 * 1024 && smem_bytes > raised) {
+        cudaError_t e = cudaFuncSetAttribute(attention_bw_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)K_ATTENTION_BW_MAX_SMEM);
+        if (e != cudaSuccess) return e;
+        raised = K_ATTENTION_BW_MAX_SMEM;
+    }
+    if (Lk > 0) {
+        dim3 zg(k_blocks((long long)H * D, 256, K_MAX_GRID_X), k_blocks((long long)N * Lk, 1, K_MAX_GRID_Y));
+        att_zero_kernel<<<zg, 256, 0, stream>>>(dk, (long long)N * Lk, H * D, ldk);
+        att_zero_kernel<<<zg, 256, 0, stream>>>(dv, (long long)N * Lk, H * D, ldv);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return e;
+    }
+    if (Lq <= 0) return cudaSuccess;
+    attention_bw_kernel<<<dim3((unsigned)Lq, (unsigned)H, (unsigned)N), ATB_THREADS, smem_bytes, stream>>>(
+        dq, dk, dv, dout, q, k, v, Lq, Lk, D, ldq, ldk, ldv, ldo, scale, causal);
+    return cudaGetLastError();
+}

@@ -232,3 +232,221 @@ extern "C" cudaError_t k_pad2d(float *out, const float *inp, long long NC, int H
     pad2d_kernel<<<grid, EW_THREADS, 0, stream>>>(out, inp, rows, H, W, Hp, Wp, pt, pl);
     return cudaGetLastError();
 }
+
+/* ---- backward and optimiser (the training ops; formulas as cpu_backward.c) ---- */
+
+__device__ __forceinline__ float k_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ float k_gelu_erf_grad(float x) {
+    float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+    return cdf + x * 0.39894228040143268f * expf(-0.5f * x * x);
+}
+
+__global__ void act_bw_kernel(float *dx, const float *dy, const float *x, long long n, int kind) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        float v = x[i], d, s;
+        if (kind == 0) { s = k_sigmoid(v); d = s * (1.0f + v * (1.0f - s)); }
+        else if (kind == 1) d = k_gelu_erf_grad(v);
+        else { s = k_sigmoid(1.702f * v); d = s * (1.0f + 1.702f * v * (1.0f - s)); }
+        dx[i] = dy[i] * d;
+    }
+}
+
+extern "C" cudaError_t k_act_backward(float *dinp, const float *dout, const float *inp, long long n, int kind,
+                                      cudaStream_t stream) {
+    if (n <= 0) return cudaSuccess;
+    act_bw_kernel<<<k_blocks(n, EW_THREADS, K_MAX_GRID_X), EW_THREADS, 0, stream>>>(dinp, dout, inp, n, kind);
+    return cudaGetLastError();
+}
+
+/* grid (x over C, y over rows); reads a, g before writing (dinp may be inp) */
+__global__ void geglu_bw_kernel(float *dx, const float *dy, const float *x, int R, int C) {
+    for (long long r = blockIdx.y; r < R; r += gridDim.y) {
+        const float *a = x + r * 2 * C, *g = a + C, *d = dy + r * C;
+        float *da = dx + r * 2 * C, *dg = da + C;
+        for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < C; i += gridDim.x * blockDim.x) {
+            float av = a[i], gv = g[i], dv = d[i];
+            da[i] = dv * k_gelu_erf(gv);
+            dg[i] = dv * av * k_gelu_erf_grad(gv);
+        }
+    }
+}
+
+extern "C" cudaError_t k_geglu_backward(float *dinp, const float *dout, const float *inp, int R, int C,
+                                        cudaStream_t stream) {
+    if (R <= 0 || C <= 0) return cudaSuccess;
+    dim3 grid(k_blocks(C, EW_THREADS, K_MAX_GRID_X), k_blocks(R, 1, K_MAX_GRID_Y));
+    geglu_bw_kernel<<<grid, EW_THREADS, 0, stream>>>(dinp, dout, inp, R, C);
+    return cudaGetLastError();
+}
+
+/* grid (x over W, y over input rows NC·H): each input pixel sums its 2×2 block */
+__global__ void upsample2x_bw_kernel(float *dx, const float *dy, long long rows, int H, int W) {
+    for (long long r = blockIdx.y; r < rows; r += gridDim.y) {
+        long long nc = r / H;
+        int i = (int)(r % H);
+        const float *d0 = dy + (nc * 2 * H + 2 * i) * 2 * W, *d1 = d0 + 2 * W;
+        for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < W; j += gridDim.x * blockDim.x)
+            dx[r * W + j] = d0[2 * j] + d0[2 * j + 1] + d1[2 * j] + d1[2 * j + 1];
+    }
+}
+
+extern "C" cudaError_t k_upsample2x_backward(float *dinp, const float *dout, long long NC, int H, int W,
+                                             cudaStream_t stream) {
+    if (NC <= 0 || H <= 0 || W <= 0) return cudaSuccess;
+    long long rows = NC * H;
+    dim3 grid(k_blocks(W, EW_THREADS, K_MAX_GRID_X), k_blocks(rows, 1, K_MAX_GRID_Y));
+    upsample2x_bw_kernel<<<grid, EW_THREADS, 0, stream>>>(dinp, dout, rows, H, W);
+    return cudaGetLastError();
+}
+
+/* One block per row (grid-stride over rows): the row's sum in fp64, then out[r] = s, or
+ * out[r % mod] += s when accumulating (atomics: rows sharing a channel). */
+__global__ void row_sums_kernel(float *out, const float *x, long long rows, long long inner, int mod, int acc) {
+    __shared__ double part[EW_THREADS / K_WARP];
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float *xr = x + r * inner;
+        double s = 0;
+        for (long long i = threadIdx.x; i < inner; i += blockDim.x) s += xr[i];
+        s = k_warp_sum_d(s);
+        if (threadIdx.x % K_WARP == 0) part[threadIdx.x / K_WARP] = s;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            double t = 0;
+            for (int w = 0; w < EW_THREADS / K_WARP; w++) t += part[w];
+            if (acc) atomicAdd(out + r % mod, (float)t);
+            else out[r] = (float)t;
+        }
+        __syncthreads();
+    }
+}
+
+extern "C" cudaError_t k_row_sums(float *out, const float *inp, long long rows, long long inner, int mod, int accumulate,
+                                  cudaStream_t stream) {
+    if (rows <= 0) return cudaSuccess;
+    row_sums_kernel<<<k_blocks(rows, 1, K_MAX_GRID_X), EW_THREADS, 0, stream>>>(out, inp, rows, inner, mod, accumulate);
+    return cudaGetLastError();
+}
+
+/* grid (x over O, y over row chunks): partial column sums, accumulated with atomics */
+__global__ void col_sums_kernel(float *out, const float *x, long long R, int O, long long chunk) {
+    for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < O; o += gridDim.x * blockDim.x) {
+        long long lo = chunk * blockIdx.y, hi = lo + chunk < R ? lo + chunk : R;
+        float s = 0;
+        for (long long r = lo; r < hi; r++) s += x[r * O + o];
+        if (hi > lo) atomicAdd(out + o, s);
+    }
+}
+
+extern "C" cudaError_t k_col_sums_acc(float *out, const float *inp, long long R, int O, cudaStream_t stream) {
+    if (R <= 0 || O <= 0) return cudaSuccess;
+    long long chunks = (R + 255) / 256;
+    if (chunks > K_MAX_GRID_Y) chunks = K_MAX_GRID_Y;
+    long long chunk = (R + chunks - 1) / chunks;
+    dim3 grid(k_blocks(O, EW_THREADS, K_MAX_GRID_X), (unsigned)chunks);
+    col_sums_kernel<<<grid, EW_THREADS, 0, stream>>>(out, inp, R, O, chunk);
+    return cudaGetLastError();
+}
+
+/* grid (x over a row's Ca·HW + Cb·HW, y over n): the inverse of concat_channels */
+__global__ void split_kernel(float *a, long long na, float *b, long long nb, const float *x, int N) {
+    for (long long n = blockIdx.y; n < N; n += gridDim.y) {
+        const float *xr = x + n * (na + nb);
+        for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < na + nb;
+             i += (long long)gridDim.x * blockDim.x) {
+            if (i < na) { if (a) a[n * na + i] = xr[i]; }
+            else if (b) b[n * nb + i - na] = xr[i];
+        }
+    }
+}
+
+extern "C" cudaError_t k_split_channels(float *a, int Ca, float *b, int Cb, const float *inp, int N, long long HW,
+                                        cudaStream_t stream) {
+    if (N <= 0 || HW <= 0 || (!a && !b)) return cudaSuccess;
+    long long na = (long long)Ca * HW, nb = (long long)Cb * HW;
+    dim3 grid(k_blocks(na + nb, EW_THREADS, K_MAX_GRID_X), k_blocks(N, 1, K_MAX_GRID_Y));
+    split_kernel<<<grid, EW_THREADS, 0, stream>>>(a, na, b, nb, inp, N);
+    return cudaGetLastError();
+}
+
+/* dtable[ids[i], :] += dout[i, :] (atomics: ids repeat) */
+__global__ void embedding_bw_kernel(float *dt, const float *dy, const int *ids, int n, int D) {
+    long long total = (long long)n * D;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x)
+        atomicAdd(dt + (long long)ids[e / D] * D + e % D, dy[e]);
+}
+
+extern "C" cudaError_t k_embedding_backward(float *dtable, const float *dout, const int *ids, int n, int D,
+                                            cudaStream_t stream) {
+    if (n <= 0 || D <= 0) return cudaSuccess;
+    embedding_bw_kernel<<<k_blocks((long long)n * D, EW_THREADS, K_MAX_GRID_X), EW_THREADS, 0, stream>>>(
+        dtable, dout, ids, n, D);
+    return cudaGetLastError();
+}
+
+/* Partial sums of a·b in fp64, one per block (the host adds k_dot_blocks of them). */
+__global__ void dot_kernel(double *part, const float *a, const float *b, long long n) {
+    __shared__ double wsum[EW_THREADS / K_WARP];
+    double s = 0;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        s += (double)a[i] * b[i];
+    s = k_warp_sum_d(s);
+    if (threadIdx.x % K_WARP == 0) wsum[threadIdx.x / K_WARP] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double t = 0;
+        for (int w = 0; w < EW_THREADS / K_WARP; w++) t += wsum[w];
+        part[blockIdx.x] = t;
+    }
+}
+
+extern "C" int k_dot_blocks(long long n) { return (int)k_blocks(n, EW_THREADS * 8, K_DOT_MAX_BLOCKS); }
+
+extern "C" cudaError_t k_dot_partials(double *part, const float *a, const float *b, long long n, cudaStream_t stream) {
+    if (n <= 0) return cudaSuccess;
+    dot_kernel<<<k_dot_blocks(n), EW_THREADS, 0, stream>>>(part, a, b, n);
+    return cudaGetLastError();
+}
+
+__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, long long n, float lr, float b1, float b2,
+                             float eps, float wd, float bc1, float bc2) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        float gi = g[i];
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float mh = mi / bc1, vh = vi / bc2;
+        p[i] -= lr * (mh / (sqrtf(vh) + eps) + wd * p[i]);
+    }
+}
+
+extern "C" cudaError_t k_adamw(float *p, const float *g, float *m, float *v, long long n, float lr, float b1, float b2,
+                               float eps, float wd, float bc1, float bc2, cudaStream_t stream) {
+    if (n <= 0) return cudaSuccess;
+    adamw_kernel<<<k_blocks(n, EW_THREADS, K_MAX_GRID_X), EW_THREADS, 0, stream>>>(p, g, m, v, n, lr, b1, b2, eps, wd,
+                                                                                bc1, bc2);
+    return cudaGetLastError();
+}
+
+/* The adjoint of k_pad2d: out [NC, H, W] = the interior of inp [NC, H+pt+pb, W+pl+pr]. */
+__global__ void crop2d_kernel(float *y, const float *x, long long rows, int H, int W, int Hp, int Wp, int pt, int pl) {
+    for (long long r = blockIdx.y; r < rows; r += gridDim.y) {
+        long long nc = r / H;
+        int i = (int)(r % H);
+        const float *xr = x + (nc * Hp + i + pt) * Wp + pl;
+        for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < W; j += gridDim.x * blockDim.x) y[r * W + j] = xr[j];
+    }
+}
+
+extern "C" cudaError_t k_crop2d(float *out, const float *inp, long long NC, int H, int W, int pt, int pl, int pb, int pr,
+                                cudaStream_t stream) {
+    if (NC <= 0 || H <= 0 || W <= 0) return cudaSuccess;
+    long long rows = NC * H;
+    dim3 grid(k_blocks(W, EW_THREADS, K_MAX_GRID_X), k_blocks(rows, 1, K_MAX_GRID_Y));
+    crop2d_kernel<<<grid, EW_THREADS, 0, stream>>>(out, inp, rows, H, W, H + pt + pb, W + pl + pr, pt, pl);
+    return cudaGetLastError();
+}

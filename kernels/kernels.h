@@ -78,6 +78,53 @@ cudaError_t k_transpose(float *out, const float *inp, int N, int R, int C, cudaS
 cudaError_t k_pad2d(float *out, const float *inp, long long NC, int H, int W, int pt, int pl,
                     int pb, int pr, cudaStream_t stream);
 
+/* ---- backward and optimiser (elementwise.cu, norm.cu, attention.cu) ----
+ * Gradient contract as backend.h: input gradients `=`, parameter gradients `+=`. */
+
+/* dinp = dout · act'(inp); kind as k_act.  dinp may equal dout. */
+cudaError_t k_act_backward(float *dinp, const float *dout, const float *inp, long long n, int kind,
+                           cudaStream_t stream);
+/* dinp [R, 2C] from dout [R, C] and the forward input [R, 2C]; dinp may equal inp. */
+cudaError_t k_geglu_backward(float *dinp, const float *dout, const float *inp, int R, int C, cudaStream_t stream);
+/* dinp [NC, H, W] = sum of each 2×2 block of dout [NC, 2H, 2W]. */
+cudaError_t k_upsample2x_backward(float *dinp, const float *dout, long long NC, int H, int W, cudaStream_t stream);
+/* Sums of `rows` rows of `inner` floats (fp64 inside): out[r] = sum (mod = rows,
+ * accumulate 0), or out[r % mod] += sum (accumulate 1: a conv bias gradient). */
+cudaError_t k_row_sums(float *out, const float *inp, long long rows, long long inner, int mod, int accumulate,
+                       cudaStream_t stream);
+/* out[o] += sum over R rows of inp[r, o] (a linear bias gradient). */
+cudaError_t k_col_sums_acc(float *out, const float *inp, long long R, int O, cudaStream_t stream);
+/* a = inp[:, :Ca], b = inp[:, Ca:] per n (either may be NULL). */
+cudaError_t k_split_channels(float *a, int Ca, float *b, int Cb, const float *inp, int N, long long HW,
+                             cudaStream_t stream);
+/* The adjoint of k_pad2d: out [NC, H, W] = interior of inp [NC, H+pt+pb, W+pl+pr]. */
+cudaError_t k_crop2d(float *out, const float *inp, long long NC, int H, int W, int pt, int pl, int pb, int pr,
+                     cudaStream_t stream);
+/* dtable[ids[i], :] += dout[i, :]; ids: n device ints, already range-checked. */
+cudaError_t k_embedding_backward(float *dtable, const float *dout, const int *ids, int n, int D, cudaStream_t stream);
+/* sum(a·b): k_dot_blocks(n) fp64 partials into part (device), to be added by the caller. */
+#define K_DOT_MAX_BLOCKS 1024
+int k_dot_blocks(long long n);
+cudaError_t k_dot_partials(double *part, const float *a, const float *b, long long n, cudaStream_t stream);
+/* Attention backward: dq, dk, dv (=) in q's, k's, v's layouts; probabilities recomputed
+ * per query row.  Needs (2·Lk + 2·D + 4) floats of shared memory, at most this: */
+#define K_ATTENTION_BW_MAX_SMEM (200 * 1024)
+cudaError_t k_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                                 const float *v, int N, int H, int Lq, int Lk, int D, int ldq, int ldk, int ldv,
+                                 int ldo, float scale, int causal, cudaStream_t stream);
+/* GroupNorm / LayerNorm backward (statistics recomputed from inp; SiLU's pre-activation
+ * too, which needs b).  dinp may equal dout.  Scratch sizes from the _bytes functions. */
+size_t k_group_norm_backward_scratch_bytes(int N, int C, int HW, int G);
+cudaError_t k_group_norm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                                  const float *w, const float *b, void *scratch, int N, int C, int HW, int G,
+                                  float eps, int silu, cudaStream_t stream);
+size_t k_layer_norm_backward_scratch_bytes(int R);
+cudaError_t k_layer_norm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                                  const float *w, void *scratch, int R, int C, float eps, cudaStream_t stream);
+/* AdamW (decoupled decay) with bias corrections bc1 = 1 − b1^t, bc2 = 1 − b2^t. */
+cudaError_t k_adamw(float *p, const float *g, float *m, float *v, long long n, float lr, float b1, float b2,
+                    float eps, float wd, float bc1, float bc2, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -33,7 +33,7 @@ static int train_main(int argc, char **argv, int teacher) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help")) {
-            printf("sdxld %s --model DIR --out RUN [--resume] [--dataset shapes|FOLDER] [--resolution 64]\n"
+            printf("sdxld %s --model DIR --out RUN [--resume] [--backend cpu|cuda] [--dataset shapes|FOLDER] [--resolution 64]\n"
                    "        [--dataset-size N] [--steps N] [--batch N] [--seed N] [--lr X] [--warmup N]\n"
                    "        [--weight-decay X] [--clip X] [--ema X] [--log-every N] [--sample-every N]\n"
                    "        [--checkpoint-every N]%s\n", cmd,
@@ -48,6 +48,7 @@ static int train_main(int argc, char **argv, int teacher) {
         if (!(v = cli_value(argc, argv, &i))) return 2;
         if (!strcmp(a, "--model")) c.model_dir = v;
         else if (!strcmp(a, "--out")) c.out_dir = v;
+        else if (!strcmp(a, "--backend")) c.backend = v;
         else if (!strcmp(a, "--dataset")) dataset = v;
         else if (!strcmp(a, "--resolution")) res = atoi(v);
         else if (!strcmp(a, "--dataset-size")) dsize = atol(v);
@@ -125,7 +126,7 @@ int cli_train(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help")) {
-            printf("sdxld train dmd2 --teacher DIR --out RUN [--resume] [--generator-init teacher|FILE]\n"
+            printf("sdxld train dmd2 --teacher DIR --out RUN [--resume] [--generator-init teacher|FILE] [--backend cpu|cuda]\n"
                    "   [--data shapes|FOLDER] [--resolution 64] [--dataset-size N] [--cache-size 4096]\n"
                    "   [--steps 1000] [--batch 4] [--ttur 5] [--lr-generator 5e-7] [--lr-fake 5e-7] [--warmup 500]\n"
                    "   [--guidance 8] [--gan-weight-g 5e-3] [--gan-weight-d 1e-2] [--clip 10]\n"
@@ -144,6 +145,7 @@ int cli_train(int argc, char **argv) {
         if (!strcmp(a, "--teacher")) c.teacher_dir = v;
         else if (!strcmp(a, "--out")) c.out_dir = v;
         else if (!strcmp(a, "--generator-init")) c.generator_init = strcmp(v, "teacher") ? v : NULL;
+        else if (!strcmp(a, "--backend")) c.backend = v;
         else if (!strcmp(a, "--data")) dataset = v;
         else if (!strcmp(a, "--resolution")) res = atoi(v);
         else if (!strcmp(a, "--dataset-size")) dsize = atol(v);

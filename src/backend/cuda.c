@@ -22,6 +22,7 @@
  *    one strided-batched GEMM.  Batches whose tensors pass 2^30 values run in chunks of
  *    images (cuDNN's legacy descriptors count elements in int).
  *  - attention: the flash-style kernel in kernels/attention.cu (no score matrix).
+ *  - The backward ops, dot and AdamW (training) are in cuda_backward.c.
  *  - Memory: cudaMalloc per alloc call (arenas make these few and large), every byte
  *    counted, so mem_in_use / mem_peak report what sdxld holds on the device (the
  *    CUDA context and the libraries' own handles excluded).  Freeing waits for the
@@ -38,48 +39,12 @@
 #include <cublas_v2.h>
 #include <cudnn.h>
 
-#include "backend.h"
-#include "../../kernels/kernels.h"
+#include "cuda_internal.h"
 
-#define BLAS_WS_BYTES (32u << 20)              /* cuBLAS workspace recommended on sm_90 */
-#define CONV_WS_CAP ((size_t)1 << 30)          /* largest cuDNN workspace a plan may ask */
-#define CONV_CHUNK_VALUES ((long long)1 << 30) /* per-tensor values in one cuDNN call */
-
-struct scratch { void *p; size_t cap; };
-
-struct conv_plan {
-    int key[11];      /* N, C, H, W, K, kh, kw, stride, ph, pw, tf32 */
-    cudnnConvolutionFwdAlgo_t algo;
-    cudnnMathType_t math;
-    size_t ws_bytes;
-};
-
-struct dev_block { void *p; size_t n; };
-
-struct cuda {
-    int device;
-    cudaStream_t stream;
-    cublasHandle_t blas;
-    cudnnHandle_t dnn;
-    cudnnTensorDescriptor_t xd, yd;
-    cudnnFilterDescriptor_t wd;
-    cudnnConvolutionDescriptor_t cd;
-    int tf32;
-    long long conv_chunk;        /* values per tensor in one cuDNN call */
-    void *blas_ws;
-    struct scratch conv_ws, pad, gn, small;
-    struct conv_plan *plans;
-    int nplans, plans_cap;
-    struct dev_block *blocks;    /* every live cudaMalloc, for the byte counts */
-    int nblocks, blocks_cap;
-    size_t in_use, peak;
-};
-
-#define BAIL(be) do { if ((be)->err) return; } while (0)
 
 /* ---- errors ---- */
 
-static int fail(struct backend *be, sd_status st, const char *op, const char *what, const char *detail) {
+int cuda_fail(struct backend *be, sd_status st, const char *op, const char *what, const char *detail) {
     char msg[400];
     snprintf(msg, sizeof msg, "%s: %s: %s", op, what, detail);
     backend_set_error(be, st, msg);
@@ -87,23 +52,23 @@ static int fail(struct backend *be, sd_status st, const char *op, const char *wh
 }
 
 /* 1 when e is cudaSuccess; otherwise records the error (first one wins) and returns 0. */
-static int cu_ok(struct backend *be, cudaError_t e, const char *op, const char *what) {
+int cuda_cu_ok(struct backend *be, cudaError_t e, const char *op, const char *what) {
     if (e == cudaSuccess) return 1;
     char d[256];
     snprintf(d, sizeof d, "%s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
     cudaGetLastError();   /* clear a non-sticky error so the next launch check is clean */
-    return fail(be, e == cudaErrorMemoryAllocation ? SD_ERR_NOMEM : SD_ERR_CUDA, op, what, d);
+    return cuda_fail(be, e == cudaErrorMemoryAllocation ? SD_ERR_NOMEM : SD_ERR_CUDA, op, what, d);
 }
 
-static int blas_ok(struct backend *be, cublasStatus_t s, const char *op, const char *what) {
+int cuda_blas_ok(struct backend *be, cublasStatus_t s, const char *op, const char *what) {
     if (s == CUBLAS_STATUS_SUCCESS) return 1;
-    return fail(be, s == CUBLAS_STATUS_ALLOC_FAILED ? SD_ERR_NOMEM : SD_ERR_CUDA, op, what,
+    return cuda_fail(be, s == CUBLAS_STATUS_ALLOC_FAILED ? SD_ERR_NOMEM : SD_ERR_CUDA, op, what,
                 cublasGetStatusString(s));
 }
 
-static int dnn_ok(struct backend *be, cudnnStatus_t s, const char *op, const char *what) {
+int cuda_dnn_ok(struct backend *be, cudnnStatus_t s, const char *op, const char *what) {
     if (s == CUDNN_STATUS_SUCCESS) return 1;
-    return fail(be, s == CUDNN_STATUS_ALLOC_FAILED ? SD_ERR_NOMEM : SD_ERR_CUDA, op, what,
+    return cuda_fail(be, s == CUDNN_STATUS_ALLOC_FAILED ? SD_ERR_NOMEM : SD_ERR_CUDA, op, what,
                 cudnnGetErrorString(s));
 }
 
@@ -151,7 +116,7 @@ static void dev_free(struct backend *be, void *p) {
 }
 
 /* A grow-only scratch buffer; NULL (sticky error set) when it cannot grow. */
-static void *scratch(struct backend *be, struct scratch *s, size_t bytes, const char *op) {
+void *cuda_scratch(struct backend *be, struct scratch *s, size_t bytes, const char *op) {
     if (bytes <= s->cap) return s->p;
     dev_free(be, s->p);
     s->p = NULL;
@@ -169,14 +134,14 @@ static void cuda_free(struct backend *be, void *p) { dev_free(be, p); }
 
 static void cuda_upload(struct backend *be, void *dst, const void *src, size_t n) {
     struct cuda *c = be->impl;
-    if (n) cu_ok(be, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->stream), "upload", "cudaMemcpyAsync");
+    if (n) cuda_cu_ok(be, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->stream), "upload", "cudaMemcpyAsync");
 }
 
 static void cuda_download(struct backend *be, void *dst, const void *src, size_t n) {
     struct cuda *c = be->impl;
     if (!n) return;
-    if (cu_ok(be, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, c->stream), "download", "cudaMemcpyAsync"))
-        cu_ok(be, cudaStreamSynchronize(c->stream), "download", "cudaStreamSynchronize");
+    if (cuda_cu_ok(be, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, c->stream), "download", "cudaMemcpyAsync"))
+        cuda_cu_ok(be, cudaStreamSynchronize(c->stream), "download", "cudaStreamSynchronize");
 }
 
 /* Callers never pass overlapping ranges (the CPU's memmove tolerates them; cudaMemcpy
@@ -184,17 +149,17 @@ static void cuda_download(struct backend *be, void *dst, const void *src, size_t
 static void cuda_copy(struct backend *be, void *dst, const void *src, size_t n) {
     struct cuda *c = be->impl;
     if (n && dst != src)
-        cu_ok(be, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, c->stream), "copy", "cudaMemcpyAsync");
+        cuda_cu_ok(be, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, c->stream), "copy", "cudaMemcpyAsync");
 }
 
 static void cuda_zero(struct backend *be, void *dst, size_t n) {
     struct cuda *c = be->impl;
-    if (n) cu_ok(be, cudaMemsetAsync(dst, 0, n, c->stream), "zero", "cudaMemsetAsync");
+    if (n) cuda_cu_ok(be, cudaMemsetAsync(dst, 0, n, c->stream), "zero", "cudaMemsetAsync");
 }
 
 static void cuda_sync(struct backend *be) {
     struct cuda *c = be->impl;
-    cu_ok(be, cudaStreamSynchronize(c->stream), "sync", "cudaStreamSynchronize");
+    cuda_cu_ok(be, cudaStreamSynchronize(c->stream), "sync", "cudaStreamSynchronize");
 }
 
 static size_t cuda_mem_in_use(struct backend *be) { return ((struct cuda *)be->impl)->in_use; }
@@ -208,6 +173,8 @@ static void cuda_destroy(struct backend *be) {
         dev_free(be, c->pad.p);
         dev_free(be, c->gn.p);
         dev_free(be, c->small.p);
+        dev_free(be, c->dotp.p);
+        dev_free(be, c->dpad.p);
         dev_free(be, c->blas_ws);
         if (c->xd) cudnnDestroyTensorDescriptor(c->xd);
         if (c->yd) cudnnDestroyTensorDescriptor(c->yd);
@@ -234,7 +201,7 @@ static cublasComputeType_t compute_type(const struct cuda *c) {
 /* Row-major C = alpha·op(A)·op(B) + beta·C is column-major Cᵀ = alpha·op(B)ᵀ·op(A)ᵀ +
  * beta·Cᵀ, and a row-major matrix read column-major is its transpose: so cuBLAS gets B
  * first with B's transpose flag, then A with A's, and m = N, n = M. */
-static int gemm_run(struct backend *be, const char *op, int ta, int tb, int M, int N, int K, float alpha,
+int cuda_gemm_run(struct backend *be, const char *op, int ta, int tb, int M, int N, int K, float alpha,
                     const float *A, int lda, long long sA, const float *B, int ldb, long long sB, float beta,
                     float *C, int ldc, long long sC, int batch) {
     struct cuda *c = be->impl;
@@ -242,7 +209,7 @@ static int gemm_run(struct backend *be, const char *op, int ta, int tb, int M, i
     cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     if (sC == 0 && batch > 1) {   /* every batch writes one C: run them in order */
         for (int b = 0; b < batch; b++)
-            if (!gemm_run(be, op, ta, tb, M, N, K, alpha, A + b * sA, lda, 0, B + b * sB, ldb, 0, b ? 1.0f : beta,
+            if (!cuda_gemm_run(be, op, ta, tb, M, N, K, alpha, A + b * sA, lda, 0, B + b * sB, ldb, 0, b ? 1.0f : beta,
                           C, ldc, 0, 1))
                 return 0;
         return 1;
@@ -250,22 +217,22 @@ static int gemm_run(struct backend *be, const char *op, int ta, int tb, int M, i
     cublasStatus_t s = cublasGemmStridedBatchedEx(c->blas, opB, opA, N, M, K, &alpha, B, CUDA_R_32F, ldb, sB,
                                                   A, CUDA_R_32F, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch,
                                                   compute_type(c), CUBLAS_GEMM_DEFAULT);
-    return blas_ok(be, s, op, "cublasGemmStridedBatchedEx");
+    return cuda_blas_ok(be, s, op, "cublasGemmStridedBatchedEx");
 }
 
 static void cuda_gemm(struct backend *be, int ta, int tb, int M, int N, int K, float alpha,
                       const float *A, int lda, long long sA, const float *B, int ldb, long long sB,
                       float beta, float *C, int ldc, long long sC, int batch) {
     BAIL(be);
-    gemm_run(be, "gemm", ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
+    cuda_gemm_run(be, "gemm", ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
 }
 
 static void cuda_linear(struct backend *be, float *out, const float *inp, const float *w,
                         const float *b, int R, int nin, int nout) {
     BAIL(be);
     struct cuda *c = be->impl;
-    if (!gemm_run(be, "linear", 0, 1, R, nout, nin, 1.0f, inp, nin, 0, w, nin, 0, 0.0f, out, nout, 0, 1)) return;
-    if (b) cu_ok(be, k_add_bias_rows(out, b, R, nout, c->stream), "linear", "k_add_bias_rows");
+    if (!cuda_gemm_run(be, "linear", 0, 1, R, nout, nin, 1.0f, inp, nin, 0, w, nin, 0, 0.0f, out, nout, 0, 1)) return;
+    if (b) cuda_cu_ok(be, k_add_bias_rows(out, b, R, nout, c->stream), "linear", "k_add_bias_rows");
 }
 
 /* ---- convolution ---- */
@@ -282,12 +249,12 @@ static struct conv_plan *conv_plan(struct backend *be, const int key[11]) {
         c->plans_cap = cap;
     }
     /* descriptors are already set for this shape; ask the heuristics for a ranked list */
-    if (!dnn_ok(be, cudnnSetConvolutionMathType(c->cd, c->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
+    if (!cuda_dnn_ok(be, cudnnSetConvolutionMathType(c->cd, c->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
                 "conv2d", "cudnnSetConvolutionMathType"))
         return NULL;
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int n = 0;
-    if (!dnn_ok(be, cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, c->xd, c->wd, c->cd, c->yd,
+    if (!cuda_dnn_ok(be, cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, c->xd, c->wd, c->cd, c->yd,
                                                            CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf),
                 "conv2d", "cudnnGetConvolutionForwardAlgorithm_v7"))
         return NULL;
@@ -309,17 +276,17 @@ static struct conv_plan *conv_plan(struct backend *be, const int key[11]) {
         char d[160];
         snprintf(d, sizeof d, "no usable algorithm among %d for N%d C%d %dx%d K%d %dx%d s%d", n, key[0], key[1],
                  key[2], key[3], key[4], key[5], key[6], key[7]);
-        fail(be, SD_ERR_UNSUPPORTED, "conv2d", "cuDNN", d);
+        cuda_fail(be, SD_ERR_UNSUPPORTED, "conv2d", "cuDNN", d);
         return NULL;
     }
     struct conv_plan *pl = &c->plans[c->nplans];
     memcpy(pl->key, key, sizeof pl->key);
     pl->algo = perf[pick].algo;
     pl->math = perf[pick].mathType;
-    if (!dnn_ok(be, cudnnSetConvolutionMathType(c->cd, pl->math), "conv2d", "cudnnSetConvolutionMathType"))
+    if (!cuda_dnn_ok(be, cudnnSetConvolutionMathType(c->cd, pl->math), "conv2d", "cudnnSetConvolutionMathType"))
         return NULL;
     size_t ws = 0;
-    if (!dnn_ok(be, cudnnGetConvolutionForwardWorkspaceSize(c->dnn, c->xd, c->wd, c->cd, c->yd, pl->algo, &ws),
+    if (!cuda_dnn_ok(be, cudnnGetConvolutionForwardWorkspaceSize(c->dnn, c->xd, c->wd, c->cd, c->yd, pl->algo, &ws),
                 "conv2d", "cudnnGetConvolutionForwardWorkspaceSize"))
         return NULL;
     pl->ws_bytes = ws > perf[pick].memory ? ws : perf[pick].memory;
@@ -334,25 +301,25 @@ static struct conv_plan *conv_plan(struct backend *be, const int key[11]) {
 static int conv_chunk(struct backend *be, float *y, const float *x, const float *w, int Nc, int C, int H, int W,
                       int K, int kh, int kw, int stride, int ph, int pw, int Ho, int Wo) {
     struct cuda *c = be->impl;
-    if (!dnn_ok(be, cudnnSetTensor4dDescriptor(c->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, Nc, C, H, W),
+    if (!cuda_dnn_ok(be, cudnnSetTensor4dDescriptor(c->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, Nc, C, H, W),
                 "conv2d", "cudnnSetTensor4dDescriptor(x)") ||
-        !dnn_ok(be, cudnnSetFilter4dDescriptor(c->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, K, C, kh, kw),
+        !cuda_dnn_ok(be, cudnnSetFilter4dDescriptor(c->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, K, C, kh, kw),
                 "conv2d", "cudnnSetFilter4dDescriptor") ||
-        !dnn_ok(be, cudnnSetConvolution2dDescriptor(c->cd, ph, pw, stride, stride, 1, 1, CUDNN_CROSS_CORRELATION,
+        !cuda_dnn_ok(be, cudnnSetConvolution2dDescriptor(c->cd, ph, pw, stride, stride, 1, 1, CUDNN_CROSS_CORRELATION,
                                                     CUDNN_DATA_FLOAT),
                 "conv2d", "cudnnSetConvolution2dDescriptor") ||
-        !dnn_ok(be, cudnnSetTensor4dDescriptor(c->yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, Nc, K, Ho, Wo),
+        !cuda_dnn_ok(be, cudnnSetTensor4dDescriptor(c->yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, Nc, K, Ho, Wo),
                 "conv2d", "cudnnSetTensor4dDescriptor(y)"))
         return 0;
     int key[11] = { Nc, C, H, W, K, kh, kw, stride, ph, pw, c->tf32 };
     struct conv_plan *pl = conv_plan(be, key);
     if (!pl) return 0;
-    if (!dnn_ok(be, cudnnSetConvolutionMathType(c->cd, pl->math), "conv2d", "cudnnSetConvolutionMathType"))
+    if (!cuda_dnn_ok(be, cudnnSetConvolutionMathType(c->cd, pl->math), "conv2d", "cudnnSetConvolutionMathType"))
         return 0;
     void *ws = NULL;
-    if (pl->ws_bytes && !(ws = scratch(be, &c->conv_ws, pl->ws_bytes, "conv2d workspace"))) return 0;
+    if (pl->ws_bytes && !(ws = cuda_scratch(be, &c->conv_ws, pl->ws_bytes, "conv2d workspace"))) return 0;
     const float one = 1.0f, zero = 0.0f;
-    return dnn_ok(be, cudnnConvolutionForward(c->dnn, &one, c->xd, x, c->wd, w, c->cd, pl->algo, ws, pl->ws_bytes,
+    return cuda_dnn_ok(be, cudnnConvolutionForward(c->dnn, &one, c->xd, x, c->wd, w, c->cd, pl->algo, ws, pl->ws_bytes,
                                               &zero, c->yd, y),
                   "conv2d", "cudnnConvolutionForward");
 }
@@ -367,7 +334,7 @@ static void cuda_conv2d(struct backend *be, float *out, const float *inp, const 
     long long P = (long long)Ho * Wo;
     if (kh == 1 && kw == 1 && stride == 1 && !pt && !pl && !pb && !pr) {
         /* y[n] (K × HW) = w (K × C) · x[n] (C × HW): one strided-batched GEMM */
-        if (!gemm_run(be, "conv2d 1x1", 0, 0, K, (int)P, C, 1.0f, w, C, 0, inp, (int)P, (long long)C * P, 0.0f,
+        if (!cuda_gemm_run(be, "conv2d 1x1", 0, 0, K, (int)P, C, 1.0f, w, C, 0, inp, (int)P, (long long)C * P, 0.0f,
                       out, (int)P, (long long)K * P, N))
             return;
     } else {
@@ -387,9 +354,9 @@ static void cuda_conv2d(struct backend *be, float *out, const float *inp, const 
             int Nc = N - n0 < chunk ? N - n0 : chunk;
             const float *xc = x + (size_t)n0 * C * H * W;
             if (Hx != H || Wx != W) {
-                float *p = scratch(be, &c->pad, (size_t)Nc * in_img * sizeof(float), "conv2d padding");
+                float *p = cuda_scratch(be, &c->pad, (size_t)Nc * in_img * sizeof(float), "conv2d padding");
                 if (!p) return;
-                if (!cu_ok(be, k_pad2d(p, xc, (long long)Nc * C, H, W, pt, pl, pb, pr, c->stream), "conv2d", "k_pad2d"))
+                if (!cuda_cu_ok(be, k_pad2d(p, xc, (long long)Nc * C, H, W, pt, pl, pb, pr, c->stream), "conv2d", "k_pad2d"))
                     return;
                 xc = p;
             }
@@ -397,7 +364,7 @@ static void cuda_conv2d(struct backend *be, float *out, const float *inp, const 
                 return;
         }
     }
-    if (b) cu_ok(be, k_add_channel(out, b, (long long)N * K, K, P, c->stream), "conv2d", "k_add_channel(bias)");
+    if (b) cuda_cu_ok(be, k_add_channel(out, b, (long long)N * K, K, P, c->stream), "conv2d", "k_add_channel(bias)");
 }
 
 /* ---- normalisation, attention ---- */
@@ -409,18 +376,18 @@ static void cuda_group_norm(struct backend *be, float *out, const float *inp, co
     if (G <= 0 || C % G) {
         char d[64];
         snprintf(d, sizeof d, "%d channels in %d groups", C, G);
-        fail(be, SD_ERR_INVALID, "group_norm", "shape", d);
+        cuda_fail(be, SD_ERR_INVALID, "group_norm", "shape", d);
         return;
     }
-    void *s = scratch(be, &c->gn, k_group_norm_scratch_bytes(N, C, HW, G), "group_norm");
-    if (s) cu_ok(be, k_group_norm(out, inp, w, b, s, N, C, HW, G, eps, silu, c->stream), "group_norm", "k_group_norm");
+    void *s = cuda_scratch(be, &c->gn, k_group_norm_scratch_bytes(N, C, HW, G), "group_norm");
+    if (s) cuda_cu_ok(be, k_group_norm(out, inp, w, b, s, N, C, HW, G, eps, silu, c->stream), "group_norm", "k_group_norm");
 }
 
 static void cuda_layer_norm(struct backend *be, float *out, const float *inp, const float *w,
                             const float *b, int R, int C, float eps) {
     BAIL(be);
     struct cuda *c = be->impl;
-    cu_ok(be, k_layer_norm(out, inp, w, b, R, C, eps, c->stream), "layer_norm", "k_layer_norm");
+    cuda_cu_ok(be, k_layer_norm(out, inp, w, b, R, C, eps, c->stream), "layer_norm", "k_layer_norm");
 }
 
 static void cuda_attention(struct backend *be, float *out, const float *q, const float *k,
@@ -431,10 +398,10 @@ static void cuda_attention(struct backend *be, float *out, const float *q, const
     if (D > K_ATTENTION_MAX_D || H > 65535 || N > 65535) {
         char d[96];
         snprintf(d, sizeof d, "head width %d (max %d), %d heads, batch %d", D, K_ATTENTION_MAX_D, H, N);
-        fail(be, SD_ERR_UNSUPPORTED, "attention", "k_attention", d);
+        cuda_fail(be, SD_ERR_UNSUPPORTED, "attention", "k_attention", d);
         return;
     }
-    cu_ok(be, k_attention(out, q, k, v, N, H, Lq, Lk, D, ldq, ldk, ldv, ldo, scale, causal, c->stream),
+    cuda_cu_ok(be, k_attention(out, q, k, v, N, H, Lq, Lk, D, ldq, ldk, ldv, ldo, scale, causal, c->stream),
           "attention", "k_attention");
 }
 
@@ -442,26 +409,26 @@ static void cuda_attention(struct backend *be, float *out, const float *q, const
 
 static void cuda_act(struct backend *be, float *out, const float *inp, long long n, enum act_kind kind) {
     BAIL(be);
-    cu_ok(be, k_act(out, inp, n, (int)kind, ((struct cuda *)be->impl)->stream), "act", "k_act");
+    cuda_cu_ok(be, k_act(out, inp, n, (int)kind, ((struct cuda *)be->impl)->stream), "act", "k_act");
 }
 
 static void cuda_geglu(struct backend *be, float *out, const float *inp, int R, int C) {
     BAIL(be);
-    cu_ok(be, k_geglu(out, inp, R, C, ((struct cuda *)be->impl)->stream), "geglu", "k_geglu");
+    cuda_cu_ok(be, k_geglu(out, inp, R, C, ((struct cuda *)be->impl)->stream), "geglu", "k_geglu");
 }
 
 static void cuda_upsample2x(struct backend *be, float *out, const float *inp, int N, int C, int H, int W) {
     BAIL(be);
-    cu_ok(be, k_upsample2x(out, inp, (long long)N * C, H, W, ((struct cuda *)be->impl)->stream), "upsample2x",
+    cuda_cu_ok(be, k_upsample2x(out, inp, (long long)N * C, H, W, ((struct cuda *)be->impl)->stream), "upsample2x",
           "k_upsample2x");
 }
 
 /* Host inputs (timesteps, token ids) go through a small grow-only device buffer; the
  * copy is queued on the stream ahead of the kernel that reads it. */
-static void *upload_small(struct backend *be, const void *host, size_t bytes, const char *op) {
+void *cuda_upload_small(struct backend *be, const void *host, size_t bytes, const char *op) {
     struct cuda *c = be->impl;
-    void *d = scratch(be, &c->small, bytes, op);
-    if (d && !cu_ok(be, cudaMemcpyAsync(d, host, bytes, cudaMemcpyHostToDevice, c->stream), op, "cudaMemcpyAsync"))
+    void *d = cuda_scratch(be, &c->small, bytes, op);
+    if (d && !cuda_cu_ok(be, cudaMemcpyAsync(d, host, bytes, cudaMemcpyHostToDevice, c->stream), op, "cudaMemcpyAsync"))
         return NULL;
     return d;
 }
@@ -470,105 +437,44 @@ static void cuda_timestep_embedding(struct backend *be, float *out, const float 
                                     int flip, float shift, float max_period) {
     BAIL(be);
     if (N <= 0) return;
-    float *td = upload_small(be, t, (size_t)N * sizeof(float), "timestep_embedding");
+    float *td = cuda_upload_small(be, t, (size_t)N * sizeof(float), "timestep_embedding");
     if (td)
-        cu_ok(be, k_timestep_embedding(out, td, N, dim, flip, shift, max_period, ((struct cuda *)be->impl)->stream),
+        cuda_cu_ok(be, k_timestep_embedding(out, td, N, dim, flip, shift, max_period, ((struct cuda *)be->impl)->stream),
               "timestep_embedding", "k_timestep_embedding");
 }
 
 static void cuda_embedding(struct backend *be, float *out, const float *table, const int *ids, int n, int D) {
     BAIL(be);
     if (n <= 0) return;
-    int *idd = upload_small(be, ids, (size_t)n * sizeof(int), "embedding");
-    if (idd) cu_ok(be, k_embedding(out, table, idd, n, D, ((struct cuda *)be->impl)->stream), "embedding", "k_embedding");
+    int *idd = cuda_upload_small(be, ids, (size_t)n * sizeof(int), "embedding");
+    if (idd) cuda_cu_ok(be, k_embedding(out, table, idd, n, D, ((struct cuda *)be->impl)->stream), "embedding", "k_embedding");
 }
 
 static void cuda_axpby(struct backend *be, float *out, float alpha, const float *a, float beta,
                        const float *b, long long n) {
     BAIL(be);
-    cu_ok(be, k_axpby(out, alpha, a, beta, b, n, ((struct cuda *)be->impl)->stream), "axpby", "k_axpby");
+    cuda_cu_ok(be, k_axpby(out, alpha, a, beta, b, n, ((struct cuda *)be->impl)->stream), "axpby", "k_axpby");
 }
 
 static void cuda_add_channel(struct backend *be, float *out, const float *v, int N, int C, int HW) {
     BAIL(be);
     long long rows = (long long)N * C;
     if (rows <= 0) return;
-    if (rows > 0x7fffffffLL) { fail(be, SD_ERR_UNSUPPORTED, "add_channel", "shape", "more than 2^31 channels"); return; }
-    cu_ok(be, k_add_channel(out, v, rows, (int)rows, HW, ((struct cuda *)be->impl)->stream), "add_channel",
+    if (rows > 0x7fffffffLL) { cuda_fail(be, SD_ERR_UNSUPPORTED, "add_channel", "shape", "more than 2^31 channels"); return; }
+    cuda_cu_ok(be, k_add_channel(out, v, rows, (int)rows, HW, ((struct cuda *)be->impl)->stream), "add_channel",
           "k_add_channel");
 }
 
 static void cuda_concat_channels(struct backend *be, float *out, const float *a, int Ca,
                                  const float *b, int Cb, int N, int HW) {
     BAIL(be);
-    cu_ok(be, k_concat_channels(out, a, Ca, b, Cb, N, HW, ((struct cuda *)be->impl)->stream), "concat_channels",
+    cuda_cu_ok(be, k_concat_channels(out, a, Ca, b, Cb, N, HW, ((struct cuda *)be->impl)->stream), "concat_channels",
           "k_concat_channels");
 }
 
 static void cuda_transpose(struct backend *be, float *out, const float *inp, int N, int R, int C) {
     BAIL(be);
-    cu_ok(be, k_transpose(out, inp, N, R, C, ((struct cuda *)be->impl)->stream), "transpose", "k_transpose");
-}
-
-/* ---- backward ops, losses, optimiser: not on the GPU yet ----
- * Stage one serves inference.  Each of these records SD_ERR_UNSUPPORTED naming the op, so
- * a training job on the CUDA backend fails cleanly instead of calling a NULL pointer. */
-
-static void unsupported(struct backend *be, const char *op) {
-    fail(be, SD_ERR_UNSUPPORTED, op, "cuda backend", "not implemented yet (use the cpu backend)");
-}
-
-static void cuda_linear_backward(struct backend *be, float *dinp, float *dw, float *db, const float *dout,
-                                 const float *inp, const float *w, int R, int I, int O) {
-    BAIL(be); unsupported(be, "linear_backward");
-}
-static void cuda_conv2d_backward(struct backend *be, float *dinp, float *dw, float *db, const float *dout,
-                                 const float *inp, const float *w, int N, int C, int H, int W, int K,
-                                 int kh, int kw, int stride, int pt, int pl, int pb, int pr) {
-    BAIL(be); unsupported(be, "conv2d_backward");
-}
-static void cuda_group_norm_backward(struct backend *be, float *dinp, float *dw, float *db, const float *dout,
-                                     const float *inp, const float *w, const float *b, int N, int C, int HW,
-                                     int G, float eps, int silu) {
-    BAIL(be); unsupported(be, "group_norm_backward");
-}
-static void cuda_layer_norm_backward(struct backend *be, float *dinp, float *dw, float *db, const float *dout,
-                                     const float *inp, const float *w, int R, int C, float eps) {
-    BAIL(be); unsupported(be, "layer_norm_backward");
-}
-static void cuda_attention_backward(struct backend *be, float *dq, float *dk, float *dv, const float *dout,
-                                    const float *q, const float *k, const float *v, int N, int H, int Lq,
-                                    int Lk, int D, int ldq, int ldk, int ldv, int ldo, float scale, int causal) {
-    BAIL(be); unsupported(be, "attention_backward");
-}
-static void cuda_act_backward(struct backend *be, float *dinp, const float *dout, const float *inp, long long n,
-                              enum act_kind kind) {
-    BAIL(be); unsupported(be, "act_backward");
-}
-static void cuda_geglu_backward(struct backend *be, float *dinp, const float *dout, const float *inp, int R, int C) {
-    BAIL(be); unsupported(be, "geglu_backward");
-}
-static void cuda_upsample2x_backward(struct backend *be, float *dinp, const float *dout, int N, int C, int H, int W) {
-    BAIL(be); unsupported(be, "upsample2x_backward");
-}
-static void cuda_embedding_backward(struct backend *be, float *dtable, const float *dout, const int *ids_host,
-                                    int n, int D) {
-    BAIL(be); unsupported(be, "embedding_backward");
-}
-static void cuda_channel_sum(struct backend *be, float *dv, const float *dout, int N, int C, int HW) {
-    BAIL(be); unsupported(be, "channel_sum");
-}
-static void cuda_split_channels(struct backend *be, float *a, int Ca, float *b, int Cb, const float *inp, int N,
-                                int HW) {
-    BAIL(be); unsupported(be, "split_channels");
-}
-static double cuda_dot(struct backend *be, const float *a, const float *b, long long n) {
-    if (!be->err) unsupported(be, "dot");
-    return 0.0;
-}
-static void cuda_adamw(struct backend *be, float *p, const float *g, float *m, float *v, long long n, float lr,
-                       float b1, float b2, float eps, float wd, int step) {
-    BAIL(be); unsupported(be, "adamw");
+    cuda_cu_ok(be, k_transpose(out, inp, N, R, C, ((struct cuda *)be->impl)->stream), "transpose", "k_transpose");
 }
 
 static const struct backend_ops cuda_ops = {

@@ -233,7 +233,7 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     d->c = *c;
     sd_status st;
     if (mkdir(c->out_dir, 0755) && errno != EEXIST) { st = sd_fail(SD_ERR_IO, "%s: cannot create", c->out_dir); goto fail; }
-    if ((st = backend_create(&d->be, "cpu", c->threads))) goto fail;
+    if ((st = backend_create(&d->be, c->backend ? c->backend : "cpu", c->threads))) goto fail;
     struct arena_allocator al = backend_allocator(d->be);
     arena_init(&d->acts, "activations", &al, 1);
     d->f = (struct fwd){ d->be, &d->acts, NULL };

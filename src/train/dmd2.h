@@ -37,6 +37,7 @@ struct dmd2_config {
     uint64_t seed;
     int checkpoint_every, sample_every, log_every;
     int threads;                 /* CPU threads of the training backend; 0 = all cores */
+    const char *backend;         /* "cpu" (NULL) or "cuda" */
 };
 
 struct dmd2_stats {

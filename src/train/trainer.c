@@ -37,7 +37,7 @@ static sd_status run_init(struct run *r, const struct train_config *c) {
         return sd_fail(SD_ERR_INVALID, "training needs a dataset, batch in [1, 256] and steps >= 1");
     if (mkdir(c->out_dir, 0755) && errno != EEXIST)
         return sd_fail(SD_ERR_IO, "%s: cannot create the run directory", c->out_dir);
-    SD_TRY(backend_create(&r->be, "cpu", 0));
+    SD_TRY(backend_create(&r->be, c->backend ? c->backend : "cpu", 0));
     struct arena_allocator al = backend_allocator(r->be);
     arena_init(&r->acts, "activations", &al, 1);
     sd_rng_init(&r->rng, c->seed);

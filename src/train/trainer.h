@@ -22,6 +22,7 @@ typedef int (*train_progress_fn)(void *ud, const struct train_progress *p);
 struct train_config {
     const char *model_dir;      /* diffusers folder: tokenizers, text encoders, vae, unet */
     const char *out_dir;        /* run directory: checkpoints, samples, final weights */
+    const char *backend;        /* "cpu" (NULL) or "cuda" */
     int resume;                 /* continue from out_dir/latest */
     const struct dataset *data;
     int batch, steps;

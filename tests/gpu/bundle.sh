@@ -3,7 +3,8 @@
 # GPU) and pack what tests/gpu/run.sh needs into BUNDLE (default .gpu in the repository
 # root, listed in .git/info/exclude), small enough to travel to a lent GPU machine:
 #
-#   BUNDLE/server/sdxld, BUNDLE/tests/gpu/test_gpu_{ops,golden}   (same layout as a build)
+#   BUNDLE/server/sdxld, BUNDLE/tests/gpu/test_gpu_{ops,golden,backward}, BUNDLE/tests/st_compare
+#                      (same layout as a build)
 #   BUNDLE/lib/*.so*   every shared library they need that is neither glibc nor CUDA
 #                      (libmicrohttpd and its TLS stack, jansson, libpng, ...): the GPU
 #                      machine's image lacks some of them
@@ -20,12 +21,13 @@ BUILD=build-gpu
 if [ ! -f "$BUILD/build.ninja" ]; then
     meson setup "$BUILD" -Dcuda=enabled -Dblas=disabled -Dsystemd=disabled
 fi
-ninja -C "$BUILD" server/sdxld tests/gpu/test_gpu_ops tests/gpu/test_gpu_golden
+ninja -C "$BUILD" server/sdxld tests/gpu/test_gpu_ops tests/gpu/test_gpu_golden tests/gpu/test_gpu_backward tests/st_compare
 
 rm -rf "$BUNDLE"
 mkdir -p "$BUNDLE/server" "$BUNDLE/tests/gpu" "$BUNDLE/lib"
 cp "$BUILD/server/sdxld" "$BUNDLE/server/"
-cp "$BUILD/tests/gpu/test_gpu_ops" "$BUILD/tests/gpu/test_gpu_golden" "$BUNDLE/tests/gpu/"
+cp "$BUILD/tests/gpu/test_gpu_ops" "$BUILD/tests/gpu/test_gpu_golden" "$BUILD/tests/gpu/test_gpu_backward" "$BUNDLE/tests/gpu/"
+cp "$BUILD/tests/st_compare" "$BUNDLE/tests/"
 
 # glibc, the compiler runtime and the CUDA libraries stay behind
 skip='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libresolv|libgcc_s|libstdc\+\+|libcuda|libcudart|libcublas|libcublasLt|libcudnn[a-z_]*|libnvrtc|libnvJitLink)\.so'

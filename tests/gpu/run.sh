@@ -2,8 +2,10 @@
 # tests/gpu/run.sh BUILD [MODEL_DIR] — everything that needs a GPU, in one go, sized for a
 # short lease on an H100/H200 (about 3-4 minutes, each step time-boxed):
 #
-#   1. the gpu suite: test_gpu_ops (every op vs the CPU backend) and test_gpu_golden (the
-#      tiny golden model through all stages), run straight from BUILD (no meson needed)
+#   1. the gpu suite: test_gpu_ops (every op vs the CPU backend), test_gpu_golden (the
+#      tiny golden model through all stages), test_gpu_backward (every training op vs the
+#      CPU backend), run straight from BUILD (no meson needed), and the tiny model's UNet
+#      backward on the GPU against all 123 golden gradients (`sdxld unet --backward`)
 #   2. `sdxld init` of an SDXL-size model with random F16 weights (conf/models/sdxl-base,
 #      tokenizers from tests/data/tiny-sdxl-a) into MODEL_DIR, unless it already exists
 #   3. `sdxld bench --backend cuda` at 1024², 4 steps, batch 1, 4 and 8 (one process each)
@@ -75,6 +77,22 @@ run_test() {   # name, time limit (s)
 }
 run_test gpu_ops 150
 run_test gpu_golden 90
+run_test gpu_backward 120
+t=$(date +%s)
+G=tests/data/tiny-sdxl-a/golden.safetensors
+grads=$(python3 -c "
+import json, struct
+f = open('$G', 'rb'); n = struct.unpack('<Q', f.read(8))[0]; h = json.loads(f.read(n))
+print(' '.join(k for k in h if k.startswith('unet_grad.') or k in ('unet_dx', 'unet_dehs', 'unet_dtext')))")
+if timeout 60 "$B/server/sdxld" unet --backend cuda --model tests/data/tiny-sdxl-a --in "$G" --out "$LOG/unet_bw.safetensors" \
+        --backward > "$LOG/unet_bw.log" 2>&1 &&
+   "$B/tests/st_compare" "$LOG/unet_bw.safetensors" "$G" 1e-3 unet_out $grads > "$LOG/unet_bw_cmp.log" 2>&1; then
+    note "$(printf '%-12s PASS  123 golden gradients on the GPU within 1e-3 (TF32) (%ds)' unet_bw $(( $(date +%s) - t )))"
+else
+    grep -v '^ok' "$LOG/unet_bw_cmp.log" "$LOG/unet_bw.log" | head -20
+    note "$(printf '%-12s FAIL  (logs unet_bw*.log)' unet_bw)"
+    status=1
+fi
 
 # ---- 2. an SDXL-size model ----
 if [ ! -f "$MODEL/unet/diffusion_pytorch_model.safetensors" ]; then

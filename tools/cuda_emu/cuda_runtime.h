@@ -13,12 +13,16 @@
 #include <thread>
 #include <vector>
 #include <functional>
+#include <mutex>
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static
+#ifndef INFINITY
+#define INFINITY (__builtin_inff())
+#endif
 struct dim3 { unsigned x, y, z; dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {} };
 struct uint3 { unsigned x, y, z; };
 struct double2 { double x, y; };
@@ -46,11 +50,13 @@ template <class T> static inline T __shfl_xor_sync(unsigned, T v, int o) {
     emu::warp_bars[w]->arrive_and_wait();
     return r;
 }
+namespace emu { extern std::mutex atomic_mu; }
+static inline float atomicAdd(float *p, float v) { std::lock_guard<std::mutex> g(emu::atomic_mu); float o = *p; *p = o + v; return o; }
 namespace emu {
 void run_grid(dim3 g, dim3 b, std::function<void()> body);
 template <class K> struct Launch {
     K k; dim3 g, b;
-    template <class... A> void operator()(A... a) { run_grid(g, b, [=]() { k(a...); }); }
+    template <class... A> void operator()(A... a) { K kk = k; run_grid(g, b, [kk, a...]() { kk(a...); }); }
 };
 template <class K> Launch<K> launch(K k, dim3 g, dim3 b, size_t = 0, void * = nullptr) { return Launch<K>{k, g, b}; }
 }

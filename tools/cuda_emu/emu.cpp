@@ -6,6 +6,7 @@ uint3 blockIdx;
 dim3 blockDim, gridDim;
 float smem_emu[1 << 17];
 namespace emu {
+std::mutex atomic_mu;
 std::barrier<> *block_bar;
 std::vector<std::barrier<> *> warp_bars;
 double warp_buf[64][32];
