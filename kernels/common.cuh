@@ -37,6 +37,23 @@ __device__ __forceinline__ float k_warp_max(float v) {
     return v;
 }
 
+/* Two fp64 sums over a block of NT threads (NT a multiple of 32); the totals reach thread 0
+ * (other threads get partial values).  Ends with the block synchronised, so it may run
+ * in a loop. */
+template <int NT>
+__device__ __forceinline__ void k_block_sum2_d(double *s1, double *s2) {
+    __shared__ double a[NT / K_WARP], b[NT / K_WARP];
+    double x = k_warp_sum_d(*s1), y = k_warp_sum_d(*s2);
+    if (threadIdx.x % K_WARP == 0) { a[threadIdx.x / K_WARP] = x; b[threadIdx.x / K_WARP] = y; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        x = 0; y = 0;
+        for (int w = 0; w < NT / K_WARP; w++) { x += a[w]; y += b[w]; }
+    }
+    *s1 = x; *s2 = y;
+    __syncthreads();
+}
+
 /* Same formulas as the CPU backend (cpu.c), in precise fp32 (no fast-math). */
 __device__ __forceinline__ float k_silu(float x) { return x / (1.0f + expf(-x)); }
 __device__ __forceinline__ float k_gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }

@@ -32,7 +32,6 @@ extern "C" size_t k_group_norm_scratch_bytes(int N, int C, int HW, int G) {
 
 /* grid (chunks, N·G): one block per chunk of one group; groups are contiguous in NCHW. */
 __global__ void gn_stats_kernel(double2 *part, const float *x, long long cnt, int chunks) {
-    __shared__ double ss_sum[GN_THREADS / K_WARP], ss_sq[GN_THREADS / K_WARP];
     long long ng = blockIdx.y;
     const float *xg = x + ng * cnt;
     long long lo = cnt * blockIdx.x / chunks, hi = cnt * (blockIdx.x + 1) / chunks;
@@ -42,16 +41,8 @@ __global__ void gn_stats_kernel(double2 *part, const float *x, long long cnt, in
         s += v;
         q += v * v;
     }
-    s = k_warp_sum_d(s);
-    q = k_warp_sum_d(q);
-    int warp = threadIdx.x / K_WARP, lane = threadIdx.x % K_WARP;
-    if (lane == 0) { ss_sum[warp] = s; ss_sq[warp] = q; }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        s = 0; q = 0;
-        for (int w = 0; w < GN_THREADS / K_WARP; w++) { s += ss_sum[w]; q += ss_sq[w]; }
-        part[ng * chunks + blockIdx.x] = make_double2(s, q);
-    }
+    k_block_sum2_d<GN_THREADS>(&s, &q);
+    if (threadIdx.x == 0) part[ng * chunks + blockIdx.x] = make_double2(s, q);
 }
 
 __global__ void gn_finalize_kernel(float2 *stats, const double2 *part, long long cnt, int chunks,
@@ -149,7 +140,6 @@ __device__ __forceinline__ float gn_dy(float d, float xh, float wc, float bc, in
 __global__ void gn_bw_sums_kernel(double2 *part, const float *dy, const float *x, const float2 *stats, const float *w,
                                   const float *b, long long cnt, int chunks, int C, int cpg, long long HW, int silu,
                                   int G) {
-    __shared__ double s1s[GN_THREADS / K_WARP], s2s[GN_THREADS / K_WARP];
     long long ng = blockIdx.y;
     float2 st = stats[ng];
     int c0 = (int)(ng % G) * cpg;
@@ -163,16 +153,8 @@ __global__ void gn_bw_sums_kernel(double2 *part, const float *dy, const float *x
         s1 += dh;
         s2 += dh * xh;
     }
-    s1 = k_warp_sum_d(s1);
-    s2 = k_warp_sum_d(s2);
-    int warp = threadIdx.x / K_WARP, lane = threadIdx.x % K_WARP;
-    if (lane == 0) { s1s[warp] = s1; s2s[warp] = s2; }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        s1 = 0; s2 = 0;
-        for (int k = 0; k < GN_THREADS / K_WARP; k++) { s1 += s1s[k]; s2 += s2s[k]; }
-        part[ng * chunks + blockIdx.x] = make_double2(s1, s2);
-    }
+    k_block_sum2_d<GN_THREADS>(&s1, &s2);
+    if (threadIdx.x == 0) part[ng * chunks + blockIdx.x] = make_double2(s1, s2);
     (void)C;
 }
 
@@ -187,7 +169,6 @@ __global__ void gn_bw_fold_kernel(float2 *means, const double2 *part, long long 
 /* one block per channel: dw[c] += Σ_n Σ_hw dy·x̂, db[c] += Σ dy */
 __global__ void gn_bw_param_kernel(float *dw, float *db, const float *dy, const float *x, const float2 *stats,
                                    const float *w, const float *b, int N, int C, long long HW, int cpg, int G, int silu) {
-    __shared__ double s1s[GN_THREADS / K_WARP], s2s[GN_THREADS / K_WARP];
     for (int c = blockIdx.x; c < C; c += gridDim.x) {
         float wc = w ? w[c] : 1.0f, bc = b ? b[c] : 0.0f;
         double s1 = 0, s2 = 0;
@@ -200,18 +181,11 @@ __global__ void gn_bw_param_kernel(float *dw, float *db, const float *dy, const 
                 s2 += (double)d * xh;
             }
         }
-        s1 = k_warp_sum_d(s1);
-        s2 = k_warp_sum_d(s2);
-        int warp = threadIdx.x / K_WARP, lane = threadIdx.x % K_WARP;
-        if (lane == 0) { s1s[warp] = s1; s2s[warp] = s2; }
-        __syncthreads();
+        k_block_sum2_d<GN_THREADS>(&s1, &s2);
         if (threadIdx.x == 0) {
-            s1 = 0; s2 = 0;
-            for (int k = 0; k < GN_THREADS / K_WARP; k++) { s1 += s1s[k]; s2 += s2s[k]; }
             if (db) db[c] += (float)s1;
             if (dw) dw[c] += (float)s2;
         }
-        __syncthreads();
     }
 }
 

@@ -297,20 +297,25 @@ static struct conv_plan *conv_plan(struct backend *be, const int key[11]) {
     return pl;
 }
 
+int cuda_conv_desc(struct backend *be, const char *op, int Nc, int C, int H, int W, int K, int kh, int kw, int stride,
+                   int ph, int pw, int Ho, int Wo) {
+    struct cuda *c = be->impl;
+    return cuda_dnn_ok(be, cudnnSetTensor4dDescriptor(c->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, Nc, C, H, W), op,
+                       "cudnnSetTensor4dDescriptor(x)") &&
+           cuda_dnn_ok(be, cudnnSetFilter4dDescriptor(c->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, K, C, kh, kw), op,
+                       "cudnnSetFilter4dDescriptor") &&
+           cuda_dnn_ok(be, cudnnSetConvolution2dDescriptor(c->cd, ph, pw, stride, stride, 1, 1, CUDNN_CROSS_CORRELATION,
+                                                           CUDNN_DATA_FLOAT),
+                       op, "cudnnSetConvolution2dDescriptor") &&
+           cuda_dnn_ok(be, cudnnSetTensor4dDescriptor(c->yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, Nc, K, Ho, Wo), op,
+                       "cudnnSetTensor4dDescriptor(y)");
+}
+
 /* One cuDNN call over Nc images: x [Nc, C, H, W] (already padded when asymmetric). */
 static int conv_chunk(struct backend *be, float *y, const float *x, const float *w, int Nc, int C, int H, int W,
                       int K, int kh, int kw, int stride, int ph, int pw, int Ho, int Wo) {
     struct cuda *c = be->impl;
-    if (!cuda_dnn_ok(be, cudnnSetTensor4dDescriptor(c->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, Nc, C, H, W),
-                "conv2d", "cudnnSetTensor4dDescriptor(x)") ||
-        !cuda_dnn_ok(be, cudnnSetFilter4dDescriptor(c->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, K, C, kh, kw),
-                "conv2d", "cudnnSetFilter4dDescriptor") ||
-        !cuda_dnn_ok(be, cudnnSetConvolution2dDescriptor(c->cd, ph, pw, stride, stride, 1, 1, CUDNN_CROSS_CORRELATION,
-                                                    CUDNN_DATA_FLOAT),
-                "conv2d", "cudnnSetConvolution2dDescriptor") ||
-        !cuda_dnn_ok(be, cudnnSetTensor4dDescriptor(c->yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, Nc, K, Ho, Wo),
-                "conv2d", "cudnnSetTensor4dDescriptor(y)"))
-        return 0;
+    if (!cuda_conv_desc(be, "conv2d", Nc, C, H, W, K, kh, kw, stride, ph, pw, Ho, Wo)) return 0;
     int key[11] = { Nc, C, H, W, K, kh, kw, stride, ph, pw, c->tf32 };
     struct conv_plan *pl = conv_plan(be, key);
     if (!pl) return 0;

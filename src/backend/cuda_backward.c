@@ -29,23 +29,6 @@ void cuda_linear_backward(struct backend *be, float *dinp, float *dw, float *db,
     if (db) cuda_cu_ok(be, k_col_sums_acc(db, dout, R, O, c->stream), "linear_backward", "k_col_sums_acc");
 }
 
-/* Descriptors for one chunk of Nc images (x already padded when asymmetric). */
-static int conv_desc(struct backend *be, int Nc, int C, int H, int W, int K, int kh, int kw, int stride, int ph,
-                     int pw, int Ho, int Wo) {
-    struct cuda *c = be->impl;
-    return cuda_dnn_ok(be, cudnnSetTensor4dDescriptor(c->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, Nc, C, H, W),
-                       "conv2d_backward", "cudnnSetTensor4dDescriptor(x)") &&
-           cuda_dnn_ok(be, cudnnSetFilter4dDescriptor(c->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, K, C, kh, kw),
-                       "conv2d_backward", "cudnnSetFilter4dDescriptor") &&
-           cuda_dnn_ok(be, cudnnSetConvolution2dDescriptor(c->cd, ph, pw, stride, stride, 1, 1, CUDNN_CROSS_CORRELATION,
-                                                           CUDNN_DATA_FLOAT),
-                       "conv2d_backward", "cudnnSetConvolution2dDescriptor") &&
-           cuda_dnn_ok(be, cudnnSetTensor4dDescriptor(c->yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, Nc, K, Ho, Wo),
-                       "conv2d_backward", "cudnnSetTensor4dDescriptor(y)") &&
-           cuda_dnn_ok(be, cudnnSetConvolutionMathType(c->cd, c->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
-                       "conv2d_backward", "cudnnSetConvolutionMathType");
-}
-
 /* An algorithm within the workspace cap that never rounds fp32 operands to fp16 (pure
  * FMA when TF32 is off); -1 (error recorded) when there is none. */
 static int pick_algo(struct backend *be, int n, const cudnnStatus_t *status, const cudnnMathType_t *math,
@@ -153,7 +136,10 @@ void cuda_conv2d_backward(struct backend *be, float *dinp, float *dw, float *db,
                 if (dinp && !(dxp = cuda_scratch(be, &c->dpad, (size_t)Nc * in_img * sizeof(float), "conv2d_backward")))
                     return;
             }
-            if (!conv_desc(be, Nc, C, Hx, Wx, K, kh, kw, stride, ph, pw, Ho, Wo)) return;
+            if (!cuda_conv_desc(be, "conv2d_backward", Nc, C, Hx, Wx, K, kh, kw, stride, ph, pw, Ho, Wo) ||
+                !cuda_dnn_ok(be, cudnnSetConvolutionMathType(c->cd, c->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
+                             "conv2d_backward", "cudnnSetConvolutionMathType"))
+                return;
             if (dw && !conv_bw_filter(be, dw, dyc, xc)) return;
             if (dinp) {
                 if (!conv_bw_data(be, dxp, dyc, w)) return;

@@ -60,6 +60,9 @@ void *cuda_scratch(struct backend *be, struct scratch *s, size_t bytes, const ch
 int cuda_gemm_run(struct backend *be, const char *op, int ta, int tb, int M, int N, int K, float alpha,
                   const float *A, int lda, long long sA, const float *B, int ldb, long long sB, float beta,
                   float *C, int ldc, long long sC, int batch);
+/* Set the shared x/w/conv/y descriptors for Nc images (x padded already when asymmetric). */
+int cuda_conv_desc(struct backend *be, const char *op, int Nc, int C, int H, int W, int K, int kh, int kw, int stride,
+                   int ph, int pw, int Ho, int Wo);
 /* Host bytes into the small scratch, queued on the stream (NULL on failure). */
 void *cuda_upload_small(struct backend *be, const void *host, size_t bytes, const char *op);
 

@@ -11,45 +11,8 @@
 #include <string.h>
 
 #include "tap.h"
-#include "backend/backend.h"
-#include "core/rng.h"
+#include "gpu/gpu_util.h"
 
-static struct backend *cpu, *gpu;
-static struct sd_rng R;
-
-static float *rnd(size_t n) {
-    float *p = malloc(sizeof(float) * (n ? n : 1));
-    sd_rng_normal(&R, p, n);
-    return p;
-}
-static float *dev(const float *host, size_t n) {
-    float *d = gpu->ops->alloc(gpu, sizeof(float) * (n ? n : 1));
-    if (!d) { printf("Bail out! device alloc: %s\n", sd_last_error()); exit(1); }
-    if (host && n) gpu->ops->upload(gpu, d, host, sizeof(float) * n);
-    return d;
-}
-static float *dev_nan(size_t n) {
-    float *h = malloc(sizeof(float) * (n ? n : 1));
-    for (size_t i = 0; i < n; i++) h[i] = NAN;
-    float *d = dev(h, n);
-    free(h);
-    return d;
-}
-static void dfree(void *d) { gpu->ops->free(gpu, d); }
-
-static int check(const char *what, const float *d_out, const float *ref, size_t n, double tol) {
-    float *g = malloc(sizeof(float) * (n ? n : 1));
-    gpu->ops->download(gpu, g, d_out, sizeof(float) * n);
-    double e = 0, r = 0;
-    for (size_t i = 0; i < n; i++) { double d = (double)g[i] - ref[i]; e += d * d; r += (double)ref[i] * ref[i]; }
-    e = r > 0 ? sqrt(e / r) : sqrt(e);
-    sd_status st = backend_status(gpu);
-    int good = ok(st == SD_OK && e < tol, "%s: err %.2g < %.0e%s%s", what, e, tol, st ? ", backend: " : "",
-                  st ? sd_last_error() : "");
-    if (st) gpu->err = SD_OK;
-    free(g);
-    return good;
-}
 
 static void test_linear(int R_, int I, int O) {
     float *x = rnd((size_t)R_ * I), *w = rnd((size_t)O * I), *dy = rnd((size_t)R_ * O);
