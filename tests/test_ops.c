@@ -4,6 +4,7 @@
  * tile edges), group/layer norm, attention (causal, strided heads, tiled), activations,
  * GEGLU, upsample, timestep embedding, embedding, elementwise, concat, transpose. */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -265,8 +266,46 @@ static void test_elementwise(struct backend *be) {
     free(xi); free(w); free(bb); free(o); free(o2);
 }
 
+/* cpu_parallel's parked pool: every index covered exactly once, from two threads at
+ * once (one of them falls back to its own threads) and with a nested call inside. */
+struct par_chk { int *hits; int nested; };
+static void par_mark(void *p, long long lo, long long hi) {
+    struct par_chk *c = p;
+    for (long long i = lo; i < hi; i++) __atomic_add_fetch(&c->hits[i], 1, __ATOMIC_RELAXED);
+    if (c->nested) {
+        struct par_chk inner = { c->hits + 1000, 0 };
+        cpu_parallel(3, 500, par_mark, &inner);
+    }
+}
+static void *par_thread(void *p) {
+    int *bad = p;
+    for (int rep = 0; rep < 200; rep++) {
+        int hits[1000] = { 0 };
+        struct par_chk c = { hits, 0 };
+        cpu_parallel(4, 1000, par_mark, &c);
+        for (int i = 0; i < 1000; i++) *bad += hits[i] != 1;
+    }
+    return NULL;
+}
+static void test_pool(void) {
+    pthread_t t[2];
+    int bad[2] = { 0, 0 };
+    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, par_thread, &bad[i]);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    ok(bad[0] == 0 && bad[1] == 0, "cpu_parallel from two threads at once: every index once, 400 runs (%d, %d bad)",
+       bad[0], bad[1]);
+    int hits[1500] = { 0 };
+    struct par_chk c = { hits, 1 };
+    cpu_parallel(2, 1000, par_mark, &c);
+    int once = 1;
+    for (int i = 0; i < 1000; i++) once &= hits[i] == 1;
+    for (int i = 1000; i < 1500; i++) once &= hits[i] == 2;   /* each of the 2 outer shares ran the inner once */
+    ok(once, "a nested cpu_parallel runs (on its own threads) without deadlock");
+}
+
 int main(void) {
     sd_rng_init(&R, 42);
+    test_pool();
     struct backend *be;
     if (backend_create(&be, "cpu", 2)) { printf("Bail out! %s\n", sd_last_error()); return 1; }
     test_gemm(be);
