@@ -6,13 +6,15 @@
 #      (norm_num_groups 8, not 32: with 32 groups over 32 channels GroupNorm is an
 #      instance norm that discards each channel's absolute level, and the first VAE
 #      trained so could not tell the shapes' colours apart),
-#   3. train the teacher UNet on VAE latents with CFG dropout,
+#   3. train the teacher UNet on VAE latents with CFG dropout, an EMA of the weights (what
+#      is exported) and P2 loss weighting (the coarse, high-noise steps that decide colour
+#      and layout count more; docs/benchmarks.md has the record of the shipped teacher),
 #   4. assemble OUT/ (diffusers layout) with the trained VAE and UNet.
 # Usage: scripts/train-builtin.sh OUT [VAE_STEPS] [TEACHER_STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: train-builtin.sh OUT [VAE_STEPS] [TEACHER_STEPS]}
-VAE_STEPS=${2:-800} TEACHER_STEPS=${3:-1500}
+VAE_STEPS=${2:-800} TEACHER_STEPS=${3:-9000}
 BIN=${SDXLD:-build/server/sdxld}
 WORK=$OUT.work
 mkdir -p "$WORK"
@@ -26,7 +28,7 @@ rm -rf "$WORK/stage2" && cp -r "$WORK/init" "$WORK/stage2"
 cp "$WORK/vae/vae/diffusion_pytorch_model.safetensors" "$WORK/vae/vae/config.json" "$WORK/stage2/vae/"   # config: the measured scaling_factor
 "$BIN" train-teacher --model "$WORK/stage2" --out "$WORK/teacher" --steps "$TEACHER_STEPS" --batch 16 \
     --resolution 64 --lr 3e-4 --warmup 100 --cfg-dropout 0.1 --cache-size 4096 --sample-every 500 \
-    --sample-steps 50 --guidance 4 --checkpoint-every 500 --log-every 50
+    --sample-steps 50 --guidance 4 --checkpoint-every 500 --log-every 50 --ema 0.999 --p2-gamma 1
 t2=$(date +%s)
 rm -rf "$OUT" && cp -r "$WORK/stage2" "$OUT"
 cp "$WORK/teacher/unet/diffusion_pytorch_model.safetensors" "$OUT/unet/"
