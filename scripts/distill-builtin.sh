@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${SDXLD:-build/server/sdxld}
-T=${1:?usage: distill-builtin.sh TEACHER_DIR RUNS_DIR [ITERATIONS]} R=${2:?} N=${3:-600}
+T=${1:?usage: distill-builtin.sh TEACHER_DIR RUNS_DIR [ITERATIONS]} R=${2:?} N=${3:-1500}
 mkdir -p "$R"
 run() {  # NAME [extra flags]
   local name=$1; shift
