@@ -21,6 +21,8 @@ int api_get_int(json_t *v, const char *field, long long lo, long long hi, long l
                 struct api_error *e);
 /* Unknown keys in body (known: a NULL-terminated list) are an error naming the key. */
 int api_check_unknown(json_t *body, const char *const *known, struct api_error *e);
+/* 503 shutting_down with Retry-After 30: the daemon is draining. */
+enum MHD_Result api_reply_draining(struct req *r);
 /* Non-zero (and the 503 answer in *ret) unless the daemon is ready for jobs. */
 int api_not_ready(struct req *r, enum MHD_Result *ret);
 

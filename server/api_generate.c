@@ -331,12 +331,16 @@ static enum MHD_Result on_generation_done(struct req *r) {
 
 /* Generation needs the model: before READY the defaults and size granularity are not
  * known yet (the worker resolves them at load), after it the daemon is draining. */
+enum MHD_Result api_reply_draining(struct req *r) {
+    req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "30");
+    return reply_error(r, 503, "shutting_down", NULL, "the daemon is shutting down");
+}
+
 int api_not_ready(struct req *r, enum MHD_Result *ret) {
     int phase = atomic_load(&r->d->phase);
     if (phase == PHASE_READY) return 0;
     if (phase == PHASE_DRAINING || phase == PHASE_STOPPED) {
-        req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "30");
-        *ret = reply_error(r, 503, "shutting_down", NULL, "the daemon is shutting down");
+        *ret = api_reply_draining(r);
     } else {
         req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "5");
         *ret = reply_error(r, 503, "not_ready", NULL, "the model is still loading");
@@ -368,8 +372,7 @@ static enum MHD_Result submit(struct req *r, struct gen_request *g, int async,
     }
     case SUBMIT_DRAINING:
         jobs_unref(d->jobs, j);
-        req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "30");
-        return reply_error(r, 503, "shutting_down", NULL, "the daemon is shutting down");
+        return api_reply_draining(r);
     }
     if (async) {
         char loc[96];

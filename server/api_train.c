@@ -398,8 +398,7 @@ enum MHD_Result api_train_create(struct req *r) {
                            d->cfg.queue_max);
     case SUBMIT_DRAINING:
         jobs_unref(d->jobs, j);
-        req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "30");
-        return reply_error(r, 503, "shutting_down", NULL, "the daemon is shutting down");
+        return api_reply_draining(r);
     case SUBMIT_CONFLICT:
         jobs_unref(d->jobs, j);
         return reply_error(r, 409, "conflict", "out", "job %s is already training into '%s'",
@@ -516,8 +515,7 @@ enum MHD_Result api_models_load(struct req *r) {
         return reply_error(r, 429, "queue_full", NULL, "too many model loads are waiting");
     case SUBMIT_DRAINING:
         jobs_unref(d->jobs, j);
-        req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "30");
-        return reply_error(r, 503, "shutting_down", NULL, "the daemon is shutting down");
+        return api_reply_draining(r);
     }
     /* The worker swaps the UNet between batches; the request waits parked (no thread). */
     return req_wait_job(r, j, 0, on_load_done);

@@ -192,8 +192,6 @@ sd_status lora_create(struct lora *l, struct backend *be, const struct weight_ta
         m->row = i;
         m->cout = (int)r->shape[0];
         m->K = (int)(sd_numel(r->ndim, r->shape) / r->shape[0]);
-        if (m->K < rank && m->cout < rank)
-            LOG_D("LoRA: rank %d exceeds both sides of %s", rank, r->name);
         int64_t sa[4] = { rank, r->shape[1], r->ndim == 4 ? r->shape[2] : 0, r->ndim == 4 ? r->shape[3] : 0 };
         int64_t sb[4] = { r->shape[0], rank, 1, 1 };
         lora_kohya_name(r->name, kn, sizeof kn);

@@ -129,8 +129,8 @@ void unet_zero(struct backend *be, struct unet *g) {
     for (int i = 0; i < g->params.nblocks; i++) be->ops->zero(be, g->params.blocks[i].base, g->params.blocks[i].cap);
 }
 
-/* Keep a copy of src on the arena when taping (transformers work in place). */
-static float *keep(struct fwd *f, struct unet_tape *tp, const float *src, size_t n) {
+/* A copy of src on the arena when taping (transformers work in place). */
+static float *tape_copy(struct fwd *f, struct unet_tape *tp, const float *src, size_t n) {
     if (!tp->train) return NULL;
     float *d = fwd_alloc(f, n);
     if (d) f->be->ops->copy(f->be, d, src, n * sizeof(float));
@@ -190,7 +190,7 @@ void unet_encode(struct fwd *f, const struct unet *m, struct unet_tape *tp, int 
             tp->dn_in[i][j] = cur;
             C = l->res[j].cout;
             if (l->attn) {
-                tp->dn_res[i][j] = keep(f, tp, o, sz);
+                tp->dn_res[i][j] = tape_copy(f, tp, o, sz);
                 transformer2d_forward(f, o, ctx, &l->attn[j], N, h, w, Lk, G);
             }
             cur = o;
@@ -237,7 +237,7 @@ void unet_decode(struct fwd *f, const struct unet *m, struct unet_tape *tp, floa
             tp->up_in[i][j] = cur;
             tp->up_skip[i][j] = ns;
             if (l->attn) {
-                tp->up_res[i][j] = keep(f, tp, o, sz);
+                tp->up_res[i][j] = tape_copy(f, tp, o, sz);
                 transformer2d_forward(f, o, tp->ctx, &l->attn[j], N, h, w, tp->Lk, G);
             }
             cur = o;
