@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: train-builtin.sh OUT [VAE_STEPS] [TEACHER_STEPS]}
-VAE_STEPS=${2:-800} TEACHER_STEPS=${3:-9000}
+VAE_STEPS=${2:-1200} TEACHER_STEPS=${3:-9000}
 BIN=${SDXLD:-build/server/sdxld}
 WORK=$OUT.work
 mkdir -p "$WORK"
@@ -27,7 +27,7 @@ t1=$(date +%s)
 rm -rf "$WORK/stage2" && cp -r "$WORK/init" "$WORK/stage2"
 cp "$WORK/vae/vae/diffusion_pytorch_model.safetensors" "$WORK/vae/vae/config.json" "$WORK/stage2/vae/"   # config: the measured scaling_factor
 "$BIN" train-teacher --model "$WORK/stage2" --out "$WORK/teacher" --steps "$TEACHER_STEPS" --batch 16 \
-    --resolution 64 --lr 3e-4 --warmup 100 --cfg-dropout 0.1 --cache-size 4096 --sample-every 500 \
+    --resolution 64 --lr 3e-4 --warmup 100 --cfg-dropout 0.1 --cache-size 4096 --sample-every 1000 \
     --sample-steps 50 --guidance 4 --checkpoint-every 500 --log-every 50 --ema 0.999 --p2-gamma 1
 t2=$(date +%s)
 rm -rf "$OUT" && cp -r "$WORK/stage2" "$OUT"

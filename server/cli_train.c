@@ -36,7 +36,8 @@ static int train_main(int argc, char **argv, int teacher) {
             printf("sdxld %s --model DIR --out RUN [--resume] [--backend cpu|cuda] [--dataset shapes|FOLDER] [--resolution 64]\n"
                    "        [--dataset-size N] [--steps N] [--batch N] [--seed N] [--lr X] [--warmup N]\n"
                    "        [--weight-decay X] [--clip X] [--ema X] [--log-every N] [--sample-every N]\n"
-                   "        [--checkpoint-every N]%s\n", cmd,
+                   "        [--checkpoint-every N] [--shards N]  (CPU: the batch in N row ranges, one thread\n"
+                   "        each; default one per core)%s\n", cmd,
                    teacher ? " [--cfg-dropout P] [--cache-size N] [--sample-steps N] [--guidance G] [--recompute]\n"
                              "        [--p2-gamma G]  (loss weight (1+SNR)^-G: the coarse, high-noise steps count more)"
                            : " [--kl-weight X] [--l2]");
@@ -63,6 +64,7 @@ static int train_main(int argc, char **argv, int teacher) {
         else if (!strcmp(a, "--log-every")) c.log_every = atoi(v);
         else if (!strcmp(a, "--sample-every")) c.sample_every = atoi(v);
         else if (!strcmp(a, "--checkpoint-every")) c.checkpoint_every = atoi(v);
+        else if (!strcmp(a, "--shards")) c.shards = atoi(v);
         else if (teacher && !strcmp(a, "--cfg-dropout")) c.cfg_dropout = (float)atof(v);
         else if (teacher && !strcmp(a, "--p2-gamma")) c.p2_gamma = (float)atof(v);
         else if (teacher && !strcmp(a, "--cache-size")) c.cache_size = atoi(v);
@@ -73,8 +75,9 @@ static int train_main(int argc, char **argv, int teacher) {
     }
     if (!c.model_dir || !c.out_dir) { fprintf(stderr, "sdxld %s: need --model and --out\n", cmd); return 2; }
     if (c.steps < 1 || c.batch < 1 || c.batch > 256 || !(c.opt.lr > 0) || c.cfg_dropout < 0 || c.cfg_dropout > 1 ||
-        !(c.p2_gamma >= 0 && c.p2_gamma <= 4)) {
-        fprintf(stderr, "sdxld %s: steps >= 1, batch in [1, 256], lr > 0, cfg-dropout in [0, 1], p2-gamma in [0, 4]\n", cmd);
+        !(c.p2_gamma >= 0 && c.p2_gamma <= 4) || c.shards < 0 || c.shards > 16) {
+        fprintf(stderr, "sdxld %s: steps >= 1, batch in [1, 256], lr > 0, cfg-dropout in [0, 1], p2-gamma in [0, 4],\n"
+                        "shards in [0, 16]\n", cmd);
         return 2;
     }
     struct dataset *d = NULL;

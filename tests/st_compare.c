@@ -1,6 +1,7 @@
 /* st_compare — test helper: compare tensors of two safetensors files.
  *   st_compare GOT.safetensors WANT.safetensors TOL name [name ...]
- *       relative error max|a-b|/max|b| per tensor must be < TOL (TOL 0: exact)
+ *       relative error max|a-b|/max|b| per tensor must be < TOL (TOL 0: exact); the
+ *       single name '*' means every tensor of WANT
  *   st_compare --png IMAGE.png WANT.safetensors TENSOR INDEX
  *       the PNG's pixels must equal round(255 * TENSOR[INDEX]) within 1 level
  * Prints one line per tensor; exit 0 when all pass. */
@@ -57,14 +58,16 @@ int main(int argc, char **argv) {
     if (argc < 5) { fprintf(stderr, "usage: st_compare GOT WANT TOL name...\n"); return 2; }
     struct st_file a, b;
     if (st_open(&a, argv[1]) || st_open(&b, argv[2])) { fprintf(stderr, "%s\n", sd_last_error()); return 1; }
-    double tol = atof(argv[3]);
-    int bad = 0;
-    for (int i = 4; i < argc; i++) {
+    double tol = atof(argv[3]), worst = 0;
+    int bad = 0, all = argc == 5 && !strcmp(argv[4], "*"), count = all ? b.ntensors : argc - 4;
+    if (all && a.ntensors != b.ntensors) { printf("FAIL: %d tensors, want %d\n", a.ntensors, b.ntensors); bad++; }
+    for (int j = 0; j < count; j++) {
+        const char *name = all ? b.tensors[j].name : argv[4 + j];
         int64_t na, nb;
         const struct st_tensor *ta, *tb;
-        float *x = load(&a, argv[i], &na, &ta), *y = load(&b, argv[i], &nb, &tb);
+        float *x = load(&a, name, &na, &ta), *y = load(&b, name, &nb, &tb);
         if (!x || !y || ta->ndim != tb->ndim || memcmp(ta->shape, tb->shape, sizeof(int64_t) * ta->ndim)) {
-            printf("FAIL %s: missing or shape differs\n", argv[i]);
+            printf("FAIL %s: missing or shape differs\n", name);
             bad++;
         } else {
             double md = 0, mb = 0;
@@ -75,12 +78,14 @@ int main(int argc, char **argv) {
             }
             double e = mb > 0 ? md / mb : md;
             int pass = tol == 0 ? md == 0 : e < tol;
-            printf("%s %s: rel err %.3g (tol %g)\n", pass ? "ok  " : "FAIL", argv[i], e, tol);
+            if (!all || !pass) printf("%s %s: rel err %.3g (tol %g)\n", pass ? "ok  " : "FAIL", name, e, tol);
+            if (e > worst) worst = e;
             bad += !pass;
         }
         free(x);
         free(y);
     }
+    if (all) printf("%d tensors, worst rel err %.3g (tol %g)\n", count, worst, tol);
     st_close(&a);
     st_close(&b);
     return bad ? 1 : 0;

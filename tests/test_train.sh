@@ -48,9 +48,23 @@ sys.exit(0 if ok and j["t"] == [100, 300, 500, 700, 900] and j["items"] == 8 els
 PY
 ok $? "eval-cond reports finite ε-MSEs (own / other / null caption) at 5 timesteps"
 
+# data-parallel shards (src/train/shards.h): a step cut into row ranges on threads of
+# their own computes the one-thread step's gradient (the Adam moments after step 1 are
+# (1-β1)·g and (1-β2)·g²); uneven shards (2, 3, 3 rows) on purpose
+train "$T/s1" 1 --shards 1 2>/dev/null && train "$T/s3" 1 --shards 3 2>"$T/s3.log" && grep -q "3 shards" "$T/s3.log" &&
+"$ST_COMPARE" "$T/s3/checkpoint-0000001/optim.safetensors" "$T/s1/checkpoint-0000001/optim.safetensors" 1e-4 '*' >"$T/sh.txt"
+ok $? "teacher: 3 shards give the 1-shard gradient within 1e-4 ($(tail -n 1 "$T/sh.txt"))"
+for s in 1 2; do
+    "$BIN" train-vae --model "$T/m" --out "$T/vs$s" --resolution 16 --batch 4 --steps 1 --shards $s --sample-every 0 2>"$T/vs.log"
+done
+grep -q "2 shards" "$T/vs.log" &&
+"$ST_COMPARE" "$T/vs2/checkpoint-0000001/optim.safetensors" "$T/vs1/checkpoint-0000001/optim.safetensors" 1e-4 '*' >"$T/sh.txt"
+ok $? "VAE: 2 shards give the 1-shard gradient within 1e-4 ($(tail -n 1 "$T/sh.txt"))"
+
 # resume: 6 steps straight vs 3 steps, stop, resume to 6 -> identical weights and moments
-train "$T/a" 6 2>/dev/null
-train "$T/b" 3 2>/dev/null && train "$T/b" 6 --resume 2>"$T/b.log"
+# (2 shards: the default on the 2-core CI machine, and the threaded path)
+train "$T/a" 6 --shards 2 2>/dev/null
+train "$T/b" 3 --shards 2 2>/dev/null && train "$T/b" 6 --resume --shards 2 2>"$T/b.log"
 grep -q "resumed from" "$T/b.log"; ok $? "resume picks up the latest checkpoint"
 cmp -s "$T/a/checkpoint-0000006/weights.safetensors" "$T/b/checkpoint-0000006/weights.safetensors" &&
 cmp -s "$T/a/checkpoint-0000006/optim.safetensors" "$T/b/checkpoint-0000006/optim.safetensors"
@@ -117,6 +131,7 @@ gen --lora "$T/la/generator.safetensors" -o "$T/x.png"; [ $? -eq 1 ]; ok $? "gen
 # bad input
 "$BIN" train-teacher --model "$T/m" --out "$T/x" --batch 0 >/dev/null 2>&1; [ $? -eq 2 ]; ok $? "batch 0 rejected"
 "$BIN" train-teacher --model "$T/m" --out "$T/x" --p2-gamma -1 >/dev/null 2>&1; [ $? -eq 2 ]; ok $? "a negative p2-gamma rejected"
+"$BIN" train-vae --model "$T/m" --out "$T/x" --shards 17 >/dev/null 2>&1; [ $? -eq 2 ]; ok $? "shards above 16 rejected"
 "$BIN" train-teacher --model "$T/nowhere" --out "$T/x" --steps 1 >/dev/null 2>"$T/err"; [ $? -eq 1 ] && grep -q nowhere "$T/err"
 ok $? "missing model folder named"
 "$BIN" train-teacher --model "$T/m" --out "$T/fresh" --steps 2 --resume >/dev/null 2>"$T/err"; [ $? -eq 1 ] && grep -q latest "$T/err"

@@ -15,6 +15,7 @@
 #include "../sample/sampler.h"
 #include "../text/tokenizer.h"
 #include "checkpoint.h"
+#include "shards.h"
 #include "train_common.h"
 #include "trainer.h"
 
@@ -145,10 +146,78 @@ static sd_status set_scaling_factor(struct run *r, const struct vae *m) {
     return SD_OK;
 }
 
+/* One VAE step's shard: reconstruction + KL loss and gradient of rows [lo, hi), the
+ * host buffers [B, ...] shared (each shard touches its rows). */
+struct vae_train_step {
+    const struct vae *m;
+    struct vae *g[SHARDS_MAX];
+    float *himg, *hrec, *hd, *hmom, *heps, *hz, *hdm;
+    int S, L, h, l1;
+    size_t ni, nl;                  /* elements of the whole batch's images and latents */
+    float kl_weight;
+};
+
+static void vae_shard(struct shard *s, void *p) {
+    const struct vae_train_step *t = p;
+    struct backend *be = s->be;
+    struct fwd *f = &s->f;
+    int lo = s->lo, n = s->hi - s->lo;
+    size_t pi = (size_t)3 * t->S * t->S, pz = (size_t)t->L * t->h * t->h, ni = n * pi, nl = n * pz;
+    float *himg = t->himg + lo * pi, *hrec = t->hrec + lo * pi, *hd = t->hd + lo * pi, *hmom = t->hmom + 2 * lo * pz,
+          *heps = t->heps + lo * pz, *hz = t->hz + lo * pz, *hdm = t->hdm + 2 * lo * pz;
+    struct vae *g = t->g[s->index];
+    s->part[0] = s->part[1] = 0;
+    shards_zero(s, &g->wt);
+    struct vae_tape te, td;
+    float *dimg = fwd_alloc(f, ni), *mom = fwd_alloc(f, 2 * nl), *z = fwd_alloc(f, nl), *rec = fwd_alloc(f, ni);
+    float *drec = fwd_alloc(f, ni), *dz = fwd_alloc(f, nl), *dmom = fwd_alloc(f, 2 * nl);
+    if (!dimg || !mom || !z || !rec || !drec || !dz || !dmom) return;
+    be->ops->upload(be, dimg, himg, ni * sizeof(float));
+    vae_encode_moments(f, t->m, &te, mom, dimg, n, t->S, t->S);
+    if (be->err) return;
+    be->ops->download(be, hmom, mom, 2 * nl * sizeof(float));
+    /* z = mean + σ·ε with logvar clamped to [-30, 20] */
+    for (int i = 0; i < n; i++)
+        for (size_t k = 0; k < pz; k++) {
+            float mu = hmom[(size_t)i * 2 * pz + k], lv = hmom[((size_t)i * 2 + 1) * pz + k];
+            lv = lv < -30 ? -30 : lv > 20 ? 20 : lv;
+            hz[(size_t)i * pz + k] = mu + expf(0.5f * lv) * heps[(size_t)i * pz + k];
+        }
+    be->ops->upload(be, z, hz, nl * sizeof(float));
+    vae_decode_t(f, t->m, &td, rec, z, n, t->h, t->h);
+    if (be->err) return;
+    be->ops->download(be, hrec, rec, ni * sizeof(float));
+    double rl = 0, kl = 0;
+    for (size_t k = 0; k < ni; k++) {
+        float d = hrec[k] - himg[k];
+        rl += t->l1 ? fabsf(d) : d * d;
+        hd[k] = t->l1 ? (float)((d > 0) - (d < 0)) / t->ni : 2.0f * d / t->ni;
+    }
+    be->ops->upload(be, drec, hd, ni * sizeof(float));
+    vae_backward(f, t->m, g, &td, drec, dz);
+    if (be->err) return;
+    be->ops->download(be, hz, dz, nl * sizeof(float));
+    /* KL(N(μ, σ²) ‖ N(0, 1)), mean over latent elements; chain rule through z */
+    for (int i = 0; i < n; i++)
+        for (size_t k = 0; k < pz; k++) {
+            size_t mi = (size_t)i * 2 * pz + k, li = mi + pz, zi = (size_t)i * pz + k;
+            float mu = hmom[mi], lv = hmom[li], lvc = lv < -30 ? -30 : lv > 20 ? 20 : lv, sd = expf(0.5f * lvc);
+            kl += 0.5 * (mu * mu + sd * sd - 1.0 - lvc);
+            hdm[mi] = hz[zi] + t->kl_weight * mu / t->nl;
+            hdm[li] = (lv == lvc) ? hz[zi] * heps[zi] * 0.5f * sd + t->kl_weight * 0.5f * (sd * sd - 1.0f) / t->nl : 0.0f;
+        }
+    be->ops->upload(be, dmom, hdm, 2 * nl * sizeof(float));
+    vae_backward(f, t->m, g, &te, dmom, NULL);
+    s->part[0] = rl;
+    s->part[1] = kl;
+}
+
 sd_status train_vae(const struct train_config *c) {
     struct run r;
     struct vae m = { 0 }, g = { 0 };
     struct optimizer o = { 0 };
+    struct shards sh = { 0 };
+    struct vae *tw[SHARDS_MAX] = { 0 };     /* gradient twins of shards 1.. */
     int have_m = 0, have_g = 0, have_o = 0;
     float *host = NULL;
     char *p = NULL;
@@ -167,59 +236,33 @@ sd_status train_vae(const struct train_config *c) {
     size_t ni = (size_t)B * 3 * S * S, nl = (size_t)B * L * h * h;
     host = sd_malloc(sizeof(float) * (ni * 3 + nl * 6));
     if (!host) { st = SD_ERR_NOMEM; goto out; }
-    float *himg = host, *hrec = himg + ni, *hd = hrec + ni, *hmom = hd + ni, *heps = hmom + 2 * nl, *hz = heps + nl,
-          *hdm = hz + nl;
-    struct fwd f = { r.be, &r.acts, NULL };
+    struct vae_train_step vs = { &m, { &g }, host, host + ni, host + 2 * ni, host + 3 * ni, host + 3 * ni + 2 * nl,
+                           host + 3 * ni + 3 * nl, host + 3 * ni + 4 * nl, S, L, h, c->l1, ni, nl, c->kl_weight };
+    if ((st = shards_init(&sh, r.be, &r.acts, shards_pick(r.be, c->shards, B, m.wt.total), B))) goto out;
+    const struct weight_table *gts[SHARDS_MAX] = { &g.wt };
+    for (int i = 1; i < sh.n; i++) {
+        if (!(tw[i] = sd_calloc(1, sizeof(struct vae)))) { st = SD_ERR_NOMEM; goto out; }
+        if ((st = vae_create(tw[i], sh.s[i].be, &m.cfg))) { sd_free(tw[i]); tw[i] = NULL; goto out; }
+        vs.g[i] = tw[i];
+        gts[i] = &tw[i]->wt;
+    }
+    if (sh.n > 1) LOG_I("vae: %d shards of %d-%d rows (one thread each)", sh.n, B / sh.n, (B + sh.n - 1) / sh.n);
     long long D = dataset_size(c->data);
     for (int step = r.start_step + 1; step <= c->steps; step++) {
         for (int i = 0; i < B; i++, r.cursor++) {
             long idx = (long)(sd_rng_u32(&r.rng) % (uint32_t)(D < 0xffffffffLL ? D : 0xffffffffLL));
-            if ((st = dataset_get(c->data, idx, himg + (size_t)i * 3 * S * S, NULL, NULL, 0, NULL))) goto out;
+            if ((st = dataset_get(c->data, idx, vs.himg + (size_t)i * 3 * S * S, NULL, NULL, 0, NULL))) goto out;
         }
-        sd_rng_normal(&r.rng, heps, nl);
-        optim_zero_grad(&o, r.be);
-        struct vae_tape te, td;
-        float *dimg = fwd_alloc(&f, ni), *mom = fwd_alloc(&f, 2 * nl), *z = fwd_alloc(&f, nl), *rec = fwd_alloc(&f, ni);
-        float *drec = fwd_alloc(&f, ni), *dz = fwd_alloc(&f, nl), *dmom = fwd_alloc(&f, 2 * nl);
-        if (!dimg || !mom || !z || !rec || !drec || !dz || !dmom) { st = backend_status(r.be); goto out; }
-        r.be->ops->upload(r.be, dimg, himg, ni * sizeof(float));
-        vae_encode_moments(&f, &m, &te, mom, dimg, B, S, S);
-        r.be->ops->download(r.be, hmom, mom, 2 * nl * sizeof(float));
-        /* z = mean + σ·ε with logvar clamped to [-30, 20] */
-        for (int i = 0; i < B; i++)
-            for (size_t k = 0; k < (size_t)L * h * h; k++) {
-                float mu = hmom[(size_t)i * 2 * L * h * h + k], lv = hmom[((size_t)i * 2 + 1) * L * h * h + k];
-                lv = lv < -30 ? -30 : lv > 20 ? 20 : lv;
-                hz[(size_t)i * L * h * h + k] = mu + expf(0.5f * lv) * heps[(size_t)i * L * h * h + k];
-            }
-        r.be->ops->upload(r.be, z, hz, nl * sizeof(float));
-        vae_decode_t(&f, &m, &td, rec, z, B, h, h);
-        if ((st = backend_status(r.be))) goto out;
-        r.be->ops->download(r.be, hrec, rec, ni * sizeof(float));
+        sd_rng_normal(&r.rng, vs.heps, nl);
+        st = shards_run(&sh, vae_shard, &vs);
         double rl = 0, kl = 0;
-        for (size_t k = 0; k < ni; k++) {
-            float d = hrec[k] - himg[k];
-            rl += c->l1 ? fabsf(d) : d * d;
-            hd[k] = c->l1 ? (float)((d > 0) - (d < 0)) / ni : 2.0f * d / ni;
-        }
+        for (int i = 0; i < sh.n; i++) rl += sh.s[i].part[0], kl += sh.s[i].part[1];
         rl /= ni;
-        r.be->ops->upload(r.be, drec, hd, ni * sizeof(float));
-        vae_backward(&f, &m, &g, &td, drec, dz);
-        r.be->ops->download(r.be, hz, dz, nl * sizeof(float));
-        /* KL(N(μ, σ²) ‖ N(0, 1)), mean over latent elements; chain rule through z */
-        for (int i = 0; i < B; i++)
-            for (size_t k = 0; k < (size_t)L * h * h; k++) {
-                size_t mi = (size_t)i * 2 * L * h * h + k, li = mi + (size_t)L * h * h, zi = (size_t)i * L * h * h + k;
-                float mu = hmom[mi], lv = hmom[li], lvc = lv < -30 ? -30 : lv > 20 ? 20 : lv, sd = expf(0.5f * lvc);
-                kl += 0.5 * (mu * mu + sd * sd - 1.0 - lvc);
-                hdm[mi] = hz[zi] + c->kl_weight * mu / nl;
-                hdm[li] = (lv == lvc) ? hz[zi] * heps[zi] * 0.5f * sd + c->kl_weight * 0.5f * (sd * sd - 1.0f) / nl : 0.0f;
-            }
         kl /= nl;
-        r.be->ops->upload(r.be, dmom, hdm, 2 * nl * sizeof(float));
-        vae_backward(&f, &m, &g, &te, dmom, NULL);
-        if ((st = backend_status(r.be))) goto out;
+        if (!st) st = shards_reduce(&sh, &g.wt, gts);
+        for (int i = 0; i < sh.n; i++) arena_reset(sh.s[i].f.ar, 0);
         arena_reset(&r.acts, 0);
+        if (st) goto out;
         if ((st = optim_step(&o, r.be))) goto out;
         char sample[4096] = "", ckpt[4096] = "";
         if (c->sample_every > 0 && (step % c->sample_every == 0 || step == c->steps)) {
@@ -228,9 +271,9 @@ sd_status train_vae(const struct train_config *c) {
             mkdir(sample, 0755);
             int n = B < 8 ? B : 8;
             snprintf(sample, sizeof sample, "%s/samples/%07d-input.png", c->out_dir, step);
-            if ((st = save_grid(sample, himg, n, S))) goto out;
+            if ((st = save_grid(sample, vs.himg, n, S))) goto out;
             snprintf(sample, sizeof sample, "%s/samples/%07d-recon.png", c->out_dir, step);
-            if ((st = save_grid(sample, hrec, n, S))) goto out;
+            if ((st = save_grid(sample, vs.hrec, n, S))) goto out;
         }
         if ((c->checkpoint_every > 0 && step % c->checkpoint_every == 0) || step == c->steps)
             if ((st = save_checkpoint(&r, &m.wt, &o, step, ckpt, sizeof ckpt))) goto out;
@@ -248,6 +291,9 @@ sd_status train_vae(const struct train_config *c) {
         optim_swap_ema(&o);
     }
 out:
+    for (int i = 1; i < SHARDS_MAX; i++)
+        if (tw[i]) { vae_free(tw[i]); sd_free(tw[i]); }
+    shards_free(&sh);
     sd_free(host);
     sd_free(p);
     if (have_o) optim_free(&o);
@@ -300,6 +346,45 @@ static sd_status teacher_samples(struct run *r, struct fwd *f, const struct unet
     return st;
 }
 
+/* One teacher step's shard: ε-prediction loss and gradient of rows [lo, hi) of the batch. */
+struct teacher_step {
+    const struct unet *u;
+    struct unet *g[SHARDS_MAX];          /* the gradient table of each shard */
+    float *xt, *eps, *pred, *ctx, *pool; /* the batch */
+    const float *tv, *tid;
+    size_t per_l, per_c;
+    int P, h, L;
+    const double *p2w;                   /* P2 weight per t */
+    size_t nb;                           /* elements of the whole batch's ε */
+    int recompute;
+};
+
+static void teacher_shard(struct shard *s, void *p) {
+    const struct teacher_step *t = p;
+    struct backend *be = s->be;
+    int lo = s->lo, n = s->hi - s->lo;
+    size_t pl = t->per_l, ns = (size_t)n * pl;
+    float *pred = t->pred + lo * pl, *eps = t->eps + lo * pl;
+    struct unet *g = t->g[s->index];
+    s->part[0] = 0;
+    shards_zero(s, &g->wt);
+    struct unet_tape tp;
+    unet_encode(&s->f, t->u, &tp, t->recompute ? UNET_TRAIN_RECOMPUTE : UNET_TRAIN_KEEP, t->xt + lo * pl, t->tv + lo,
+                t->ctx + lo * t->per_c, t->pool + (size_t)lo * t->P, t->tid + 6 * lo, n, t->h, t->h, t->L);
+    if (!be->err) unet_decode(&s->f, t->u, &tp, pred);
+    if (be->err) return;
+    /* loss = mean_i w_i·mean (pred_i − ε_i)², w_i = (1 + SNR)^-γ normalised to mean 1 over
+     * t (1 when γ = 0); dloss/dpred_i = 2 w_i (pred_i − ε_i) / n (into pred).  The
+     * logged loss is the unweighted MSE, comparable across weightings. */
+    be->ops->axpby(be, pred, 1.0f, pred, -1.0f, eps, (long long)ns);
+    s->part[0] = be->ops->dot(be, pred, pred, (long long)ns);
+    for (int i = 0; i < n; i++)
+        be->ops->axpby(be, pred + i * pl, 2.0f * (float)t->p2w[(int)t->tv[lo + i]] / t->nb, pred + i * pl, 0.0f, NULL,
+                       (long long)pl);
+    if (!be->err) unet_decode_backward(&s->f, t->u, g, &tp, pred, NULL);
+    if (!be->err) unet_encode_backward(&s->f, t->u, g, &tp, NULL, NULL, NULL, NULL);
+}
+
 sd_status train_teacher(const struct train_config *c) {
     struct run r;
     struct cond k = { 0 };
@@ -310,6 +395,8 @@ sd_status train_teacher(const struct train_config *c) {
     struct sched_config scfg;
     int have_k = 0, have_v = 0, have_u = 0, have_g = 0, have_o = 0;
     struct latent_cache cache = { 0 };
+    struct shards sh = { 0 };
+    struct unet *tw[SHARDS_MAX] = { 0 };    /* gradient twins of shards 1.. */
     char *p = NULL;
     SD_TRY(run_init(&r, c));
     sd_status st;
@@ -342,18 +429,29 @@ sd_status train_teacher(const struct train_config *c) {
     float *lat = cache.lat, *cctx = cache.ctx, *cpool = cache.pool;
     size_t nb = (size_t)B * per_l;
     float *hbuf = sd_malloc(sizeof(float) * nb * 2), tv[256], tid[6 * 256];
-    if (!hbuf) { st = SD_ERR_NOMEM; goto out; }
+    double *p2w = sd_malloc(sizeof(double) * sch.T), wsum = 0;
+    if (!hbuf || !p2w) { st = SD_ERR_NOMEM; goto out_p2; }
     for (int i = 0; i < B; i++) {
         float t6[6] = { (float)S, (float)S, 0, 0, (float)S, (float)S };
         memcpy(tid + 6 * i, t6, sizeof t6);
     }
-    double *p2w = sd_malloc(sizeof(double) * sch.T), wsum = 0;
-    if (!p2w) { sd_free(hbuf); st = SD_ERR_NOMEM; goto out; }
     for (int t = 0; t < sch.T; t++) {
         double a = sch.alphas_cumprod[t];
         wsum += p2w[t] = pow(1.0 + a / (1.0 - a), -(double)c->p2_gamma);
     }
     for (int t = 0; t < sch.T; t++) p2w[t] *= sch.T / wsum;
+    /* shards (shards.h): shard 0 accumulates into g, the others into twins of it */
+    if ((st = shards_init(&sh, r.be, &r.acts, shards_pick(r.be, c->shards, B, u.wt.total), B))) goto out_p2;
+    struct teacher_step ts = { &u, { &g }, NULL, NULL, NULL, NULL, NULL, tv, tid, per_l, per_c, P, h, L, p2w, nb,
+                               c->recompute };
+    const struct weight_table *gts[SHARDS_MAX] = { &g.wt };
+    for (int i = 1; i < sh.n; i++) {
+        if (!(tw[i] = sd_calloc(1, sizeof(struct unet)))) { st = SD_ERR_NOMEM; goto out_p2; }
+        if ((st = unet_create(tw[i], sh.s[i].be, &u.cfg))) { sd_free(tw[i]); tw[i] = NULL; goto out_p2; }
+        ts.g[i] = tw[i];
+        gts[i] = &tw[i]->wt;
+    }
+    if (sh.n > 1) LOG_I("teacher: %d shards of %d-%d rows (one thread each)", sh.n, B / sh.n, (B + sh.n - 1) / sh.n);
     for (int step = r.start_step + 1; step <= c->steps && !st; step++) {
         float *x0 = fwd_alloc(&f, nb), *xt = fwd_alloc(&f, nb), *eps = fwd_alloc(&f, nb), *pred = fwd_alloc(&f, nb);
         float *ctx = fwd_alloc(&f, (size_t)B * per_c), *pool = fwd_alloc(&f, (size_t)B * P);
@@ -379,22 +477,15 @@ sd_status train_teacher(const struct train_config *c) {
             double a = sch.alphas_cumprod[(int)tv[i]];
             r.be->ops->axpby(r.be, xt + i * per_l, (float)sqrt(a), x0 + i * per_l, (float)sqrt(1 - a), eps + i * per_l, (long long)per_l);
         }
-        optim_zero_grad(&o, r.be);
-        struct unet_tape tp;
-        unet_encode(&f, &u, &tp, c->recompute ? UNET_TRAIN_RECOMPUTE : UNET_TRAIN_KEEP, xt, tv, ctx, pool, tid, B, h, h, L);
-        if (!r.be->err) unet_decode(&f, &u, &tp, pred);
-        /* loss = mean_i w_i·mean (pred_i − ε_i)², w_i = (1 + SNR)^-γ normalised to mean 1 over
-         * t (1 when γ = 0); dloss/dpred_i = 2 w_i (pred_i − ε_i) / n (into pred).  The
-         * logged loss is the unweighted MSE, comparable across weightings. */
-        r.be->ops->axpby(r.be, pred, 1.0f, pred, -1.0f, eps, (long long)nb);
-        double loss = r.be->ops->dot(r.be, pred, pred, (long long)nb) / nb;
-        for (int i = 0; i < B; i++)
-            r.be->ops->axpby(r.be, pred + i * per_l, 2.0f * (float)p2w[(int)tv[i]] / nb, pred + i * per_l, 0.0f, NULL,
-                             (long long)per_l);
-        if (!r.be->err) unet_decode_backward(&f, &u, &g, &tp, pred, NULL);
-        if (!r.be->err) unet_encode_backward(&f, &u, &g, &tp, NULL, NULL, NULL, NULL);
-        if ((st = backend_status(r.be))) break;
+        ts.xt = xt, ts.eps = eps, ts.pred = pred, ts.ctx = ctx, ts.pool = pool;
+        st = shards_run(&sh, teacher_shard, &ts);
+        double loss = 0;
+        for (int i = 0; i < sh.n; i++) loss += sh.s[i].part[0];
+        loss /= nb;
+        if (!st) st = shards_reduce(&sh, &g.wt, gts);
+        for (int i = 0; i < sh.n; i++) arena_reset(sh.s[i].f.ar, 0);
         arena_reset(&r.acts, 0);
+        if (st) break;
         if ((st = optim_step(&o, r.be))) break;
         char sample[4096] = "", ckpt[4096] = "";
         if (c->sample_every > 0 && (step % c->sample_every == 0 || step == c->steps)) {
@@ -414,14 +505,18 @@ sd_status train_teacher(const struct train_config *c) {
             break;
         }
     }
-    sd_free(hbuf);
-    sd_free(p2w);
     if (!st) {   /* the EMA weights when EMA is on */
         optim_swap_ema(&o);
         st = export_part(&r, &u.wt, "unet", "diffusion_pytorch_model.safetensors");
         optim_swap_ema(&o);
     }
+out_p2:
+    sd_free(hbuf);
+    sd_free(p2w);
 out:
+    for (int i = 1; i < SHARDS_MAX; i++)
+        if (tw[i]) { unet_free(tw[i]); sd_free(tw[i]); }
+    shards_free(&sh);
     sd_free(p);
     cache_free(&cache);
     schedule_free(&sch);

@@ -29,6 +29,7 @@ struct train_config {
     uint64_t seed;
     struct adamw_config opt;
     int log_every, sample_every, checkpoint_every;
+    int shards;                 /* data-parallel shards on the CPU (shards.h); 0 = one per thread */
     /* teacher */
     int recompute;              /* UNet activations: block-level recomputation, not keep-all */
     float p2_gamma;             /* loss weight (1 + SNR_t)^-γ per sample (P2 weighting, Choi et al.
