@@ -137,6 +137,8 @@ int cli_train(int argc, char **argv) {
                    "   [--checkpoint-every 500] [--sample-every 250] [--log-every 10]\n"
                    "   [--lora-rank R] [--lora-alpha 8]   (R > 0: train LoRA adapters, not the whole generator)\n"
                    "   [--recompute]   (recompute each block's activations in backward: less memory, slower)\n"
+                   "   [--shards N]    (CPU: each UNet pass over the batch in N row ranges, one thread each;\n"
+                   "                    default one per core)\n"
                    "Defaults are the DMD2 paper's SDXL settings (spec/dmd2.md); small models want larger LRs.\n");
             return 0;
         }
@@ -169,11 +171,13 @@ int cli_train(int argc, char **argv) {
         else if (!strcmp(a, "--log-every")) c.log_every = atoi(v);
         else if (!strcmp(a, "--lora-rank")) c.lora_rank = atoi(v);
         else if (!strcmp(a, "--lora-alpha")) c.lora_alpha = (float)atof(v);
+        else if (!strcmp(a, "--shards")) c.shards = atoi(v);
         else if (!strcmp(a, "--timesteps")) {
             if ((c.nsteps = parse_ts(v, c.timesteps)) < 1) { fprintf(stderr, "sdxld train dmd2: bad --timesteps\n"); return 2; }
         } else { fprintf(stderr, "sdxld train dmd2: unknown option '%s'\n", a); return 2; }
     }
     if (!c.teacher_dir || !c.out_dir) { fprintf(stderr, "sdxld train dmd2: need --teacher and --out\n"); return 2; }
+    if (c.shards < 0 || c.shards > 16) { fprintf(stderr, "sdxld train dmd2: --shards in [0, 16]\n"); return 2; }
     struct dataset *d = NULL;
     sd_status st = !strcmp(dataset, "shapes") ? dataset_shapes(&d, res, c.seed ^ 0x5eed, dsize) : dataset_folder(&d, dataset, res);
     if (st) return cli_fail("dataset");

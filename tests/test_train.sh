@@ -106,12 +106,22 @@ dmd2() {  # OUT STEPS [extra]
         --cache-size 8 --lr-generator 5e-3 --lr-fake 1e-3 --warmup 0 --lora-rank 2 --lora-alpha 4 \
         --checkpoint-every 3 --sample-every 0 --log-every 1 --seed 2 "$@"
 }
-dmd2 "$T/la" 6 2>/dev/null; ok $? "train dmd2 --lora-rank 2 runs"
-dmd2 "$T/lb" 3 2>/dev/null && dmd2 "$T/lb" 6 --resume 2>/dev/null
+dmd2 "$T/la" 6 --shards 2 2>/dev/null; ok $? "train dmd2 --lora-rank 2 runs"
+dmd2 "$T/lb" 3 --shards 2 2>/dev/null && dmd2 "$T/lb" 6 --resume --shards 2 2>/dev/null
 cmp -s "$T/la/checkpoint-0000006/weights.safetensors" "$T/lb/checkpoint-0000006/weights.safetensors" &&
 cmp -s "$T/la/checkpoint-0000006/optim.safetensors" "$T/lb/checkpoint-0000006/optim.safetensors" &&
 cmp -s "$T/la/generator.safetensors" "$T/lb/generator.safetensors"
 ok $? "LoRA checkpoint + resume continues bit-identically (adapters, moments, merged generator)"
+
+# DMD2's UNet passes in shards (backward simulation, real score with CFG, GAN both ways):
+# the first iteration's generator, fake-score and head moments equal the 1-shard run's
+for s in 1 3; do
+    "$BIN" train dmd2 --teacher "$T/m" --out "$T/ds$s" --resolution 16 --batch 3 --ttur 2 --steps 1 --cache-size 8 \
+        --lr-generator 5e-3 --lr-fake 1e-3 --warmup 0 --sample-every 0 --seed 2 --shards $s 2>"$T/ds.log"
+done
+grep -q "3 shards" "$T/ds.log" &&
+"$ST_COMPARE" "$T/ds3/checkpoint-0000001/optim.safetensors" "$T/ds1/checkpoint-0000001/optim.safetensors" 1e-4 '*' >"$T/sh.txt"
+ok $? "dmd2: 3 shards give the 1-shard gradients within 1e-4 ($(tail -n 1 "$T/sh.txt"))"
 python3 - "$T/la" <<'PY'
 import json, sys
 def keys(p):

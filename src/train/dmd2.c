@@ -17,6 +17,7 @@
 #include "../sample/sampler.h"
 #include "checkpoint.h"
 #include "dmd2.h"
+#include "shards.h"
 #include "train_common.h"
 
 #define MAXB 256
@@ -120,13 +121,17 @@ struct dmd2 {
     struct latent_cache cache;
     struct optimizer og, of, oh;
     struct lora lora;           /* with lora_rank > 0: og trains its A/B, gen = W0 + s·B·A */
+    struct shards sh;           /* the UNet passes run over the batch's rows in shards */
+    struct unet *tw[2][SHARDS_MAX];                      /* gradient twins of ggen, gfake (shards 1..) */
+    const struct weight_table *gt[2][SHARDS_MAX];        /* [0]: ggen / gfake themselves */
+    struct unet_tape *tapes;    /* [4][SHARDS_MAX]: generator, GAN-G, fake, GAN-D */
     int loaded[13];
     struct sd_rng rng;
     long long cursor;
     int step;
     float tid[6 * 2 * MAXB];
     int S, h, C, L, X, P;
-    size_t per;
+    size_t per, mid_per;        /* floats per latent row, per mid-block feature row */
     double dm, gan_g, fake_l, gan_d;
     char sample[4096], ckpt[4096];
 };
@@ -202,6 +207,11 @@ void dmd2_close(struct dmd2 *d) {
     if (d->loaded[10]) optim_free(&d->of);
     if (d->loaded[11]) optim_free(&d->oh);
     if (d->loaded[12]) lora_free(&d->lora);
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < SHARDS_MAX; i++)
+            if (d->tw[k][i]) { unet_free(d->tw[k][i]); sd_free(d->tw[k][i]); }
+    sd_free(d->tapes);
+    shards_free(&d->sh);
     cache_free(&d->cache);
     schedule_free(&d->sch);
     arena_free(&d->acts);
@@ -266,6 +276,23 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     d->h = d->S / vs; d->C = d->gen.cfg.in_ch; d->L = d->k.L; d->X = d->k.X; d->P = d->k.P;
     d->per = (size_t)d->C * d->h * d->h;
     int mid_c = d->fake.cfg.ch[lv - 1], mid_s = d->h >> (lv - 1);
+    d->mid_per = (size_t)mid_c * mid_s * mid_s;
+    /* shards: every UNet pass splits its rows over them; shard i > 0 accumulates into
+     * twins of ggen and gfake, summed into them after each backward pass */
+    if ((st = shards_init(&d->sh, d->be, &d->acts, shards_pick(d->be, c->shards, c->batch, 2 * d->gen.wt.total), c->batch)))
+        goto fail;
+    if (!(d->tapes = sd_calloc(4 * SHARDS_MAX, sizeof *d->tapes))) { st = SD_ERR_NOMEM; goto fail; }
+    d->gt[0][0] = &d->ggen.wt;
+    d->gt[1][0] = &d->gfake.wt;
+    for (int k = 0; k < 2; k++)
+        for (int i = 1; i < d->sh.n; i++) {
+            if (!(d->tw[k][i] = sd_calloc(1, sizeof(struct unet)))) { st = SD_ERR_NOMEM; goto fail; }
+            if ((st = unet_create(d->tw[k][i], d->sh.s[i].be, k ? &d->fake.cfg : &d->gen.cfg))) {
+                sd_free(d->tw[k][i]); d->tw[k][i] = NULL; goto fail;
+            }
+            d->gt[k][i] = &d->tw[k][i]->wt;
+        }
+    if (d->sh.n > 1) LOG_I("dmd2: %d shards (one thread each)", d->sh.n);
     if ((st = head_create(&d->head, d->be, mid_c, mid_s))) goto fail;
     d->loaded[7] = 1;
     if ((st = head_create(&d->ghead, d->be, mid_c, mid_s))) goto fail;
@@ -349,11 +376,93 @@ double dmd2_dm_grad(const float *x, const float *x_fake, const float *x_real, in
 static double softplus(double x) { return x > 30 ? x : log1p(exp(x)); }
 static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
-/* GAN logits of the fake UNet's mid features for latents x at per-sample t (tape kept). */
-static void gan_logits(struct dmd2 *d, struct unet_tape *tp, struct head_save *sv, float *logits, const float *x,
-                       const float *t, const float *ctx, const float *pool, int N) {
-    unet_encode(&d->f, &d->fake, tp, tape_mode(d), x, t, ctx, pool, d->tid, N, d->h, d->h, d->L);
-    head_forward(&d->f, &d->head, sv, logits, tp->mid_out, N);
+/* ---- UNet passes over a batch's rows, shard by shard (shards.h) ----
+ * Rows [N·i/n, N·(i+1)/n) of every [N, ...] buffer go to shard i.  A pass's tapes live on
+ * the shards' arenas (the trainer's arena when n = 1) until the caller resets them. */
+enum { PASS_FORWARD, PASS_ENCODE, PASS_BACKWARD };
+struct pass {
+    struct dmd2 *d;
+    int op, N;
+    const struct unet *u;
+    struct unet_tape *tp;           /* [SHARDS_MAX] (encode, backward) */
+    int g;                          /* backward: -1 frozen, 0 into ggen, 1 into gfake */
+    float *out;                     /* forward: ε̂; encode: decoded ε̂ (NULL: encode only) */
+    const float *x, *t, *ctx, *pool;
+    float *mid;                     /* encode: mid-block features gathered (n > 1; may be NULL) */
+    const float *dout, *dmid;       /* backward: from the decoded output, or from the mid block */
+    float *dx;                      /* backward: into the input (may be NULL) */
+};
+
+static void pass_shard(struct shard *s, void *p) {
+    const struct pass *a = p;
+    struct dmd2 *d = a->d;
+    int n = d->sh.n, lo = (int)((long long)a->N * s->index / n), cnt = (int)((long long)a->N * (s->index + 1) / n) - lo;
+    if (cnt <= 0) return;
+    struct fwd *f = &s->f;
+    size_t pl = d->per, pc = d->cache.per_c, pm = d->mid_per;
+    struct unet_tape *tp = a->tp ? &a->tp[s->index] : NULL;
+    if (a->op == PASS_FORWARD) {
+        uint64_t mk = arena_mark(f->ar);
+        unet_forward(f, a->u, a->out + lo * pl, a->x + lo * pl, a->t + lo, a->ctx + lo * pc, a->pool + (size_t)lo * d->P,
+                     d->tid, cnt, d->h, d->h, d->L);
+        arena_reset(f->ar, mk);
+    } else if (a->op == PASS_ENCODE) {
+        unet_encode(f, a->u, tp, tape_mode(d), a->x + lo * pl, a->t + lo, a->ctx + lo * pc, a->pool + (size_t)lo * d->P,
+                    d->tid, cnt, d->h, d->h, d->L);
+        if (!s->be->err && a->out) unet_decode(f, a->u, tp, a->out + lo * pl);
+        if (!s->be->err && a->mid) s->be->ops->copy(s->be, a->mid + lo * pm, tp->mid_out, cnt * pm * 4);
+    } else {
+        struct unet *g = a->g < 0 ? NULL : s->index == 0 ? (a->g ? &d->gfake : &d->ggen) : d->tw[a->g][s->index];
+        if (g && s->index > 0) unet_zero(s->be, g);
+        if (a->dout) unet_decode_backward(f, a->u, g, tp, a->dout + lo * pl, NULL);
+        else unet_tape_begin_backward(f, a->u, tp);
+        if (!s->be->err)
+            unet_encode_backward(f, a->u, g, tp, a->dmid ? a->dmid + lo * pm : NULL, a->dx ? a->dx + lo * pl : NULL, NULL, NULL);
+    }
+}
+
+static sd_status pass_run(struct dmd2 *d, struct pass *a) {
+    a->d = d;
+    SD_TRY(shards_run(&d->sh, pass_shard, a));
+    return a->op == PASS_BACKWARD && a->g >= 0 ? shards_reduce(&d->sh, d->gt[a->g][0], d->gt[a->g]) : SD_OK;
+}
+
+/* out [N] = the UNet u's ε̂ (forward only). */
+static sd_status sh_forward(struct dmd2 *d, const struct unet *u, float *out, const float *x, const float *t,
+                            const float *ctx, const float *pool, int N) {
+    struct pass a = { .op = PASS_FORWARD, .N = N, .u = u, .out = out, .x = x, .t = t, .ctx = ctx, .pool = pool };
+    return pass_run(d, &a);
+}
+
+/* Taped encode (+ decode into out when out != NULL); *mid (when mid != NULL) = the
+ * mid-block features [N, mid_per]: the tape's own with one shard, else gathered into a
+ * buffer on d's arena. */
+static sd_status sh_encode(struct dmd2 *d, struct unet_tape *tp, const struct unet *u, float *out, const float *x,
+                           const float *t, const float *ctx, const float *pool, int N, const float **mid) {
+    float *buf = NULL;
+    if (mid && d->sh.n > 1 && !(buf = fwd_alloc(&d->f, (size_t)N * d->mid_per))) return backend_status(d->be);
+    struct pass a = { .op = PASS_ENCODE, .N = N, .u = u, .tp = tp, .out = out, .x = x, .t = t, .ctx = ctx, .pool = pool,
+                      .mid = buf };
+    SD_TRY(pass_run(d, &a));
+    if (mid) *mid = buf ? buf : tp[0].mid_out;
+    return SD_OK;
+}
+
+/* Backward of a taped pass from dout (decoded output) or dmid (mid block); g: -1 frozen,
+ * 0 ggen, 1 gfake (+=); dx (may be NULL) = the input gradient. */
+static sd_status sh_backward(struct dmd2 *d, struct unet_tape *tp, const struct unet *u, int g, const float *dout,
+                             const float *dmid, float *dx, int N) {
+    struct pass a = { .op = PASS_BACKWARD, .N = N, .u = u, .tp = tp, .g = g, .dout = dout, .dmid = dmid, .dx = dx };
+    return pass_run(d, &a);
+}
+
+/* Arena marks of the shards' own arenas (n > 1; with one shard the trainer's arena
+ * marks cover it). */
+static void sh_mark(struct dmd2 *d, uint64_t *mk) {
+    for (int i = 0; i < d->sh.n && d->sh.n > 1; i++) mk[i] = arena_mark(d->sh.s[i].f.ar);
+}
+static void sh_reset(struct dmd2 *d, const uint64_t *mk) {
+    for (int i = 0; i < d->sh.n && d->sh.n > 1; i++) arena_reset(d->sh.s[i].f.ar, mk[i]);
 }
 
 sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
@@ -370,6 +479,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
     float tk[MAXB], t2[2 * MAXB], host_l[2 * MAXB];
     sd_status st = SD_OK;
     arena_reset(&d->acts, 0);
+    for (int i = 0; i < d->sh.n && d->sh.n > 1; i++) arena_reset(d->sh.s[i].f.ar, 0);
     /* persistent (for this iteration) buffers first */
     float *x0 = fwd_alloc(f, nb), *ctx = fwd_alloc(f, (size_t)B * d->cache.per_c), *pool = fwd_alloc(f, (size_t)B * d->P);
     float *xt = fwd_alloc(f, nb), *eh = fwd_alloc(f, nb);
@@ -388,7 +498,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
             float *x = normals(d, nb), *e = fwd_alloc(f, nb), tv[MAXB];
             for (int s = 0; s < k; s++) {
                 for (int i = 0; i < B; i++) tv[i] = (float)c->timesteps[s];
-                unet_forward(f, &d->gen, e, x, tv, ctx, pool, d->tid, B, d->h, d->h, d->L);
+                if ((st = sh_forward(d, &d->gen, e, x, tv, ctx, pool, B))) return st;
                 to_x0(d, x0, x, e, tv, B);
                 if (s + 1 < k) { float *z = normals(d, nb); for (int i = 0; i < B; i++) tv[i] = (float)c->timesteps[s + 1]; add_noise(d, x, x0, z, tv, B); }
             }
@@ -412,12 +522,11 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
     }
 
     /* 2. generator forward (taped on generator iterations) */
-    struct unet_tape gtp;
-    uint64_t mk_gen = arena_mark(f->ar);
-    if (gen_iter) {
-        unet_encode(f, &d->gen, &gtp, tape_mode(d), xt, tk, ctx, pool, d->tid, B, d->h, d->h, d->L);
-        if (!be->err) unet_decode(f, &d->gen, &gtp, eh);
-    } else unet_forward(f, &d->gen, eh, xt, tk, ctx, pool, d->tid, B, d->h, d->h, d->L);
+    struct unet_tape *gtp = d->tapes;   /* per shard: the generator's, then GAN-G, fake, GAN-D */
+    uint64_t mk_gen = arena_mark(f->ar), smk_gen[SHARDS_MAX];
+    sh_mark(d, smk_gen);
+    st = gen_iter ? sh_encode(d, gtp, &d->gen, eh, xt, tk, ctx, pool, B, NULL) : sh_forward(d, &d->gen, eh, xt, tk, ctx, pool, B);
+    if (st) return st;
     to_x0(d, x0, xt, eh, tk, B);
     if ((st = backend_status(be))) return st;
 
@@ -430,7 +539,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
         float *z = normals(d, nb);
         for (int i = 0; i < B; i++) t2[i] = t2[B + i] = (float)(c->dm_min_t + sd_rng_u32(&d->rng) % (uint32_t)(c->dm_max_t - c->dm_min_t + 1));
         add_noise(d, xd, x0, z, t2, B);
-        unet_forward(f, &d->fake, e1, xd, t2, ctx, pool, d->tid, B, d->h, d->h, d->L);
+        if ((st = sh_forward(d, &d->fake, e1, xd, t2, ctx, pool, B))) return st;
         to_x0(d, xf, xd, e1, t2, B);
         /* real score with CFG: [cond; uncond (all-zero embeddings)] in one batch */
         be->ops->copy(be, x2, xd, nb * 4);
@@ -440,7 +549,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
         be->ops->copy(be, p2, pool, (size_t)B * d->P * 4);
         be->ops->zero(be, p2 + (size_t)B * d->P, (size_t)B * d->P * 4);
         int cfg = c->guidance > 1.0f;
-        unet_forward(f, &d->real, e2, x2, t2, c2, p2, d->tid, cfg ? 2 * B : B, d->h, d->h, d->L);
+        if ((st = sh_forward(d, &d->real, e2, x2, t2, c2, p2, cfg ? 2 * B : B))) return st;
         if (cfg) be->ops->axpby(be, e2, c->guidance, e2, 1.0f - c->guidance, e2 + nb, (long long)nb);
         to_x0(d, xr, xd, e2, t2, B);
         if ((st = backend_status(be))) return st;
@@ -461,9 +570,13 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
             float *zg = normals(d, nb), *lg = fwd_alloc(f, B), *dl = fwd_alloc(f, B), *dxg = fwd_alloc(f, nb);
             for (int i = 0; i < B; i++) t2[i] = (float)(sd_rng_u32(&d->rng) % 1000u);
             add_noise(d, xd, x0, zg, t2, B);
-            struct unet_tape tp;
+            struct unet_tape *tp = d->tapes + SHARDS_MAX;
             struct head_save sv;
-            gan_logits(d, &tp, &sv, lg, xd, t2, ctx, pool, B);
+            const float *mid;
+            uint64_t smk[SHARDS_MAX];
+            sh_mark(d, smk);
+            if ((st = sh_encode(d, tp, &d->fake, NULL, xd, t2, ctx, pool, B, &mid))) return st;
+            head_forward(f, &d->head, &sv, lg, mid, B);
             if ((st = backend_status(be))) return st;
             be->ops->download(be, host_l, lg, B * 4);
             for (int i = 0; i < B; i++) {
@@ -471,14 +584,14 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
                 host_l[i] = (float)(-sigmoid(-host_l[i]) / B * c->gan_weight_g);
             }
             be->ops->upload(be, dl, host_l, B * 4);
-            float *dmid = fwd_alloc(f, (size_t)B * tp.mid_c * tp.mid_h * tp.mid_w);
+            float *dmid = fwd_alloc(f, (size_t)B * d->mid_per);
             head_backward(f, &d->head, NULL, &sv, dl, dmid, B);
-            unet_tape_begin_backward(f, &d->fake, &tp);
-            unet_encode_backward(f, &d->fake, NULL, &tp, dmid, dxg, NULL, NULL);
+            if ((st = backend_status(be)) || (st = sh_backward(d, tp, &d->fake, -1, NULL, dmid, dxg, B))) return st;
             double a[MAXB], one[MAXB];
             for (int i = 0; i < B; i++) { a[i] = sqrt(abar(d, (int)t2[i])); one[i] = 1.0; }
             per_sample(d, dx0, dx0, dxg, one, a, B);
             arena_reset(f->ar, m2);
+            sh_reset(d, smk);
         }
         /* through x0 = (x_t − √(1−ᾱ) ε̂)/√ᾱ into ε̂, then the generator */
         double sc[MAXB];
@@ -487,8 +600,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
         per_sample(d, deh, dx0, NULL, sc, NULL, B);
         optim_zero_grad(&d->og, be);
         if (c->lora_rank > 0) unet_zero(be, &d->ggen);   /* og holds only the adapters' gradients */
-        unet_decode_backward(f, &d->gen, &d->ggen, &gtp, deh, NULL);
-        unet_encode_backward(f, &d->gen, &d->ggen, &gtp, NULL, NULL, NULL, NULL);
+        if ((st = sh_backward(d, gtp, &d->gen, 0, deh, NULL, NULL, B))) return st;
         if (c->lora_rank > 0) lora_grads(&d->lora, be);
         if ((st = backend_status(be))) return st;
         struct optimizer *og = &d->og;
@@ -497,6 +609,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
         arena_reset(f->ar, mk);
     }
     arena_reset(f->ar, mk_gen);   /* the generator tape is dead; x0 (allocated before it) lives */
+    sh_reset(d, smk_gen);
 
     /* 4. fake score + head: denoising loss on x0_gen + gan_d·L_GAN_D (§6, §7) */
     optim_zero_grad(&d->of, be);
@@ -506,16 +619,16 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
         float *z = normals(d, nb), *xn = fwd_alloc(f, nb), *pred = fwd_alloc(f, nb);
         for (int i = 0; i < B; i++) t2[i] = (float)(sd_rng_u32(&d->rng) % 1000u);
         add_noise(d, xn, x0, z, t2, B);
-        struct unet_tape tp;
-        unet_encode(f, &d->fake, &tp, tape_mode(d), xn, t2, ctx, pool, d->tid, B, d->h, d->h, d->L);
-        if (!be->err) unet_decode(f, &d->fake, &tp, pred);
+        struct unet_tape *tp = d->tapes + 2 * SHARDS_MAX;
+        uint64_t smk[SHARDS_MAX];
+        sh_mark(d, smk);
+        if ((st = sh_encode(d, tp, &d->fake, pred, xn, t2, ctx, pool, B, NULL))) return st;
         be->ops->axpby(be, pred, 1.0f, pred, -1.0f, z, (long long)nb);
         d->fake_l = be->ops->dot(be, pred, pred, (long long)nb) / nb;
         be->ops->axpby(be, pred, 2.0f / nb, pred, 0.0f, NULL, (long long)nb);
-        unet_decode_backward(f, &d->fake, &d->gfake, &tp, pred, NULL);
-        unet_encode_backward(f, &d->fake, &d->gfake, &tp, NULL, NULL, NULL, NULL);
-        if ((st = backend_status(be))) return st;
+        if ((st = sh_backward(d, tp, &d->fake, 1, pred, NULL, NULL, B))) return st;
         arena_reset(f->ar, mk);
+        sh_reset(d, smk);
     }
     d->gan_d = 0;
     if (c->gan) {   /* real latents (their own captions) and x0_gen, each at its own t */
@@ -530,9 +643,13 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
         for (int i = 0; i < 2 * B; i++) t2[i] = (float)(sd_rng_u32(&d->rng) % 1000u);
         float *xn = fwd_alloc(f, 2 * nb);
         add_noise(d, xn, x2, z, t2, 2 * B);
-        struct unet_tape tp;
+        struct unet_tape *tp = d->tapes + 3 * SHARDS_MAX;
         struct head_save sv;
-        gan_logits(d, &tp, &sv, lg, xn, t2, c2, p2, 2 * B);
+        const float *mid;
+        uint64_t smk[SHARDS_MAX];
+        sh_mark(d, smk);
+        if ((st = sh_encode(d, tp, &d->fake, NULL, xn, t2, c2, p2, 2 * B, &mid))) return st;
+        head_forward(f, &d->head, &sv, lg, mid, 2 * B);
         if ((st = backend_status(be))) return st;
         be->ops->download(be, host_l, lg, 2 * B * 4);
         for (int i = 0; i < B; i++) {   /* rows 0..B-1 real, B..2B-1 fake */
@@ -542,12 +659,11 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
             host_l[B + i] = (float)(sigmoid(lf) / B * c->gan_weight_d);
         }
         be->ops->upload(be, dl, host_l, 2 * B * 4);
-        float *dmid = fwd_alloc(f, (size_t)2 * B * tp.mid_c * tp.mid_h * tp.mid_w);
+        float *dmid = fwd_alloc(f, (size_t)2 * B * d->mid_per);
         head_backward(f, &d->head, &d->ghead, &sv, dl, dmid, 2 * B);
-        unet_tape_begin_backward(f, &d->fake, &tp);
-        unet_encode_backward(f, &d->fake, &d->gfake, &tp, dmid, NULL, NULL, NULL);
-        if ((st = backend_status(be))) return st;
+        if ((st = backend_status(be)) || (st = sh_backward(d, tp, &d->fake, 1, NULL, dmid, NULL, 2 * B))) return st;
         arena_reset(f->ar, mk);
+        sh_reset(d, smk);
     }
     struct optimizer *os[2] = { &d->of, &d->oh };
     if ((st = joint_step(d, os, 2, &gn_fake))) return st;

@@ -37,6 +37,7 @@ struct dmd2_config {
     uint64_t seed;
     int checkpoint_every, sample_every, log_every;
     int threads;                 /* CPU threads of the training backend; 0 = all cores */
+    int shards;                  /* CPU data-parallel shards of the UNet passes (shards.h); 0 = one per thread */
     const char *backend;         /* "cpu" (NULL) or "cuda" */
 };
 
