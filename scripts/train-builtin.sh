@@ -10,6 +10,7 @@
 #      is exported) and P2 loss weighting (the coarse, high-noise steps that decide colour
 #      and layout count more; docs/benchmarks.md has the record of the shipped teacher),
 #   4. assemble OUT/ (diffusers layout) with the trained VAE and UNet.
+# Takes 49 minutes on a 2-core box (docs/benchmarks.md: VAE 11 min, teacher 38 min).
 # Usage: scripts/train-builtin.sh OUT [VAE_STEPS] [TEACHER_STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
