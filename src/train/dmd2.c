@@ -397,6 +397,9 @@ static void pass_shard(struct shard *s, void *p) {
     const struct pass *a = p;
     struct dmd2 *d = a->d;
     int n = d->sh.n, lo = (int)((long long)a->N * s->index / n), cnt = (int)((long long)a->N * (s->index + 1) / n) - lo;
+    struct unet *g = a->op != PASS_BACKWARD || a->g < 0 ? NULL : s->index == 0 ? (a->g ? &d->gfake : &d->ggen)
+                                                                           : d->tw[a->g][s->index];
+    if (g && s->index > 0) unet_zero(s->be, g);   /* a twin holds this pass's gradient only */
     if (cnt <= 0) return;
     struct fwd *f = &s->f;
     size_t pl = d->per, pc = d->cache.per_c, pm = d->mid_per;
@@ -412,8 +415,6 @@ static void pass_shard(struct shard *s, void *p) {
         if (!s->be->err && a->out) unet_decode(f, a->u, tp, a->out + lo * pl);
         if (!s->be->err && a->mid) s->be->ops->copy(s->be, a->mid + lo * pm, tp->mid_out, cnt * pm * 4);
     } else {
-        struct unet *g = a->g < 0 ? NULL : s->index == 0 ? (a->g ? &d->gfake : &d->ggen) : d->tw[a->g][s->index];
-        if (g && s->index > 0) unet_zero(s->be, g);
         if (a->dout) unet_decode_backward(f, a->u, g, tp, a->dout + lo * pl, NULL);
         else unet_tape_begin_backward(f, a->u, tp);
         if (!s->be->err)
