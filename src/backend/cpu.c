@@ -171,6 +171,21 @@ static void cpu_conv2d(struct backend *be, float *out, const float *inp, const f
 
 struct gn_ctx { float *out; const float *inp, *w, *b; int C, HW, G; float eps; int silu; };
 
+void cpu_group_stats(const float *x, size_t n, float eps, float *mean, float *rstd) {
+    double s[8] = { 0 }, ss[8] = { 0 };
+    size_t i = 0, n8 = n & ~(size_t)7;
+    for (; i < n8; i += 8)
+        for (int k = 0; k < 8; k++) s[k] += x[i + k];
+    for (; i < n; i++) s[i & 7] += x[i];
+    double m = (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) / (double)n;
+    for (i = 0; i < n8; i += 8)
+        for (int k = 0; k < 8; k++) { double d = x[i + k] - m; ss[k] += d * d; }
+    for (; i < n; i++) { double d = x[i] - m; ss[i & 7] += d * d; }
+    double v = (((ss[0] + ss[1]) + (ss[2] + ss[3])) + ((ss[4] + ss[5]) + (ss[6] + ss[7]))) / (double)n;
+    *mean = (float)m;
+    *rstd = (float)(1.0 / sqrt(v + eps));
+}
+
 static void gn_groups(void *p, long long lo, long long hi) {
     struct gn_ctx *g = p;
     int cpg = g->C / g->G;
@@ -178,11 +193,8 @@ static void gn_groups(void *p, long long lo, long long hi) {
         long long n = ng / g->G, grp = ng % g->G;
         size_t base = ((size_t)n * g->C + (size_t)grp * cpg) * g->HW, cnt = (size_t)cpg * g->HW;
         const float *x = g->inp + base;
-        double s = 0, ss = 0;
-        for (size_t i = 0; i < cnt; i++) s += x[i];
-        double mean = s / cnt;
-        for (size_t i = 0; i < cnt; i++) { double d = x[i] - mean; ss += d * d; }
-        float rstd = (float)(1.0 / sqrt(ss / cnt + g->eps)), m = (float)mean;
+        float m, rstd;
+        cpu_group_stats(x, cnt, g->eps, &m, &rstd);
         float *y = g->out + base;
         for (int c = 0; c < cpg; c++) {
             int ch = (int)grp * cpg + c;

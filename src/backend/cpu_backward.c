@@ -167,7 +167,8 @@ static inline float gn_dy(float dout, float xh, float wc, float bc, int silu) {
     return dout * s * (1.0f + y * (1.0f - s));
 }
 
-/* Split by group: a group owns its channels' dw/db over all samples. */
+/* Split by group: a group owns its channels' dw/db over all samples.  dinp may alias dout
+ * (not inp: the second pass reads inp after dinp holds the first pass's dy). */
 static void gnb_groups(void *p, long long lo, long long hi) {
     struct gnb_ctx *g = p;
     int cpg = g->C / g->G;
@@ -176,37 +177,36 @@ static void gnb_groups(void *p, long long lo, long long hi) {
         for (int n = 0; n < g->N; n++) {
             size_t base = ((size_t)n * g->C + (size_t)grp * cpg) * g->HW;
             const float *x = g->inp + base, *dy = g->dout + base;
-            double s = 0, ss = 0;           /* statistics exactly as the forward */
-            for (size_t i = 0; i < cnt; i++) s += x[i];
-            double mean = s / cnt;
-            for (size_t i = 0; i < cnt; i++) { double d = x[i] - mean; ss += d * d; }
-            float rstd = (float)(1.0 / sqrt(ss / cnt + g->eps)), m = (float)mean;
+            float m, rstd;                  /* statistics exactly as the forward */
+            cpu_group_stats(x, cnt, g->eps, &m, &rstd);
             double sdx = 0, sdxx = 0;       /* Σ dxhat, Σ dxhat·xhat over the group */
+            float *dx = g->dinp ? g->dinp + base : NULL;
             for (int c = 0; c < cpg; c++) {
                 int ch = (int)grp * cpg + c;
                 float wc = g->w ? g->w[ch] : 1.0f, bc = g->b ? g->b[ch] : 0.0f;
-                double cb = 0, cw = 0;
+                double cb[8] = { 0 }, cw[8] = { 0 };   /* 8 partial sums, as cpu_group_stats */
                 for (int i = 0; i < g->HW; i++) {
                     size_t j = (size_t)c * g->HW + i;
                     float xh = (x[j] - m) * rstd, d = gn_dy(dy[j], xh, wc, bc, g->silu);
-                    cb += d;
-                    cw += (double)d * xh;
+                    cb[i & 7] += d;
+                    cw[i & 7] += (double)d * xh;
+                    if (dx) dx[j] = d;      /* dy (and SiLU's derivative) once; dx reads it back */
                 }
-                sdx += cb * wc;
-                sdxx += cw * wc;
-                if (g->db) g->db[ch] += (float)cb;
-                if (g->dw) g->dw[ch] += (float)cw;
+                double tb = ((cb[0] + cb[1]) + (cb[2] + cb[3])) + ((cb[4] + cb[5]) + (cb[6] + cb[7]));
+                double tw = ((cw[0] + cw[1]) + (cw[2] + cw[3])) + ((cw[4] + cw[5]) + (cw[6] + cw[7]));
+                sdx += tb * wc;
+                sdxx += tw * wc;
+                if (g->db) g->db[ch] += (float)tb;
+                if (g->dw) g->dw[ch] += (float)tw;
             }
-            if (!g->dinp) continue;
+            if (!dx) continue;
             float mdx = (float)(sdx / cnt), mdxx = (float)(sdxx / cnt);
-            float *dx = g->dinp + base;
             for (int c = 0; c < cpg; c++) {
-                int ch = (int)grp * cpg + c;
-                float wc = g->w ? g->w[ch] : 1.0f, bc = g->b ? g->b[ch] : 0.0f;
+                float wc = g->w ? g->w[(int)grp * cpg + c] : 1.0f;
                 for (int i = 0; i < g->HW; i++) {
                     size_t j = (size_t)c * g->HW + i;
-                    float xh = (x[j] - m) * rstd, d = gn_dy(dy[j], xh, wc, bc, g->silu);
-                    dx[j] = rstd * (d * wc - mdx - xh * mdxx);
+                    float xh = (x[j] - m) * rstd;
+                    dx[j] = rstd * (dx[j] * wc - mdx - xh * mdxx);
                 }
             }
         }

@@ -31,6 +31,11 @@ struct im2col_ctx {
 };
 void cpu_im2col_rows(void *ctx, long long lo, long long hi);
 
+/* Mean and 1/sqrt(var + eps) of n floats (a GroupNorm group), summed in double over 8
+ * interleaved partial sums: a fixed order (deterministic, the forward and the backward
+ * agree bit for bit) that the compiler vectorises, unlike one running sum. */
+void cpu_group_stats(const float *x, size_t n, float eps, float *mean, float *rstd);
+
 /* The CPU backend's grow-only scratch (NULL and a sticky error when it can't grow; the
  * pointer is valid until the next call) and its bound on one im2col / score tile. */
 float *cpu_scratch(struct backend *be, size_t n);
