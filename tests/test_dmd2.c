@@ -1,12 +1,91 @@
 /* test_dmd2.c — the DM loss's gradient against its closed form and against finite
  * differences of the loss with the stop-gradient target held fixed, the per-sample
- * normaliser, and nan_to_num. */
+ * normaliser, and nan_to_num; then out-of-memory anywhere in sharded training runs
+ * (VAE, teacher, DMD2). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/types.h>
 
 #include "tap.h"
 #include "core/rng.h"
 #include "train/dmd2.h"
+#include "train/trainer.h"
+
+/* Open, one generator + fake iteration, one fake-only iteration (the last writes a
+ * checkpoint), close. */
+static sd_status run_dmd2(const struct dmd2_config *c) {
+    struct dmd2 *d;
+    sd_status st = dmd2_open(&d, c);
+    if (st) return st;
+    struct dmd2_stats s;
+    for (int i = 0; i < 2 && !st; i++) st = dmd2_step(d, &s);
+    dmd2_close(d);
+    return st;
+}
+
+static sd_status run_teacher(const void *c) { return train_teacher(c); }
+static sd_status run_vae(const void *c) { return train_vae(c); }
+static sd_status run_dmd2_v(const void *c) { return run_dmd2(c); }
+
+/* Every allocation of a run failing in turn (the first 40, then 80 spread over the rest;
+ * the shards' threads allocate too): a clean error, nothing leaked, and the run succeeds
+ * again afterwards. */
+static void sweep(const char *name, sd_status (*run)(const void *), const void *c) {
+    size_t live0 = sd_alloc_live_bytes(), calls0 = sd_alloc_calls();
+    sd_status st = run(c);
+    long total = (long)(sd_alloc_calls() - calls0);
+    ok(st == SD_OK && sd_alloc_live_bytes() == live0, "%s: %ld allocations, none left", name, total);
+    int leaks = 0, failed = 0, tried = 0;
+    for (long k = 1; k <= 120 && total > 40; k++) {
+        long n = k <= 40 ? k : 40 + (k - 40) * (total - 40) / 80;
+        size_t before = sd_alloc_live_bytes();
+        sd_fault_arm_alloc(n);
+        st = run(c);
+        sd_fault_arm_alloc(0);
+        tried++;
+        failed += st != SD_OK;
+        if (!st) diag("allocation %ld failing: the run still succeeded", n);
+        if (sd_alloc_live_bytes() != before) {
+            leaks++;
+            diag("allocation %ld failing leaves %zd bytes (%s)", n, (ssize_t)(sd_alloc_live_bytes() - before),
+                 st ? sd_last_error() : "no error");
+        }
+    }
+    ok(leaks == 0 && failed > tried / 2, "%s: allocation failures at %d points: %d clean errors, %d leaked", name,
+       tried, failed, leaks);
+    ok(run(c) == SD_OK, "%s: and the run succeeds afterwards", name);
+}
+
+/* Out of memory anywhere in sharded training runs (2 shards) of the VAE, the teacher and
+ * DMD2 on a micro model made by `sdxld init`. */
+static void fault_sweeps(void) {
+    const char *bin = getenv("SDXLD_BIN"), *data = getenv("SDXLD_TEST_DATA");
+    char dir[] = "/tmp/sdxld-dmd2-XXXXXX", cmd[16384], model[4200], out[4200];
+    if (!bin || !data || !mkdtemp(dir)) { ok(0, "SDXLD_BIN, SDXLD_TEST_DATA and a temp dir"); return; }
+    snprintf(model, sizeof model, "%s/m", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(cmd, sizeof cmd, "'%s' init --from '%s/tiny-sdxl-a' --config '%s/configs/unet-micro.json' "
+             "--vae-config '%s/configs/vae-micro.json' --out '%s' --seed 3 >/dev/null 2>&1", bin, data, data, data, model);
+    ok(system(cmd) == 0, "a micro model from sdxld init");
+    struct dataset *ds;
+    ok(dataset_shapes(&ds, 16, 5, 1 << 20) == SD_OK, "shapes dataset");
+    struct train_config t = { .model_dir = model, .out_dir = out, .data = ds, .batch = 4, .steps = 2, .seed = 1,
+                              .opt = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .clip = 1.0f, .ema = 0.9f },
+                              .log_every = 1000, .shards = 2, .cfg_dropout = 0.1f, .cache_size = 8, .kl_weight = 1e-4f,
+                              .l1 = 1 };
+    sweep("train_vae", run_vae, &t);
+    sweep("train_teacher", run_teacher, &t);
+    struct dmd2_config c = { .teacher_dir = model, .out_dir = out, .data = ds, .cache_size = 8, .batch = 3, .steps = 2,
+                             .ttur = 2, .lr_generator = 5e-3f, .lr_fake = 1e-3f, .guidance = 4, .gan_weight_g = 5e-3f,
+                             .gan_weight_d = 1e-2f, .clip = 10, .nsteps = 4, .timesteps = { 999, 749, 499, 249 },
+                             .backward_simulation = 1, .gan = 1, .dm_min_t = 20, .dm_max_t = 980, .seed = 2,
+                             .log_every = 1000, .shards = 2 };
+    sweep("dmd2", run_dmd2_v, &c);
+    dataset_free(ds);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd)) diag("could not remove %s", dir);
+}
 
 int main(void) {
     enum { B = 3, PER = 50 };
@@ -55,5 +134,6 @@ int main(void) {
     ok(zero, "a sample with zero normaliser gets a zero gradient, the others are finite");
     /* descending moves x toward x0_real: gradient points from real to fake */
     ok(g[PER] * (xf[PER] - xr[PER]) > 0, "gradient has the sign of x0_fake − x0_real");
+    fault_sweeps();
     return done_testing();
 }

@@ -11,11 +11,14 @@
 #define HDR 16
 static atomic_size_t live_bytes;
 static atomic_long fault_countdown;   /* 0 = disarmed */
+static atomic_size_t alloc_calls;
 
 void sd_fault_arm_alloc(long nth) { atomic_store(&fault_countdown, nth); }
 size_t sd_alloc_live_bytes(void) { return atomic_load(&live_bytes); }
+size_t sd_alloc_calls(void) { return atomic_load(&alloc_calls); }
 
 static int should_fail(void) {
+    atomic_fetch_add(&alloc_calls, 1);
     long c = atomic_load(&fault_countdown);
     while (c > 0) {
         if (atomic_compare_exchange_weak(&fault_countdown, &c, c - 1)) return c == 1;

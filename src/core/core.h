@@ -64,6 +64,7 @@ char *sd_strdup(const char *s);
  * 0 disarms.  Returns live host bytes allocated through sd_malloc. */
 void sd_fault_arm_alloc(long nth);
 size_t sd_alloc_live_bytes(void);
+size_t sd_alloc_calls(void);          /* allocations attempted so far (to size a fault sweep) */
 
 /* Monotonic time in milliseconds. */
 double sd_now_ms(void);

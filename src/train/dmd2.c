@@ -48,7 +48,10 @@ static sd_status head_create(struct head *hd, struct backend *be, int C, int s) 
     hd->C = C; hd->s = s; hd->G = groups_for(C);
     char n[64];
     while ((s >> hd->nd) > 4 && hd->nd < 8) hd->nd++;
-    if ((s >> hd->nd) << hd->nd != s) return sd_fail(SD_ERR_UNSUPPORTED, "GAN head: mid block %d×%d is not a power of two", s, s);
+    if ((s >> hd->nd) << hd->nd != s) {
+        wt_free(&hd->wt);
+        return sd_fail(SD_ERR_UNSUPPORTED, "GAN head: mid block %d×%d is not a power of two", s, s);
+    }
     hd->kf = s >> hd->nd;
     for (int i = 0; i < hd->nd; i++) {
         snprintf(n, sizeof n, "down.%d.conv", i); conv_declare(&hd->wt, &hd->down[i], C, C, 4, n);
@@ -57,7 +60,9 @@ static sd_status head_create(struct head *hd, struct backend *be, int C, int s) 
     conv_declare(&hd->wt, &hd->final, C, C, hd->kf, "final.conv");
     norm_declare(&hd->wt, &hd->gn[hd->nd], C, "final.norm");
     conv_declare(&hd->wt, &hd->out, C, 1, 1, "out.conv");
-    return wt_alloc(&hd->wt, &hd->params, be);
+    sd_status st = wt_alloc(&hd->wt, &hd->params, be);   /* reports a failed declaration too */
+    if (st) { arena_free(&hd->params); wt_free(&hd->wt); }
+    return st;
 }
 
 static void head_free(struct head *hd) { arena_free(&hd->params); wt_free(&hd->wt); }

@@ -22,6 +22,7 @@ int shards_pick(const struct backend *be, int want, int batch, int64_t param_flo
 sd_status shards_init(struct shards *sh, struct backend *be, struct arena *acts, int n, int batch) {
     memset(sh, 0, sizeof *sh);
     if (n < 1 || n > SHARDS_MAX || n > batch) return sd_fail(SD_ERR_INVALID, "shards %d for a batch of %d", n, batch);
+    sh->own = n > 1;
     for (int i = 0; i < n; i++) {
         struct shard *s = &sh->s[i];
         s->index = i;
@@ -43,7 +44,7 @@ sd_status shards_init(struct shards *sh, struct backend *be, struct arena *acts,
 }
 
 void shards_free(struct shards *sh) {
-    if (sh->n > 1)
+    if (sh->own)
         for (int i = 0; i < sh->n; i++) {
             arena_free(&sh->s[i].acts);
             backend_destroy(sh->s[i].be);

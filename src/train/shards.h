@@ -32,6 +32,7 @@ struct shard {
 
 struct shards {
     int n;
+    int own;                    /* the shards' backends and arenas are ours (n > 1) */
     struct shard s[SHARDS_MAX];
 };
 

@@ -19,7 +19,7 @@ sd_status cond_load(struct cond *k, struct backend *be, const char *dir) {
     sd_status st = SD_OK;
     for (int i = 0; i < 4 && !st; i++) {
         char *p = sd_path_join(dir, sub[i]);
-        if (!p) return SD_ERR_NOMEM;
+        if (!p) { st = SD_ERR_NOMEM; break; }   /* cond_free below: what loaded so far */
         st = i == 0 ? tokenizer_load(&k->tok1, p) : i == 1 ? tokenizer_load(&k->tok2, p)
            : i == 2 ? clip_load(&k->te1, be, p, 0) : clip_load(&k->te2, be, p, 1);
         if (!st && i == 2) k->loaded1 = 1;
