@@ -76,6 +76,17 @@ __global__ void gn_apply_kernel(float *y, const float *x, const float2 *stats, c
     }
 }
 
+/* stats[g] = (mean, rstd) of each group, through per-chunk double partials in part: the
+ * forward and the backward (which recomputes them) share it, so both see the same numbers. */
+static cudaError_t gn_group_stats(float2 *stats, double2 *part, const float *inp, long long cnt, int chunks, int groups,
+                                  float eps, cudaStream_t stream) {
+    gn_stats_kernel<<<dim3(chunks, groups), GN_THREADS, 0, stream>>>(part, inp, cnt, chunks);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    gn_finalize_kernel<<<(groups + 127) / 128, 128, 0, stream>>>(stats, part, cnt, chunks, groups, eps);
+    return cudaGetLastError();
+}
+
 extern "C" cudaError_t k_group_norm(float *out, const float *inp, const float *w, const float *b,
                                     void *scratch, int N, int C, int HW, int G, float eps, int silu,
                                     cudaStream_t stream) {
@@ -85,11 +96,8 @@ extern "C" cudaError_t k_group_norm(float *out, const float *inp, const float *w
     int chunks = gn_chunks(cnt);
     double2 *part = (double2 *)scratch;
     float2 *stats = (float2 *)(part + (size_t)groups * chunks);
-    gn_stats_kernel<<<dim3(chunks, groups), GN_THREADS, 0, stream>>>(part, inp, cnt, chunks);
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e = gn_group_stats(stats, part, inp, cnt, chunks, groups, eps, stream);
     if (e != cudaSuccess) return e;
-    gn_finalize_kernel<<<(groups + 127) / 128, 128, 0, stream>>>(stats, part, cnt, chunks, groups, eps);
-    if ((e = cudaGetLastError()) != cudaSuccess) return e;
     dim3 grid((unsigned)((long long)N * C), k_blocks(HW, GN_THREADS * 4, K_MAX_GRID_Y));
     gn_apply_kernel<<<grid, GN_THREADS, 0, stream>>>(out, inp, stats, w, b, C, HW, cpg, silu);
     return cudaGetLastError();
@@ -223,11 +231,8 @@ extern "C" cudaError_t k_group_norm_backward(float *dinp, float *dw, float *db, 
     float2 *stats = (float2 *)(part + (size_t)groups * chunks);
     double2 *part2 = (double2 *)((char *)scratch + ((k_group_norm_scratch_bytes(N, C, HW, G) + 15) & ~(size_t)15));
     float2 *means = (float2 *)(part2 + (size_t)groups * chunks);
-    gn_stats_kernel<<<dim3(chunks, groups), GN_THREADS, 0, stream>>>(part, inp, cnt, chunks);
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e = gn_group_stats(stats, part, inp, cnt, chunks, groups, eps, stream);
     if (e != cudaSuccess) return e;
-    gn_finalize_kernel<<<(groups + 127) / 128, 128, 0, stream>>>(stats, part, cnt, chunks, groups, eps);
-    if ((e = cudaGetLastError()) != cudaSuccess) return e;
     gn_bw_sums_kernel<<<dim3(chunks, groups), GN_THREADS, 0, stream>>>(part2, dout, inp, stats, w, b, cnt, chunks, C, cpg,
                                                                       HW, silu, G);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;

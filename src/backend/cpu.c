@@ -177,11 +177,11 @@ void cpu_group_stats(const float *x, size_t n, float eps, float *mean, float *rs
     for (; i < n8; i += 8)
         for (int k = 0; k < 8; k++) s[k] += x[i + k];
     for (; i < n; i++) s[i & 7] += x[i];
-    double m = (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) / (double)n;
+    double m = cpu_sum8(s) / (double)n;
     for (i = 0; i < n8; i += 8)
         for (int k = 0; k < 8; k++) { double d = x[i + k] - m; ss[k] += d * d; }
     for (; i < n; i++) { double d = x[i] - m; ss[i & 7] += d * d; }
-    double v = (((ss[0] + ss[1]) + (ss[2] + ss[3])) + ((ss[4] + ss[5]) + (ss[6] + ss[7]))) / (double)n;
+    double v = cpu_sum8(ss) / (double)n;
     *mean = (float)m;
     *rstd = (float)(1.0 / sqrt(v + eps));
 }

@@ -192,8 +192,7 @@ static void gnb_groups(void *p, long long lo, long long hi) {
                     cw[i & 7] += (double)d * xh;
                     if (dx) dx[j] = d;      /* dy (and SiLU's derivative) once; dx reads it back */
                 }
-                double tb = ((cb[0] + cb[1]) + (cb[2] + cb[3])) + ((cb[4] + cb[5]) + (cb[6] + cb[7]));
-                double tw = ((cw[0] + cw[1]) + (cw[2] + cw[3])) + ((cw[4] + cw[5]) + (cw[6] + cw[7]));
+                double tb = cpu_sum8(cb), tw = cpu_sum8(cw);
                 sdx += tb * wc;
                 sdxx += tw * wc;
                 if (g->db) g->db[ch] += (float)tb;

@@ -35,6 +35,8 @@ void cpu_im2col_rows(void *ctx, long long lo, long long hi);
  * interleaved partial sums: a fixed order (deterministic, the forward and the backward
  * agree bit for bit) that the compiler vectorises, unlike one running sum. */
 void cpu_group_stats(const float *x, size_t n, float eps, float *mean, float *rstd);
+/* The fixed-order total of 8 partial sums (cpu_group_stats and GroupNorm's backward). */
+static inline double cpu_sum8(const double *a) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
 
 /* The CPU backend's grow-only scratch (NULL and a sticky error when it can't grow; the
  * pointer is valid until the next call) and its bound on one im2col / score tile. */

@@ -214,6 +214,11 @@ sd_status wt_init_random(struct weight_table *t, struct backend *be, uint64_t se
     return SD_OK;
 }
 
+void wt_zero(const struct weight_table *t, struct backend *be) {
+    for (int i = 0; i < t->n; i++)
+        be->ops->zero(be, *t->rows[i].dst, (size_t)sd_numel(t->rows[i].ndim, t->rows[i].shape) * sizeof(float));
+}
+
 sd_status wt_save(const struct weight_table *t, struct backend *be, const char *path, sd_dtype dt) {
     struct st_writer w;
     st_writer_init(&w);

@@ -55,6 +55,8 @@ const struct weight_row *wt_find(const struct weight_table *t, const char *name)
 sd_status wt_load(struct weight_table *t, struct backend *be, const char *path, wt_name_map map);
 /* Fill every parameter by its init rule from a seeded normal RNG. */
 sd_status wt_init_random(struct weight_table *t, struct backend *be, uint64_t seed);
+/* Zero every parameter (a gradient table) with be. */
+void wt_zero(const struct weight_table *t, struct backend *be);
 /* Write every parameter (dtype F32, F16 or BF16). */
 sd_status wt_save(const struct weight_table *t, struct backend *be, const char *path, sd_dtype dt);
 

@@ -401,7 +401,9 @@ struct pass {
 static void pass_shard(struct shard *s, void *p) {
     const struct pass *a = p;
     struct dmd2 *d = a->d;
-    int n = d->sh.n, lo = (int)((long long)a->N * s->index / n), cnt = (int)((long long)a->N * (s->index + 1) / n) - lo;
+    int lo, hi;
+    shard_range(a->N, s->index, d->sh.n, &lo, &hi);
+    int cnt = hi - lo;
     struct unet *g = a->op != PASS_BACKWARD || a->g < 0 ? NULL : s->index == 0 ? (a->g ? &d->gfake : &d->ggen)
                                                                            : d->tw[a->g][s->index];
     if (g && s->index > 0) unet_zero(s->be, g);   /* a twin holds this pass's gradient only */
@@ -462,15 +464,6 @@ static sd_status sh_backward(struct dmd2 *d, struct unet_tape *tp, const struct 
     return pass_run(d, &a);
 }
 
-/* Arena marks of the shards' own arenas (n > 1; with one shard the trainer's arena
- * marks cover it). */
-static void sh_mark(struct dmd2 *d, uint64_t *mk) {
-    for (int i = 0; i < d->sh.n && d->sh.n > 1; i++) mk[i] = arena_mark(d->sh.s[i].f.ar);
-}
-static void sh_reset(struct dmd2 *d, const uint64_t *mk) {
-    for (int i = 0; i < d->sh.n && d->sh.n > 1; i++) arena_reset(d->sh.s[i].f.ar, mk[i]);
-}
-
 sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
     const struct dmd2_config *c = &d->c;
     struct backend *be = d->be;
@@ -485,7 +478,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
     float tk[MAXB], t2[2 * MAXB], host_l[2 * MAXB];
     sd_status st = SD_OK;
     arena_reset(&d->acts, 0);
-    for (int i = 0; i < d->sh.n && d->sh.n > 1; i++) arena_reset(d->sh.s[i].f.ar, 0);
+    shards_reset(&d->sh, NULL);
     /* persistent (for this iteration) buffers first */
     float *x0 = fwd_alloc(f, nb), *ctx = fwd_alloc(f, (size_t)B * d->cache.per_c), *pool = fwd_alloc(f, (size_t)B * d->P);
     float *xt = fwd_alloc(f, nb), *eh = fwd_alloc(f, nb);
@@ -530,7 +523,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
     /* 2. generator forward (taped on generator iterations) */
     struct unet_tape *gtp = d->tapes;   /* per shard: the generator's, then GAN-G, fake, GAN-D */
     uint64_t mk_gen = arena_mark(f->ar), smk_gen[SHARDS_MAX];
-    sh_mark(d, smk_gen);
+    shards_mark(&d->sh, smk_gen);
     st = gen_iter ? sh_encode(d, gtp, &d->gen, eh, xt, tk, ctx, pool, B, NULL) : sh_forward(d, &d->gen, eh, xt, tk, ctx, pool, B);
     if (st) return st;
     to_x0(d, x0, xt, eh, tk, B);
@@ -580,7 +573,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
             struct head_save sv;
             const float *mid;
             uint64_t smk[SHARDS_MAX];
-            sh_mark(d, smk);
+            shards_mark(&d->sh, smk);
             if ((st = sh_encode(d, tp, &d->fake, NULL, xd, t2, ctx, pool, B, &mid))) return st;
             head_forward(f, &d->head, &sv, lg, mid, B);
             if ((st = backend_status(be))) return st;
@@ -597,7 +590,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
             for (int i = 0; i < B; i++) { a[i] = sqrt(abar(d, (int)t2[i])); one[i] = 1.0; }
             per_sample(d, dx0, dx0, dxg, one, a, B);
             arena_reset(f->ar, m2);
-            sh_reset(d, smk);
+            shards_reset(&d->sh, smk);
         }
         /* through x0 = (x_t − √(1−ᾱ) ε̂)/√ᾱ into ε̂, then the generator */
         double sc[MAXB];
@@ -615,7 +608,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
         arena_reset(f->ar, mk);
     }
     arena_reset(f->ar, mk_gen);   /* the generator tape is dead; x0 (allocated before it) lives */
-    sh_reset(d, smk_gen);
+    shards_reset(&d->sh, smk_gen);
 
     /* 4. fake score + head: denoising loss on x0_gen + gan_d·L_GAN_D (§6, §7) */
     optim_zero_grad(&d->of, be);
@@ -627,14 +620,14 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
         add_noise(d, xn, x0, z, t2, B);
         struct unet_tape *tp = d->tapes + 2 * SHARDS_MAX;
         uint64_t smk[SHARDS_MAX];
-        sh_mark(d, smk);
+        shards_mark(&d->sh, smk);
         if ((st = sh_encode(d, tp, &d->fake, pred, xn, t2, ctx, pool, B, NULL))) return st;
         be->ops->axpby(be, pred, 1.0f, pred, -1.0f, z, (long long)nb);
         d->fake_l = be->ops->dot(be, pred, pred, (long long)nb) / nb;
         be->ops->axpby(be, pred, 2.0f / nb, pred, 0.0f, NULL, (long long)nb);
         if ((st = sh_backward(d, tp, &d->fake, 1, pred, NULL, NULL, B))) return st;
         arena_reset(f->ar, mk);
-        sh_reset(d, smk);
+        shards_reset(&d->sh, smk);
     }
     d->gan_d = 0;
     if (c->gan) {   /* real latents (their own captions) and x0_gen, each at its own t */
@@ -653,7 +646,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
         struct head_save sv;
         const float *mid;
         uint64_t smk[SHARDS_MAX];
-        sh_mark(d, smk);
+        shards_mark(&d->sh, smk);
         if ((st = sh_encode(d, tp, &d->fake, NULL, xn, t2, c2, p2, 2 * B, &mid))) return st;
         head_forward(f, &d->head, &sv, lg, mid, 2 * B);
         if ((st = backend_status(be))) return st;
@@ -669,7 +662,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
         head_backward(f, &d->head, &d->ghead, &sv, dl, dmid, 2 * B);
         if ((st = backend_status(be)) || (st = sh_backward(d, tp, &d->fake, 1, NULL, dmid, NULL, 2 * B))) return st;
         arena_reset(f->ar, mk);
-        sh_reset(d, smk);
+        shards_reset(&d->sh, smk);
     }
     struct optimizer *os[2] = { &d->of, &d->oh };
     if ((st = joint_step(d, os, 2, &gn_fake))) return st;

@@ -58,10 +58,7 @@ float optim_lr(const struct optimizer *o) {
     return o->cfg.lr;
 }
 
-void optim_zero_grad(struct optimizer *o, struct backend *be) {
-    for (int i = 0; i < o->grads->n; i++)
-        be->ops->zero(be, *o->grads->rows[i].dst, (size_t)sd_numel(o->grads->rows[i].ndim, o->grads->rows[i].shape) * 4);
-}
+void optim_zero_grad(struct optimizer *o, struct backend *be) { wt_zero(o->grads, be); }
 
 double optim_grad_sq(struct optimizer *o, struct backend *be) {
     const struct weight_table *g = o->grads;

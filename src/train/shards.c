@@ -26,8 +26,7 @@ sd_status shards_init(struct shards *sh, struct backend *be, struct arena *acts,
     for (int i = 0; i < n; i++) {
         struct shard *s = &sh->s[i];
         s->index = i;
-        s->lo = (int)((long long)batch * i / n);
-        s->hi = (int)((long long)batch * (i + 1) / n);
+        shard_range(batch, i, n, &s->lo, &s->hi);
         if (n == 1) {
             s->be = be;
             s->f = (struct fwd){ be, acts, NULL };
@@ -81,9 +80,12 @@ sd_status shards_run(struct shards *sh, void (*fn)(struct shard *s, void *ctx), 
     return SD_OK;
 }
 
-void shards_zero(struct shard *s, const struct weight_table *g) {
-    for (int i = 0; i < g->n; i++)
-        s->be->ops->zero(s->be, *g->rows[i].dst, (size_t)sd_numel(g->rows[i].ndim, g->rows[i].shape) * 4);
+void shards_mark(const struct shards *sh, uint64_t *mk) {
+    for (int i = 0; sh->own && i < sh->n; i++) mk[i] = arena_mark(sh->s[i].f.ar);
+}
+
+void shards_reset(struct shards *sh, const uint64_t *mk) {
+    for (int i = 0; sh->own && i < sh->n; i++) arena_reset(sh->s[i].f.ar, mk ? mk[i] : 0);
 }
 
 struct reduce_ctx {
@@ -93,7 +95,8 @@ struct reduce_ctx {
 
 static void reduce_rows(struct shard *s, void *p) {
     struct reduce_ctx *c = p;
-    int lo = (int)((long long)c->dst->n * s->index / c->n), hi = (int)((long long)c->dst->n * (s->index + 1) / c->n);
+    int lo, hi;
+    shard_range(c->dst->n, s->index, c->n, &lo, &hi);
     for (int r = lo; r < hi; r++) {
         float *d = *c->dst->rows[r].dst;
         long long k = sd_numel(c->dst->rows[r].ndim, c->dst->rows[r].shape);

@@ -46,8 +46,16 @@ void shards_free(struct shards *sh);
 /* fn(shard, ctx) for every shard at once (shard 0 on the calling thread), then the first
  * backend error of any shard. */
 sd_status shards_run(struct shards *sh, void (*fn)(struct shard *s, void *ctx), void *ctx);
-/* Zero a gradient table with shard s's backend. */
-void shards_zero(struct shard *s, const struct weight_table *g);
+/* Rows [*lo, *hi) of an N-row pass that shard i of n takes (the split shards_init uses
+ * for the batch, reused for passes over other row counts). */
+static inline void shard_range(int N, int i, int n, int *lo, int *hi) {
+    *lo = (int)((long long)N * i / n);
+    *hi = (int)((long long)N * (i + 1) / n);
+}
+/* Marks of the shards' own activation arenas and a reset to them (mk NULL: to empty);
+ * no-ops with one shard, whose arena is the trainer's. */
+void shards_mark(const struct shards *sh, uint64_t *mk);
+void shards_reset(struct shards *sh, const uint64_t *mk);
 /* dst += src[1] + ... + src[n−1] (src[0] is dst), row ranges split over the shards. */
 sd_status shards_reduce(struct shards *sh, const struct weight_table *dst, const struct weight_table *const *src);
 

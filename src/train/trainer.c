@@ -167,7 +167,7 @@ static void vae_shard(struct shard *s, void *p) {
           *heps = t->heps + lo * pz, *hz = t->hz + lo * pz, *hdm = t->hdm + 2 * lo * pz;
     struct vae *g = t->g[s->index];
     s->part[0] = s->part[1] = 0;
-    shards_zero(s, &g->wt);
+    wt_zero(&g->wt, be);
     struct vae_tape te, td;
     float *dimg = fwd_alloc(f, ni), *mom = fwd_alloc(f, 2 * nl), *z = fwd_alloc(f, nl), *rec = fwd_alloc(f, ni);
     float *drec = fwd_alloc(f, ni), *dz = fwd_alloc(f, nl), *dmom = fwd_alloc(f, 2 * nl);
@@ -260,7 +260,7 @@ sd_status train_vae(const struct train_config *c) {
         rl /= ni;
         kl /= nl;
         if (!st) st = shards_reduce(&sh, &g.wt, gts);
-        for (int i = 0; i < sh.n; i++) arena_reset(sh.s[i].f.ar, 0);
+        shards_reset(&sh, NULL);
         arena_reset(&r.acts, 0);
         if (st) goto out;
         if ((st = optim_step(&o, r.be))) goto out;
@@ -367,7 +367,7 @@ static void teacher_shard(struct shard *s, void *p) {
     float *pred = t->pred + lo * pl, *eps = t->eps + lo * pl;
     struct unet *g = t->g[s->index];
     s->part[0] = 0;
-    shards_zero(s, &g->wt);
+    wt_zero(&g->wt, be);
     struct unet_tape tp;
     unet_encode(&s->f, t->u, &tp, t->recompute ? UNET_TRAIN_RECOMPUTE : UNET_TRAIN_KEEP, t->xt + lo * pl, t->tv + lo,
                 t->ctx + lo * t->per_c, t->pool + (size_t)lo * t->P, t->tid + 6 * lo, n, t->h, t->h, t->L);
@@ -483,7 +483,7 @@ sd_status train_teacher(const struct train_config *c) {
         for (int i = 0; i < sh.n; i++) loss += sh.s[i].part[0];
         loss /= nb;
         if (!st) st = shards_reduce(&sh, &g.wt, gts);
-        for (int i = 0; i < sh.n; i++) arena_reset(sh.s[i].f.ar, 0);
+        shards_reset(&sh, NULL);
         arena_reset(&r.acts, 0);
         if (st) break;
         if ((st = optim_step(&o, r.be))) break;
