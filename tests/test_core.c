@@ -34,6 +34,19 @@ static void test_arena(void) {
     size_t live = sd_alloc_live_bytes();
     x = arena_alloc(&a, 200); y = arena_alloc(&a, 5000); z = arena_alloc(&a, 100);
     ok(x && y && z && sd_alloc_live_bytes() == live && a.nblocks == 1, "steady state allocates nothing");
+    /* coalescing is optional: when its allocation fails the chain is kept, and the fault
+     * sweep is told the failure fell on an optional allocation */
+    arena_alloc(&a, 20000);
+    int nb = a.nblocks;
+    sd_fault_arm_alloc(1);
+    arena_reset(&a, 0);
+    int hit = sd_fault_hit_optional();
+    sd_fault_arm_alloc(0);
+    ok(nb >= 2 && a.nblocks == nb && hit && arena_alloc(&a, 20000), "a failed coalesce keeps the chain (optional)");
+    sd_fault_arm_alloc(1);
+    void *v = sd_malloc(8);
+    ok(!v && !sd_fault_hit_optional(), "an ordinary allocation's failure is not optional");
+    sd_fault_arm_alloc(0);
     arena_free(&a);
 }
 

@@ -30,30 +30,37 @@ static sd_status run_dmd2_v(const void *c) { return run_dmd2(c); }
 
 /* Every allocation of a run failing in turn (the first 40, then 80 spread over the rest;
  * the shards' threads allocate too): a clean error, nothing leaked, and the run succeeds
- * again afterwards. */
+ * again afterwards.  A run may succeed only when the failure fell on an allocation its
+ * caller declared optional (sd_alloc_optional); any other success swallowed an error. */
 static void sweep(const char *name, sd_status (*run)(const void *), const void *c) {
     size_t live0 = sd_alloc_live_bytes(), calls0 = sd_alloc_calls();
     sd_status st = run(c);
     long total = (long)(sd_alloc_calls() - calls0);
     ok(st == SD_OK && sd_alloc_live_bytes() == live0, "%s: %ld allocations, none left", name, total);
-    int leaks = 0, failed = 0, tried = 0;
+    int leaks = 0, failed = 0, optional = 0, swallowed = 0, tried = 0;
     for (long k = 1; k <= 120 && total > 40; k++) {
         long n = k <= 40 ? k : 40 + (k - 40) * (total - 40) / 80;
         size_t before = sd_alloc_live_bytes();
         sd_fault_arm_alloc(n);
         st = run(c);
+        int opt = sd_fault_hit_optional();
         sd_fault_arm_alloc(0);
         tried++;
         failed += st != SD_OK;
-        if (!st) diag("allocation %ld failing: the run still succeeded", n);
+        optional += !st && opt;
+        if (!st && !opt) {
+            swallowed++;
+            diag("allocation %ld failing: the run still succeeded", n);
+        }
         if (sd_alloc_live_bytes() != before) {
             leaks++;
             diag("allocation %ld failing leaves %zd bytes (%s)", n, (ssize_t)(sd_alloc_live_bytes() - before),
                  st ? sd_last_error() : "no error");
         }
     }
-    ok(leaks == 0 && failed > tried / 2, "%s: allocation failures at %d points: %d clean errors, %d leaked", name,
-       tried, failed, leaks);
+    ok(tried >= 40 && leaks == 0 && swallowed == 0,
+       "%s: allocation failures at %d points: %d clean errors, %d optional, %d swallowed, %d leaked", name,
+       tried, failed, optional, swallowed, leaks);
     ok(run(c) == SD_OK, "%s: and the run succeeds afterwards", name);
 }
 
@@ -111,9 +118,17 @@ int main(void) {
     }
     ok(worst < 1e-6, "gradient = (x0_fake − x0_real) / mean|x − x0_real| / n (max rel diff %.2g)", worst);
     ok(fabs(loss - lsum / (B * PER)) < 1e-9 * lsum, "loss = 0.5·mean(g²)");
-    /* finite differences of L(x) = 0.5 mean((x − target)²), target = x − g fixed */
+    /* Finite differences of DMD2's surrogate L(x) = 0.5·mean((x − target)²) with the
+     * stop-gradient target = x − (x0_fake − x0_real) / mean|x − x0_real| computed here in
+     * double from the inputs (not from g): the returned gradient must be dL/dx. */
     double tgt[B * PER], fdw = 0;
-    for (int i = 0; i < B * PER; i++) tgt[i] = x[i] - g[i] * (B * PER);
+    for (int i = 0; i < B; i++) {
+        double w = 0;
+        for (int q = 0; q < PER; q++) w += fabs((double)x[i * PER + q] - xr[i * PER + q]);
+        w /= PER;
+        for (int q = 0; q < PER; q++)
+            tgt[i * PER + q] = x[i * PER + q] - ((double)xf[i * PER + q] - xr[i * PER + q]) / w;
+    }
     for (int k = 0; k < 20; k++) {
         int i = (k * 37) % (B * PER);
         double h = 1e-3, lp = 0, lm = 0;
@@ -123,7 +138,7 @@ int main(void) {
             lm += 0.5 * (u - tgt[j]) * (u - tgt[j]);
         }
         double fd = (lp - lm) / (2 * h) / (B * PER);
-        fdw = fmax(fdw, fabs(fd - g[i]) / fabs(g[i] + 1e-12));
+        fdw = fmax(fdw, fabs(fd - g[i]) / fabs(fd));
     }
     ok(fdw < 1e-4, "matches finite differences of the stop-gradient loss (rel %.2g)", fdw);
     /* x == x0_real for a whole sample: w = 0 -> non-finite -> 0 (nan_to_num) */

@@ -169,7 +169,8 @@ static void test_api(const struct tokenizer *t1, const struct tokenizer *t2) {
     int64_t frame[77];
     ok(tokenizer_encode(t1, NULL, frame, NULL) == SD_ERR_INVALID, "NULL text is invalid");
 
-    /* Pathological input stays fast: the BPE merge queue is O(n log n). */
+    /* Pathological input is handled whole (the BPE merge queue is O(n log n); its speed is
+     * a benchmark, tests/bench/tokenizer.sh, not a test: no wall-clock bound here). */
     size_t big = 200000;
     char *s = malloc(big + 1);
     for (size_t i = 0; i < big; i++) s[i] = "abcdefghij"[i * 7 % 10];
@@ -177,14 +178,16 @@ static void test_api(const struct tokenizer *t1, const struct tokenizer *t2) {
     double t0 = sd_now_ms();
     n = tokenizer_bpe(t1, s, NULL, 0);
     double ms = sd_now_ms() - t0;
-    ok(n > 1000 && ms < 2000, "200 kB single word: %d ids in %.0f ms", n, ms);
+    ok(n > 1000, "200 kB single word: %d ids", n);
+    diag("200 kB single word: %.0f ms", ms);
     for (size_t i = 0; i < big; i++) s[i] = (char)(0x80 + i % 64);   /* all invalid */
     int trunc = 0;
     t0 = sd_now_ms();
     sd_status st = tokenizer_encode(t2, s, frame, &trunc);
     ms = sd_now_ms() - t0;
     ok(st == SD_OK && trunc && frame[0] == 49406 && frame[76] == 49407,
-       "200 kB of invalid UTF-8: encodes, truncated, in %.0f ms", ms);
+       "200 kB of invalid UTF-8: encodes, truncated");
+    diag("200 kB of invalid UTF-8: %.0f ms", ms);
     free(s);
 }
 

@@ -12,8 +12,15 @@
 static atomic_size_t live_bytes;
 static atomic_long fault_countdown;   /* 0 = disarmed */
 static atomic_size_t alloc_calls;
+static atomic_int fault_hit_optional;
+static _Thread_local int optional_depth;
 
-void sd_fault_arm_alloc(long nth) { atomic_store(&fault_countdown, nth); }
+void sd_fault_arm_alloc(long nth) {
+    atomic_store(&fault_hit_optional, 0);
+    atomic_store(&fault_countdown, nth);
+}
+void sd_alloc_optional(int on) { optional_depth += on ? 1 : -1; }
+int sd_fault_hit_optional(void) { return atomic_load(&fault_hit_optional); }
 size_t sd_alloc_live_bytes(void) { return atomic_load(&live_bytes); }
 size_t sd_alloc_calls(void) { return atomic_load(&alloc_calls); }
 
@@ -21,7 +28,9 @@ static int should_fail(void) {
     atomic_fetch_add(&alloc_calls, 1);
     long c = atomic_load(&fault_countdown);
     while (c > 0) {
-        if (atomic_compare_exchange_weak(&fault_countdown, &c, c - 1)) return c == 1;
+        if (!atomic_compare_exchange_weak(&fault_countdown, &c, c - 1)) continue;
+        if (c == 1 && optional_depth > 0) atomic_store(&fault_hit_optional, 1);
+        return c == 1;
     }
     return 0;
 }

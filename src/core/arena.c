@@ -91,7 +91,9 @@ void arena_reset(struct arena *a, uint64_t mark) {
     if (mark == 0 && a->growable && a->nblocks > 1) {
         /* coalesce: one block as large as all of them; if that fails keep the chain */
         size_t total = arena_capacity(a);
+        sd_alloc_optional(1);
         char *p = a->al.alloc(a->al.ud, total + ALIGN);
+        sd_alloc_optional(0);
         if (p) {
             for (int i = 0; i < a->nblocks; i++) a->al.free(a->al.ud, a->blocks[i].base);
             a->blocks[0].base = p;

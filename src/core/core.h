@@ -65,6 +65,12 @@ char *sd_strdup(const char *s);
 void sd_fault_arm_alloc(long nth);
 size_t sd_alloc_live_bytes(void);
 size_t sd_alloc_calls(void);          /* allocations attempted so far (to size a fault sweep) */
+/* Optional allocations: between sd_alloc_optional(1) and (0) this thread's allocations are
+ * ones the caller does without when they fail (e.g. an arena coalescing its blocks).  They
+ * stay fault-injection points; sd_fault_hit_optional() tells a sweep that the armed failure
+ * fell on one, so an operation that then succeeds swallowed nothing. */
+void sd_alloc_optional(int on);
+int sd_fault_hit_optional(void);
 
 /* Monotonic time in milliseconds. */
 double sd_now_ms(void);

@@ -21,6 +21,7 @@
 #include "safetensors.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -550,12 +551,13 @@ static sd_status write_all(int fd, const void *p, size_t n, const char *path) {
 /* Make the rename durable; failure here is not worth failing the save for. */
 static void fsync_parent(const char *path) {
     const char *slash = strrchr(path, '/');
-    char *dir = slash ? sd_strdup(path) : NULL;
-    if (slash && !dir) return;
-    if (dir) dir[slash - path + (slash == path)] = 0;
-    int fd = open(dir ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char dir[PATH_MAX];
+    size_t n = slash ? (size_t)(slash - path) + (slash == path) : 0;
+    if (n >= sizeof dir) return;
+    memcpy(dir, path, n);
+    dir[n] = 0;
+    int fd = open(n ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) { fsync(fd); close(fd); }
-    sd_free(dir);
 }
 
 sd_status st_writer_write(struct st_writer *w, const char *path) {

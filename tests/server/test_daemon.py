@@ -106,12 +106,11 @@ def check_single_request(t, tmp):
     with open(req, "wb") as f:
         f.write(b"POST /v1/generate HTTP/1.1\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 100\r\n\r\n{")
-    t0 = time.time()
     p = subprocess.run([BIN, "serve", "--model", MODEL, "--threads", "1", "--single-request", req],
                        capture_output=True, timeout=120)
-    t.ok(p.returncode == 1 and time.time() - t0 < 30,
-         "--single-request: an incomplete request ends quickly without an answer (exit 1)",
-         (p.returncode, time.time() - t0))
+    t.ok(p.returncode == 1 and not p.stdout,
+         "--single-request: an incomplete request ends without an answer (exit 1; a hang is the "
+         "subprocess timeout)", (p.returncode, p.stdout[:200]))
 
 
 def check_auth(t, tmp):
