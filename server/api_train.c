@@ -286,7 +286,9 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
                             json_string_value(v));
         t->teacher = strdup(p);
     } else {
-        t->teacher = strdup(d->cfg.model);   /* the served model, configured by the operator */
+        /* the served model, configured by the operator (its real path: the worker trusts
+         * that folder, links included, and nothing else outside data_root) */
+        t->teacher = realpath(d->cfg.model, p) ? strdup(p) : strdup(d->cfg.model);
     }
     if (!t->teacher) return api_fail(e, "teacher", "out of memory");
     if ((v = json_object_get(body, "generator_init")) &&

@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "cli_util.h"
+#include "core/fs.h"
 #include "model/clip.h"
 #include "model/unet.h"
 #include "model/vae.h"
@@ -20,10 +21,10 @@ static int mkdir_p(const char *dir, const char *sub) {
     for (char *p = path + 1; *p; p++) {
         if (*p != '/') continue;
         *p = 0;
-        if (mkdir(path, 0755) && errno != EEXIST) return -1;
+        if (sd_mkdir(path, 0755) && errno != EEXIST) return -1;
         *p = '/';
     }
-    if (mkdir(path, 0755) && errno != EEXIST) return -1;
+    if (sd_mkdir(path, 0755) && errno != EEXIST) return -1;
     return 0;
 }
 
@@ -31,13 +32,7 @@ static sd_status copy_file(const char *from, const char *to) {
     char *data;
     size_t len;
     SD_TRY(sd_read_file(from, 64u << 20, &data, &len));
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", to);
-    FILE *f = fopen(tmp, "wb");
-    sd_status st = SD_OK;
-    if (!f || fwrite(data, 1, len, f) != len) st = sd_fail(SD_ERR_IO, "%s: %s", tmp, strerror(errno));
-    if (f && fclose(f) && !st) st = sd_fail(SD_ERR_IO, "%s: %s", tmp, strerror(errno));
-    if (!st && rename(tmp, to)) st = sd_fail(SD_ERR_IO, "%s: %s", to, strerror(errno));
+    sd_status st = sd_write_file_atomic(to, data, len);
     sd_free(data);
     return st;
 }

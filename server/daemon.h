@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 
 #include "config.h"
+#include "core/fs.h"
 #include "engine.h"
 #include "jobs.h"
 
@@ -76,6 +77,10 @@ struct train_run {
     double t0_ms;              /* monotonic ms when this session's first iteration began */
     int start_step;            /* the iteration this session started from */
     int last_ckpt_step;        /* step of the newest checkpoint on disk, -1 = none */
+    /* The folders the run may touch (src/core/fs.h): data_root read-write with no link
+     * followed, the served model read-only; the worker confines itself to them while it
+     * acts for the run. */
+    struct sd_root data_root, model;
 };
 /* Open the run of training job j (the worker's reference is taken over); on failure the
  * job fails and the run stays idle. */

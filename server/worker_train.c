@@ -15,7 +15,14 @@
  * job with the trainer's message; the daemon keeps serving.  Only a device error
  * (SD_ERR_CUDA) stops the daemon, as for a generation batch.
  *
- * Paths in progress reports are shown relative to data_root, as clients write them. */
+ * Paths in progress reports are shown relative to data_root, as clients write them.
+ *
+ * Files: while it acts for a run or a model load the worker thread is confined
+ * (src/core/fs.h) to data_root, where no symbolic link is followed and every create,
+ * rename and removal happens beneath a descriptor of data_root, and to the served model
+ * folder, read-only.  A link planted inside a run folder therefore fails the job instead
+ * of letting it write, read or delete outside; api_train.c's checks of the named paths
+ * are the friendly first line, this is the guarantee. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -58,11 +65,44 @@ static void classify(sd_status st, const char **code, int *http) {
     }
 }
 
+/* The run's folders: data_root read-write without links, the served model trusted and
+ * read-only (when it opens: a model given as a file list has no folder to trust). */
+static sd_status roots_open(struct sdxld *d, struct train_run *tr, const char *data_root, int write) {
+    tr->data_root.fd = tr->model.fd = -1;
+    SD_TRY(sd_root_open(&tr->data_root, data_root, write ? SD_ROOT_WRITE : 0));
+    if (sd_root_open(&tr->model, d->cfg.model, SD_ROOT_LINKS)) tr->model.fd = -1;
+    sd_clear_error();
+    return SD_OK;
+}
+
+static void roots_close(struct train_run *tr) {
+    sd_root_close(&tr->data_root);
+    sd_root_close(&tr->model);
+}
+
+static void confine(struct train_run *tr) {
+    const struct sd_root *rs[2] = { &tr->data_root, &tr->model };
+    sd_fs_confine(rs, tr->model.fd >= 0 ? 2 : 1);
+}
+
+static void unconfine(void) { sd_fs_confine(NULL, 0); }
+
+/* Remove every "ROOT/" from msg: clients name paths relative to data_root. */
+static void strip_root(char *msg, const char *root) {
+    size_t n = strlen(root);
+    if (n <= 1) return;
+    for (char *s = msg; (s = strstr(s, root));) {
+        if (s[n] != '/') { s += n; continue; }
+        memmove(s, s + n + 1, strlen(s + n + 1) + 1);
+    }
+}
+
 static void run_close(struct train_run *tr) {
     dmd2_close(tr->t);
     dataset_free(tr->data);
     tr->t = NULL;
     tr->data = NULL;
+    roots_close(tr);
 }
 
 static void run_release(struct sdxld *d, struct train_run *tr) {
@@ -77,6 +117,7 @@ static void fail_job(struct sdxld *d, struct train_run *tr, sd_status st, const 
     classify(st, &code, &http);
     char msg[1024];
     snprintf(msg, sizeof msg, "%s: %s", what, last_error(st));   /* jobs.c logs it */
+    strip_root(msg, tr->data_root.fd >= 0 ? tr->data_root.path : tr->job->train->req.root);
     jobs_train_finish(d->jobs, tr->job, JOB_FAILED, code, http, NULL, msg);
     run_release(d, tr);
 }
@@ -90,18 +131,15 @@ static sd_status make_dirs(const char *root, const char *path) {
     for (char *s = p + skip + 1; *s; s++) {
         if (*s != '/') continue;
         *s = 0;
-        if (mkdir(p, 0755) && errno != EEXIST) return sd_fail(SD_ERR_IO, "%s: %s", p, strerror(errno));
+        if (sd_mkdir(p, 0755) && errno != EEXIST) return sd_fail(SD_ERR_IO, "%s: %s", p, sd_fs_strerror(errno));
         *s = '/';
     }
-    if (mkdir(p, 0755) && errno != EEXIST) return sd_fail(SD_ERR_IO, "%s: %s", p, strerror(errno));
+    if (sd_mkdir(p, 0755) && errno != EEXIST) return sd_fail(SD_ERR_IO, "%s: %s", p, sd_fs_strerror(errno));
     return SD_OK;
 }
 
-void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j) {
+static void run_open(struct sdxld *d, struct train_run *tr, struct job *j) {
     const struct train_request *r = &j->train->req;   /* immutable once submitted */
-    memset(tr, 0, sizeof *tr);
-    tr->job = j;
-    tr->last_ckpt_step = -1;
     double t0 = mono_ms();
     sd_status st = r->data ? dataset_folder(&tr->data, r->data, r->resolution)
                            : dataset_shapes(&tr->data, r->resolution, r->seed ^ 0x5eed,
@@ -152,7 +190,22 @@ void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j) {
     tr->t0_ms = mono_ms();
 }
 
-void train_run_step(struct sdxld *d, struct train_run *tr, int *fatal) {
+void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j) {
+    memset(tr, 0, sizeof *tr);
+    tr->job = j;
+    tr->last_ckpt_step = -1;
+    tr->data_root.fd = tr->model.fd = -1;
+    sd_status st = roots_open(d, tr, j->train->req.root, 1);
+    if (st) {
+        fail_job(d, tr, st, "data_root does not open");
+        return;
+    }
+    confine(tr);
+    run_open(d, tr, j);
+    unconfine();
+}
+
+static void run_step(struct sdxld *d, struct train_run *tr, int *fatal) {
     struct job *j = tr->job;
     const struct train_request *r = &j->train->req;
     struct dmd2_stats s;
@@ -187,7 +240,13 @@ void train_run_step(struct sdxld *d, struct train_run *tr, int *fatal) {
     }
 }
 
-void train_run_stop(struct sdxld *d, struct train_run *tr) {
+void train_run_step(struct sdxld *d, struct train_run *tr, int *fatal) {
+    confine(tr);
+    run_step(d, tr, fatal);
+    unconfine();
+}
+
+static void run_stop(struct sdxld *d, struct train_run *tr) {
     struct job *j = tr->job;
     jobs_lock(d->jobs);
     int final = job_status_final(j->status);
@@ -224,6 +283,12 @@ void train_run_stop(struct sdxld *d, struct train_run *tr) {
     run_release(d, tr);
 }
 
+void train_run_stop(struct sdxld *d, struct train_run *tr) {
+    confine(tr);
+    run_stop(d, tr);
+    unconfine();
+}
+
 void train_run_free(struct sdxld *d, struct train_run *tr) {
     if (!tr->job) return;
     LOG_W("job %s: training run closed without a final checkpoint (forced stop)", tr->job->id);
@@ -234,7 +299,14 @@ void train_run_free(struct sdxld *d, struct train_run *tr) {
 
 void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j) {
     double t0 = mono_ms();
-    sd_status st = engine_load_unet(e, j->load_path, j->load_lora, j->load_lora_scale);
+    struct train_run files = { 0 };   /* only its folders */
+    sd_status st = roots_open(d, &files, d->cfg.data_root, 0);
+    if (!st) {
+        confine(&files);
+        st = engine_load_unet(e, j->load_path, j->load_lora, j->load_lora_scale);
+        unconfine();
+    }
+    roots_close(&files);
     if (st == SD_OK) {
         pthread_mutex_lock(&d->info_lock);
         d->info = *engine_info(e);
@@ -248,6 +320,7 @@ void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j) {
         char msg[1024];
         snprintf(msg, sizeof msg, "generator: %s does not load (the previous one keeps "
                  "serving): %s", j->load_shown, last_error(st));
+        strip_root(msg, files.data_root.path);
         int client = st == SD_ERR_NOTFOUND || st == SD_ERR_FORMAT || st == SD_ERR_SHAPE ||
                      st == SD_ERR_INVALID || st == SD_ERR_UNSUPPORTED || st == SD_ERR_IO;
         jobs_load_finish(d->jobs, j, st, st == SD_ERR_NOMEM ? "resource_exhausted" :

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core.h"
+#include "fs.h"
 
 static enum sd_log_level log_level = SD_LOG_INFO;
 
@@ -41,9 +42,9 @@ void sd_log(enum sd_log_level lvl, const char *fmt, ...) {
 sd_status sd_read_file(const char *path, size_t max_bytes, char **data, size_t *len) {
     *data = NULL;
     if (len) *len = 0;
-    FILE *f = fopen(path, "rb");
+    FILE *f = sd_fopen(path, "rb");
     if (!f) return sd_fail(errno == ENOENT ? SD_ERR_NOTFOUND : SD_ERR_IO, "%s: %s", path,
-                           strerror(errno));
+                           sd_fs_strerror(errno));
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
         fclose(f);

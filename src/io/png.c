@@ -24,6 +24,7 @@
 #include <png.h>
 
 #include "png.h"
+#include "../core/fs.h"
 
 /* ---- shared libpng plumbing ----------------------------------------------------- */
 
@@ -203,34 +204,7 @@ sd_status png_write_file(const char *path, const uint8_t *rgb, int width, int he
     sd_status st = png_encode(rgb, width, height, texts, ntexts, &buf, &len);
     if (st != SD_OK) return sd_wrap(st, "%s", path);
 
-    size_t tlen = strlen(path) + 32;
-    char *tmp = sd_malloc(tlen);
-    if (!tmp) { sd_free(buf); return SD_ERR_NOMEM; }
-    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        st = sd_fail(SD_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        goto out;
-    }
-    for (size_t off = 0; off < len;) {
-        ssize_t k = write(fd, buf + off, len - off);
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0) {
-            st = sd_fail(SD_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-            break;
-        }
-        off += (size_t)k;
-    }
-    if (st == SD_OK && fsync(fd) != 0)
-        st = sd_fail(SD_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
-    if (close(fd) != 0 && st == SD_OK)
-        st = sd_fail(SD_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
-    if (st == SD_OK && rename(tmp, path) != 0)
-        st = sd_fail(SD_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp,
-                     strerror(errno));
-    if (st != SD_OK) unlink(tmp);
-out:
-    sd_free(tmp);
+    st = sd_write_file_atomic(path, buf, len);
     sd_free(buf);
     return st;
 }

@@ -19,6 +19,7 @@
  * reader rejects gaps).  Because the header is padded, the data area starts 8-aligned
  * in the file.  The file appears atomically: PATH.tmp.PID, fsync, rename, fsync dir. */
 #include "safetensors.h"
+#include "../core/fs.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -292,10 +293,10 @@ sd_status st_open(struct st_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     sd_status st;
     /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    int fd = sd_open(path, O_RDONLY | O_NONBLOCK, 0);
     if (fd < 0)
         return sd_fail(errno == ENOENT ? SD_ERR_NOTFOUND : SD_ERR_IO, "%s: cannot open: %s",
-                       path, strerror(errno));
+                       path, sd_fs_strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
         st = sd_fail(SD_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
@@ -534,74 +535,19 @@ out:
     return st;
 }
 
-static sd_status write_all(int fd, const void *p, size_t n, const char *path) {
-    const uint8_t *b = p;
-    while (n) {
-        ssize_t k = write(fd, b, n > (1u << 30) ? (1u << 30) : n);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return sd_fail(SD_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        }
-        b += k;
-        n -= (size_t)k;
-    }
-    return SD_OK;
-}
-
-/* Make the rename durable; failure here is not worth failing the save for. */
-static void fsync_parent(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char dir[PATH_MAX];
-    size_t n = slash ? (size_t)(slash - path) + (slash == path) : 0;
-    if (n >= sizeof dir) return;
-    memcpy(dir, path, n);
-    dir[n] = 0;
-    int fd = open(n ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) { fsync(fd); close(fd); }
-}
-
 sd_status st_writer_write(struct st_writer *w, const char *path) {
-    char *hdr = NULL, *tmp = NULL;
+    char *hdr = NULL;
     size_t hlen = 0;
-    sd_status st = writer_header(w, &hdr, &hlen);
-    if (st != SD_OK) return st;
-
-    size_t tlen = strlen(path) + 32;
-    if (!(tmp = sd_malloc(tlen))) { sd_free(hdr); return SD_ERR_NOMEM; }
-    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        st = sd_fail(SD_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        goto out;
-    }
+    SD_TRY(writer_header(w, &hdr, &hlen));
+    struct sd_atomic a;
+    sd_status st = sd_atomic_begin(&a, path);
+    if (st) { sd_free(hdr); return st; }
     uint8_t lenbuf[8];
     write_le64(lenbuf, hlen);
-    if ((st = write_all(fd, lenbuf, 8, tmp)) != SD_OK) goto fail;
-    if ((st = write_all(fd, hdr, hlen, tmp)) != SD_OK) goto fail;
-    for (int i = 0; i < w->n; i++)
-        if ((st = write_all(fd, w->e[i].data, w->e[i].nbytes, tmp)) != SD_OK) goto fail;
-    if (fsync(fd) != 0) {
-        st = sd_fail(SD_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        st = sd_fail(SD_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        st = sd_fail(SD_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp,
-                     strerror(errno));
-        goto fail;
-    }
-    fsync_parent(path);
-    goto out;
-fail:
-    if (fd >= 0) close(fd);
-    unlink(tmp);
-out:
-    sd_free(tmp);
+    st = sd_atomic_write(&a, lenbuf, 8);
+    if (!st) st = sd_atomic_write(&a, hdr, hlen);
+    for (int i = 0; i < w->n && !st; i++) st = sd_atomic_write(&a, w->e[i].data, w->e[i].nbytes);
     sd_free(hdr);
-    return st;
+    if (st) { sd_atomic_abort(&a); return st; }
+    return sd_atomic_commit(&a);
 }

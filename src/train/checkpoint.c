@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../core/fs.h"
 #include "../io/safetensors.h"
 #include "checkpoint.h"
 
@@ -15,21 +16,13 @@ static sd_status rm_tree_shallow(const char *dir) {
     /* a checkpoint directory holds only our three files */
     static const char *const files[] = { "weights.safetensors", "optim.safetensors", "state.json" };
     char p[4400];
-    for (int i = 0; i < 3; i++) { snprintf(p, sizeof p, "%s/%s", dir, files[i]); unlink(p); }
-    rmdir(dir);
+    for (int i = 0; i < 3; i++) { snprintf(p, sizeof p, "%s/%s", dir, files[i]); sd_unlink(p); }
+    sd_rmdir(dir);
     return SD_OK;
 }
 
 static sd_status write_text_atomic(const char *path, const char *text) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return sd_fail(SD_ERR_IO, "%s: %s", tmp, strerror(errno));
-    int bad = fputs(text, f) < 0;
-    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) { unlink(tmp); return sd_fail(SD_ERR_IO, "%s: %s", path, strerror(errno)); }
-    return SD_OK;
+    return sd_write_file_atomic(path, text, strlen(text));
 }
 
 static sd_status add_arena_rows(struct st_writer *w, struct backend *be, const struct weight_table *t,
@@ -60,8 +53,9 @@ sd_status ckpt_save_parts(const char *run_dir, struct backend *be, const struct 
     snprintf(dir, sizeof dir, "%s/checkpoint-%07d", run_dir, s->step);
     snprintf(tmp, sizeof tmp, "%s.tmp", dir);
     rm_tree_shallow(tmp);
-    if (mkdir(run_dir, 0755) && errno != EEXIST) return sd_fail(SD_ERR_IO, "%s: %s", run_dir, strerror(errno));
-    if (mkdir(tmp, 0755)) return sd_fail(SD_ERR_IO, "%s: %s", tmp, strerror(errno));
+    if (sd_mkdir(run_dir, 0755) && errno != EEXIST)
+        return sd_fail(SD_ERR_IO, "%s: %s", run_dir, sd_fs_strerror(errno));
+    if (sd_mkdir(tmp, 0755)) return sd_fail(SD_ERR_IO, "%s: %s", tmp, sd_fs_strerror(errno));
     size_t mr = 1;
     for (int i = 0; i < np; i++) if (max_row(parts[i].wt) > mr) mr = max_row(parts[i].wt);
     float *host = sd_malloc(mr * sizeof(float));
@@ -117,7 +111,7 @@ sd_status ckpt_save_parts(const char *run_dir, struct backend *be, const struct 
     }
     if (!st) {
         rm_tree_shallow(dir);
-        if (rename(tmp, dir)) st = sd_fail(SD_ERR_IO, "%s: %s", dir, strerror(errno));
+        if (sd_rename(tmp, dir)) st = sd_fail(SD_ERR_IO, "%s: %s", dir, sd_fs_strerror(errno));
     }
     if (!st) {
         snprintf(p, sizeof p, "%s/latest", run_dir);

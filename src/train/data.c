@@ -22,6 +22,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "../core/fs.h"
 #include "../core/rng.h"
 #include "../io/png.h"
 #include "data.h"
@@ -373,11 +374,11 @@ static uint32_t be32(const uint8_t *p) {
 static sd_status check_png_header(const char *path) {
     static const uint8_t sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
     uint8_t h[33];
-    FILE *f = fopen(path, "rb");
+    FILE *f = sd_fopen(path, "rb");
     if (!f) {
         if (errno == ENOENT)
             return sd_fail(SD_ERR_NOTFOUND, "%s: listed in captions.txt but missing", path);
-        return sd_fail(SD_ERR_IO, "%s: %s", path, strerror(errno));
+        return sd_fail(SD_ERR_IO, "%s: %s", path, sd_fs_strerror(errno));
     }
     size_t got = fread(h, 1, sizeof h, f);
     fclose(f);
@@ -449,9 +450,9 @@ static sd_status check_folder(struct dataset *d) {
             st = sd_fail(SD_ERR_FORMAT, "%s/captions.txt: %s is listed twice", d->dir, sorted[i].name);
             goto done;
         }
-    DIR *dh = opendir(d->dir);
+    DIR *dh = sd_opendir(d->dir);
     if (!dh) {
-        st = sd_fail(SD_ERR_IO, "dataset folder %s: %s", d->dir, strerror(errno));
+        st = sd_fail(SD_ERR_IO, "dataset folder %s: %s", d->dir, sd_fs_strerror(errno));
         goto done;
     }
     struct dirent *de;
@@ -482,9 +483,9 @@ sd_status dataset_folder(struct dataset **out, const char *dir, int res) {
         return sd_fail(SD_ERR_INVALID, "dataset folder %s: resolution %d out of range [8, %d]",
                        dir, res, MAX_RES);
     struct stat sb;
-    if (stat(dir, &sb) != 0)
+    if (sd_stat(dir, &sb) != 0)
         return sd_fail(errno == ENOENT ? SD_ERR_NOTFOUND : SD_ERR_IO, "dataset folder %s: %s",
-                       dir, strerror(errno));
+                       dir, sd_fs_strerror(errno));
     if (!S_ISDIR(sb.st_mode))
         return sd_fail(SD_ERR_INVALID, "dataset folder %s: not a directory", dir);
     struct dataset *d = sd_calloc(1, sizeof *d);
@@ -495,7 +496,7 @@ sd_status dataset_folder(struct dataset **out, const char *dir, int res) {
     char *cpath = NULL;
     if (!(d->dir = sd_strdup(dir)) || !(cpath = sd_path_join(dir, "captions.txt"))) goto fail;
     size_t len;
-    if (stat(cpath, &sb) != 0) {
+    if (sd_stat(cpath, &sb) != 0) {
         st = sd_fail(SD_ERR_NOTFOUND,
                      "%s: missing (a dataset folder needs one line filename<TAB>caption per image)",
                      cpath);

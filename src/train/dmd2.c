@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../core/fs.h"
 #include "../core/rng.h"
 #include "../model/lora.h"
 #include "../model/unet.h"
@@ -247,7 +248,10 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     if (!d) return SD_ERR_NOMEM;
     d->c = *c;
     sd_status st;
-    if (mkdir(c->out_dir, 0755) && errno != EEXIST) { st = sd_fail(SD_ERR_IO, "%s: cannot create", c->out_dir); goto fail; }
+    if (sd_mkdir(c->out_dir, 0755) && errno != EEXIST) {
+        st = sd_fail(SD_ERR_IO, "%s: cannot create: %s", c->out_dir, sd_fs_strerror(errno));
+        goto fail;
+    }
     if ((st = backend_create(&d->be, c->backend ? c->backend : "cpu", c->threads))) goto fail;
     struct arena_allocator al = backend_allocator(d->be);
     arena_init(&d->acts, "activations", &al, 1);
@@ -688,7 +692,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
                 vae_decode(f, &d->v, img, x, n, d->h, d->h);
                 be->ops->download(be, hbuf, img, (size_t)n * 3 * d->S * d->S * 4);
                 snprintf(d->sample, sizeof d->sample, "%s/samples", c->out_dir);
-                mkdir(d->sample, 0755);
+                sd_mkdir(d->sample, 0755);
                 snprintf(d->sample, sizeof d->sample, "%s/samples/%07d.png", c->out_dir, d->step);
                 st = save_grid(d->sample, hbuf, n, d->S);
             }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../core/fs.h"
 #include "../core/rng.h"
 #include "../io/png.h"
 #include "../model/clip.h"
@@ -36,8 +37,8 @@ static sd_status run_init(struct run *r, const struct train_config *c) {
     r->c = c;
     if (!c->data || c->batch < 1 || c->batch > 256 || c->steps < 1)
         return sd_fail(SD_ERR_INVALID, "training needs a dataset, batch in [1, 256] and steps >= 1");
-    if (mkdir(c->out_dir, 0755) && errno != EEXIST)
-        return sd_fail(SD_ERR_IO, "%s: cannot create the run directory", c->out_dir);
+    if (sd_mkdir(c->out_dir, 0755) && errno != EEXIST)
+        return sd_fail(SD_ERR_IO, "%s: cannot create the run directory: %s", c->out_dir, sd_fs_strerror(errno));
     SD_TRY(backend_create(&r->be, c->backend ? c->backend : "cpu", 0));
     struct arena_allocator al = backend_allocator(r->be);
     arena_init(&r->acts, "activations", &al, 1);
@@ -89,15 +90,13 @@ static sd_status maybe_resume(struct run *r, struct weight_table *wt, struct opt
 static sd_status export_part(struct run *r, const struct weight_table *wt, const char *sub, const char *file) {
     char p[4096], src[4096];
     snprintf(p, sizeof p, "%s/%s", r->c->out_dir, sub);
-    mkdir(p, 0755);
+    sd_mkdir(p, 0755);
     snprintf(src, sizeof src, "%s/%s/config.json", r->c->model_dir, sub);
     char *text;
     size_t len;
     SD_TRY(sd_read_file(src, 1 << 20, &text, &len));
     snprintf(p, sizeof p, "%s/%s/config.json", r->c->out_dir, sub);
-    FILE *f = fopen(p, "w");
-    sd_status st = f && fwrite(text, 1, len, f) == len ? SD_OK : sd_fail(SD_ERR_IO, "%s: write failed", p);
-    if (f) fclose(f);
+    sd_status st = sd_write_file_atomic(p, text, len);
     sd_free(text);
     if (st) return st;
     snprintf(p, sizeof p, "%s/%s/%s", r->c->out_dir, sub, file);
@@ -268,7 +267,7 @@ sd_status train_vae(const struct train_config *c) {
         if (c->sample_every > 0 && (step % c->sample_every == 0 || step == c->steps)) {
             /* originals on top of reconstructions: two grids */
             snprintf(sample, sizeof sample, "%s/samples", c->out_dir);
-            mkdir(sample, 0755);
+            sd_mkdir(sample, 0755);
             int n = B < 8 ? B : 8;
             snprintf(sample, sizeof sample, "%s/samples/%07d-input.png", c->out_dir, step);
             if ((st = save_grid(sample, vs.himg, n, S))) goto out;
@@ -490,7 +489,7 @@ sd_status train_teacher(const struct train_config *c) {
         char sample[4096] = "", ckpt[4096] = "";
         if (c->sample_every > 0 && (step % c->sample_every == 0 || step == c->steps)) {
             snprintf(sample, sizeof sample, "%s/samples", c->out_dir);
-            mkdir(sample, 0755);
+            sd_mkdir(sample, 0755);
             snprintf(sample, sizeof sample, "%s/samples/%07d.png", c->out_dir, step);
             int n = K < 8 ? (int)K : 8;
             optim_swap_ema(&o);      /* samples show what would be exported */

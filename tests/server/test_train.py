@@ -7,6 +7,8 @@ under a temporary data_root, served by `sdxld serve --data_root`, and distilled 
 built-in shapes dataset:
   - bad requests: 400 naming the field (unknown field, paths escaping data_root, LoRA,
     sizes, timesteps), 404 for unknown ids; a bad teacher folder fails only its job;
+  - links planted inside run, teacher and dataset folders are not followed: nothing
+    outside data_root is written, read or deleted;
   - a run: progress advances with finite losses, SSE events in order, generations made
     meanwhile complete while the run is still going, a second run queues behind it;
   - DELETE: the job ends cancelled with a final checkpoint on disk; resume continues
@@ -121,6 +123,69 @@ def check_bad_requests(t, c, root, tmp):
         t.ok(j and j["status"] == "failed" and j["error"] and j["error"]["message"],
              "... and its job fails with a message", j)
         t.ok(c.get("/healthz").status == 200, "the daemon lives on after the failed run")
+
+
+def check_links(t, c, d, root, tmp):
+    """Links planted *inside* folders under data_root are never followed: a samples folder,
+    a checkpoint's temporary folder and a temporary file name leading outside, and links in
+    a teacher and a dataset folder.  Nothing outside data_root is written, read or deleted,
+    and errors name paths relative to data_root."""
+    out = os.path.join(tmp, "outside-links")
+    os.makedirs(out)
+    victim = os.path.join(out, "victim")
+    for name in ("victim", "weights.safetensors", "state.json"):
+        with open(os.path.join(out, name), "w") as f:
+            f.write("outside")
+    before = sorted(os.listdir(out))
+
+    def run(name, plant, **kw):
+        rd = os.path.join(root, "links", name)
+        os.makedirs(rd)
+        plant(rd)
+        r = c.post("/v1/train", dict(RUN, out=f"links/{name}", steps=4, **kw))
+        if r.status != 202:
+            t.ok(False, f"links/{name}: POST /v1/train", r)
+            return None, rd
+        return poll(c, r.json()["id"], final), rd
+
+    def refused(j, what):
+        msg = ((j or {}).get("error") or {}).get("message", "")
+        t.ok(j and j["status"] == "failed" and "symbolic link" in msg and root not in msg,
+             f"{what}: the job fails naming the link, paths relative to data_root", j)
+
+    j, _ = run("samples", lambda rd: os.symlink(out, os.path.join(rd, "samples")), sample_every=1)
+    refused(j, "a samples folder linked outside")
+    j, _ = run("ckpt", lambda rd: os.symlink(out, os.path.join(rd, "checkpoint-0000004.tmp")),
+               sample_every=0)
+    t.ok(j and j["status"] == "failed", "a checkpoint's temporary folder linked outside fails the job", j)
+    tmpname = f"generator.safetensors.tmp.{d.proc.pid}"
+    j, rd = run("tmpfile", lambda rd: os.symlink(victim, os.path.join(rd, tmpname)), sample_every=0)
+    gen = os.path.join(rd, "generator.safetensors")
+    t.ok(j and j["status"] == "succeeded" and os.path.isfile(gen) and not os.path.islink(gen)
+         and not os.path.lexists(os.path.join(rd, tmpname)),
+         "a planted temporary-file link is replaced, the generator written inside the run", j)
+    with open(victim) as f:
+        t.eq(f.read(), "outside", "... and the file it pointed to is untouched")
+    t.eq(sorted(os.listdir(out)), before, "nothing was created or deleted outside data_root")
+    for name in ("weights.safetensors", "state.json"):
+        with open(os.path.join(out, name)) as f:
+            t.eq(f.read(), "outside", f"outside {name} untouched")
+
+    tl = os.path.join(root, "links", "teacher")
+    shutil.copytree(os.path.join(root, "teacher"), tl)
+    shutil.move(os.path.join(tl, "vae"), os.path.join(out, "vae"))
+    os.symlink(os.path.join(out, "vae"), os.path.join(tl, "vae"))
+    r = c.post("/v1/train", dict(RUN, teacher="links/teacher", out="links/t-run", steps=4))
+    refused(poll(c, r.json()["id"], final) if r.status == 202 else None,
+            "a teacher folder whose vae/ links outside")
+    ds = os.path.join(root, "links", "data")
+    os.makedirs(ds)
+    with open(os.path.join(out, "captions.txt"), "w") as f:
+        f.write("a.png\ta red circle\n")
+    os.symlink(os.path.join(out, "captions.txt"), os.path.join(ds, "captions.txt"))
+    r = c.post("/v1/train", dict(RUN, real_data="links/data", out="links/d-run", steps=4))
+    refused(poll(c, r.json()["id"], final) if r.status == 202 else None,
+            "a dataset whose captions.txt links outside")
 
 
 def sse_reader(c, path, box):
@@ -370,6 +435,7 @@ def main(t):
     with Daemon("--data_root", root, "--max_batch", "2", "--batch_window_ms", "5", model=teacher, tmp=tmp) as d:
         c = d.client
         check_bad_requests(t, c, root, tmp)
+        check_links(t, c, d, root, tmp)
         if check_run_cancel_resume(t, c, root):
             check_load(t, c, root)
         check_lora(t, c, root)
