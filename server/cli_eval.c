@@ -170,7 +170,7 @@ int cli_eval_cond(int argc, char **argv) {
         cli_fail("dataset");
         goto out;
     }
-    if (cache_build(&c, &f, &k, &v, d, items) || eval_conditioning(&f, &u, &sch, &c, k.L, tid, 5, ts, 11, mse)) {
+    if (cache_build(&c, &f, &k, &v, d, items, NULL) || eval_conditioning(&f, &u, &sch, &c, k.L, tid, 5, ts, 11, mse)) {
         cli_fail("eval-cond");
         goto out;
     }

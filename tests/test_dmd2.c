@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "tap.h"
@@ -64,6 +65,77 @@ static void sweep(const char *name, sd_status (*run)(const void *), const void *
     ok(run(c) == SD_OK, "%s: and the run succeeds afterwards", name);
 }
 
+/* A yield hook that counts its calls and asks to stop at call number stop_at. */
+struct ycount { int calls, stop_at; };
+static int count_yield(void *ud) {
+    struct ycount *y = ud;
+    return ++y->calls == y->stop_at;
+}
+
+static sd_status save_gen(struct dmd2 *d, const char *out, char **bytes, size_t *len) {
+    char p[4400];
+    SD_TRY(dmd2_save(d, NULL, 0));
+    snprintf(p, sizeof p, "%s/generator.safetensors", out);
+    return sd_read_file(p, 1u << 30, bytes, len);
+}
+
+/* The yield hook runs before every UNet pass (no backward simulation, GAN on: 10 passes
+ * in a generator iteration, 5 in a fake-only one); a stop before the first weight update
+ * undoes the iteration (the run then continues bit-identically to one never stopped), a
+ * stop after it lets the iteration complete. */
+static void yield_checks(struct dmd2_config c, const char *dir) {
+    char out_a[4200], out_b[4200], *ga = NULL, *gb = NULL;
+    size_t la = 0, lb = 0;
+    snprintf(out_a, sizeof out_a, "%s/ya", dir);
+    snprintf(out_b, sizeof out_b, "%s/yb", dir);
+    c.backward_simulation = 0;
+    c.steps = 4;
+    c.checkpoint_every = 0;
+    c.shards = 1;
+    struct ycount y = { 0, 0 };
+    c.yield = count_yield;
+    c.yield_ud = &y;
+    struct dmd2 *d;
+    struct dmd2_stats s;
+    c.out_dir = out_a;
+    if (!ok(dmd2_open(&d, &c) == SD_OK, "yield: open: %s", sd_last_error())) return;
+    int calls[4], okay = 1;
+    for (int i = 0; i < 4; i++) {
+        y.calls = 0;
+        okay &= dmd2_step(d, &s) == SD_OK;
+        calls[i] = y.calls;
+    }
+    ok(okay && calls[0] == 10 && calls[1] == 5 && calls[2] == 10 && calls[3] == 5,
+       "yield before every UNet pass: %d, %d, %d, %d calls (ttur 2)", calls[0], calls[1], calls[2], calls[3]);
+    ok(save_gen(d, out_a, &ga, &la) == SD_OK, "the uninterrupted run's generator");
+    dmd2_close(d);
+
+    c.out_dir = out_b;
+    if (!ok(dmd2_open(&d, &c) == SD_OK, "yield: open again")) { sd_free(ga); return; }
+    y = (struct ycount){ 0, 0 };
+    okay = dmd2_step(d, &s) == SD_OK;
+    y = (struct ycount){ 0, 4 };   /* iteration 2 (fake only): stop at its 4th pass */
+    sd_status st = dmd2_step(d, &s);
+    ok(okay && st == SD_ERR_CANCELLED && dmd2_iteration(d) == 1,
+       "a stop before any weight changed: SD_ERR_CANCELLED, still at iteration %d", dmd2_iteration(d));
+    y = (struct ycount){ 0, 5 };   /* iteration 2 again: its last pass precedes its only update */
+    st = dmd2_step(d, &s);
+    ok(st == SD_ERR_CANCELLED && dmd2_iteration(d) == 1, "... also late in a fake-only iteration");
+    y = (struct ycount){ 0, 0 };
+    okay = dmd2_step(d, &s) == SD_OK;
+    y = (struct ycount){ 0, 8 };   /* iteration 3 (generator): pass 8 comes after its update */
+    st = dmd2_step(d, &s);
+    ok(okay && st == SD_OK && dmd2_iteration(d) == 3 && y.calls == 10,
+       "a stop after the generator update: the iteration completes (%d calls)", y.calls);
+    y = (struct ycount){ 0, 0 };
+    okay = dmd2_step(d, &s) == SD_OK;
+    ok(okay && save_gen(d, out_b, &gb, &lb) == SD_OK && la == lb && ga && gb && !memcmp(ga, gb, la),
+       "after undone iterations the run is bit-identical to the uninterrupted one");
+    dmd2_close(d);
+    sd_free(ga);
+    sd_free(gb);
+}
+
 /* Out of memory anywhere in sharded training runs (2 shards) of the VAE, the teacher and
  * DMD2 on a micro model made by `sdxld init`. */
 static void fault_sweeps(void) {
@@ -89,6 +161,7 @@ static void fault_sweeps(void) {
                              .backward_simulation = 1, .gan = 1, .dm_min_t = 20, .dm_max_t = 980, .seed = 2,
                              .log_every = 1000, .shards = 2 };
     sweep("dmd2", run_dmd2_v, &c);
+    yield_checks(c, dir);
     dataset_free(ds);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd)) diag("could not remove %s", dir);

@@ -18,99 +18,11 @@
 #include "../sample/sampler.h"
 #include "checkpoint.h"
 #include "dmd2.h"
+#include "gan_head.h"
 #include "shards.h"
 #include "train_common.h"
 
 #define MAXB 256
-
-/* ---- the GAN head on the fake UNet's mid-block output (§7) ----
- * log2(s/4) × [conv k4 s2 p1 → GN → SiLU] down to 4×4, conv k4 s4 → GN → SiLU to 1×1,
- * conv 1×1 → one logit.  (A mid block smaller than 4×4 uses one conv of its own size.) */
-struct head {
-    int C, s, nd, G, kf;
-    struct conv down[8], final, out;
-    struct norm gn[9];
-    struct weight_table wt;
-    struct arena params;
-};
-struct head_save { float *x[10], *y[10]; };   /* conv inputs, pre-GN outputs */
-
-/* GroupNorm groups: 32 as in the reference (1280 channels), but never fewer than 8
- * channels per group, since at 1×1 a group of one channel normalises to a constant. */
-static int groups_for(int C) {
-    int g = 32;
-    while (g > 1 && (C % g || C / g < 8)) g--;
-    return g;
-}
-
-static sd_status head_create(struct head *hd, struct backend *be, int C, int s) {
-    memset(hd, 0, sizeof *hd);
-    wt_init(&hd->wt);
-    hd->C = C; hd->s = s; hd->G = groups_for(C);
-    char n[64];
-    while ((s >> hd->nd) > 4 && hd->nd < 8) hd->nd++;
-    if ((s >> hd->nd) << hd->nd != s) {
-        wt_free(&hd->wt);
-        return sd_fail(SD_ERR_UNSUPPORTED, "GAN head: mid block %d×%d is not a power of two", s, s);
-    }
-    hd->kf = s >> hd->nd;
-    for (int i = 0; i < hd->nd; i++) {
-        snprintf(n, sizeof n, "down.%d.conv", i); conv_declare(&hd->wt, &hd->down[i], C, C, 4, n);
-        snprintf(n, sizeof n, "down.%d.norm", i); norm_declare(&hd->wt, &hd->gn[i], C, n);
-    }
-    conv_declare(&hd->wt, &hd->final, C, C, hd->kf, "final.conv");
-    norm_declare(&hd->wt, &hd->gn[hd->nd], C, "final.norm");
-    conv_declare(&hd->wt, &hd->out, C, 1, 1, "out.conv");
-    sd_status st = wt_alloc(&hd->wt, &hd->params, be);   /* reports a failed declaration too */
-    if (st) { arena_free(&hd->params); wt_free(&hd->wt); }
-    return st;
-}
-
-static void head_free(struct head *hd) { arena_free(&hd->params); wt_free(&hd->wt); }
-
-/* logits [N] (backend memory) from feat [N, C, s, s]. */
-static void head_forward(struct fwd *f, const struct head *hd, struct head_save *sv, float *logits, const float *feat, int N) {
-    struct backend *be = f->be;
-    int C = hd->C, s = hd->s;
-    const float *x = feat;
-    for (int i = 0; i <= hd->nd; i++) {
-        const struct conv *cv = i < hd->nd ? &hd->down[i] : &hd->final;
-        int so = i < hd->nd ? s / 2 : 1;
-        float *y = fwd_alloc(f, (size_t)N * C * so * so), *z = fwd_alloc(f, (size_t)N * C * so * so);
-        if (i < hd->nd) be->ops->conv2d(be, y, x, cv->w, cv->b, N, C, s, s, C, 4, 4, 2, 1, 1, 1, 1);
-        else be->ops->conv2d(be, y, x, cv->w, cv->b, N, C, s, s, C, hd->kf, hd->kf, hd->kf, 0, 0, 0, 0);
-        be->ops->group_norm(be, z, y, hd->gn[i].w, hd->gn[i].b, N, C, so * so, hd->G, 1e-5f, 1);
-        sv->x[i] = (float *)x; sv->y[i] = y;
-        x = z; s = so;
-    }
-    sv->x[hd->nd + 1] = (float *)x;
-    be->ops->linear(be, logits, x, hd->out.w, hd->out.b, N, C, 1);
-}
-
-/* dfeat = from dlogits [N]; g (may be NULL) += parameter gradients. */
-static void head_backward(struct fwd *f, const struct head *hd, struct head *g, const struct head_save *sv,
-                          const float *dlogits, float *dfeat, int N) {
-    struct backend *be = f->be;
-    int C = hd->C;
-    uint64_t mk = arena_mark(f->ar);
-    size_t big = (size_t)N * C * hd->s * hd->s;
-    float *dz = fwd_alloc(f, big), *dy = fwd_alloc(f, big);
-    be->ops->linear_backward(be, dz, g ? g->out.w : NULL, g ? g->out.b : NULL, dlogits, sv->x[hd->nd + 1], hd->out.w, N, C, 1);
-    for (int i = hd->nd; i >= 0; i--) {
-        int si = hd->s >> i, so = i < hd->nd ? si / 2 : 1;
-        const struct conv *cv = i < hd->nd ? &hd->down[i] : &hd->final;
-        struct conv *gc = g ? (i < hd->nd ? &g->down[i] : &g->final) : NULL;
-        be->ops->group_norm_backward(be, dy, g ? g->gn[i].w : NULL, g ? g->gn[i].b : NULL, dz, sv->y[i], hd->gn[i].w,
-                                     hd->gn[i].b, N, C, so * so, hd->G, 1e-5f, 1);
-        float *dx = i == 0 ? dfeat : dz;
-        if (i < hd->nd)
-            be->ops->conv2d_backward(be, dx, gc ? gc->w : NULL, gc ? gc->b : NULL, dy, sv->x[i], cv->w, N, C, si, si, C, 4, 4, 2, 1, 1, 1, 1);
-        else
-            be->ops->conv2d_backward(be, dx, gc ? gc->w : NULL, gc ? gc->b : NULL, dy, sv->x[i], cv->w, N, C, si, si, C,
-                                     hd->kf, hd->kf, hd->kf, 0, 0, 0, 0);
-    }
-    arena_reset(f->ar, mk);
-}
 
 /* ---- the trainer ---- */
 
@@ -135,6 +47,7 @@ struct dmd2 {
     struct sd_rng rng;
     long long cursor;
     int step;
+    int committed, stop;        /* this iteration changed weights; a stop was asked for */
     float tid[6 * 2 * MAXB];
     int S, h, C, L, X, P;
     size_t per, mid_per;        /* floats per latent row, per mid-block feature row */
@@ -233,6 +146,52 @@ static struct ckpt_part *parts(struct dmd2 *d, struct ckpt_part *p) {
     return p;
 }
 
+/* Opening yields too (between the models it loads, and per chunk of the latent cache):
+ * a stop there fails the open with SD_ERR_CANCELLED. */
+static sd_status open_yield(struct dmd2 *d) {
+    if (d->c.yield && d->c.yield(d->c.yield_ud))
+        return sd_fail(SD_ERR_CANCELLED, "dmd2: stopped while the run was opening");
+    return SD_OK;
+}
+
+/* The backend, the text encoders, VAE, teacher ("real"), generator and fake score, their
+ * gradient tables and the noise schedule. */
+static sd_status open_models(struct dmd2 *d) {
+    const struct dmd2_config *c = &d->c;
+    sd_status st;
+    SD_TRY(backend_create(&d->be, c->backend ? c->backend : "cpu", c->threads));
+    struct arena_allocator al = backend_allocator(d->be);
+    arena_init(&d->acts, "activations", &al, 1);
+    d->f = (struct fwd){ d->be, &d->acts, NULL };
+    SD_TRY(cond_load(&d->k, d->be, c->teacher_dir));
+    d->loaded[0] = 1;
+    SD_TRY(open_yield(d));
+    char *p = sd_path_join(c->teacher_dir, "vae");
+    st = p ? vae_load(&d->v, d->be, p) : SD_ERR_NOMEM;
+    sd_free(p);
+    SD_TRY(st);
+    d->loaded[1] = 1;
+    SD_TRY(open_yield(d));
+    SD_TRY(load_unet(&d->real, d->be, c->teacher_dir, NULL));
+    d->loaded[2] = 1;
+    SD_TRY(open_yield(d));
+    SD_TRY(load_unet(&d->gen, d->be, c->teacher_dir, c->generator_init));
+    d->loaded[3] = 1;
+    SD_TRY(open_yield(d));
+    SD_TRY(load_unet(&d->fake, d->be, c->teacher_dir, NULL));     /* fake starts as the teacher */
+    d->loaded[4] = 1;
+    SD_TRY(open_yield(d));
+    SD_TRY(unet_create(&d->ggen, d->be, &d->gen.cfg));
+    d->loaded[5] = 1;
+    SD_TRY(unet_create(&d->gfake, d->be, &d->fake.cfg));
+    d->loaded[6] = 1;
+    struct sched_config sc;
+    if (!(p = sd_path_join(c->teacher_dir, "scheduler/scheduler_config.json"))) return SD_ERR_NOMEM;
+    st = sched_config_load(&sc, p);
+    sd_free(p);
+    return st ? st : schedule_init(&d->sch, &sc);
+}
+
 sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     *out = NULL;
     if (!c->data || c->batch < 1 || c->batch > MAXB || c->steps < 1 || c->ttur < 1 || c->nsteps < 1 || c->nsteps > 4)
@@ -252,32 +211,7 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
         st = sd_fail(SD_ERR_IO, "%s: cannot create: %s", c->out_dir, sd_fs_strerror(errno));
         goto fail;
     }
-    if ((st = backend_create(&d->be, c->backend ? c->backend : "cpu", c->threads))) goto fail;
-    struct arena_allocator al = backend_allocator(d->be);
-    arena_init(&d->acts, "activations", &al, 1);
-    d->f = (struct fwd){ d->be, &d->acts, NULL };
-    if ((st = cond_load(&d->k, d->be, c->teacher_dir))) goto fail;
-    d->loaded[0] = 1;
-    char *p = sd_path_join(c->teacher_dir, "vae");
-    st = p ? vae_load(&d->v, d->be, p) : SD_ERR_NOMEM;
-    sd_free(p);
-    if (st) goto fail;
-    d->loaded[1] = 1;
-    if ((st = load_unet(&d->real, d->be, c->teacher_dir, NULL))) goto fail;
-    d->loaded[2] = 1;
-    if ((st = load_unet(&d->gen, d->be, c->teacher_dir, c->generator_init))) goto fail;
-    d->loaded[3] = 1;
-    if ((st = load_unet(&d->fake, d->be, c->teacher_dir, NULL))) goto fail;     /* fake starts as the teacher */
-    d->loaded[4] = 1;
-    if ((st = unet_create(&d->ggen, d->be, &d->gen.cfg))) goto fail;
-    d->loaded[5] = 1;
-    if ((st = unet_create(&d->gfake, d->be, &d->fake.cfg))) goto fail;
-    d->loaded[6] = 1;
-    struct sched_config sc;
-    if (!(p = sd_path_join(c->teacher_dir, "scheduler/scheduler_config.json"))) { st = SD_ERR_NOMEM; goto fail; }
-    st = sched_config_load(&sc, p);
-    sd_free(p);
-    if (st || (st = schedule_init(&d->sch, &sc))) goto fail;
+    if ((st = open_models(d))) goto fail;
     /* sizes: the mid block runs at latent / 2^(levels-1) */
     d->S = dataset_resolution(c->data);
     int vs = vae_scale(&d->v), lv = d->gen.cfg.nlevels;
@@ -324,7 +258,8 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     if ((st = optim_init(&d->oh, d->be, &of, &d->head.wt, &d->ghead.wt))) goto fail;
     d->loaded[11] = 1;
     sd_rng_init(&d->rng, c->seed);
-    if ((st = cache_build(&d->cache, &d->f, &d->k, &d->v, c->data, c->cache_size))) goto fail;
+    struct yield_hook y = { c->yield, c->yield_ud };
+    if ((st = cache_build(&d->cache, &d->f, &d->k, &d->v, c->data, c->cache_size, &y))) goto fail;
     for (int i = 0; i < 2 * MAXB; i++) {
         float t6[6] = { (float)d->S, (float)d->S, 0, 0, (float)d->S, (float)d->S };
         memcpy(d->tid + 6 * i, t6, sizeof t6);
@@ -433,7 +368,17 @@ static void pass_shard(struct shard *s, void *p) {
     }
 }
 
+/* Before every UNet pass: the caller's yield hook (the daemon serves generations
+ * there); a stop is honoured while the iteration has changed no weight. */
+static sd_status yield_point(struct dmd2 *d) {
+    if (d->c.yield && d->c.yield(d->c.yield_ud)) d->stop = 1;
+    if (d->stop && !d->committed)
+        return sd_fail(SD_ERR_CANCELLED, "dmd2: iteration %d stopped before it changed any weight", d->step);
+    return SD_OK;
+}
+
 static sd_status pass_run(struct dmd2 *d, struct pass *a) {
+    SD_TRY(yield_point(d));
     a->d = d;
     SD_TRY(shards_run(&d->sh, pass_shard, a));
     return a->op == PASS_BACKWARD && a->g >= 0 ? shards_reduce(&d->sh, d->gt[a->g][0], d->gt[a->g]) : SD_OK;
@@ -468,252 +413,355 @@ static sd_status sh_backward(struct dmd2 *d, struct unet_tape *tp, const struct 
     return pass_run(d, &a);
 }
 
-sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
+/* ---- one iteration, in phases ----
+ * The iteration's prompts, the generator's input and x0_gen come first on the activation
+ * arena and live through it; each phase resets the arena to its own mark.  The caller's
+ * yield hook runs before every UNet pass (pass_run): a stop it asks for is honoured until
+ * the first weight update of the iteration (d->committed), by undoing the iteration (step,
+ * RNG, data cursor as before it: a checkpoint is then the last completed iteration); after
+ * that the iteration completes, still yielding between passes. */
+struct iter {
+    int B, gen_iter;
+    size_t nb;
+    float *ctx, *pool;          /* the batch's prompts */
+    float *xt, *eh, *x0;        /* the generator's input at tk, its ε̂, x0_gen */
+    float tk[MAXB];
+    double gn_gen, gn_fake;
+};
+
+/* 1. The generator's input (§8.3, §8.4): backward simulation from pure noise through the
+ * first k sampler steps, or (ablated) real latents noised at a random sampler step. */
+static sd_status gen_input(struct dmd2 *d, struct iter *it) {
     const struct dmd2_config *c = &d->c;
     struct backend *be = d->be;
     struct fwd *f = &d->f;
-    if (dmd2_done(d)) return sd_fail(SD_ERR_INVALID, "dmd2: all %d steps done", c->steps);
-    int B = c->batch, gen_iter = d->step % c->ttur == 0;
-    size_t nb = (size_t)B * d->per;
-    d->step++;
-    d->sample[0] = d->ckpt[0] = 0;
-    double gn_gen = d->og.last_grad_norm, gn_fake = 0;
-    long long idx[MAXB], ridx[MAXB];
-    float tk[MAXB], t2[2 * MAXB], host_l[2 * MAXB];
+    int B = it->B;
+    size_t nb = it->nb;
     sd_status st = SD_OK;
-    arena_reset(&d->acts, 0);
-    shards_reset(&d->sh, NULL);
-    /* persistent (for this iteration) buffers first */
-    float *x0 = fwd_alloc(f, nb), *ctx = fwd_alloc(f, (size_t)B * d->cache.per_c), *pool = fwd_alloc(f, (size_t)B * d->P);
-    float *xt = fwd_alloc(f, nb), *eh = fwd_alloc(f, nb);
-    if (!x0 || !ctx || !pool || !xt || !eh) return backend_status(be);
-    draw(d, idx, B);
-    gather(d, idx, B, NULL, ctx, pool);
-
-    /* 1. the generator's input (§8.3, §8.4) */
+    uint64_t mk = arena_mark(f->ar);
     if (c->backward_simulation) {
         int k = (int)(sd_rng_u32(&d->rng) % (uint32_t)c->nsteps);
         float *n0 = normals(d, nb);
-        for (int i = 0; i < B; i++) tk[i] = (float)c->timesteps[k];
-        if (k == 0) be->ops->copy(be, xt, n0, nb * 4);
+        for (int i = 0; i < B; i++) it->tk[i] = (float)c->timesteps[k];
+        if (k == 0) be->ops->copy(be, it->xt, n0, nb * 4);
         else {
-            uint64_t mk = arena_mark(f->ar);
             float *x = normals(d, nb), *e = fwd_alloc(f, nb), tv[MAXB];
-            for (int s = 0; s < k; s++) {
+            for (int s = 0; s < k && !st; s++) {
                 for (int i = 0; i < B; i++) tv[i] = (float)c->timesteps[s];
-                if ((st = sh_forward(d, &d->gen, e, x, tv, ctx, pool, B))) return st;
-                to_x0(d, x0, x, e, tv, B);
-                if (s + 1 < k) { float *z = normals(d, nb); for (int i = 0; i < B; i++) tv[i] = (float)c->timesteps[s + 1]; add_noise(d, x, x0, z, tv, B); }
+                if ((st = sh_forward(d, &d->gen, e, x, tv, it->ctx, it->pool, B))) break;
+                to_x0(d, it->x0, x, e, tv, B);
+                if (s + 1 < k) {
+                    float *z = normals(d, nb);
+                    for (int i = 0; i < B; i++) tv[i] = (float)c->timesteps[s + 1];
+                    add_noise(d, x, it->x0, z, tv, B);
+                }
             }
-            add_noise(d, xt, x0, n0, tk, B);
-            arena_reset(f->ar, mk);
+            if (!st) add_noise(d, it->xt, it->x0, n0, it->tk, B);
         }
     } else {
-        uint64_t mk = arena_mark(f->ar);
         float *real = fwd_alloc(f, nb), *n0 = normals(d, nb);
         long long r2[MAXB];
         draw(d, r2, B);
         gather(d, r2, B, real, NULL, NULL);
-        for (int i = 0; i < B; i++) {
-            int s = (int)(sd_rng_u32(&d->rng) % (uint32_t)c->nsteps);
-            tk[i] = (float)c->timesteps[s];
-        }
-        add_noise(d, xt, real, n0, tk, B);
+        for (int i = 0; i < B; i++) it->tk[i] = (float)c->timesteps[sd_rng_u32(&d->rng) % (uint32_t)c->nsteps];
+        add_noise(d, it->xt, real, n0, it->tk, B);
         for (int i = 0; i < B; i++)   /* the first step's input is the noise itself */
-            if ((int)tk[i] == c->timesteps[0]) be->ops->copy(be, xt + i * d->per, n0 + i * d->per, d->per * 4);
-        arena_reset(f->ar, mk);
+            if ((int)it->tk[i] == c->timesteps[0]) be->ops->copy(be, it->xt + i * d->per, n0 + i * d->per, d->per * 4);
     }
+    arena_reset(f->ar, mk);
+    return st;
+}
 
-    /* 2. generator forward (taped on generator iterations) */
-    struct unet_tape *gtp = d->tapes;   /* per shard: the generator's, then GAN-G, fake, GAN-D */
-    uint64_t mk_gen = arena_mark(f->ar), smk_gen[SHARDS_MAX];
-    shards_mark(&d->sh, smk_gen);
-    st = gen_iter ? sh_encode(d, gtp, &d->gen, eh, xt, tk, ctx, pool, B, NULL) : sh_forward(d, &d->gen, eh, xt, tk, ctx, pool, B);
-    if (st) return st;
-    to_x0(d, x0, xt, eh, tk, B);
-    if ((st = backend_status(be))) return st;
+/* 3a. dx0 = the DM gradient (§5): x0_gen noised at t ∈ [dm_min_t, dm_max_t], the fake
+ * score's x0 against the real score's with CFG ([cond; uncond] in one batch). */
+static sd_status dm_gradient(struct dmd2 *d, struct iter *it, float *dx0) {
+    const struct dmd2_config *c = &d->c;
+    struct backend *be = d->be;
+    struct fwd *f = &d->f;
+    int B = it->B;
+    size_t nb = it->nb, pc = (size_t)B * d->cache.per_c, pp = (size_t)B * d->P;
+    float t2[2 * MAXB];
+    uint64_t mk = arena_mark(f->ar);
+    float *xd = fwd_alloc(f, nb), *e1 = fwd_alloc(f, nb), *xf = fwd_alloc(f, nb), *xr = fwd_alloc(f, nb);
+    float *x2 = fwd_alloc(f, 2 * nb), *e2 = fwd_alloc(f, 2 * nb), *c2 = fwd_alloc(f, 2 * pc), *p2 = fwd_alloc(f, 2 * pp);
+    float *z = normals(d, nb);
+    for (int i = 0; i < B; i++)
+        t2[i] = t2[B + i] = (float)(c->dm_min_t + sd_rng_u32(&d->rng) % (uint32_t)(c->dm_max_t - c->dm_min_t + 1));
+    add_noise(d, xd, it->x0, z, t2, B);
+    SD_TRY(sh_forward(d, &d->fake, e1, xd, t2, it->ctx, it->pool, B));
+    to_x0(d, xf, xd, e1, t2, B);
+    be->ops->copy(be, x2, xd, nb * 4);
+    be->ops->copy(be, x2 + nb, xd, nb * 4);
+    be->ops->copy(be, c2, it->ctx, pc * 4);
+    be->ops->zero(be, c2 + pc, pc * 4);
+    be->ops->copy(be, p2, it->pool, pp * 4);
+    be->ops->zero(be, p2 + pp, pp * 4);
+    int cfg = c->guidance > 1.0f;
+    SD_TRY(sh_forward(d, &d->real, e2, x2, t2, c2, p2, cfg ? 2 * B : B));
+    if (cfg) be->ops->axpby(be, e2, c->guidance, e2, 1.0f - c->guidance, e2 + nb, (long long)nb);
+    to_x0(d, xr, xd, e2, t2, B);
+    SD_TRY(backend_status(be));
+    float *hx = sd_malloc(nb * 3 * sizeof(float));
+    if (!hx) return SD_ERR_NOMEM;
+    float *hf = hx + nb, *hr = hf + nb;
+    be->ops->download(be, hx, it->x0, nb * 4);
+    be->ops->download(be, hf, xf, nb * 4);
+    be->ops->download(be, hr, xr, nb * 4);
+    d->dm = dmd2_dm_grad(hx, hf, hr, B, d->per, hx);
+    be->ops->upload(be, dx0, hx, nb * 4);
+    sd_free(hx);
+    arena_reset(f->ar, mk);
+    return backend_status(be);
+}
 
-    /* 3. generator update: L_DM + gan_g·L_GAN_G (§5, §7) */
-    if (gen_iter) {
-        uint64_t mk = arena_mark(f->ar);
-        float *dx0 = fwd_alloc(f, nb), *xd = fwd_alloc(f, nb), *e1 = fwd_alloc(f, nb), *xf = fwd_alloc(f, nb);
-        float *xr = fwd_alloc(f, nb), *x2 = fwd_alloc(f, 2 * nb), *e2 = fwd_alloc(f, 2 * nb);
-        float *c2 = fwd_alloc(f, 2 * (size_t)B * d->cache.per_c), *p2 = fwd_alloc(f, 2 * (size_t)B * d->P);
-        float *z = normals(d, nb);
-        for (int i = 0; i < B; i++) t2[i] = t2[B + i] = (float)(c->dm_min_t + sd_rng_u32(&d->rng) % (uint32_t)(c->dm_max_t - c->dm_min_t + 1));
-        add_noise(d, xd, x0, z, t2, B);
-        if ((st = sh_forward(d, &d->fake, e1, xd, t2, ctx, pool, B))) return st;
-        to_x0(d, xf, xd, e1, t2, B);
-        /* real score with CFG: [cond; uncond (all-zero embeddings)] in one batch */
-        be->ops->copy(be, x2, xd, nb * 4);
-        be->ops->copy(be, x2 + nb, xd, nb * 4);
-        be->ops->copy(be, c2, ctx, (size_t)B * d->cache.per_c * 4);
-        be->ops->zero(be, c2 + (size_t)B * d->cache.per_c, (size_t)B * d->cache.per_c * 4);
-        be->ops->copy(be, p2, pool, (size_t)B * d->P * 4);
-        be->ops->zero(be, p2 + (size_t)B * d->P, (size_t)B * d->P * 4);
-        int cfg = c->guidance > 1.0f;
-        if ((st = sh_forward(d, &d->real, e2, x2, t2, c2, p2, cfg ? 2 * B : B))) return st;
-        if (cfg) be->ops->axpby(be, e2, c->guidance, e2, 1.0f - c->guidance, e2 + nb, (long long)nb);
-        to_x0(d, xr, xd, e2, t2, B);
-        if ((st = backend_status(be))) return st;
-        /* g = (x0_fake − x0_real) / mean|x − x0_real| per sample; dL/dx = g / (B·C·H·W) */
-        float *hx = sd_malloc(nb * 3 * sizeof(float));
-        if (!hx) return SD_ERR_NOMEM;
-        float *hf = hx + nb, *hr = hf + nb;
-        be->ops->download(be, hx, x0, nb * 4);
-        be->ops->download(be, hf, xf, nb * 4);
-        be->ops->download(be, hr, xr, nb * 4);
-        double dm = dmd2_dm_grad(hx, hf, hr, B, d->per, hx);
-        d->dm = dm;
-        be->ops->upload(be, dx0, hx, nb * 4);
-        sd_free(hx);
-        d->gan_g = 0;
-        if (c->gan) {   /* L_GAN_G = mean softplus(−ℓ(noised x0_gen)), through the frozen fake encoder and head */
-            uint64_t m2 = arena_mark(f->ar);
-            float *zg = normals(d, nb), *lg = fwd_alloc(f, B), *dl = fwd_alloc(f, B), *dxg = fwd_alloc(f, nb);
-            for (int i = 0; i < B; i++) t2[i] = (float)(sd_rng_u32(&d->rng) % 1000u);
-            add_noise(d, xd, x0, zg, t2, B);
-            struct unet_tape *tp = d->tapes + SHARDS_MAX;
-            struct head_save sv;
-            const float *mid;
-            uint64_t smk[SHARDS_MAX];
-            shards_mark(&d->sh, smk);
-            if ((st = sh_encode(d, tp, &d->fake, NULL, xd, t2, ctx, pool, B, &mid))) return st;
-            head_forward(f, &d->head, &sv, lg, mid, B);
-            if ((st = backend_status(be))) return st;
-            be->ops->download(be, host_l, lg, B * 4);
-            for (int i = 0; i < B; i++) {
-                d->gan_g += softplus(-host_l[i]) / B;
-                host_l[i] = (float)(-sigmoid(-host_l[i]) / B * c->gan_weight_g);
-            }
-            be->ops->upload(be, dl, host_l, B * 4);
-            float *dmid = fwd_alloc(f, (size_t)B * d->mid_per);
-            head_backward(f, &d->head, NULL, &sv, dl, dmid, B);
-            if ((st = backend_status(be)) || (st = sh_backward(d, tp, &d->fake, -1, NULL, dmid, dxg, B))) return st;
-            double a[MAXB], one[MAXB];
-            for (int i = 0; i < B; i++) { a[i] = sqrt(abar(d, (int)t2[i])); one[i] = 1.0; }
-            per_sample(d, dx0, dx0, dxg, one, a, B);
-            arena_reset(f->ar, m2);
-            shards_reset(&d->sh, smk);
-        }
-        /* through x0 = (x_t − √(1−ᾱ) ε̂)/√ᾱ into ε̂, then the generator */
-        double sc[MAXB];
-        for (int i = 0; i < B; i++) sc[i] = -sqrt(1 - abar(d, (int)tk[i])) / sqrt(abar(d, (int)tk[i]));
-        float *deh = xf;   /* reuse */
-        per_sample(d, deh, dx0, NULL, sc, NULL, B);
-        optim_zero_grad(&d->og, be);
-        if (c->lora_rank > 0) unet_zero(be, &d->ggen);   /* og holds only the adapters' gradients */
-        if ((st = sh_backward(d, gtp, &d->gen, 0, deh, NULL, NULL, B))) return st;
-        if (c->lora_rank > 0) lora_grads(&d->lora, be);
-        if ((st = backend_status(be))) return st;
-        struct optimizer *og = &d->og;
-        if ((st = joint_step(d, &og, 1, &gn_gen))) return st;
-        if (c->lora_rank > 0) lora_merge(&d->lora, be);
-        arena_reset(f->ar, mk);
+/* 3b. dx0 += gan_g·dL_GAN_G/dx0, L_GAN_G = mean softplus(−ℓ(noised x0_gen)) through the
+ * frozen fake encoder and head (§7). */
+static sd_status gan_g_gradient(struct dmd2 *d, struct iter *it, float *dx0) {
+    struct backend *be = d->be;
+    struct fwd *f = &d->f;
+    int B = it->B;
+    size_t nb = it->nb;
+    float t2[MAXB], host_l[MAXB];
+    uint64_t mk = arena_mark(f->ar), smk[SHARDS_MAX];
+    float *zg = normals(d, nb), *lg = fwd_alloc(f, B), *dl = fwd_alloc(f, B), *dxg = fwd_alloc(f, nb);
+    float *xd = fwd_alloc(f, nb);
+    for (int i = 0; i < B; i++) t2[i] = (float)(sd_rng_u32(&d->rng) % 1000u);
+    add_noise(d, xd, it->x0, zg, t2, B);
+    struct unet_tape *tp = d->tapes + SHARDS_MAX;
+    struct head_save sv;
+    const float *mid = NULL;
+    shards_mark(&d->sh, smk);
+    SD_TRY(sh_encode(d, tp, &d->fake, NULL, xd, t2, it->ctx, it->pool, B, &mid));
+    head_forward(f, &d->head, &sv, lg, mid, B);
+    SD_TRY(backend_status(be));
+    be->ops->download(be, host_l, lg, B * 4);
+    d->gan_g = 0;
+    for (int i = 0; i < B; i++) {
+        d->gan_g += softplus(-host_l[i]) / B;
+        host_l[i] = (float)(-sigmoid(-host_l[i]) / B * d->c.gan_weight_g);
     }
-    arena_reset(f->ar, mk_gen);   /* the generator tape is dead; x0 (allocated before it) lives */
-    shards_reset(&d->sh, smk_gen);
-
-    /* 4. fake score + head: denoising loss on x0_gen + gan_d·L_GAN_D (§6, §7) */
-    optim_zero_grad(&d->of, be);
-    optim_zero_grad(&d->oh, be);
-    {
-        uint64_t mk = arena_mark(f->ar);
-        float *z = normals(d, nb), *xn = fwd_alloc(f, nb), *pred = fwd_alloc(f, nb);
-        for (int i = 0; i < B; i++) t2[i] = (float)(sd_rng_u32(&d->rng) % 1000u);
-        add_noise(d, xn, x0, z, t2, B);
-        struct unet_tape *tp = d->tapes + 2 * SHARDS_MAX;
-        uint64_t smk[SHARDS_MAX];
-        shards_mark(&d->sh, smk);
-        if ((st = sh_encode(d, tp, &d->fake, pred, xn, t2, ctx, pool, B, NULL))) return st;
-        be->ops->axpby(be, pred, 1.0f, pred, -1.0f, z, (long long)nb);
-        d->fake_l = be->ops->dot(be, pred, pred, (long long)nb) / nb;
-        be->ops->axpby(be, pred, 2.0f / nb, pred, 0.0f, NULL, (long long)nb);
-        if ((st = sh_backward(d, tp, &d->fake, 1, pred, NULL, NULL, B))) return st;
-        arena_reset(f->ar, mk);
-        shards_reset(&d->sh, smk);
-    }
-    d->gan_d = 0;
-    if (c->gan) {   /* real latents (their own captions) and x0_gen, each at its own t */
-        uint64_t mk = arena_mark(f->ar);
-        float *x2 = fwd_alloc(f, 2 * nb), *c2 = fwd_alloc(f, 2 * (size_t)B * d->cache.per_c);
-        float *p2 = fwd_alloc(f, 2 * (size_t)B * d->P), *z = normals(d, 2 * nb), *lg = fwd_alloc(f, 2 * B), *dl = fwd_alloc(f, 2 * B);
-        draw(d, ridx, B);
-        gather(d, ridx, B, x2, c2, p2);
-        be->ops->copy(be, x2 + nb, x0, nb * 4);
-        be->ops->copy(be, c2 + (size_t)B * d->cache.per_c, ctx, (size_t)B * d->cache.per_c * 4);
-        be->ops->copy(be, p2 + (size_t)B * d->P, pool, (size_t)B * d->P * 4);
-        for (int i = 0; i < 2 * B; i++) t2[i] = (float)(sd_rng_u32(&d->rng) % 1000u);
-        float *xn = fwd_alloc(f, 2 * nb);
-        add_noise(d, xn, x2, z, t2, 2 * B);
-        struct unet_tape *tp = d->tapes + 3 * SHARDS_MAX;
-        struct head_save sv;
-        const float *mid;
-        uint64_t smk[SHARDS_MAX];
-        shards_mark(&d->sh, smk);
-        if ((st = sh_encode(d, tp, &d->fake, NULL, xn, t2, c2, p2, 2 * B, &mid))) return st;
-        head_forward(f, &d->head, &sv, lg, mid, 2 * B);
-        if ((st = backend_status(be))) return st;
-        be->ops->download(be, host_l, lg, 2 * B * 4);
-        for (int i = 0; i < B; i++) {   /* rows 0..B-1 real, B..2B-1 fake */
-            double lr = host_l[i], lf = host_l[B + i];
-            d->gan_d += (softplus(-lr) + softplus(lf)) / B;
-            host_l[i] = (float)(-sigmoid(-lr) / B * c->gan_weight_d);
-            host_l[B + i] = (float)(sigmoid(lf) / B * c->gan_weight_d);
-        }
-        be->ops->upload(be, dl, host_l, 2 * B * 4);
-        float *dmid = fwd_alloc(f, (size_t)2 * B * d->mid_per);
-        head_backward(f, &d->head, &d->ghead, &sv, dl, dmid, 2 * B);
-        if ((st = backend_status(be)) || (st = sh_backward(d, tp, &d->fake, 1, NULL, dmid, NULL, 2 * B))) return st;
-        arena_reset(f->ar, mk);
-        shards_reset(&d->sh, smk);
-    }
-    struct optimizer *os[2] = { &d->of, &d->oh };
-    if ((st = joint_step(d, os, 2, &gn_fake))) return st;
-
-    /* samples and checkpoints */
-    if (c->sample_every > 0 && (d->step % c->sample_every == 0 || d->step == c->steps)) {
-        int n = B < 8 ? B : 8;
-        uint64_t mk = arena_mark(f->ar);
-        float *x = fwd_alloc(f, (size_t)n * d->per), *img = fwd_alloc(f, (size_t)n * 3 * d->S * d->S);
-        float *hbuf = sd_malloc(sizeof(float) * ((size_t)n * 3 * d->S * d->S + (size_t)n * d->per));
-        struct sd_rng r2;
-        sd_rng_init(&r2, 4321);
-        if (hbuf && x && img) {
-            sd_rng_normal(&r2, hbuf, (size_t)n * d->per);
-            be->ops->upload(be, x, hbuf, (size_t)n * d->per * 4);
-            struct { struct sd_rng *r; } nctx = { &r2 };
-            void fill(void *ud, int s, float *hh, size_t cnt);
-            struct sampler_job j = { .unet = &d->gen, .sched = &d->sch, .ctx = d->cache.ctx, .pooled = d->cache.pool,
-                                     .time_ids = d->tid, .N = n, .h = d->h, .w = d->h, .Lk = d->L, .nsteps = c->nsteps,
-                                     .timesteps = c->timesteps, .noise = fill, .noise_ud = &nctx };
-            if (!(st = sampler_run(f, &j, x))) {
-                be->ops->axpby(be, x, 1.0f / d->v.cfg.scaling_factor, x, 0.0f, NULL, (long long)(n * d->per));
-                vae_decode(f, &d->v, img, x, n, d->h, d->h);
-                be->ops->download(be, hbuf, img, (size_t)n * 3 * d->S * d->S * 4);
-                snprintf(d->sample, sizeof d->sample, "%s/samples", c->out_dir);
-                sd_mkdir(d->sample, 0755);
-                snprintf(d->sample, sizeof d->sample, "%s/samples/%07d.png", c->out_dir, d->step);
-                st = save_grid(d->sample, hbuf, n, d->S);
-            }
-        }
-        sd_free(hbuf);
-        arena_reset(f->ar, mk);
-        if (st) return st;
-    }
-    if ((c->checkpoint_every > 0 && d->step % c->checkpoint_every == 0) || d->step == c->steps)
-        if ((st = dmd2_save(d, NULL, 0))) return st;
-    if (out) {
-        *out = (struct dmd2_stats){ d->step, d->og.step, d->dm, d->gan_g, d->fake_l, d->gan_d, gn_gen, gn_fake,
-                                    d->sample[0] ? d->sample : NULL, d->ckpt[0] ? d->ckpt : NULL };
-    }
+    be->ops->upload(be, dl, host_l, B * 4);
+    float *dmid = fwd_alloc(f, (size_t)B * d->mid_per);
+    head_backward(f, &d->head, NULL, &sv, dl, dmid, B);
+    SD_TRY(backend_status(be));
+    SD_TRY(sh_backward(d, tp, &d->fake, -1, NULL, dmid, dxg, B));
+    double a[MAXB], one[MAXB];
+    for (int i = 0; i < B; i++) { a[i] = sqrt(abar(d, (int)t2[i])); one[i] = 1.0; }
+    per_sample(d, dx0, dx0, dxg, one, a, B);
+    arena_reset(f->ar, mk);
+    shards_reset(&d->sh, smk);
     return SD_OK;
 }
 
-void fill(void *ud, int s, float *hh, size_t cnt) {
-    (void)s;
-    struct sd_rng *r = *(struct sd_rng **)ud;
-    sd_rng_normal(r, hh, cnt);
+/* 3c. Through x0 = (x_t − √(1−ᾱ) ε̂)/√ᾱ into ε̂, back through the taped generator, and
+ * the generator's update: the iteration's first weight change. */
+static sd_status generator_backward(struct dmd2 *d, struct iter *it, struct unet_tape *gtp, const float *dx0) {
+    const struct dmd2_config *c = &d->c;
+    struct backend *be = d->be;
+    double sc[MAXB];
+    for (int i = 0; i < it->B; i++) sc[i] = -sqrt(1 - abar(d, (int)it->tk[i])) / sqrt(abar(d, (int)it->tk[i]));
+    float *deh = fwd_alloc(&d->f, it->nb);
+    if (!deh) return backend_status(be);
+    per_sample(d, deh, dx0, NULL, sc, NULL, it->B);
+    optim_zero_grad(&d->og, be);
+    if (c->lora_rank > 0) unet_zero(be, &d->ggen);   /* og holds only the adapters' gradients */
+    SD_TRY(sh_backward(d, gtp, &d->gen, 0, deh, NULL, NULL, it->B));
+    if (c->lora_rank > 0) lora_grads(&d->lora, be);
+    SD_TRY(backend_status(be));
+    struct optimizer *og = &d->og;
+    d->committed = 1;
+    SD_TRY(joint_step(d, &og, 1, &it->gn_gen));
+    if (c->lora_rank > 0) lora_merge(&d->lora, be);
+    return SD_OK;
+}
+
+/* 2 + 3. The generator's forward (taped on generator iterations: every ttur-th) gives
+ * x0_gen; on generator iterations, its update with L_DM + gan_g·L_GAN_G. */
+static sd_status generator_phase(struct dmd2 *d, struct iter *it) {
+    struct fwd *f = &d->f;
+    struct unet_tape *gtp = d->tapes;   /* per shard: the generator's, then GAN-G, fake, GAN-D */
+    uint64_t mk = arena_mark(f->ar), smk[SHARDS_MAX];
+    shards_mark(&d->sh, smk);
+    sd_status st = it->gen_iter ? sh_encode(d, gtp, &d->gen, it->eh, it->xt, it->tk, it->ctx, it->pool, it->B, NULL)
+                                : sh_forward(d, &d->gen, it->eh, it->xt, it->tk, it->ctx, it->pool, it->B);
+    if (!st) {
+        to_x0(d, it->x0, it->xt, it->eh, it->tk, it->B);
+        st = backend_status(d->be);
+    }
+    if (!st && it->gen_iter) {
+        float *dx0 = fwd_alloc(f, it->nb);
+        st = dx0 ? dm_gradient(d, it, dx0) : backend_status(d->be);
+        d->gan_g = 0;
+        if (!st && d->c.gan) st = gan_g_gradient(d, it, dx0);
+        if (!st) st = generator_backward(d, it, gtp, dx0);
+    }
+    arena_reset(f->ar, mk);   /* the generator tape is dead; x0_gen (allocated before it) lives */
+    shards_reset(&d->sh, smk);
+    return st;
+}
+
+/* 4a. The fake score's denoising loss on x0_gen (§6) into gfake. */
+static sd_status fake_denoise(struct dmd2 *d, struct iter *it) {
+    struct backend *be = d->be;
+    struct fwd *f = &d->f;
+    size_t nb = it->nb;
+    float t2[MAXB];
+    uint64_t mk = arena_mark(f->ar), smk[SHARDS_MAX];
+    float *z = normals(d, nb), *xn = fwd_alloc(f, nb), *pred = fwd_alloc(f, nb);
+    for (int i = 0; i < it->B; i++) t2[i] = (float)(sd_rng_u32(&d->rng) % 1000u);
+    add_noise(d, xn, it->x0, z, t2, it->B);
+    struct unet_tape *tp = d->tapes + 2 * SHARDS_MAX;
+    shards_mark(&d->sh, smk);
+    SD_TRY(sh_encode(d, tp, &d->fake, pred, xn, t2, it->ctx, it->pool, it->B, NULL));
+    be->ops->axpby(be, pred, 1.0f, pred, -1.0f, z, (long long)nb);
+    d->fake_l = be->ops->dot(be, pred, pred, (long long)nb) / nb;
+    be->ops->axpby(be, pred, 2.0f / nb, pred, 0.0f, NULL, (long long)nb);
+    SD_TRY(sh_backward(d, tp, &d->fake, 1, pred, NULL, NULL, it->B));
+    arena_reset(f->ar, mk);
+    shards_reset(&d->sh, smk);
+    return SD_OK;
+}
+
+/* 4b. gan_d·L_GAN_D (§7): real latents (with their own captions) against x0_gen, each at
+ * its own t, through the fake encoder and head, into gfake and ghead. */
+static sd_status gan_d_gradient(struct dmd2 *d, struct iter *it) {
+    struct backend *be = d->be;
+    struct fwd *f = &d->f;
+    int B = it->B;
+    size_t nb = it->nb, pc = (size_t)B * d->cache.per_c, pp = (size_t)B * d->P;
+    float t2[2 * MAXB], host_l[2 * MAXB];
+    long long ridx[MAXB];
+    uint64_t mk = arena_mark(f->ar), smk[SHARDS_MAX];
+    float *x2 = fwd_alloc(f, 2 * nb), *c2 = fwd_alloc(f, 2 * pc), *p2 = fwd_alloc(f, 2 * pp);
+    float *z = normals(d, 2 * nb), *lg = fwd_alloc(f, 2 * B), *dl = fwd_alloc(f, 2 * B), *xn = fwd_alloc(f, 2 * nb);
+    draw(d, ridx, B);
+    gather(d, ridx, B, x2, c2, p2);
+    be->ops->copy(be, x2 + nb, it->x0, nb * 4);
+    be->ops->copy(be, c2 + pc, it->ctx, pc * 4);
+    be->ops->copy(be, p2 + pp, it->pool, pp * 4);
+    for (int i = 0; i < 2 * B; i++) t2[i] = (float)(sd_rng_u32(&d->rng) % 1000u);
+    add_noise(d, xn, x2, z, t2, 2 * B);
+    struct unet_tape *tp = d->tapes + 3 * SHARDS_MAX;
+    struct head_save sv;
+    const float *mid = NULL;
+    shards_mark(&d->sh, smk);
+    SD_TRY(sh_encode(d, tp, &d->fake, NULL, xn, t2, c2, p2, 2 * B, &mid));
+    head_forward(f, &d->head, &sv, lg, mid, 2 * B);
+    SD_TRY(backend_status(be));
+    be->ops->download(be, host_l, lg, 2 * B * 4);
+    for (int i = 0; i < B; i++) {   /* rows 0..B-1 real, B..2B-1 fake */
+        double lr = host_l[i], lf = host_l[B + i];
+        d->gan_d += (softplus(-lr) + softplus(lf)) / B;
+        host_l[i] = (float)(-sigmoid(-lr) / B * d->c.gan_weight_d);
+        host_l[B + i] = (float)(sigmoid(lf) / B * d->c.gan_weight_d);
+    }
+    be->ops->upload(be, dl, host_l, 2 * B * 4);
+    float *dmid = fwd_alloc(f, (size_t)2 * B * d->mid_per);
+    head_backward(f, &d->head, &d->ghead, &sv, dl, dmid, 2 * B);
+    SD_TRY(backend_status(be));
+    SD_TRY(sh_backward(d, tp, &d->fake, 1, NULL, dmid, NULL, 2 * B));
+    arena_reset(f->ar, mk);
+    shards_reset(&d->sh, smk);
+    return SD_OK;
+}
+
+/* 4. The fake score and GAN head's update (every iteration). */
+static sd_status fake_phase(struct dmd2 *d, struct iter *it) {
+    optim_zero_grad(&d->of, d->be);
+    optim_zero_grad(&d->oh, d->be);
+    SD_TRY(fake_denoise(d, it));
+    d->gan_d = 0;
+    if (d->c.gan) SD_TRY(gan_d_gradient(d, it));
+    struct optimizer *os[2] = { &d->of, &d->oh };
+    d->committed = 1;
+    return joint_step(d, os, 2, &it->gn_fake);
+}
+
+static void rng_fill(void *ud, int step, float *host, size_t n) {
+    (void)step;
+    sd_rng_normal(ud, host, n);
+}
+
+static int sample_step(void *ud, int step, int total) {
+    (void)step; (void)total;
+    return yield_point(ud) != SD_OK;   /* never: samples come after the iteration committed */
+}
+
+/* 5. A sample grid of the generator (fixed noise, the first cached prompts). */
+static sd_status samples(struct dmd2 *d, const struct iter *it) {
+    const struct dmd2_config *c = &d->c;
+    struct backend *be = d->be;
+    struct fwd *f = &d->f;
+    int n = it->B < 8 ? it->B : 8;
+    size_t nl = (size_t)n * d->per, ni = (size_t)n * 3 * d->S * d->S;
+    uint64_t mk = arena_mark(f->ar);
+    float *x = fwd_alloc(f, nl), *img = fwd_alloc(f, ni), *hbuf = sd_malloc(sizeof(float) * (ni + nl));
+    sd_status st = hbuf && x && img ? SD_OK : hbuf ? backend_status(be) : SD_ERR_NOMEM;
+    struct sd_rng r2;
+    sd_rng_init(&r2, 4321);
+    if (!st) {
+        sd_rng_normal(&r2, hbuf, nl);
+        be->ops->upload(be, x, hbuf, nl * 4);
+        struct sampler_job j = { .unet = &d->gen, .sched = &d->sch, .ctx = d->cache.ctx, .pooled = d->cache.pool,
+                                 .time_ids = d->tid, .N = n, .h = d->h, .w = d->h, .Lk = d->L, .nsteps = c->nsteps,
+                                 .timesteps = c->timesteps, .noise = rng_fill, .noise_ud = &r2,
+                                 .on_step = sample_step, .step_ud = d };
+        if (!(st = yield_point(d)) && !(st = sampler_run(f, &j, x))) {
+            be->ops->axpby(be, x, 1.0f / d->v.cfg.scaling_factor, x, 0.0f, NULL, (long long)nl);
+            vae_decode(f, &d->v, img, x, n, d->h, d->h);
+            be->ops->download(be, hbuf, img, ni * 4);
+            snprintf(d->sample, sizeof d->sample, "%s/samples", c->out_dir);
+            sd_mkdir(d->sample, 0755);
+            snprintf(d->sample, sizeof d->sample, "%s/samples/%07d.png", c->out_dir, d->step);
+            st = save_grid(d->sample, hbuf, n, d->S);
+        }
+    }
+    sd_free(hbuf);
+    arena_reset(f->ar, mk);
+    return st;
+}
+
+sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
+    const struct dmd2_config *c = &d->c;
+    if (dmd2_done(d)) return sd_fail(SD_ERR_INVALID, "dmd2: all %d steps done", c->steps);
+    struct iter it = { .B = c->batch, .gen_iter = d->step % c->ttur == 0, .gn_gen = d->og.last_grad_norm };
+    it.nb = (size_t)it.B * d->per;
+    struct sd_rng rng0 = d->rng;
+    long long cursor0 = d->cursor;
+    d->step++;
+    d->sample[0] = d->ckpt[0] = 0;
+    d->committed = d->stop = 0;
+    arena_reset(&d->acts, 0);
+    shards_reset(&d->sh, NULL);
+    struct fwd *f = &d->f;
+    it.x0 = fwd_alloc(f, it.nb);
+    it.ctx = fwd_alloc(f, (size_t)it.B * d->cache.per_c);
+    it.pool = fwd_alloc(f, (size_t)it.B * d->P);
+    it.xt = fwd_alloc(f, it.nb);
+    it.eh = fwd_alloc(f, it.nb);
+    if (!it.x0 || !it.ctx || !it.pool || !it.xt || !it.eh) return backend_status(d->be);
+    long long idx[MAXB];
+    draw(d, idx, it.B);
+    gather(d, idx, it.B, NULL, it.ctx, it.pool);
+    sd_status st = gen_input(d, &it);
+    if (!st) st = generator_phase(d, &it);
+    if (!st) st = fake_phase(d, &it);
+    if (st == SD_ERR_CANCELLED && !d->committed) {   /* undone: as if it never began */
+        d->step--;
+        d->rng = rng0;
+        d->cursor = cursor0;
+        return st;
+    }
+    if (!st && c->sample_every > 0 && (d->step % c->sample_every == 0 || d->step == c->steps))
+        st = samples(d, &it);
+    if (!st && ((c->checkpoint_every > 0 && d->step % c->checkpoint_every == 0) || d->step == c->steps))
+        st = dmd2_save(d, NULL, 0);
+    if (st) return st;
+    if (out) {
+        *out = (struct dmd2_stats){ d->step, d->og.step, d->dm, d->gan_g, d->fake_l, d->gan_d, it.gn_gen, it.gn_fake,
+                                    d->sample[0] ? d->sample : NULL, d->ckpt[0] ? d->ckpt : NULL };
+    }
+    return SD_OK;
 }
 
 sd_status dmd2_save(struct dmd2 *d, char *path_out, size_t n) {

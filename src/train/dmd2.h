@@ -2,7 +2,8 @@
  * frozen teacher ("real score", with CFG) and a trainable "fake score" UNet with a GAN
  * head on its mid-block features.
  *
- * One iteration (dmd2_step):
+ * One iteration (dmd2_step, in phases: generator input, generator update, fake-score
+ * update, samples/checkpoint):
  *   1. prompts = captions of a cached dataset batch; backward simulation (or, ablated,
  *      real latents noised at a random step) makes the generator input x_t at t_k;
  *   2. the generator predicts x0_gen;
@@ -39,6 +40,13 @@ struct dmd2_config {
     int threads;                 /* CPU threads of the training backend; 0 = all cores */
     int shards;                  /* CPU data-parallel shards of the UNet passes (shards.h); 0 = one per thread */
     const char *backend;         /* "cpu" (NULL) or "cuda" */
+    /* Called before every UNet pass of an iteration (NULL: none): the daemon serves
+     * generations there, so one waits for at most one pass.  Non-zero asks to stop:
+     * dmd2_step then returns SD_ERR_CANCELLED with the iteration undone (step, RNG and data
+     * cursor as before it) as long as it has changed no weight; past its first weight
+     * update the iteration completes (still calling yield) and returns normally. */
+    int (*yield)(void *ud);
+    void *yield_ud;
 };
 
 struct dmd2_stats {
@@ -56,7 +64,8 @@ double dmd2_dm_grad(const float *x, const float *x_fake, const float *x_real, in
 
 struct dmd2;
 sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c);
-/* One iteration; fills st.  SD_ERR_INVALID once all steps are done. */
+/* One iteration; fills st.  SD_ERR_INVALID once all steps are done; SD_ERR_CANCELLED
+ * when the yield hook stopped it before any weight changed (the iteration is undone). */
 sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *st);
 /* A checkpoint now (path_out may be NULL) and the generator as OUT/generator.safetensors
  * (the merged UNet), plus OUT/generator_lora.safetensors (kohya format) with LoRA. */

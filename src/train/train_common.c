@@ -61,7 +61,7 @@ sd_status cond_encode(struct cond *k, struct fwd *f, const char *const *caps, in
 
 
 sd_status cache_build(struct latent_cache *c, struct fwd *f, struct cond *k, const struct vae *v,
-                      const struct dataset *d, long long max_items) {
+                      const struct dataset *d, long long max_items, const struct yield_hook *y) {
     struct backend *be = f->be;
     memset(c, 0, sizeof *c);
     int S = dataset_resolution(d), s = vae_scale(v), h = S / s, C = v->cfg.latent_ch, L = k->L, X = k->X, P = k->P;
@@ -83,6 +83,10 @@ sd_status cache_build(struct latent_cache *c, struct fwd *f, struct cond *k, con
     double t0 = sd_now_ms();
     for (long long i0 = 0; i0 < K && !st; i0 += CH) {
         int n = (int)(K - i0 < CH ? K - i0 : CH);
+        if (i0 && y && y->fn && y->fn(y->ud)) {
+            st = sd_fail(SD_ERR_CANCELLED, "stopped while caching latents (%lld of %lld)", i0, K);
+            break;
+        }
         uint64_t mk = arena_mark(f->ar);
         for (int i = 0; i < n && !st; i++)
             st = dataset_get(d, (long)(i0 + i), host + (size_t)i * 3 * S * S, NULL, caps[i], DATASET_CAPTION_MAX, NULL);

@@ -20,8 +20,13 @@ void cond_free(struct cond *k);
 /* ctx [n, L, X], pooled [n, P] (backend memory) for n captions. */
 sd_status cond_encode(struct cond *k, struct fwd *f, const char *const *caps, int n, float *ctx, float *pooled);
 
+/* A caller's hook between long steps (the daemon serves generations there); non-zero asks
+ * to stop. */
+struct yield_hook { int (*fn)(void *ud); void *ud; };
+
 /* Latents (× scaling_factor) and conditioning of the first K dataset items, on the
- * backend in one allocation. */
+ * backend in one allocation, in chunks of 16 items with y (may be NULL) asked between
+ * them: a stop is SD_ERR_CANCELLED. */
 struct latent_cache {
     struct arena mem;
     float *lat, *ctx, *pool;    /* [K, C, h, w], [K, L, X], [K, P] */
@@ -30,7 +35,7 @@ struct latent_cache {
     int P, C, h;
 };
 sd_status cache_build(struct latent_cache *c, struct fwd *f, struct cond *k, const struct vae *v,
-                      const struct dataset *d, long long max_items);
+                      const struct dataset *d, long long max_items, const struct yield_hook *y);
 void cache_free(struct latent_cache *c);
 
 /* How much a denoiser uses its condition: the ε-MSE of u on the cached items noised at

@@ -422,7 +422,7 @@ sd_status train_teacher(const struct train_config *c) {
     /* cache: VAE latents (× scaling_factor) and text conditioning of K dataset items */
     int S = dataset_resolution(c->data), s = vae_scale(&v), h = S / s, L = k.L, X = k.X, P = k.P, B = c->batch;
     if (S % (s << (u.cfg.nlevels - 1))) { st = sd_fail(SD_ERR_INVALID, "resolution %d does not fit the VAE and UNet", S); goto out; }
-    if ((st = cache_build(&cache, &f, &k, &v, c->data, c->cache_size))) goto out;
+    if ((st = cache_build(&cache, &f, &k, &v, c->data, c->cache_size, NULL))) goto out;
     long long K = cache.K;
     size_t per_l = cache.per_l, per_c = cache.per_c;
     float *lat = cache.lat, *cctx = cache.ctx, *cpool = cache.pool;
