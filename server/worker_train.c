@@ -58,7 +58,7 @@ static void classify(sd_status st, const char **code, int *http) {
     case SD_ERR_NOMEM:
         *code = "resource_exhausted"; *http = 503; break;
     case SD_ERR_INVALID: case SD_ERR_NOTFOUND: case SD_ERR_FORMAT: case SD_ERR_SHAPE:
-    case SD_ERR_UNSUPPORTED:
+    case SD_ERR_UNSUPPORTED: case SD_ERR_NUMERIC:
         *code = "invalid_argument"; *http = 400; break;
     default:
         *code = "training_failed"; *http = 500; break;
@@ -322,7 +322,8 @@ void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j) {
                  "serving): %s", j->load_shown, last_error(st));
         strip_root(msg, files.data_root.path);
         int client = st == SD_ERR_NOTFOUND || st == SD_ERR_FORMAT || st == SD_ERR_SHAPE ||
-                     st == SD_ERR_INVALID || st == SD_ERR_UNSUPPORTED || st == SD_ERR_IO;
+                     st == SD_ERR_INVALID || st == SD_ERR_UNSUPPORTED || st == SD_ERR_IO ||
+                     st == SD_ERR_NUMERIC;
         jobs_load_finish(d->jobs, j, st, st == SD_ERR_NOMEM ? "resource_exhausted" :
                          client ? "invalid_argument" : "internal",
                          st == SD_ERR_NOMEM ? 503 : client ? 400 : 500, msg);

@@ -365,6 +365,15 @@ static int gen_step(void *ud, int step, int total) {
     return g->progress ? g->progress(g->ud, step, total) : 0;
 }
 
+/* A generation whose numbers went NaN or infinite fails instead of serving a black
+ * image: x [n·per], what names the stage. */
+static sd_status check_finite(const float *x, size_t total, size_t per, const char *what) {
+    long long bad = sd_find_nonfinite(x, total);
+    if (bad < 0) return SD_OK;
+    return sd_fail(SD_ERR_NUMERIC, "image %lld: the %s became non-finite (NaN or infinity): the model's "
+                   "weights or the request's numbers overflow", bad / (long long)per, what);
+}
+
 sd_status engine_generate(struct engine *e, const struct gen_params *p, struct gen_item *items, int n,
                           uint8_t *rgb, struct gen_timings *tm, gen_progress_fn progress, void *ud,
                           struct gen_trace *trace) {
@@ -425,6 +434,8 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     if ((st = ddim ? sampler_ddim(&f, &dj, x) : sampler_run(&f, &j, x))) goto out;
     be->ops->sync(be);
     t.unet_ms = sd_now_ms() - t1;
+    be->ops->download(be, host, x, per * n * sizeof(float));   /* host holds 3·npix·n >= per·n */
+    if ((st = check_finite(host, per * n, per, "latent"))) goto out;
 
     /* decode: latents / scaling_factor -> VAE -> [-1,1] -> [0,1] -> uint8 */
     double t2 = sd_now_ms();
@@ -433,9 +444,10 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     vae_decode(&f, &e->vae, img, x, n, h, w);
     if ((st = backend_status(be))) goto out;
     be->ops->download(be, host, img, 3 * npix * n * sizeof(float));
-    for (size_t i = 0; i < 3 * npix * n; i++) {
+    if ((st = check_finite(host, 3 * npix * n, 3 * npix, "decoded image"))) goto out;
+    for (size_t i = 0; i < 3 * npix * n; i++) {   /* NaN-safe: anything not above 0 is 0 */
         float v = host[i] * 0.5f + 0.5f;
-        host[i] = v < 0 ? 0 : v > 1 ? 1 : v;
+        host[i] = v > 0 ? (v < 1 ? v : 1) : 0;
     }
     if (trace && trace->image) memcpy(trace->image, host, 3 * npix * n * sizeof(float));
     for (int i = 0; i < n; i++)        /* CHW float -> HWC uint8, round half to even */

@@ -22,6 +22,7 @@ typedef enum {
     SD_ERR_UNSUPPORTED, /* valid but not implemented (dtype, block type) */
     SD_ERR_CUDA,        /* device failure */
     SD_ERR_CANCELLED,   /* the caller asked to stop */
+    SD_ERR_NUMERIC,     /* a value is NaN or infinite (weights, latents) */
 } sd_status;
 
 const char *sd_status_name(sd_status st);

@@ -22,6 +22,7 @@ const char *sd_status_name(sd_status st) {
     case SD_ERR_UNSUPPORTED: return "unsupported";
     case SD_ERR_CUDA: return "device_error";
     case SD_ERR_CANCELLED: return "cancelled";
+    case SD_ERR_NUMERIC: return "non_finite";
     }
     return "unknown";
 }

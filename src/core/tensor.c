@@ -145,3 +145,9 @@ void sd_convert_from_f32(void *dst, const float *src, sd_dtype dt, size_t n) {
         break;
     }
 }
+
+long long sd_find_nonfinite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return (long long)i;
+    return -1;
+}

@@ -37,6 +37,8 @@ float sd_bf16_to_f32(uint16_t h);
 uint16_t sd_f32_to_bf16(float f);
 /* Convert n elements of storage dtype dt at src to fp32 at dst (I64 converts by value). */
 void sd_convert_to_f32(float *dst, const void *src, sd_dtype dt, size_t n);
+/* Index of the first NaN or infinity in x[0..n), or -1. */
+long long sd_find_nonfinite(const float *x, size_t n);
 void sd_convert_from_f32(void *dst, const float *src, sd_dtype dt, size_t n);
 
 #endif

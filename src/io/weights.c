@@ -138,6 +138,12 @@ sd_status wt_load(struct weight_table *t, struct backend *be, const char *path, 
             stage_n = n;
         }
         st_read_f32(x, stage);
+        long long bad = sd_find_nonfinite(stage, n);
+        if (bad >= 0) {
+            st = sd_fail(SD_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value (%g at element %lld)", path,
+                         x->name, stage[bad], bad);
+            break;
+        }
         be->ops->upload(be, *r->dst, stage, n * sizeof(float));
         r->loaded = 1;
     }

@@ -151,9 +151,12 @@ sd_status lora_apply_file(struct weight_table *wt, struct backend *be, const cha
         if (ad->alpha) st_read_f32(ad->alpha, &alpha);
         arena_reset(&scratch, 0);
         float *a = arena_floats(&scratch, na), *b = arena_floats(&scratch, nb), *p = arena_floats(&scratch, nw);
+        if (!isfinite(alpha)) { st = sd_fail(SD_ERR_NUMERIC, "%s: %s: alpha is not finite", path, ad->a->name); break; }
         st_read_f32(ad->a, host);
+        if (sd_find_nonfinite(host, na) >= 0) { st = sd_fail(SD_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value", path, ad->a->name); break; }
         be->ops->upload(be, a, host, na * sizeof(float));
         st_read_f32(ad->b, host);
+        if (sd_find_nonfinite(host, nb) >= 0) { st = sd_fail(SD_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value", path, ad->b->name); break; }
         be->ops->upload(be, b, host, nb * sizeof(float));
         be->ops->linear_backward(be, p, NULL, NULL, b, NULL, a, ad->cout, (int)ad->K, ad->rank);   /* p = B·A */
         float *w = *wt->rows[ad->row].dst;

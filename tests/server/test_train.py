@@ -331,6 +331,48 @@ def check_load(t, c, root):
          "... with the same pixels")
 
 
+def st_rewrite(src, dst, value):
+    """A copy of a safetensors file with every float element set to value (struct format
+    per dtype: F32 'f', F16 'e'), the header unchanged."""
+    import struct
+    with open(src, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        hdr = f.read(n)
+        data = bytearray(f.read())
+    for k, v in json.loads(hdr).items():
+        if k == "__metadata__" or v["dtype"] not in ("F32", "F16"):
+            continue
+        fmt, size = ("<f", 4) if v["dtype"] == "F32" else ("<e", 2)
+        b, e = v["data_offsets"]
+        data[b:e] = struct.pack(fmt, value) * ((e - b) // size)
+    with open(dst, "wb") as f:
+        f.write(n.to_bytes(8, "little") + hdr + bytes(data))
+
+
+def check_nonfinite(t, c, root):
+    """Weights with NaN/Inf are refused at load (the previous generator keeps serving);
+    finite weights that overflow in the computation fail the generation, never a black
+    image."""
+    src = os.path.join(root, "teacher", "unet", "diffusion_pytorch_model.safetensors")
+    st_rewrite(src, os.path.join(root, "nan.safetensors"), float("nan"))
+    st_rewrite(src, os.path.join(root, "inf.safetensors"), float("inf"))
+    st_rewrite(src, os.path.join(root, "huge.safetensors"), 60000.0)
+    before = c.get("/v1/models").json()["data"][0].get("generator")
+    for name in ("nan", "inf"):
+        r = c.post("/v1/models/load", {"generator": f"{name}.safetensors"})
+        e = r.error()
+        t.ok(r.status == 400 and e.get("field") == "generator" and "non-finite" in e.get("message", "")
+             and "tensor '" in e.get("message", ""), f"a generator full of {name} is refused naming a tensor", r)
+    t.eq(c.get("/v1/models").json()["data"][0].get("generator"), before, "... and the previous one keeps serving")
+    r = c.post("/v1/models/load", {"generator": "huge.safetensors"})
+    t.eq(r.status, 200, "a generator with huge finite weights loads")
+    g = c.post("/v1/generate", {"prompt": "a red circle", "seed": 7, "response_format": "png"})
+    t.ok(g.status == 500 and "non-finite" in g.error().get("message", ""),
+         "... and its overflowing generation fails with a clear error, not a black image", g)
+    r = c.post("/v1/models/load", {"generator": "teacher/unet/diffusion_pytorch_model.safetensors"})
+    t.eq(r.status, 200, "back to the teacher's UNet")
+
+
 def st_keys(path):
     """The tensor names of a safetensors file (its JSON header)."""
     with open(path, "rb") as f:
@@ -439,6 +481,7 @@ def main(t):
         if check_run_cancel_resume(t, c, root):
             check_load(t, c, root)
         check_lora(t, c, root)
+        check_nonfinite(t, c, root)
         t.ok(c.get("/healthz").status == 200, "the daemon is healthy after all that")
         check_sigterm(t, d, root)
     check_auth(t, tmp, root, teacher)
