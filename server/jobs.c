@@ -26,6 +26,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "api_status.h"
 #include "config.h"
 #include "metrics.h"
 
@@ -891,28 +892,26 @@ void jobs_batch_done(struct jobs *js, struct batch *b, sd_status st, const char 
     if (st == SD_OK)
         js->ewma_batch_s = js->ewma_batch_s > 0 ? 0.8 * js->ewma_batch_s + 0.2 * gen_ms / 1e3
                                                 : gen_ms / 1e3;
+    /* A forced stop (SD_ERR_CANCELLED with live jobs) cancels; other errors fail. */
+    const struct api_status as = api_status_of(st, API_WORK_GENERATE);
     int k = 0;
     for (int i = 0; i < b->nslices; i++) {
         struct batch_slice *s = &b->s[i];
         struct job *j = s->job;
-        if (!job_status_final(j->status)) {
-            if (st == SD_OK) {
-                j->steps_base += s->count * b->params.nsteps;
-                j->step = j->steps_base;
-                j->tm.text_ms += tm->text_ms;
-                j->tm.unet_ms += tm->unet_ms;
-                j->tm.vae_ms += tm->vae_ms;
-                for (int t = 0; t < s->count; t++) j->truncated |= truncated[k + t];
-            } else if (st == SD_ERR_CANCELLED) {
-                finish_locked(js, j, JOB_CANCELLED, "shutting_down", 503, NULL,
-                              "the daemon is shutting down; the job was cancelled");
-            } else if (st == SD_ERR_INVALID) {
-                finish_locked(js, j, JOB_FAILED, "invalid_argument", 400, NULL, msg);
-            } else if (st == SD_ERR_NOMEM) {
-                finish_locked(js, j, JOB_FAILED, "resource_exhausted", 503, NULL, msg);
-            } else {
-                finish_locked(js, j, JOB_FAILED, "generation_failed", 500, NULL, msg);
-            }
+        if (job_status_final(j->status)) {
+            /* cancelled while on the device: nothing to record */
+        } else if (st == SD_OK) {
+            j->steps_base += s->count * b->params.nsteps;
+            j->step = j->steps_base;
+            j->tm.text_ms += tm->text_ms;
+            j->tm.unet_ms += tm->unet_ms;
+            j->tm.vae_ms += tm->vae_ms;
+            for (int t = 0; t < s->count; t++) j->truncated |= truncated[k + t];
+        } else if (st == SD_ERR_CANCELLED) {
+            finish_locked(js, j, JOB_CANCELLED, as.code, as.http, NULL,
+                          "the daemon is shutting down; the job was cancelled");
+        } else {
+            finish_locked(js, j, JOB_FAILED, as.code, as.http, NULL, msg);
         }
         k += s->count;
     }
@@ -930,7 +929,8 @@ void jobs_store_images(struct jobs *js, struct job *j, int first, int count,
     if (!j->result) {
         j->result = calloc(1, sizeof *j->result + (size_t)j->req.n * sizeof(struct job_image));
         if (!j->result) {
-            finish_locked(js, j, JOB_FAILED, "resource_exhausted", 503, NULL,
+            const struct api_status as = api_status_of(SD_ERR_NOMEM, API_WORK_ENCODE);
+            finish_locked(js, j, JOB_FAILED, as.code, as.http, NULL,
                           "out of memory storing the images");
             pthread_mutex_unlock(&js->lock);
             for (int i = 0; i < count; i++) sd_free(imgs[i].png);

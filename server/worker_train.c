@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "api_status.h"
 #include "daemon.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
@@ -44,20 +45,6 @@ static const char *last_error(sd_status st) {
     return m && m[0] ? m : sd_status_name(st);
 }
 
-/* Error code and HTTP status of a failed trainer call: bad inputs (the teacher, the
- * generator file, the dataset, the sizes) are the client's to fix; the rest is ours. */
-static void classify(sd_status st, const char **code, int *http) {
-    switch (st) {
-    case SD_ERR_NOMEM:
-        *code = "resource_exhausted"; *http = 503; break;
-    case SD_ERR_INVALID: case SD_ERR_NOTFOUND: case SD_ERR_FORMAT: case SD_ERR_SHAPE:
-    case SD_ERR_UNSUPPORTED:
-        *code = "invalid_argument"; *http = 400; break;
-    default:
-        *code = "training_failed"; *http = 500; break;
-    }
-}
-
 static void run_close(struct train_run *tr) {
     dmd2_close(tr->t);
     dataset_free(tr->data);
@@ -72,12 +59,10 @@ static void run_release(struct sdxld *d, struct train_run *tr) {
 }
 
 static void fail_job(struct sdxld *d, struct train_run *tr, sd_status st, const char *what) {
-    const char *code;
-    int http;
-    classify(st, &code, &http);
+    const struct api_status as = api_status_of(st, API_WORK_TRAIN);
     char msg[1024];
     snprintf(msg, sizeof msg, "%s: %s", what, last_error(st));   /* jobs.c logs it */
-    jobs_train_finish(d->jobs, tr->job, JOB_FAILED, code, http, NULL, msg);
+    jobs_train_finish(d->jobs, tr->job, JOB_FAILED, as.code, as.http, NULL, msg);
     run_release(d, tr);
 }
 
@@ -248,11 +233,8 @@ void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j) {
         char msg[1024];
         snprintf(msg, sizeof msg, "generator: %s does not load (the previous one keeps "
                  "serving): %s", j->load_shown, last_error(st));
-        int client = st == SD_ERR_NOTFOUND || st == SD_ERR_FORMAT || st == SD_ERR_SHAPE ||
-                     st == SD_ERR_INVALID || st == SD_ERR_UNSUPPORTED || st == SD_ERR_IO;
-        jobs_load_finish(d->jobs, j, st, st == SD_ERR_NOMEM ? "resource_exhausted" :
-                         client ? "invalid_argument" : "internal",
-                         st == SD_ERR_NOMEM ? 503 : client ? 400 : 500, msg);
+        const struct api_status as = api_status_of(st, API_WORK_LOAD);
+        jobs_load_finish(d->jobs, j, st, as.code, as.http, msg);
     }
     jobs_unref(d->jobs, j);
 }
