@@ -1,6 +1,11 @@
 /* jobs.h — jobs, the bounded queue, batching and results: the state shared between
  * the HTTP threads, the worker and the PNG encoders.
  *
+ * Implemented by jobs.c (the table, states, events, results), jobs_work.c (the worker's
+ * side: next work, batch and training progress), jobs_json.c (the JSON view) and
+ * batching.c (the batching and scheduling policy, batching.h: which jobs share a batch,
+ * the batch window, generations before training).
+ *
  * A job goes QUEUED → RUNNING → SUCCEEDED | FAILED | CANCELLED and never leaves a final
  * state.  It lives in the table (looked up by id) from submission until result_ttl_s
  * after it finished; everything else that points at it (the queue, a batch in flight,
@@ -229,7 +234,8 @@ json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail);
 /* Recent jobs, newest first; status_filter -1 for all. */
 json_t *jobs_list_json(struct jobs *js, int status_filter, int limit);
 
-/* Worker side.  jobs_next_work blocks until there is something to do, in this order:
+/* Worker side (jobs_work.c).  jobs_next_work blocks until there is something to do, in
+ * this order (the policy is batching.h's):
  * a model load (between batches, never in the middle of a sliced job); stopping the
  * training job `training` (the worker's, NULL if none) when it was asked to stop or was
  * cancelled; a generation batch (the batch holds one reference per slice); one more

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api_status.h"
 #include "daemon.h"
 #include "io/png.h"
 #include "jobs.h"
@@ -88,7 +89,8 @@ static void encode_task(struct sdxld *d, struct enc_task *t) {
     size_t plen = strlen(j->req.prompt) + 512;
     char *params = malloc(plen);
     if (!params) {
-        jobs_fail(d->jobs, j, "resource_exhausted", 503, "out of memory encoding the images");
+        const struct api_status as = api_status_of(SD_ERR_NOMEM, API_WORK_ENCODE);
+        jobs_fail(d->jobs, j, as.code, as.http, "out of memory encoding the images");
         return;
     }
     for (int i = 0; i < t->count; i++) {
@@ -105,8 +107,8 @@ static void encode_task(struct sdxld *d, struct enc_task *t) {
             LOG_E("job %s: %s", j->id, msg);
             for (int k = 0; k < i; k++) sd_free(imgs[k].png);
             free(params);
-            jobs_fail(d->jobs, j, st == SD_ERR_NOMEM ? "resource_exhausted" : "internal",
-                      st == SD_ERR_NOMEM ? 503 : 500, msg);
+            const struct api_status as = api_status_of(st, API_WORK_ENCODE);
+            jobs_fail(d->jobs, j, as.code, as.http, msg);
             return;
         }
     }
@@ -319,7 +321,8 @@ static void run_batch(struct sdxld *d, struct engine *e, struct batch *b, int *s
         for (int i = 0; i < b->nslices; i++) {
             struct enc_task *t = calloc(1, sizeof *t);
             if (!t) {
-                jobs_fail(d->jobs, b->s[i].job, "resource_exhausted", 503, "out of memory");
+                const struct api_status as = api_status_of(SD_ERR_NOMEM, API_WORK_ENCODE);
+                jobs_fail(d->jobs, b->s[i].job, as.code, as.http, "out of memory");
             } else {
                 jobs_lock(d->jobs);
                 jobs_ref_locked(b->s[i].job);

@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "api_status.h"
 #include "daemon.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
@@ -49,20 +50,6 @@ static const char *r_out(const struct job *j) { return j->train->req.out; }
 static const char *last_error(sd_status st) {
     const char *m = sd_last_error();
     return m && m[0] ? m : sd_status_name(st);
-}
-
-/* Error code and HTTP status of a failed trainer call: bad inputs (the teacher, the
- * generator file, the dataset, the sizes) are the client's to fix; the rest is ours. */
-static void classify(sd_status st, const char **code, int *http) {
-    switch (st) {
-    case SD_ERR_NOMEM:
-        *code = "resource_exhausted"; *http = 503; break;
-    case SD_ERR_INVALID: case SD_ERR_NOTFOUND: case SD_ERR_FORMAT: case SD_ERR_SHAPE:
-    case SD_ERR_UNSUPPORTED: case SD_ERR_NUMERIC:
-        *code = "invalid_argument"; *http = 400; break;
-    default:
-        *code = "training_failed"; *http = 500; break;
-    }
 }
 
 /* The run's folders: data_root read-write without links, the served model trusted and
@@ -112,13 +99,11 @@ static void run_release(struct sdxld *d, struct train_run *tr) {
 }
 
 static void fail_job(struct sdxld *d, struct train_run *tr, sd_status st, const char *what) {
-    const char *code;
-    int http;
-    classify(st, &code, &http);
+    const struct api_status as = api_status_of(st, API_WORK_TRAIN);
     char msg[1024];
     snprintf(msg, sizeof msg, "%s: %s", what, last_error(st));   /* jobs.c logs it */
     strip_root(msg, tr->data_root.fd >= 0 ? tr->data_root.path : tr->job->train->req.root);
-    jobs_train_finish(d->jobs, tr->job, JOB_FAILED, code, http, NULL, msg);
+    jobs_train_finish(d->jobs, tr->job, JOB_FAILED, as.code, as.http, NULL, msg);
     run_release(d, tr);
 }
 
@@ -321,12 +306,8 @@ void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j) {
         snprintf(msg, sizeof msg, "generator: %s does not load (the previous one keeps "
                  "serving): %s", j->load_shown, last_error(st));
         strip_root(msg, files.data_root.path);
-        int client = st == SD_ERR_NOTFOUND || st == SD_ERR_FORMAT || st == SD_ERR_SHAPE ||
-                     st == SD_ERR_INVALID || st == SD_ERR_UNSUPPORTED || st == SD_ERR_IO ||
-                     st == SD_ERR_NUMERIC;
-        jobs_load_finish(d->jobs, j, st, st == SD_ERR_NOMEM ? "resource_exhausted" :
-                         client ? "invalid_argument" : "internal",
-                         st == SD_ERR_NOMEM ? 503 : client ? 400 : 500, msg);
+        const struct api_status as = api_status_of(st, API_WORK_LOAD);
+        jobs_load_finish(d->jobs, j, st, as.code, as.http, msg);
     }
     jobs_unref(d->jobs, j);
 }
