@@ -71,7 +71,7 @@ struct sched_decision sched_next(const struct sched_policy *p, const struct sche
     const struct job *head = sched_head(s->queue);
     if (s->stop_now)
         d.action = SCHED_ACT_STOP;
-    else if (s->load_waiting && !(head && head->dispatched > 0))
+    else if (s->load_waiting && !s->mid_iteration && !(head && head->dispatched > 0))
         d.action = SCHED_ACT_LOAD;
     else if (s->training && (s->training_ending || (s->stopping && !head)))
         d.action = SCHED_ACT_TRAIN_STOP;
@@ -82,7 +82,7 @@ struct sched_decision sched_next(const struct sched_policy *p, const struct sche
         d.action = SCHED_ACT_TRAIN_STEP;
     else if (s->stopping)
         d.action = SCHED_ACT_STOP;
-    else if (s->train_waiting)
+    else if (s->train_waiting && !s->mid_iteration)
         d.action = SCHED_ACT_TRAIN_START;
     return d;
 }

@@ -30,9 +30,12 @@
  *   6. stop, when draining (queued training jobs are not started);
  *   7. start the next queued training job;
  *   8. else wait to be woken.
- * So generations always go before the next training iteration: a training run costs
- * serving at most one iteration of latency (plus the window).  Training jobs run one at
- * a time, in submission order. */
+ * So generations always go before the next training iteration.  Inside an iteration the
+ * worker asks again before every UNet pass (mid_iteration: loads and training starts
+ * wait for the iteration's end; TRAIN_STEP then means "go on with the pass"), so a
+ * generation waits behind at most one pass of training (plus its window), and a stop
+ * reaches the run within one pass.  Training jobs run one at a time, in submission
+ * order. */
 #ifndef SD_SERVER_BATCHING_H
 #define SD_SERVER_BATCHING_H
 
@@ -53,6 +56,7 @@ struct sched_state {
     int train_waiting;        /* a training job waits to start */
     int stopping;             /* draining: serve what is queued, start nothing new */
     int stop_now;             /* forced stop */
+    int mid_iteration;        /* asked between the passes of a training iteration */
 };
 
 enum sched_action {

@@ -95,6 +95,8 @@ static const struct cfg_option options[] = {
              "folder that training and model paths in requests are resolved under"),
     CFG_ENUM("log_level", "debug|info|warn|error", "info", 0, log_level,
              "log verbosity on stderr"),
+    CFG_INT ("debug_train_pass_sleep_ms", 0, 60000, 0, 0, debug_train_pass_sleep_ms,
+             "testing only: sleep this long before every UNet pass of training (a slow box)"),
 };
 
 #define NOPTIONS ((int)(sizeof options / sizeof options[0]))

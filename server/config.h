@@ -42,6 +42,7 @@ struct sdxld_config {
     char admin_token_file[CFG_STR_MAX];
     char data_root[CFG_STR_MAX];
     char log_level[16];                 /* debug | info | warn | error */
+    int debug_train_pass_sleep_ms;      /* tests: every training pass takes this much longer */
 
     unsigned char source[48];           /* enum cfg_source, per table row */
 };

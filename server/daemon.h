@@ -81,10 +81,17 @@ struct train_run {
      * followed, the served model read-only; the worker confines itself to them while it
      * acts for the run. */
     struct sd_root data_root, model;
+    /* Between the UNet passes of an iteration the worker serves generations (the dmd2
+     * yield hook): with this engine, this batch buffer; a device error there is fatal. */
+    struct sdxld *d;
+    struct engine *e;
+    struct batch *b;
+    int *fatal;
 };
 /* Open the run of training job j (the worker's reference is taken over); on failure the
  * job fails and the run stays idle. */
-void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j);
+void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j, struct engine *e,
+                     struct batch *b, int *fatal);
 /* One iteration; the job succeeds after the last one and fails on an error.  *fatal is
  * set on a device error (the context may be poisoned). */
 void train_run_step(struct sdxld *d, struct train_run *tr, int *fatal);
@@ -94,5 +101,12 @@ void train_run_stop(struct sdxld *d, struct train_run *tr);
 void train_run_free(struct sdxld *d, struct train_run *tr);
 /* Swap the served UNet for load job j's file (the worker's reference is taken over). */
 void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j);
+/* Between two UNet passes of the worker's training job `training`: count the pass, run
+ * the generation batches that are due (b is the worker's batch buffer), and say how the
+ * run goes on (stop: the job was cancelled or the daemon drains; abort: a forced stop or
+ * a device error). */
+enum pass_verdict { PASS_GO_ON, PASS_STOP, PASS_ABORT };
+enum pass_verdict worker_between_passes(struct sdxld *d, struct engine *e, struct batch *b,
+                                        struct job *training, int *fatal);
 
 #endif

@@ -358,6 +358,7 @@ enum submit_result jobs_submit(struct jobs *js, struct job *j, int *queue_positi
     /* Queue: one reference until fully dispatched, started or cancelled. */
     queue_push_locked(js, j);
     j->t_submit_ms = jobs_mono_ms();
+    j->passes_at_submit = js->train_passes;
     *queue_position = q->len;
     jobs_emit_locked(js, j);
     pthread_cond_signal(&js->work);

@@ -149,6 +149,8 @@ struct job {
     double created_at, started_at, finished_at;   /* unix seconds, 0 = not yet */
     double t_submit_ms;                           /* monotonic, for the batch window */
     double queue_ms;
+    long long passes_at_submit;                   /* the table's training pass count then */
+    long long passes_waited;                      /* training passes run while it was queued */
 
     int step, total;           /* image-steps done, n * nsteps */
     int steps_base;            /* image-steps of slices already generated */
@@ -241,11 +243,17 @@ json_t *jobs_list_json(struct jobs *js, int status_filter, int limit);
  * cancelled; a generation batch (the batch holds one reference per slice); one more
  * iteration of `training`; starting the next queued training job.  WORK_STOP once the
  * daemon stops and nothing is left.  For WORK_LOAD and WORK_TRAIN_START *job gets a
- * reference for the worker, and the job is running. */
+ * reference for the worker, and the job is running.
+ * mid_iteration: asked between the UNet passes of an iteration of `training` — loads and
+ * training starts wait; WORK_TRAIN_STEP means "go on with the pass"; never blocks longer
+ * than a batch window. */
 enum work_kind { WORK_STOP, WORK_BATCH, WORK_LOAD, WORK_TRAIN_START, WORK_TRAIN_STEP,
                  WORK_TRAIN_STOP };
 enum work_kind jobs_next_work(struct jobs *js, struct batch *b, struct job *training,
-                              struct job **job);
+                              struct job **job, int mid_iteration);
+/* One more training pass is about to run (the worker, between passes): generations
+ * queued meanwhile report how many they waited behind (passes_waited). */
+void jobs_count_pass(struct jobs *js);
 /* Progress after sampler step `step` of `total`; returns non-zero when the engine should
  * stop (every job of the batch is finished/cancelled, or a forced stop). */
 int jobs_batch_progress(struct jobs *js, struct batch *b, int step, int total);

@@ -42,6 +42,7 @@ struct jobs {
     struct jqueue cq;                /* model loads waiting (not in the table) */
     struct job *training;            /* the running training job (the worker holds it) */
     struct train_gauges tg;
+    long long train_passes;          /* training passes started (jobs_count_pass) */
     struct job *all_head, *all_tail; /* table in creation order (oldest first) */
     struct job *buckets[HASH_BUCKETS];
     long njobs, nrunning;

@@ -133,6 +133,7 @@ json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail) {
                                 "queue_ms", round(j->queue_ms), "text_ms", round(j->tm.text_ms),
                                 "unet_ms", round(j->tm.unet_ms), "vae_ms", round(j->tm.vae_ms),
                                 "truncated", j->truncated);
+        json_object_set_new(res, "training_passes_waited", json_integer(j->passes_waited));
         if (j->result_dropped)
             json_object_set_new(res, "images_dropped", json_string(
                 j->result_dropped == 1 ? "delivered to the waiting client" :

@@ -48,6 +48,7 @@ static void take_batch_locked(struct jobs *js, const struct sched_policy *p, str
             js->nrunning++;
             q->started_at = now;
             q->queue_ms = now_ms - q->t_submit_ms;
+            q->passes_waited = js->train_passes - q->passes_at_submit;
             metrics_queue_wait(js->metrics, q->queue_ms / 1e3);
             jobs_emit_locked(js, q);
         }
@@ -80,8 +81,14 @@ static void wait_locked(struct jobs *js, double deadline_ms) {
     pthread_cond_timedwait(&js->work, &js->lock, &ts);
 }
 
+void jobs_count_pass(struct jobs *js) {
+    pthread_mutex_lock(&js->lock);
+    js->train_passes++;
+    pthread_mutex_unlock(&js->lock);
+}
+
 enum work_kind jobs_next_work(struct jobs *js, struct batch *b, struct job *training,
-                              struct job **job) {
+                              struct job **job, int mid_iteration) {
     const struct sched_policy p = { .max_batch = js->cfg->max_batch,
                                     .batch_window_ms = js->cfg->batch_window_ms };
     *job = NULL;
@@ -93,7 +100,7 @@ enum work_kind jobs_next_work(struct jobs *js, struct batch *b, struct job *trai
             .training_ending = training && (job_status_final(training->status) ||
                                             training->train->stop),
             .train_waiting = js->tq.head != NULL,
-            .stopping = js->stopping, .stop_now = js->stop_now,
+            .stopping = js->stopping, .stop_now = js->stop_now, .mid_iteration = mid_iteration,
         };
         const struct sched_decision d = sched_next(&p, &s, jobs_mono_ms());
         enum work_kind w;

@@ -384,15 +384,34 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
+enum pass_verdict worker_between_passes(struct sdxld *d, struct engine *e, struct batch *b,
+                                        struct job *training, int *fatal) {
+    jobs_count_pass(d->jobs);
+    for (;;) {
+        struct job *j;
+        switch (jobs_next_work(d->jobs, b, training, &j, 1)) {
+        case WORK_BATCH:
+            run_batch(d, e, b, fatal);
+            jobs_batch_release(d->jobs, b);
+            if (*fatal) return PASS_ABORT;
+            continue;
+        case WORK_TRAIN_STOP: return PASS_STOP;
+        case WORK_STOP: return PASS_ABORT;
+        default: return PASS_GO_ON;   /* WORK_TRAIN_STEP: on with the pass */
+        }
+    }
+}
+
 /* Serve until the daemon stops: batches first, training iterations while no generation
- * waits, model loads between batches (the order is jobs_next_work's). */
+ * waits (and between the passes of one: worker_between_passes), model loads between
+ * batches (the order is jobs_next_work's). */
 static void worker_loop(struct sdxld *d, struct engine *e) {
     struct batch *b = malloc(sizeof *b);
     struct train_run tr = { 0 };
     struct job *j;
     int stop = !b;
     while (!stop) {
-        switch (jobs_next_work(d->jobs, b, tr.job, &j)) {
+        switch (jobs_next_work(d->jobs, b, tr.job, &j, 0)) {
         case WORK_STOP:
             stop = 2;
             break;
@@ -405,7 +424,7 @@ static void worker_loop(struct sdxld *d, struct engine *e) {
             copy_info(d, e);
             break;
         case WORK_TRAIN_START:
-            train_run_start(d, &tr, j);
+            train_run_start(d, &tr, j, e, b, &stop);
             break;
         case WORK_TRAIN_STEP:
             train_run_step(d, &tr, &stop);

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api_status.h"
 #include "daemon.h"
@@ -123,6 +124,17 @@ static sd_status make_dirs(const char *root, const char *path) {
     return SD_OK;
 }
 
+/* The dmd2 yield hook: before every UNet pass, the generations that are due run (so one
+ * waits behind at most one pass), and a stop or a forced stop reaches the run. */
+static int pass_hook(void *ud) {
+    struct train_run *tr = ud;
+    enum pass_verdict v = worker_between_passes(tr->d, tr->e, tr->b, tr->job, tr->fatal);
+    if (v == PASS_ABORT) return DMD2_YIELD_ABORT;
+    if (v == PASS_STOP) return DMD2_YIELD_STOP;
+    if (tr->d->cfg.debug_train_pass_sleep_ms > 0) usleep((useconds_t)tr->d->cfg.debug_train_pass_sleep_ms * 1000);
+    return DMD2_YIELD_CONTINUE;
+}
+
 static void run_open(struct sdxld *d, struct train_run *tr, struct job *j) {
     const struct train_request *r = &j->train->req;   /* immutable once submitted */
     double t0 = mono_ms();
@@ -148,9 +160,16 @@ static void run_open(struct sdxld *d, struct train_run *tr, struct job *j) {
         .lora_rank = r->lora_rank, .lora_alpha = r->lora_alpha, .recompute = r->recompute,
         .checkpoint_every = r->checkpoint_every, .sample_every = r->sample_every,
         .log_every = r->log_every, .threads = d->cfg.threads,
+        .yield = pass_hook, .yield_ud = tr,
     };
     memcpy(c.timesteps, r->timesteps, sizeof c.timesteps);
-    if ((st = dmd2_open(&tr->t, &c))) {
+    if ((st = dmd2_open(&tr->t, &c)) == SD_ERR_CANCELLED) {
+        jobs_train_finish(d->jobs, j, JOB_CANCELLED, NULL, 0, NULL, "stopped while the run was "
+                          "opening; nothing was written");
+        run_release(d, tr);
+        return;
+    }
+    if (st) {
         fail_job(d, tr, st, "cannot start the training run");
         return;
     }
@@ -175,9 +194,14 @@ static void run_open(struct sdxld *d, struct train_run *tr, struct job *j) {
     tr->t0_ms = mono_ms();
 }
 
-void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j) {
+void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j, struct engine *e,
+                     struct batch *b, int *fatal) {
     memset(tr, 0, sizeof *tr);
     tr->job = j;
+    tr->d = d;
+    tr->e = e;
+    tr->b = b;
+    tr->fatal = fatal;
     tr->last_ckpt_step = -1;
     tr->data_root.fd = tr->model.fd = -1;
     sd_status st = roots_open(d, tr, j->train->req.root, 1);
@@ -195,6 +219,11 @@ static void run_step(struct sdxld *d, struct train_run *tr, int *fatal) {
     const struct train_request *r = &j->train->req;
     struct dmd2_stats s;
     sd_status st = dmd2_step(tr->t, &s);
+    if (st == SD_ERR_CANCELLED) {   /* stopped between passes: the worker ends the run next */
+        LOG_I("job %s: iteration %d %s", j->id, dmd2_iteration(tr->t) + 1, dmd2_broken(tr->t) ?
+              "aborted half-way (no final checkpoint: the last one stands)" : "stopped before any update (undone)");
+        return;
+    }
     if (st) {
         if (st == SD_ERR_CUDA) *fatal = 1;
         char what[64];

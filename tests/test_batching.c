@@ -294,6 +294,20 @@ static void test_order(void) {
        "draining: a queued training job is not started");
     ok(next(&p, (struct sched_state){ .queue = NULL }, 100, &until) == SCHED_ACT_WAIT && isinf(until),
        "nothing to do: wait until woken");
+    /* between the UNet passes of an iteration */
+    const struct sched_state mid = { .queue = q, .training = 1, .mid_iteration = 1 };
+    ok(next(&p, mid, 120, NULL) == SCHED_ACT_BATCH, "mid-iteration: a due generation runs between passes");
+    ok(next(&p, mid, 105, &until) == SCHED_ACT_WAIT && until == 120, "... one in its window is waited for");
+    ok(next(&p, (struct sched_state){ .training = 1, .mid_iteration = 1, .load_waiting = 1, .train_waiting = 1 },
+            120, NULL) == SCHED_ACT_TRAIN_STEP, "... loads and training starts wait for the iteration's end");
+    ok(next(&p, (struct sched_state){ .queue = q, .training = 1, .mid_iteration = 1, .load_waiting = 1 }, 120, NULL)
+       == SCHED_ACT_BATCH, "... and do not hold back a generation");
+    ok(next(&p, (struct sched_state){ .training = 1, .mid_iteration = 1, .training_ending = 1 }, 120, NULL)
+       == SCHED_ACT_TRAIN_STOP, "... a stop (DELETE) reaches the run before the next pass");
+    ok(next(&p, (struct sched_state){ .training = 1, .mid_iteration = 1, .stopping = 1 }, 120, NULL)
+       == SCHED_ACT_TRAIN_STOP, "... and so does draining (SIGTERM)");
+    ok(next(&p, (struct sched_state){ .training = 1, .mid_iteration = 1, .stop_now = 1 }, 120, NULL)
+       == SCHED_ACT_STOP, "... a forced stop aborts it");
 }
 
 /* A worker with a training run and generations arriving: iterations take 100 ms, batches

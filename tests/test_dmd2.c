@@ -65,11 +65,12 @@ static void sweep(const char *name, sd_status (*run)(const void *), const void *
     ok(run(c) == SD_OK, "%s: and the run succeeds afterwards", name);
 }
 
-/* A yield hook that counts its calls and asks to stop at call number stop_at. */
-struct ycount { int calls, stop_at; };
+/* A yield hook that counts its calls and asks to stop (or abort) at call number stop_at. */
+struct ycount { int calls, stop_at, abort; };
 static int count_yield(void *ud) {
     struct ycount *y = ud;
-    return ++y->calls == y->stop_at;
+    if (++y->calls != y->stop_at) return DMD2_YIELD_CONTINUE;
+    return y->abort ? DMD2_YIELD_ABORT : DMD2_YIELD_STOP;
 }
 
 static sd_status save_gen(struct dmd2 *d, const char *out, char **bytes, size_t *len) {
@@ -92,7 +93,7 @@ static void yield_checks(struct dmd2_config c, const char *dir) {
     c.steps = 4;
     c.checkpoint_every = 0;
     c.shards = 1;
-    struct ycount y = { 0, 0 };
+    struct ycount y = { 0, 0, 0 };
     c.yield = count_yield;
     c.yield_ud = &y;
     struct dmd2 *d;
@@ -112,25 +113,35 @@ static void yield_checks(struct dmd2_config c, const char *dir) {
 
     c.out_dir = out_b;
     if (!ok(dmd2_open(&d, &c) == SD_OK, "yield: open again")) { sd_free(ga); return; }
-    y = (struct ycount){ 0, 0 };
+    y = (struct ycount){ 0, 0, 0 };
     okay = dmd2_step(d, &s) == SD_OK;
-    y = (struct ycount){ 0, 4 };   /* iteration 2 (fake only): stop at its 4th pass */
+    y = (struct ycount){ 0, 4, 0 };   /* iteration 2 (fake only): stop at its 4th pass */
     sd_status st = dmd2_step(d, &s);
     ok(okay && st == SD_ERR_CANCELLED && dmd2_iteration(d) == 1,
        "a stop before any weight changed: SD_ERR_CANCELLED, still at iteration %d", dmd2_iteration(d));
-    y = (struct ycount){ 0, 5 };   /* iteration 2 again: its last pass precedes its only update */
+    y = (struct ycount){ 0, 5, 0 };   /* iteration 2 again: its last pass precedes its only update */
     st = dmd2_step(d, &s);
     ok(st == SD_ERR_CANCELLED && dmd2_iteration(d) == 1, "... also late in a fake-only iteration");
-    y = (struct ycount){ 0, 0 };
+    y = (struct ycount){ 0, 0, 0 };
     okay = dmd2_step(d, &s) == SD_OK;
-    y = (struct ycount){ 0, 8 };   /* iteration 3 (generator): pass 8 comes after its update */
+    y = (struct ycount){ 0, 8, 0 };   /* iteration 3 (generator): pass 8 comes after its update */
     st = dmd2_step(d, &s);
     ok(okay && st == SD_OK && dmd2_iteration(d) == 3 && y.calls == 10,
        "a stop after the generator update: the iteration completes (%d calls)", y.calls);
-    y = (struct ycount){ 0, 0 };
+    y = (struct ycount){ 0, 0, 0 };
     okay = dmd2_step(d, &s) == SD_OK;
     ok(okay && save_gen(d, out_b, &gb, &lb) == SD_OK && la == lb && ga && gb && !memcmp(ga, gb, la),
        "after undone iterations the run is bit-identical to the uninterrupted one");
+    dmd2_close(d);
+    c.steps = 6;
+    if (!ok(dmd2_open(&d, &c) == SD_OK, "yield: open a third time")) { sd_free(ga); sd_free(gb); return; }
+    y = (struct ycount){ 0, 2, 1 };   /* abort before any weight changed: undone, not broken */
+    st = dmd2_step(d, &s);
+    ok(st == SD_ERR_CANCELLED && !dmd2_broken(d) && dmd2_iteration(d) == 0, "an abort before any update: undone");
+    y = (struct ycount){ 0, 8, 1 };   /* abort after the generator update: broken */
+    st = dmd2_step(d, &s);
+    ok(st == SD_ERR_CANCELLED && dmd2_broken(d) && dmd2_save(d, NULL, 0) != SD_OK && dmd2_step(d, &s) != SD_OK,
+       "an abort after an update: the run is broken, no checkpoint, no further step (%s)", sd_last_error());
     dmd2_close(d);
     sd_free(ga);
     sd_free(gb);

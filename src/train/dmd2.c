@@ -48,6 +48,7 @@ struct dmd2 {
     long long cursor;
     int step;
     int committed, stop;        /* this iteration changed weights; a stop was asked for */
+    int broken;                 /* aborted after weights changed: no step, no save */
     float tid[6 * 2 * MAXB];
     int S, h, C, L, X, P;
     size_t per, mid_per;        /* floats per latent row, per mid-block feature row */
@@ -285,6 +286,7 @@ fail:
 }
 
 int dmd2_done(const struct dmd2 *d) { return d->step >= d->c.steps; }
+int dmd2_broken(const struct dmd2 *d) { return d->broken; }
 int dmd2_iteration(const struct dmd2 *d) { return d->step; }
 
 /* Clip several optimisers by one joint norm and step them. */
@@ -371,7 +373,13 @@ static void pass_shard(struct shard *s, void *p) {
 /* Before every UNet pass: the caller's yield hook (the daemon serves generations
  * there); a stop is honoured while the iteration has changed no weight. */
 static sd_status yield_point(struct dmd2 *d) {
-    if (d->c.yield && d->c.yield(d->c.yield_ud)) d->stop = 1;
+    int y = d->c.yield ? d->c.yield(d->c.yield_ud) : DMD2_YIELD_CONTINUE;
+    if (y == DMD2_YIELD_ABORT) {
+        d->broken = d->committed;
+        return sd_fail(SD_ERR_CANCELLED, "dmd2: iteration %d aborted%s", d->step,
+                       d->committed ? " half-way through its updates (the last checkpoint stands)" : "");
+    }
+    if (y == DMD2_YIELD_STOP) d->stop = 1;
     if (d->stop && !d->committed)
         return sd_fail(SD_ERR_CANCELLED, "dmd2: iteration %d stopped before it changed any weight", d->step);
     return SD_OK;
@@ -724,6 +732,7 @@ static sd_status samples(struct dmd2 *d, const struct iter *it) {
 sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
     const struct dmd2_config *c = &d->c;
     if (dmd2_done(d)) return sd_fail(SD_ERR_INVALID, "dmd2: all %d steps done", c->steps);
+    if (d->broken) return sd_fail(SD_ERR_INVALID, "dmd2: the run was aborted half-way through an iteration");
     struct iter it = { .B = c->batch, .gen_iter = d->step % c->ttur == 0, .gn_gen = d->og.last_grad_norm };
     it.nb = (size_t)it.B * d->per;
     struct sd_rng rng0 = d->rng;
@@ -765,6 +774,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
 }
 
 sd_status dmd2_save(struct dmd2 *d, char *path_out, size_t n) {
+    if (d->broken) return sd_fail(SD_ERR_INVALID, "dmd2: no checkpoint from a run aborted half-way through an iteration");
     struct ckpt_part pp[3];
     struct ckpt_state s = { d->step, d->rng.seed, d->rng.offset, d->cursor, NULL };
     SD_TRY(ckpt_save_parts(d->c.out_dir, d->be, parts(d, pp), 3, &s, d->ckpt, sizeof d->ckpt));

@@ -41,13 +41,17 @@ struct dmd2_config {
     int shards;                  /* CPU data-parallel shards of the UNet passes (shards.h); 0 = one per thread */
     const char *backend;         /* "cpu" (NULL) or "cuda" */
     /* Called before every UNet pass of an iteration (NULL: none): the daemon serves
-     * generations there, so one waits for at most one pass.  Non-zero asks to stop:
-     * dmd2_step then returns SD_ERR_CANCELLED with the iteration undone (step, RNG and data
-     * cursor as before it) as long as it has changed no weight; past its first weight
-     * update the iteration completes (still calling yield) and returns normally. */
+     * generations there, so one waits for at most one pass.  It returns a DMD2_YIELD_*.
+     * STOP: dmd2_step returns SD_ERR_CANCELLED with the iteration undone (step, RNG and
+     * data cursor as before it) as long as it has changed no weight; past its first weight
+     * update the iteration completes (still calling yield) and returns normally.  ABORT
+     * (a forced stop): SD_ERR_CANCELLED at once; if weights had changed the run is broken
+     * (dmd2_broken): no checkpoint may be written from it, the last one stands. */
     int (*yield)(void *ud);
     void *yield_ud;
 };
+
+enum { DMD2_YIELD_CONTINUE, DMD2_YIELD_STOP, DMD2_YIELD_ABORT };
 
 struct dmd2_stats {
     int step, generator_steps;
@@ -71,6 +75,8 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *st);
  * (the merged UNet), plus OUT/generator_lora.safetensors (kohya format) with LoRA. */
 sd_status dmd2_save(struct dmd2 *d, char *path_out, size_t n);
 int dmd2_done(const struct dmd2 *d);
+/* An iteration was aborted half-way through its updates: dmd2_step and dmd2_save refuse. */
+int dmd2_broken(const struct dmd2 *d);
 /* Iterations done so far: the checkpoint's step right after a resuming dmd2_open. */
 int dmd2_iteration(const struct dmd2 *d);
 void dmd2_close(struct dmd2 *d);

@@ -439,6 +439,63 @@ def check_sigterm(t, d, root):
     t.ok(ok, "... after writing a final checkpoint", d.log_text()[-1500:])
 
 
+def check_slow_passes(t, tmp, root, teacher):
+    """Serving first, for real: with every training pass made slow (a debug option), a
+    generation waits behind at most one UNet pass (counted by the daemon, not timed); a
+    DELETE and a SIGTERM mid-iteration end the run with a checkpoint; a second SIGTERM
+    exits at once."""
+    with Daemon("--data_root", root, "--debug_train_pass_sleep_ms", "150", model=teacher, tmp=tmp) as d:
+        c = d.client
+        r = c.post("/v1/train", dict(RUN, out="runs/slow", steps=LONG, checkpoint_every=0, sample_every=0))
+        if not t.ok(r.status == 202, "a run with slow passes starts", r):
+            return
+        jid = r.json()["id"]
+        poll(c, jid, lambda j: j["step"] >= 1, timeout=120)
+        waited = []
+        for i in range(4):
+            g = c.post("/v1/generate", {"prompt": f"between passes {i}", "async": True})
+            if g.status != 202:
+                waited.append(("submit", g.status))
+                continue
+            j = c.wait_job(g.json()["id"], timeout=120)
+            waited.append(((j.get("result") or {}).get("training_passes_waited"), j["status"]))
+        t.ok(all(s == "succeeded" and isinstance(w, int) and 0 <= w <= 1 for w, s in waited),
+             "generations during a run wait behind at most one training pass", waited)
+        tr = c.get(f"/v1/train/{jid}").json()
+        t.ok(tr["status"] == "running", "... while the run keeps going", tr.get("status"))
+        r = c.delete(f"/v1/train/{jid}")
+        j = poll(c, jid, final, timeout=120)
+        ck = (j or {}).get("checkpoints") or []
+        t.ok(r.status == 200 and j and j["status"] == "cancelled" and ck and
+             os.path.isfile(os.path.join(root, ck[-1].get("path", "?"), "weights.safetensors")),
+             "DELETE mid-iteration: cancelled with a final checkpoint", j)
+        r = c.post("/v1/train", dict(RUN, out="runs/slow2", steps=LONG, checkpoint_every=0, sample_every=0))
+        if not t.ok(r.status == 202, "a second slow run starts", r):
+            return
+        poll(c, r.json()["id"], lambda j: j["step"] >= 1, timeout=120)
+        d.signal(signal.SIGTERM)
+        try:
+            rc = d.wait(120 * SCALE)
+        except subprocess.TimeoutExpired:
+            rc = None
+        latest = os.path.join(root, "runs", "slow2", "latest")
+        t.ok(rc == 0 and os.path.isfile(latest), "SIGTERM mid-iteration: exit 0 after a final checkpoint",
+             (rc, d.log_text()[-800:]))
+    with Daemon("--data_root", root, "--debug_train_pass_sleep_ms", "2000", model=teacher, tmp=tmp) as d:
+        c = d.client
+        r = c.post("/v1/train", dict(RUN, out="runs/slow3", steps=LONG, checkpoint_every=0, sample_every=0))
+        t.ok(r.status == 202, "a very slow run starts", r)
+        poll(c, r.json()["id"], lambda j: j["status"] == "running", timeout=120)
+        d.signal(signal.SIGTERM)
+        time.sleep(0.2)
+        d.signal(signal.SIGTERM)
+        try:
+            rc = d.wait(120 * SCALE)
+        except subprocess.TimeoutExpired:
+            rc = None
+        t.ok(rc is not None, "a second SIGTERM exits without waiting for the iteration", rc)
+
+
 def check_auth(t, tmp, root, teacher):
     api, adm = os.path.join(tmp, "api.tokens"), os.path.join(tmp, "admin.tokens")
     with open(api, "w") as f:
@@ -484,6 +541,7 @@ def main(t):
         check_nonfinite(t, c, root)
         t.ok(c.get("/healthz").status == 200, "the daemon is healthy after all that")
         check_sigterm(t, d, root)
+    check_slow_passes(t, tmp, root, teacher)
     check_auth(t, tmp, root, teacher)
     t.diag(f"training tests took {time.time() - t0:.1f} s")
     if not t.failed:
