@@ -150,6 +150,16 @@ sd_status wt_load(struct weight_table *t, struct backend *be, const char *path, 
     return st;
 }
 
+char *wt_weights_path(const char *dir, const char *st_name, const char *bin_name) {
+    char *st = sd_path_join(dir, st_name);
+    if (!st || access(st, F_OK) == 0) return st;
+    char *bin = sd_path_join(dir, bin_name);
+    if (!bin) { sd_free(st); return NULL; }
+    if (access(bin, F_OK) == 0) { sd_free(st); return bin; }
+    sd_free(bin);
+    return st;   /* neither exists: the error will name the safetensors file */
+}
+
 /* Normals for one tensor, split across threads.  The RNG is counter-based and draws
  * one 4-word block per 4 values, so the values from element e (a multiple of 4) on come
  * from offset + e/4: each thread takes its own range of blocks and the result is bit for
