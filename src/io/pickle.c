@@ -203,7 +203,7 @@ static sd_status make_tuple(struct vm *v, uint32_t base, uint32_t n) {
     if ((p->nitems += n) > PK_MAX_ITEMS) return bad(v, "too many container items");
     SD_TRY(grow(v, (void **)&p->pool, &p->cap_pool, (uint64_t)p->npool + n, sizeof *p->pool,
                 PK_MAX_ITEMS, "tuple items"));
-    memcpy(p->pool + p->npool, v->stack + base, n * sizeof *p->pool);
+    if (n) memcpy(p->pool + p->npool, v->stack + base, n * sizeof *p->pool);
     int32_t idx;
     SD_TRY(new_obj(v, PK_TUPLE, &idx));
     p->obj[idx].u.first = p->npool;
@@ -238,7 +238,7 @@ static sd_status extend(struct vm *v, uint32_t base, enum pk_kind kind) {
     uint32_t slots = o->n * (kind == PK_DICT ? 2 : 1);
     SD_TRY(grow(v, (void **)&o->u.items, &o->cap, (uint64_t)slots + n, sizeof *o->u.items,
                 PK_MAX_ITEMS, "container items"));
-    memcpy(o->u.items + slots, v->stack + base, n * sizeof *o->u.items);
+    if (n) memcpy(o->u.items + slots, v->stack + base, n * sizeof *o->u.items);
     o->n += kind == PK_DICT ? n / 2 : n;
     v->sp = base;
     return SD_OK;
