@@ -45,6 +45,10 @@ each creates the marker file (then removed).  The C test proves sdxld creates no
     python3 -m venv /tmp/venvt && /tmp/venvt/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu
     /tmp/venvt/bin/pip install diffusers safetensors transformers
     /tmp/venvt/bin/python tests/ref/make_torch_fixtures.py
+
+(Where that index cannot be reached, `pip install torch` from PyPI works too, at a much
+larger download.  The committed files were made with torch 2.15.0 and diffusers 0.42.1;
+torch.save writes a random serialization_id, so a rerun changes bytes, not tensors.)
 """
 import collections
 import io
