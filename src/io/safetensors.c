@@ -20,6 +20,7 @@
  * in the file.  The file appears atomically: PATH.tmp.PID, fsync, rename, fsync dir. */
 #include "safetensors.h"
 #include "../core/fs.h"
+#include "st_internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -47,7 +48,7 @@ static void write_le64(uint8_t *p, uint64_t v) {
 /* Names and dtypes come from the file and end up in logs and HTTP replies: quote them
  * with control bytes escaped and the length bounded.  Bytes >= 0x80 pass through
  * (jansson has already validated the header as UTF-8). */
-static const char *safe_str(char *buf, size_t n, const char *s) {
+const char *st_safe_str(char *buf, size_t n, const char *s) {
     size_t o = 0;
     for (; *s && o + 5 < n; s++) {
         unsigned char c = (unsigned char)*s;
@@ -62,7 +63,7 @@ static const char *safe_str(char *buf, size_t n, const char *s) {
 /* Bytes of a tensor, or -1 when the shape is unusable: a negative dim, or a product
  * that overflows int64.  Zero dims are counted as 1 for the overflow test so that no
  * partial product of the dims can overflow in later index arithmetic either. */
-static int shape_bytes(int ndim, const int64_t *shape, size_t elsize, uint64_t *bytes) {
+int st_shape_bytes(int ndim, const int64_t *shape, size_t elsize, uint64_t *bytes) {
     int64_t bound = (int64_t)elsize, numel = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0) return -1;
@@ -89,6 +90,27 @@ static uint32_t *index_of(const struct st_file *f) {
     return (uint32_t *)(f->tensors + f->ntensors);
 }
 
+sd_status st_table_alloc(struct st_file *f, size_t n, size_t name_bytes, char **names) {
+    size_t cap = index_cap((int)n);
+    size_t table = n * sizeof(struct st_tensor) + cap * sizeof(uint32_t);
+    char *block = sd_calloc(1, table + name_bytes + 1);
+    if (!block) return SD_ERR_NOMEM;
+    f->tensors = (struct st_tensor *)(void *)block;
+    f->ntensors = (int)n;
+    *names = block + table;
+    return SD_OK;
+}
+
+int st_table_index(struct st_file *f, int i) {
+    size_t cap = index_cap(f->ntensors);
+    uint32_t *index = index_of(f);
+    size_t s = (size_t)hash_name(f->tensors[i].name) & (cap - 1);
+    for (; index[s]; s = (s + 1) & (cap - 1))
+        if (strcmp(f->tensors[index[s] - 1].name, f->tensors[i].name) == 0) return -1;
+    index[s] = (uint32_t)(i + 1);
+    return 0;
+}
+
 /* ---- reader ------------------------------------------------------------------- */
 
 /* One tensor entry: field presence and types, dtype, shape, offsets in range and
@@ -96,7 +118,7 @@ static uint32_t *index_of(const struct st_file *f) {
 static sd_status parse_entry(const char *path, const char *name, json_t *v,
                              uint64_t data_size, struct st_tensor *t) {
     char nb[256], tb[64], sb[192];
-    const char *qn = safe_str(nb, sizeof nb, name);
+    const char *qn = st_safe_str(nb, sizeof nb, name);
     if (!json_is_object(v))
         return sd_fail(SD_ERR_FORMAT, "%s: tensor '%s': entry is not a JSON object", path, qn);
 
@@ -108,7 +130,7 @@ static sd_status parse_entry(const char *path, const char *name, json_t *v,
         else if (strcmp(key, "shape") == 0) jshape = val;
         else if (strcmp(key, "data_offsets") == 0) joff = val;
         else return sd_fail(SD_ERR_FORMAT, "%s: tensor '%s': unknown field '%s'", path, qn,
-                            safe_str(tb, sizeof tb, key));
+                            st_safe_str(tb, sizeof tb, key));
     }
     if (!jdt || !jshape || !joff)
         return sd_fail(SD_ERR_FORMAT, "%s: tensor '%s': missing field '%s'", path, qn,
@@ -126,7 +148,7 @@ static sd_status parse_entry(const char *path, const char *name, json_t *v,
     if (sd_dtype_parse(json_string_value(jdt), &t->dtype) != 0)
         return sd_fail(SD_ERR_UNSUPPORTED,
                        "%s: tensor '%s': dtype '%s' is not supported (F32, F16, BF16, I64 are)",
-                       path, qn, safe_str(tb, sizeof tb, json_string_value(jdt)));
+                       path, qn, st_safe_str(tb, sizeof tb, json_string_value(jdt)));
 
     size_t ndim = json_array_size(jshape);
     if (ndim > SD_MAX_DIMS)
@@ -141,7 +163,7 @@ static sd_status parse_entry(const char *path, const char *name, json_t *v,
         t->shape[i] = (int64_t)json_integer_value(d);
     }
     uint64_t bytes;
-    if (shape_bytes(t->ndim, t->shape, sd_dtype_size(t->dtype), &bytes) != 0)
+    if (st_shape_bytes(t->ndim, t->shape, sd_dtype_size(t->dtype), &bytes) != 0)
         return sd_fail(SD_ERR_FORMAT, "%s: tensor '%s': shape %s %s is too large", path, qn,
                        sd_shape_str(sb, sizeof sb, t->ndim, t->shape), sd_dtype_name(t->dtype));
 
@@ -179,7 +201,7 @@ static sd_status check_metadata(const char *path, json_t *v) {
     json_object_foreach(v, key, val)
         if (!json_is_string(val))
             return sd_fail(SD_ERR_FORMAT, "%s: __metadata__ '%s' is not a string", path,
-                           safe_str(kb, sizeof kb, key));
+                           st_safe_str(kb, sizeof kb, key));
     return SD_OK;
 }
 
@@ -209,9 +231,9 @@ static sd_status check_overlap(const char *path, const struct st_file *f) {
             char a[256], b[256];
             const struct st_tensor *t = &f->tensors[sp[k].idx], *u = &f->tensors[sp[last].idx];
             st = sd_fail(SD_ERR_FORMAT, "%s: tensor '%s' [%llu, %llu) overlaps tensor '%s' "
-                         "[%llu, %llu)", path, safe_str(a, sizeof a, t->name),
+                         "[%llu, %llu)", path, st_safe_str(a, sizeof a, t->name),
                          (unsigned long long)t->begin, (unsigned long long)t->end,
-                         safe_str(b, sizeof b, u->name), (unsigned long long)u->begin,
+                         st_safe_str(b, sizeof b, u->name), (unsigned long long)u->begin,
                          (unsigned long long)u->end);
             break;
         }
@@ -256,14 +278,8 @@ static sd_status parse_header(struct st_file *f, const char *path, const uint8_t
         goto out;
     }
 
-    size_t cap = index_cap((int)n);
-    size_t table = n * sizeof(struct st_tensor) + cap * sizeof(uint32_t);
-    char *block = sd_calloc(1, table + name_bytes + 1);
-    if (!block) { st = SD_ERR_NOMEM; goto out; }
-    f->tensors = (struct st_tensor *)(void *)block;
-    f->ntensors = (int)n;
-    uint32_t *index = index_of(f);
-    char *names = block + table;
+    char *names;
+    if ((st = st_table_alloc(f, n, name_bytes, &names)) != SD_OK) goto out;
 
     /* Second pass: fill in header order, validating each entry and indexing its name. */
     size_t i = 0;
@@ -277,10 +293,7 @@ static sd_status parse_header(struct st_file *f, const char *path, const uint8_t
         names += len;
         if ((st = parse_entry(path, key, val, data_size, t)) != SD_OK) goto out;
         t->data = data + t->begin;
-        uint64_t h = hash_name(t->name);
-        size_t s = (size_t)h & (cap - 1);
-        while (index[s]) s = (s + 1) & (cap - 1);
-        index[s] = (uint32_t)(i + 1);
+        st_table_index(f, (int)i);   /* jansson has refused duplicate names */
         i++;
     }
     st = check_overlap(path, f);
@@ -332,13 +345,25 @@ sd_status st_open(struct st_file *f, const char *path) {
     f->size = size;
 
     const uint8_t *base = map;
+    if (!(f->path = sd_strdup(path))) { st = SD_ERR_NOMEM; goto fail; }
+    /* A ZIP local header: torch.save's format since 1.6 (torchfile.c). */
+    if (memcmp(base, "PK\x03\x04", 4) == 0) {
+        if ((st = torch_parse(f)) != SD_OK) goto fail;
+        return SD_OK;
+    }
     uint64_t hlen = read_le64(base);
     if (hlen < 2 || hlen > ST_MAX_HEADER || hlen > size - 8) {
-        st = sd_fail(SD_ERR_FORMAT, "%s: header length %llu is invalid (file has %zu bytes, "
-                     "limit %u)", path, (unsigned long long)hlen, size, ST_MAX_HEADER);
+        /* PROTO 2..5 first: a bare pickle, i.e. torch.save before 1.6 (or with
+         * _use_new_zipfile_serialization=False).  Its objects can only be rebuilt by
+         * running its pickle stream against torch's legacy loader; not done here. */
+        if (base[0] == 0x80 && base[1] >= 2 && base[1] <= 5)
+            st = sd_fail(SD_ERR_UNSUPPORTED, "%s: legacy (non-zip) PyTorch file: convert it "
+                         "with torch ≥1.6 or to safetensors", path);
+        else
+            st = sd_fail(SD_ERR_FORMAT, "%s: header length %llu is invalid (file has %zu "
+                         "bytes, limit %u)", path, (unsigned long long)hlen, size, ST_MAX_HEADER);
         goto fail;
     }
-    if (!(f->path = sd_strdup(path))) { st = SD_ERR_NOMEM; goto fail; }
     if ((st = parse_header(f, path, base + 8, (size_t)hlen, size - 8 - hlen)) != SD_OK)
         goto fail;
     return SD_OK;
@@ -412,7 +437,7 @@ static sd_status writer_push(struct st_writer *w, const char *name, sd_dtype dt,
     if (ndim < 0 || ndim > SD_MAX_DIMS || (ndim > 0 && !shape))
         return sd_fail(SD_ERR_INVALID, "safetensors writer: %s: %d dims", name, ndim);
     uint64_t bytes;
-    if (shape_bytes(ndim, shape, sd_dtype_size(dt), &bytes) != 0 || bytes > SIZE_MAX / 2)
+    if (st_shape_bytes(ndim, shape, sd_dtype_size(dt), &bytes) != 0 || bytes > SIZE_MAX / 2)
         return sd_fail(SD_ERR_INVALID, "safetensors writer: %s: bad shape %s", name,
                        sd_shape_str(sb, sizeof sb, ndim, shape));
     for (int i = 0; i < w->n; i++)

@@ -3,8 +3,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "../core/fs.h"
 #include "../core/rng.h"
 #include "safetensors.h"
 #include "weights.h"
@@ -154,6 +156,17 @@ sd_status wt_load(struct weight_table *t, struct backend *be, const char *path, 
     sd_free(stage);
     st_close(&f);
     return st;
+}
+
+char *wt_weights_path(const char *dir, const char *st_name, const char *bin_name) {
+    struct stat sb;
+    char *st = sd_path_join(dir, st_name);
+    if (!st || sd_stat(st, &sb) == 0) return st;
+    char *bin = sd_path_join(dir, bin_name);
+    if (!bin) { sd_free(st); return NULL; }
+    if (sd_stat(bin, &sb) == 0) { sd_free(st); return bin; }
+    sd_free(bin);
+    return st;   /* neither exists: the error will name the safetensors file */
 }
 
 /* Normals for one tensor, split across threads.  The RNG is counter-based and draws

@@ -51,8 +51,13 @@ void wt_add(struct weight_table *t, float **dst, enum wt_init init, float init_s
 /* Reserve params (an arena on be) for every row and point each field into it. */
 sd_status wt_alloc(struct weight_table *t, struct arena *params, struct backend *be);
 const struct weight_row *wt_find(const struct weight_table *t, const char *name);
-/* Bind the tensors of a safetensors file. */
+/* Bind the tensors of a safetensors file (or a PyTorch checkpoint: st_open reads both). */
 sd_status wt_load(struct weight_table *t, struct backend *be, const char *path, wt_name_map map);
+/* The weights file of a component folder: DIR/ST_NAME (safetensors) when it exists or
+ * when DIR/BIN_NAME does not, else DIR/BIN_NAME (the torch.save file of a diffusers
+ * folder from the pickle era: diffusion_pytorch_model.bin, pytorch_model.bin).  A fresh
+ * string for sd_free; NULL when out of memory. */
+char *wt_weights_path(const char *dir, const char *st_name, const char *bin_name);
 /* Fill every parameter by its init rule from a seeded normal RNG. */
 sd_status wt_init_random(struct weight_table *t, struct backend *be, uint64_t seed);
 /* Zero every parameter (a gradient table) with be. */

@@ -56,7 +56,10 @@ sd_status clip_load(struct clip *m, struct backend *be, const char *dir, int wit
     sd_free(p);
     if (st) return st;
     SD_TRY(clip_create(m, be, &cfg, with_projection));
-    if (!(p = sd_path_join(dir, "model.safetensors"))) { st = SD_ERR_NOMEM; goto fail; }
+    if (!(p = wt_weights_path(dir, "model.safetensors", "pytorch_model.bin"))) {
+        st = SD_ERR_NOMEM;
+        goto fail;
+    }
     st = wt_load(&m->wt, be, p, clip_name_map);
     sd_free(p);
     if (st) goto fail;

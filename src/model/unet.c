@@ -117,7 +117,9 @@ sd_status unet_load(struct unet *m, struct backend *be, const char *dir, const c
     sd_free(p);
     if (st) return st;
     SD_TRY(unet_create(m, be, &cfg));
-    p = weights_path ? sd_strdup(weights_path) : sd_path_join(dir, "diffusion_pytorch_model.safetensors");
+    p = weights_path ? sd_strdup(weights_path)
+                     : wt_weights_path(dir, "diffusion_pytorch_model.safetensors",
+                                       "diffusion_pytorch_model.bin");
     if (!p) { unet_free(m); return SD_ERR_NOMEM; }
     st = unet_load_weights(m, be, p);
     sd_free(p);

@@ -120,7 +120,8 @@ sd_status vae_load(struct vae *m, struct backend *be, const char *dir) {
     sd_free(p);
     if (st) return st;
     SD_TRY(vae_create(m, be, &cfg));
-    if (!(p = sd_path_join(dir, "diffusion_pytorch_model.safetensors"))) { vae_free(m); return SD_ERR_NOMEM; }
+    if (!(p = wt_weights_path(dir, "diffusion_pytorch_model.safetensors",
+                              "diffusion_pytorch_model.bin"))) { vae_free(m); return SD_ERR_NOMEM; }
     st = wt_load(&m->wt, be, p, vae_name_map);
     sd_free(p);
     if (st) vae_free(m);
