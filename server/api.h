@@ -23,6 +23,8 @@ int api_get_int(json_t *v, const char *field, long long lo, long long hi, long l
 int api_check_unknown(json_t *body, const char *const *known, struct api_error *e);
 /* 503 shutting_down with Retry-After 30: the daemon is draining. */
 enum MHD_Result api_reply_draining(struct req *r);
+/* 429: live jobs fill the job table (retained_jobs_max / retained_jobs_mb). */
+enum MHD_Result api_reply_table_full(struct sdxld *d, struct req *r);
 /* Non-zero (and the 503 answer in *ret) unless the daemon is ready for jobs. */
 int api_not_ready(struct req *r, enum MHD_Result *ret);
 

@@ -329,6 +329,14 @@ static enum MHD_Result on_generation_done(struct req *r) {
         "truncated", truncated));
 }
 
+enum MHD_Result api_reply_table_full(struct sdxld *d, struct req *r) {
+    char ra[16];
+    snprintf(ra, sizeof ra, "%d", jobs_retry_after_s(d->jobs));
+    req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    return reply_error(r, 429, "too_many_jobs", NULL, "live jobs fill the job table (retained_jobs_max "
+                       "%d, retained_jobs_mb %d); retry later", d->cfg.retained_jobs_max, d->cfg.retained_jobs_mb);
+}
+
 /* Generation needs the model: before READY the defaults and size granularity are not
  * known yet (the worker resolves them at load), after it the daemon is draining. */
 enum MHD_Result api_reply_draining(struct req *r) {
@@ -370,6 +378,9 @@ static enum MHD_Result submit(struct req *r, struct gen_request *g, int async,
         return reply_error(r, 429, "queue_full", NULL, "the queue is full (%d jobs); retry later",
                            d->cfg.queue_max);
     }
+    case SUBMIT_TABLE_FULL:
+        jobs_unref(d->jobs, j);
+        return api_reply_table_full(d, r);
     case SUBMIT_DRAINING:
         jobs_unref(d->jobs, j);
         return api_reply_draining(r);

@@ -393,6 +393,9 @@ enum MHD_Result api_train_create(struct req *r) {
     switch (jobs_submit(d->jobs, j, &pos, other)) {
     case SUBMIT_OK:
         break;
+    case SUBMIT_TABLE_FULL:
+        jobs_unref(d->jobs, j);
+        return api_reply_table_full(d, r);
     case SUBMIT_FULL:
         jobs_unref(d->jobs, j);
         req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "60");
@@ -512,6 +515,7 @@ enum MHD_Result api_models_load(struct req *r) {
     case SUBMIT_CONFLICT:   /* training jobs only */
         break;
     case SUBMIT_FULL:
+    case SUBMIT_TABLE_FULL:   /* loads are not kept in the table: never */
         jobs_unref(d->jobs, j);
         req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "5");
         return reply_error(r, 429, "queue_full", NULL, "too many model loads are waiting");

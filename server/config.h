@@ -35,6 +35,8 @@ struct sdxld_config {
     int default_steps;
     int result_ttl_s;                   /* finished jobs (and images) kept this long */
     int result_max_mb;                  /* cap on retained image bytes */
+    int retained_jobs_max;              /* cap on jobs kept (live and finished) */
+    int retained_jobs_mb;               /* cap on their memory (prompts, event logs) */
     int encode_threads;                 /* PNG encoders beside the worker */
     int shutdown_timeout_s;             /* SIGTERM: finish queued work for this long */
     int warmup;                         /* bool: one generation before READY=1 */

@@ -249,11 +249,18 @@ void jobs_queue_remove_locked(struct jobs *js, struct job *j) {
 }
 
 /* Append an event (a snapshot of the job, jobs_json.c) and wake the job's waiters. */
+/* j holds delta more bytes (less when negative); the table's total follows. */
+static void account_locked(struct jobs *js, struct job *j, long long delta) {
+    j->mem = (size_t)((long long)j->mem + delta);
+    if (j->in_table) js->jobs_bytes = (size_t)((long long)js->jobs_bytes + delta);
+}
+
 void jobs_emit_locked(struct jobs *js, struct job *j) {
     char *s = jobs_event_text_locked(js, j, (long)j->events_base + j->nevents + 1);
     if (s) {
         if (j->nevents == MAX_EVENTS) {
             /* Keep the log bounded (long training runs): forget the oldest event. */
+            account_locked(js, j, -(long long)(strlen(j->events[0]) + 1));
             free(j->events[0]);
             memmove(j->events, j->events + 1, (size_t)(j->nevents - 1) * sizeof *j->events);
             j->nevents--;
@@ -267,8 +274,12 @@ void jobs_emit_locked(struct jobs *js, struct job *j) {
                 j->cap_events = nc;
             }
         }
-        if (j->nevents < j->cap_events) j->events[j->nevents++] = s;
-        else free(s);   /* out of memory: the waiters still see the current state */
+        if (j->nevents < j->cap_events) {
+            j->events[j->nevents++] = s;
+            account_locked(js, j, (long long)strlen(s) + 1);
+        } else {
+            free(s);   /* out of memory: the waiters still see the current state */
+        }
     }
     for (struct job_waiter *w = j->waiters, *nx; w; w = nx) {
         nx = w->next;
@@ -326,6 +337,36 @@ static struct job *train_conflict_locked(struct jobs *js, const char *out) {
     return NULL;
 }
 
+/* What a job holds before its first event: the struct, its strings, a training run's
+ * state (its loss history and lists grow to bounded sizes: counted at their bound). */
+static size_t footprint(const struct job *j) {
+    size_t n = sizeof *j + (j->req.prompt ? strlen(j->req.prompt) + 1 : 0);
+    if (j->train) {
+        const struct train_request *r = &j->train->req;
+        const char *s[] = { r->teacher, r->generator_init, r->out, r->data, r->root, r->echo };
+        n += sizeof *j->train + TRAIN_HIST_MAX * 9 * sizeof(double);
+        for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) n += s[i] ? strlen(s[i]) + 1 : 0;
+    }
+    return n;
+}
+
+static void table_remove_locked(struct jobs *js, struct job *j);
+
+/* Room for one more job of `bytes` in the table: the oldest finished jobs are evicted
+ * while it is over retained_jobs_max jobs or retained_jobs_mb bytes.  0 when the live
+ * jobs alone fill it. */
+static int make_room_locked(struct jobs *js, size_t bytes) {
+    const size_t cap = (size_t)js->cfg->retained_jobs_mb << 20;
+    const long max = js->cfg->retained_jobs_max;
+    for (struct job *j = js->all_head, *nx; j && (js->njobs + 1 > max || js->jobs_bytes + bytes > cap); j = nx) {
+        nx = j->all_next;
+        if (!job_status_final(j->status)) continue;
+        table_remove_locked(js, j);
+        js->evicted++;
+    }
+    return js->njobs + 1 <= max && js->jobs_bytes + bytes <= cap;
+}
+
 enum submit_result jobs_submit(struct jobs *js, struct job *j, int *queue_position,
                                char *conflict_id) {
     pthread_mutex_lock(&js->lock);
@@ -344,9 +385,16 @@ enum submit_result jobs_submit(struct jobs *js, struct job *j, int *queue_positi
         pthread_mutex_unlock(&js->lock);
         return SUBMIT_CONFLICT;
     }
+    if (j->kind != JOB_LOAD && !make_room_locked(js, footprint(j))) {
+        pthread_mutex_unlock(&js->lock);
+        return SUBMIT_TABLE_FULL;
+    }
     if (j->kind != JOB_LOAD) {
-        /* Table: one reference until the TTL expires. */
+        /* Table: one reference until the TTL expires, or until evicted for room. */
         j->refs++;
+        j->mem = footprint(j);
+        js->jobs_bytes += j->mem;
+        j->in_table = 1;
         unsigned h = hash_id(j->id);
         j->h_next = js->buckets[h];
         js->buckets[h] = j;
@@ -507,6 +555,8 @@ static void table_remove_locked(struct jobs *js, struct job *j) {
     if (j->all_next) j->all_next->all_prev = j->all_prev; else js->all_tail = j->all_prev;
     j->all_prev = j->all_next = NULL;
     js->njobs--;
+    js->jobs_bytes -= j->mem;
+    j->in_table = 0;
     if (j->result) {
         js->results_bytes -= j->result->bytes;
         job_result_unref(j->result);
@@ -524,6 +574,8 @@ void jobs_housekeep(struct jobs *js) {
         if (job_status_final(j->status) && j->finished_at + js->cfg->result_ttl_s < now)
             table_remove_locked(js, j);
     }
+    /* Event logs grow after submission: back under the table's caps (oldest finished first). */
+    make_room_locked(js, 0);
     /* Over the memory cap: drop the images of the oldest finished jobs (their metadata
      * stays until the TTL, so a client learns why the images are gone). */
     for (struct job *j = js->all_head; j && js->results_bytes > cap; j = j->all_next)
@@ -551,6 +603,8 @@ void jobs_gauges(struct jobs *js, struct metrics_gauges *g) {
     g->queue_images = js->qimages;
     g->running_jobs = js->nrunning;
     g->retained_jobs = js->njobs;
+    g->retained_jobs_bytes = js->jobs_bytes;
+    g->jobs_evicted = js->evicted;
     g->results_bytes = js->results_bytes;
     pthread_mutex_unlock(&js->lock);
 }

@@ -150,6 +150,8 @@ struct job {
     double t_submit_ms;                           /* monotonic, for the batch window */
     double queue_ms;
     long long passes_at_submit;                   /* the table's training pass count then */
+    size_t mem;                                   /* bytes it holds (struct, strings, events) */
+    int in_table;
     long long passes_waited;                      /* training passes run while it was queued */
 
     int step, total;           /* image-steps done, n * nsteps */
@@ -200,10 +202,13 @@ struct job *job_new_train(struct train_request *req);
 struct job *job_new_load(const char *path, const char *lora, float lora_scale, const char *shown);
 void train_request_free(struct train_request *r);
 
-enum submit_result { SUBMIT_OK, SUBMIT_FULL, SUBMIT_DRAINING, SUBMIT_CONFLICT };
+enum submit_result { SUBMIT_OK, SUBMIT_FULL, SUBMIT_DRAINING, SUBMIT_CONFLICT, SUBMIT_TABLE_FULL };
 /* Queue a job; the caller keeps its reference.  *queue_position = 1-based place in its
  * kind's queue.  SUBMIT_CONFLICT: a training job for the same run directory is queued
- * or running (its id in conflict_id, if not NULL). */
+ * or running (its id in conflict_id, if not NULL).  The table holds at most
+ * retained_jobs_max jobs and retained_jobs_mb of their memory (prompts and event logs
+ * included): the oldest finished jobs are evicted to make room (their ids then answer
+ * 404); SUBMIT_TABLE_FULL only when live (queued, running) jobs alone fill it. */
 enum submit_result jobs_submit(struct jobs *js, struct job *j, int *queue_position,
                                char *conflict_id);
 /* Seconds a client refused with 429 should wait, estimated from recent batch times. */

@@ -43,6 +43,8 @@ struct jobs {
     struct job *training;            /* the running training job (the worker holds it) */
     struct train_gauges tg;
     long long train_passes;          /* training passes started (jobs_count_pass) */
+    size_t jobs_bytes;               /* memory of the jobs in the table (job->mem summed) */
+    long long evicted;               /* finished jobs evicted to make room */
     struct job *all_head, *all_tail; /* table in creation order (oldest first) */
     struct job *buckets[HASH_BUCKETS];
     long njobs, nrunning;

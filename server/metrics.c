@@ -235,6 +235,10 @@ char *metrics_render(struct metrics *m, const struct metrics_gauges *g, size_t *
           (double)g->retained_jobs);
     gauge(&b, "sdxld_results_bytes", "PNG bytes of finished results kept in memory.",
           (double)g->results_bytes);
+    gauge(&b, "sdxld_jobs_retained_bytes", "Memory of the jobs kept (prompts and event logs included).",
+          (double)g->retained_jobs_bytes);
+    sb_printf(&b, "# HELP sdxld_jobs_evicted_total Finished jobs evicted before their TTL to make room.\n"
+                  "# TYPE sdxld_jobs_evicted_total counter\nsdxld_jobs_evicted_total %lld\n", g->jobs_evicted);
     sb_printf(&b, "# HELP sdxld_device_memory_bytes Memory held by the engine (weights, activations).\n"
                   "# TYPE sdxld_device_memory_bytes gauge\n"
                   "sdxld_device_memory_bytes{kind=\"params\"} %zu\n"

@@ -18,6 +18,8 @@ struct metrics;
 struct metrics_gauges {
     long queue_jobs, queue_images, running_jobs, retained_jobs;
     size_t results_bytes;
+    size_t retained_jobs_bytes;       /* the job table's memory (retained_jobs_mb caps it) */
+    long long jobs_evicted;           /* finished jobs evicted early to make room */
     int ready, draining;
     size_t param_bytes, scratch_bytes;  /* from the engine */
     size_t rss_bytes;                   /* this process */

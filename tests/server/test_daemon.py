@@ -155,6 +155,39 @@ def check_auth(t, tmp):
         t.eq(d.stop(), 0, "auth daemon exits 0 on SIGTERM")
 
 
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def check_retained_cap(t, tmp):
+    """Submit-and-cancel with 60 kB prompts through HTTP: every request accepted, the job
+    table stays within retained_jobs_max/_mb (the /metrics figures), the oldest finished
+    jobs are evicted (404)."""
+    with Daemon("--retained_jobs_max", "16", "--retained_jobs_mb", "1", "--queue_max", "1000", tmp=tmp) as d:
+        c = d.client
+        prompt = "a red circle " * 4600
+        ids, codes, within = [], [], True
+        for i in range(60):
+            r = c.post("/v1/generate", {"prompt": prompt, "seed": i, "async": True})
+            codes.append(r.status)
+            if r.status == 202:
+                ids.append(r.json()["id"])
+                c.delete(f"/v1/jobs/{ids[-1]}")
+            m = c.get("/metrics").body.decode()
+            kept, kb = metric(m, "sdxld_jobs_retained"), metric(m, "sdxld_jobs_retained_bytes")
+            within &= kept is not None and kept <= 16 and kb is not None and kb <= (1 << 20)
+        t.ok(all(s == 202 for s in codes), "60 submit-and-cancel jobs with 60 kB prompts: all accepted", codes)
+        t.ok(within, "the job table stayed within retained_jobs_max 16 and retained_jobs_mb 1 (/metrics)")
+        m = c.get("/metrics").body.decode()
+        t.ok((metric(m, "sdxld_jobs_evicted_total") or 0) >= 44, "finished jobs were evicted to make room",
+             metric(m, "sdxld_jobs_evicted_total"))
+        t.eq(c.get(f"/v1/jobs/{ids[0]}").status, 404, "the oldest evicted job answers 404")
+        t.eq(c.get(f"/v1/jobs/{ids[-1]}").status, 200, "the newest is kept")
+
+
 def main(t):
     tmp = tempfile.mkdtemp(prefix="sdxld-test-")
     check_config(t, tmp)
@@ -170,6 +203,7 @@ def main(t):
     with Daemon("--max_batch", "1", "--queue_max", "64", "--shutdown_timeout_s", "1", tmp=tmp) as d:
         checks.check_sigterm(t, d, d.client, d.log_text)
     check_auth(t, tmp)
+    check_retained_cap(t, tmp)
     if not t.failed:
         shutil.rmtree(tmp, ignore_errors=True)   # kept on failure: the daemon logs are there
     else:
