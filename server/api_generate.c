@@ -206,7 +206,9 @@ static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
         if (!s) return api_fail(e, "size", "size: expected a string \"WIDTHxHEIGHT\", got %s",
                             api_json_type(v));
         int w, h, used = 0;
-        if (sscanf(s, "%5dx%5d%n", &w, &h, &used) != 2 || s[used] || s[0] < '0' || s[0] > '9')
+        if (strspn(s, "0123456789") == 0 || s[strspn(s, "0123456789")] != 'x' ||
+            strspn(s + strspn(s, "0123456789") + 1, "0123456789") == 0 ||
+            sscanf(s, "%5dx%5d%n", &w, &h, &used) != 2 || s[used])
             return api_fail(e, "size", "size: '%s' is not \"WIDTHxHEIGHT\"", s);
         if (check_size(d, "size", w, c->max_width, e) || check_size(d, "size", h, c->max_height, e))
             return -1;

@@ -9,6 +9,7 @@ Daemons started here:
   3. bearer-token auth (api and admin tokens, SIGHUP reload);
 plus configuration handling (exit codes, the shipped config file).
 """
+import json
 import os
 import re
 import shutil
@@ -162,6 +163,21 @@ def metric(text, name):
     return None
 
 
+def check_strict_fields(t, c):
+    """Hostile-testing findings: a seed past 2^63 - 1 is a 400 naming seed (not
+    invalid_json); the OpenAI size takes exactly WIDTHxHEIGHT."""
+    for body in ('{"prompt": "x", "seed": 9223372036854775808}', '{"prompt": "x", "seed" :\n 1' + "0" * 30 + '}'):
+        r = c.request("POST", "/v1/generate", body.encode(), headers={"Content-Type": "application/json"})
+        e = r.error()
+        t.ok(r.status == 400 and e.get("code") == "invalid_argument" and e.get("field") == "seed",
+             "a seed past 2^63 - 1 is a 400 naming seed", r)
+    r = c.post("/v1/generate", {"prompt": "x", "seed": 9223372036854775807, "width": 64, "height": 64})
+    t.eq(r.status, 200, "seed 2^63 - 1 itself is accepted")
+    for size in ("64x 64", " 64x64", "64 x64", "64x64 ", "64X64", "x64", "64x"):
+        r = c.post("/v1/images/generations", {"prompt": "x", "size": size})
+        t.ok(r.status == 400 and "size" in json.dumps(r.error()), f"OpenAI size {size!r} is refused naming size", r)
+
+
 def check_retained_cap(t, tmp):
     """Submit-and-cancel with 60 kB prompts through HTTP: every request accepted, the job
     table stays within retained_jobs_max/_mb (the /metrics figures), the oldest finished
@@ -196,6 +212,7 @@ def main(t):
     with Daemon("--max_batch", "4", "--batch_window_ms", "60", "--queue_max", "64", tmp=tmp) as d:
         t.diag(f"daemon 1 on port {d.port}")
         checks.run_api_suite(t, d.client)
+        check_strict_fields(t, d.client)
         t.ok("POST /v1/generate 200" in d.log_text(), "requests are access-logged")
         t.eq(d.stop(), 0, "daemon 1 exits 0 on SIGTERM")
     with Daemon("--max_batch", "1", "--queue_max", "2", "--shutdown_timeout_s", "30", tmp=tmp) as d:
