@@ -150,7 +150,7 @@ int cli_generate(int argc, char **argv) {
     items = sd_calloc(n, sizeof *items);
     rgb = sd_malloc((size_t)n * p.width * p.height * 3);
     if (!items || !rgb) { cli_fail("generate"); goto out; }
-    for (int i = 0; i < n; i++) { items[i].prompt = prompts[i]; items[i].seed = seed + (uint64_t)i; }
+    for (int i = 0; i < n; i++) { items[i].prompt = prompts[i]; items[i].seed = engine_image_seed(seed, i); }
     struct gen_timings tm;
     if (engine_generate(e, &p, items, n, rgb, &tm, NULL, NULL, &tr)) { cli_fail("generate"); goto out; }
     fprintf(stderr, "sdxld: %d image(s) %dx%d, %d steps: text %.1f ms, unet %.1f ms, vae %.1f ms\n", n,
@@ -160,9 +160,8 @@ int cli_generate(int argc, char **argv) {
         if (nout == n) snprintf(path, sizeof path, "%s", outs[i]);
         else if (n == 1) snprintf(path, sizeof path, "%s", outs[0]);
         else numbered(path, sizeof path, outs[0], i);
-        snprintf(params, sizeof params, "%s\nSteps: %d, Timesteps: %d..%d, Seed: %" PRIu64 ", Size: %dx%d, Model: %s%s",
-                 items[i].prompt, p.nsteps, p.timesteps[0], p.timesteps[p.nsteps - 1], items[i].seed, p.width,
-                 p.height, info->model_name, noise_path ? ", Noise: file" : "");
+        engine_parameters_text(params, sizeof params, items[i].prompt, items[i].seed, &p, info->model_name,
+                               noise_path ? "Noise: file" : NULL);
         struct png_text txt = { "parameters", params };
         if (png_write_file(path, rgb + (size_t)i * p.width * p.height * 3, p.width, p.height, &txt, 1)) {
             cli_fail(path);

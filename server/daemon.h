@@ -15,7 +15,6 @@
 #include "engine.h"
 #include "jobs.h"
 
-#define SDXLD_VERSION "0.1.0"
 
 struct auth;
 struct metrics;

@@ -42,12 +42,6 @@ double jobs_unix_now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-double jobs_mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
 static unsigned hash_id(const char *id) {
     unsigned h = 2166136261u;
     for (; *id; id++) h = (h ^ (unsigned char)*id) * 16777619u;
@@ -128,7 +122,7 @@ static struct job *job_alloc(enum job_kind kind, const char *prefix) {
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
         /* getrandom on Linux does not fail for 10 bytes once the pool is seeded; fall
          * back to time and address entropy rather than refuse the request. */
-        uint64_t x = (uint64_t)jobs_mono_ms() ^ (uint64_t)(uintptr_t)j;
+        uint64_t x = (uint64_t)sd_now_ms() ^ (uint64_t)(uintptr_t)j;
         for (int i = 0; i < 10; i++) rnd[i] = (uint8_t)(x >> (8 * (i % 8)));
     }
     int o = snprintf(j->id, sizeof j->id, "%s", prefix);
@@ -405,7 +399,7 @@ enum submit_result jobs_submit(struct jobs *js, struct job *j, int *queue_positi
     }
     /* Queue: one reference until fully dispatched, started or cancelled. */
     queue_push_locked(js, j);
-    j->t_submit_ms = jobs_mono_ms();
+    j->t_submit_ms = sd_now_ms();
     j->passes_at_submit = js->train_passes;
     *queue_position = q->len;
     jobs_emit_locked(js, j);

@@ -56,7 +56,6 @@ struct jobs {
 
 /* jobs.c */
 double jobs_unix_now(void);          /* wall clock, unix seconds (job timestamps) */
-double jobs_mono_ms(void);           /* monotonic ms (queue times, the batch window) */
 /* 1-based place of a queued job in its kind's queue, 0 if it is not queued. */
 int jobs_queue_position_locked(struct jobs *js, struct job *j);
 /* Unlink j from its queue; the queue's reference is the caller's to drop or hand on. */

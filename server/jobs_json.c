@@ -125,7 +125,7 @@ json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail) {
         for (int i = 0; i < j->req.n; i++) {
             char url[96];
             snprintf(url, sizeof url, "/v1/jobs/%s/images/%d", j->id, i);
-            json_t *im = json_pack("{s:I}", "seed", (json_int_t)(j->req.seed + (uint64_t)i));
+            json_t *im = json_pack("{s:I}", "seed", (json_int_t)engine_image_seed(j->req.seed, i));
             if (j->result) json_object_set_new(im, "url", json_string(url));
             json_array_append_new(imgs, im);
         }

@@ -29,7 +29,7 @@ static void start_locked(struct jobs *js, struct job *j) {
     j->status = JOB_RUNNING;
     js->nrunning++;
     j->started_at = jobs_unix_now();
-    j->queue_ms = jobs_mono_ms() - j->t_submit_ms;
+    j->queue_ms = sd_now_ms() - j->t_submit_ms;
     jobs_emit_locked(js, j);
 }
 
@@ -37,7 +37,7 @@ static void start_locked(struct jobs *js, struct job *j) {
  * jobs that start running with it. */
 static void take_batch_locked(struct jobs *js, const struct sched_policy *p, struct batch *b) {
     sched_fill_batch(p, js->q.head, b);
-    double now_ms = jobs_mono_ms(), now = jobs_unix_now();
+    double now_ms = sd_now_ms(), now = jobs_unix_now();
     for (int i = 0; i < b->nslices; i++) {
         struct job *q = b->s[i].job;
         q->refs++;   /* the batch's reference */
@@ -102,7 +102,7 @@ enum work_kind jobs_next_work(struct jobs *js, struct batch *b, struct job *trai
             .train_waiting = js->tq.head != NULL,
             .stopping = js->stopping, .stop_now = js->stop_now, .mid_iteration = mid_iteration,
         };
-        const struct sched_decision d = sched_next(&p, &s, jobs_mono_ms());
+        const struct sched_decision d = sched_next(&p, &s, sd_now_ms());
         enum work_kind w;
         switch (d.action) {
         case SCHED_ACT_WAIT:   /* re-check after: the head may have been cancelled meanwhile */

@@ -42,12 +42,6 @@
 
 #define HTTP_GRACE_MS 3000
 
-static double mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
 static void notify(const char *state) {
 #ifdef SD_HAVE_SYSTEMD
     sd_notify(0, state);
@@ -196,8 +190,8 @@ static int single_request(struct http *h, const char *path) {
     sd_free(req);
     size_t cap = 1 << 16, got = 0;
     char *buf = malloc(cap + 1);
-    double deadline = mono_ms() + 600e3;
-    while (buf && mono_ms() < deadline) {
+    double deadline = sd_now_ms() + 600e3;
+    while (buf && sd_now_ms() < deadline) {
         struct pollfd p = { fd, POLLIN, 0 };
         if (poll(&p, 1, 1000) <= 0) continue;
         if (got == cap) {
@@ -329,7 +323,7 @@ static int run(struct sdxld *d, const struct serve_opts *o) {
             sdxld_status(d, "ready: serving %s (%s) on http://%s", model, d->backend,
                          http_address(d->http));
         }
-        if (draining && (!jobs_busy(d->jobs) || mono_ms() > drain_deadline)) break;
+        if (draining && (!jobs_busy(d->jobs) || sd_now_ms() > drain_deadline)) break;
         struct pollfd p[2] = { { sig_pipe[0], POLLIN, 0 }, { d->wake_fd, POLLIN, 0 } };
         int n = poll(p, 2, draining ? 50 : -1);
         if (n < 0 && errno != EINTR) {
@@ -366,7 +360,7 @@ static int run(struct sdxld *d, const struct serve_opts *o) {
             jobs_stop_training(d->jobs, "shutting_down", 503, "the daemon is shutting down; "
                                "the run stopped after a final checkpoint (continue it with "
                                "\"resume\")");
-            drain_deadline = mono_ms() + d->cfg.shutdown_timeout_s * 1e3;
+            drain_deadline = sd_now_ms() + d->cfg.shutdown_timeout_s * 1e3;
             sdxld_status(d, "%s: draining (up to %d s for queued and running jobs)",
                          strsignal(signo), d->cfg.shutdown_timeout_s);
         }

@@ -50,12 +50,6 @@ struct worker {
     int enc_stop;
 };
 
-static double mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
 static void rgb_unref(struct rgb_buf *b) {
     if (b && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
 }
@@ -64,19 +58,6 @@ static void model_name(struct sdxld *d, char *out, size_t n) {
     pthread_mutex_lock(&d->info_lock);
     snprintf(out, n, "%s", d->have_info ? d->info.model_name : "");
     pthread_mutex_unlock(&d->info_lock);
-}
-
-/* The A1111-style "parameters" text, so any image can be regenerated from its PNG. */
-static void parameters_text(char *out, size_t n, const struct job *j, uint64_t seed,
-                            const char *model) {
-    const struct gen_params *p = &j->req.params;
-    char ts[ENGINE_MAX_STEPS * 5 + 1] = "";
-    size_t o = 0;
-    for (int i = 0; i < p->nsteps; i++)
-        o += (size_t)snprintf(ts + o, sizeof ts - o, i ? ",%d" : "%d", p->timesteps[i]);
-    snprintf(out, n, "%s\nSteps: %d, Sampler: DMD2, Seed: %llu, Size: %dx%d, Model: %s, "
-             "Timesteps: %s, Version: sdxld " SDXLD_VERSION,
-             j->req.prompt, p->nsteps, (unsigned long long)seed, p->width, p->height, model, ts);
 }
 
 static void encode_task(struct sdxld *d, struct enc_task *t) {
@@ -94,8 +75,8 @@ static void encode_task(struct sdxld *d, struct enc_task *t) {
         return;
     }
     for (int i = 0; i < t->count; i++) {
-        uint64_t seed = j->req.seed + (uint64_t)(t->first + i);
-        parameters_text(params, plen, j, seed, model);
+        uint64_t seed = engine_image_seed(j->req.seed, t->first + i);
+        engine_parameters_text(params, plen, j->req.prompt, seed, &j->req.params, model, NULL);
         const struct png_text texts[] = { { "parameters", params },
                                           { "Software", "sdxld " SDXLD_VERSION } };
         imgs[i].seed = seed;
@@ -221,17 +202,7 @@ loaded:
  * before it takes a queue slot.  -1 (fatal, config error) if the defaults do not fit. */
 static int resolve_defaults(struct sdxld *d, struct engine *e) {
     const struct engine_info *in = engine_info(e);
-    struct gen_params p = { .nsteps = 1 };
-    engine_default_timesteps(1, p.timesteps);
-    d->size_multiple = 8;
-    for (int m = 8; m <= 1024; m += 8) {
-        p.width = p.height = m;
-        if (engine_check_params(e, &p) == SD_OK) {
-            d->size_multiple = m;
-            break;
-        }
-    }
-    sd_clear_error();
+    d->size_multiple = in->size_multiple;
     d->default_width = d->cfg.default_width ? d->cfg.default_width : in->default_width;
     d->default_height = d->cfg.default_height ? d->cfg.default_height : in->default_height;
     const char *bad = NULL;
@@ -264,7 +235,7 @@ static int warm_up(struct sdxld *d, struct engine *e) {
     uint8_t *rgb = malloc((size_t)p.width * p.height * 3);
     struct gen_item item = { .prompt = "a lighthouse at dusk", .seed = 0 };
     struct gen_timings tm = { 0 };
-    double t0 = mono_ms();
+    double t0 = sd_now_ms();
     st = rgb ? engine_generate(e, &p, &item, 1, rgb, &tm, NULL, NULL, NULL) : SD_ERR_NOMEM;
     free(rgb);
     if (st != SD_OK) {
@@ -272,7 +243,7 @@ static int warm_up(struct sdxld *d, struct engine *e) {
         fatal(d, 1);
         return -1;
     }
-    LOG_I("warm-up done in %.0f ms (text %.0f, unet %.0f, vae %.0f)", mono_ms() - t0,
+    LOG_I("warm-up done in %.0f ms (text %.0f, unet %.0f, vae %.0f)", sd_now_ms() - t0,
           tm.text_ms, tm.unet_ms, tm.vae_ms);
     return 0;
 }
@@ -291,7 +262,7 @@ static void run_batch(struct sdxld *d, struct engine *e, struct batch *b, int *s
     for (int i = 0; i < b->nslices; i++)
         for (int t = 0; t < b->s[i].count; t++, k++) {
             items[k].prompt = b->s[i].job->req.prompt;
-            items[k].seed = b->s[i].job->req.seed + (uint64_t)(b->s[i].first + t);
+            items[k].seed = engine_image_seed(b->s[i].job->req.seed, b->s[i].first + t);
             items[k].truncated = 0;
         }
     const size_t img_bytes = (size_t)p->width * p->height * 3;
@@ -306,9 +277,9 @@ static void run_batch(struct sdxld *d, struct engine *e, struct batch *b, int *s
     struct progress_ctx pc = { d, b };
     LOG_D("batch: %d image(s) from %d job(s), %dx%d, %d steps", b->images, b->nslices,
           p->width, p->height, p->nsteps);
-    double t0 = mono_ms();
+    double t0 = sd_now_ms();
     st = engine_generate(e, p, items, b->images, buf->data, &tm, on_progress, &pc, NULL);
-    double gen_ms = mono_ms() - t0;
+    double gen_ms = sd_now_ms() - t0;
     const char *msg = st == SD_OK ? "" : sd_last_error();
     if (st != SD_OK && st != SD_ERR_CANCELLED)
         LOG_E("batch of %d image(s) failed: %s (%s)", b->images, msg, sd_status_name(st));
@@ -353,7 +324,7 @@ static void *worker_main(void *arg) {
     struct sdxld *d = arg;
     atomic_store(&d->phase, PHASE_LOADING);
     sdxld_wake_main(d);
-    double t0 = mono_ms();
+    double t0 = sd_now_ms();
     struct engine *e = load_engine(d);
     if (!e) return NULL;
     copy_info(d, e);
@@ -361,7 +332,7 @@ static void *worker_main(void *arg) {
     snprintf(d->generator, sizeof d->generator, "%s", d->cfg.unet);
     pthread_mutex_unlock(&d->info_lock);
     LOG_I("model %s loaded in %.0f ms (backend %s, %.1f MiB of weights)", d->info.model_name,
-          mono_ms() - t0, d->backend, d->info.param_bytes / 1048576.0);
+          sd_now_ms() - t0, d->backend, d->info.param_bytes / 1048576.0);
     if (resolve_defaults(d, e)) {
         engine_free(e);
         return NULL;

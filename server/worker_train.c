@@ -40,12 +40,6 @@
 
 #define SHAPES_DATASET_SIZE (1L << 30)   /* as `sdxld train dmd2`: items are generated */
 
-static double mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
 static const char *r_out(const struct job *j) { return j->train->req.out; }
 
 static const char *last_error(sd_status st) {
@@ -137,7 +131,7 @@ static int pass_hook(void *ud) {
 
 static void run_open(struct sdxld *d, struct train_run *tr, struct job *j) {
     const struct train_request *r = &j->train->req;   /* immutable once submitted */
-    double t0 = mono_ms();
+    double t0 = sd_now_ms();
     sd_status st = r->data ? dataset_folder(&tr->data, r->data, r->resolution)
                            : dataset_shapes(&tr->data, r->resolution, r->seed ^ 0x5eed,
                                             SHAPES_DATASET_SIZE);
@@ -190,8 +184,8 @@ static void run_open(struct sdxld *d, struct train_run *tr, struct job *j) {
         }
     }
     LOG_I("job %s: training run %s opened in %.0f ms (%s at step %d of %d)", j->id, r->out,
-          mono_ms() - t0, r->resume ? "resumed" : "starting", tr->start_step, r->steps);
-    tr->t0_ms = mono_ms();
+          sd_now_ms() - t0, r->resume ? "resumed" : "starting", tr->start_step, r->steps);
+    tr->t0_ms = sd_now_ms();
 }
 
 void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j, struct engine *e,
@@ -231,7 +225,7 @@ static void run_step(struct sdxld *d, struct train_run *tr, int *fatal) {
         fail_job(d, tr, st, what);
         return;
     }
-    double el_s = (mono_ms() - tr->t0_ms) / 1e3;
+    double el_s = (sd_now_ms() - tr->t0_ms) / 1e3;
     int done_here = s.step - tr->start_step;
     double ips = el_s > 0 ? done_here / el_s : 0;
     struct train_update u = {
@@ -312,7 +306,7 @@ void train_run_free(struct sdxld *d, struct train_run *tr) {
 /* ---- model loads ---- */
 
 void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j) {
-    double t0 = mono_ms();
+    double t0 = sd_now_ms();
     struct train_run files = { 0 };   /* only its folders */
     sd_status st = roots_open(d, &files, d->cfg.data_root, 0);
     if (!st) {
@@ -328,7 +322,7 @@ void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j) {
         snprintf(d->generator, sizeof d->generator, "%s", j->load_shown);
         pthread_mutex_unlock(&d->info_lock);
         LOG_I("job %s: now serving generator %s (loaded in %.0f ms)", j->id, j->load_shown,
-              mono_ms() - t0);
+              sd_now_ms() - t0);
         jobs_load_finish(d->jobs, j, SD_OK, NULL, 200, NULL);
     } else {
         char msg[1024];

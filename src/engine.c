@@ -144,6 +144,7 @@ sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
     in->vae_scale = vae_scale(&e->vae);
     in->max_tokens = tokenizer_max_length(e->tok1);
     in->default_width = in->default_height = e->unet->cfg.sample_size * in->vae_scale;
+    in->size_multiple = in->vae_scale * (1 << (e->unet->cfg.nlevels - 1));
     in->backend = e->be->name;
     in->param_bytes = arena_capacity(&e->te1.params) + arena_capacity(&e->te2.params) +
                       arena_capacity(&e->unet->params) + arena_capacity(&e->vae.params);
@@ -177,7 +178,7 @@ void engine_default_timesteps(int nsteps, int *ts) {
 }
 
 sd_status engine_check_params(const struct engine *e, const struct gen_params *p) {
-    int s = e->info.vae_scale * (1 << (e->unet->cfg.nlevels - 1));
+    int s = e->info.size_multiple;
     if (p->width < s || p->width % s || p->width > 16384)
         return sd_fail(SD_ERR_INVALID, "width %d must be a positive multiple of %d", p->width, s);
     if (p->height < s || p->height % s || p->height > 16384)
@@ -475,6 +476,18 @@ sd_status engine_load_unet(struct engine *e, const char *path, const char *lora_
     unet_free(e->unet);
     sd_free(e->unet);
     e->unet = nu;
+    e->info.size_multiple = e->info.vae_scale * (1 << (e->unet->cfg.nlevels - 1));
     set_model_name(e, path, lora_path);
     return SD_OK;
+}
+
+void engine_parameters_text(char *out, size_t n, const char *prompt, uint64_t seed,
+                            const struct gen_params *p, const char *model, const char *extra) {
+    char ts[ENGINE_MAX_STEPS * 5 + 1] = "";
+    size_t o = 0;
+    for (int i = 0; i < p->nsteps && o < sizeof ts; i++)
+        o += (size_t)snprintf(ts + o, sizeof ts - o, i ? ",%d" : "%d", p->timesteps[i]);
+    snprintf(out, n, "%s\nSteps: %d, Sampler: DMD2, CFG scale: 1, Seed: %llu, Size: %dx%d, Model: %s, "
+             "Timesteps: %s, Version: sdxld " SDXLD_VERSION "%s%s", prompt, p->nsteps, (unsigned long long)seed,
+             p->width, p->height, model, ts, extra ? ", " : "", extra ? extra : "");
 }

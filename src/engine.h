@@ -29,6 +29,7 @@ struct engine_info {
     int vae_scale;           /* pixels per latent (8 for SDXL) */
     int max_tokens;          /* 77 */
     int default_width, default_height;  /* unet sample_size × vae_scale (1024 for SDXL) */
+    int size_multiple;       /* widths and heights are multiples of this: vae_scale × 2^(levels-1) */
     const char *backend;
     size_t param_bytes;      /* weights resident */
     size_t scratch_bytes;    /* activation arena high-water mark */
@@ -54,13 +55,26 @@ struct gen_params {
                                 all zero = (H, W, 0, 0, H, W) */
 };
 
+/* The seed of image i of a request with seed `seed`: every image is reproducible alone
+ * (the one place this rule is written). */
+static inline uint64_t engine_image_seed(uint64_t seed, int i) { return seed + (uint64_t)i; }
+
 struct gen_item {
     const char *prompt;      /* in */
-    uint64_t seed;           /* in: this image's seed (request seed + index) */
+    uint64_t seed;           /* in: this image's seed (engine_image_seed) */
     int truncated;           /* out: prompt was cut to max_tokens */
 };
 
 struct gen_timings { double text_ms, unet_ms, vae_ms; };
+
+#define SDXLD_VERSION "0.1.0"
+
+/* The PNG "parameters" text of one image, in AUTOMATIC1111's infotext format (the prompt,
+ * then "Steps: 4, Sampler: DMD2, CFG scale: 1, Seed: …, Size: WxH, Model: …, Timesteps:
+ * 999,749,499,249, Version: sdxld …"), so any image can be regenerated from its file and
+ * A1111-aware tools read it.  extra (may be NULL) is appended as ", extra". */
+void engine_parameters_text(char *out, size_t n, const char *prompt, uint64_t seed,
+                            const struct gen_params *p, const char *model, const char *extra);
 
 /* Called after each sampler step (step = 1..total) with the batch done so far; return
  * non-zero to cancel (engine_generate then returns SD_ERR_CANCELLED). */
