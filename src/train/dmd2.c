@@ -718,7 +718,8 @@ void fill(void *ud, int s, float *hh, size_t cnt) {
 
 sd_status dmd2_save(struct dmd2 *d, char *path_out, size_t n) {
     struct ckpt_part pp[3];
-    struct ckpt_state s = { d->step, d->rng.seed, d->rng.offset, d->cursor, NULL };
+    struct ckpt_state s = { d->step, d->rng.seed, d->rng.offset, d->cursor, (char *)d->c.config_json,
+                            d->c.keep_checkpoints };
     SD_TRY(ckpt_save_parts(d->c.out_dir, d->be, parts(d, pp), 3, &s, d->ckpt, sizeof d->ckpt));
     if (path_out) snprintf(path_out, n, "%s", d->ckpt);
     char p[4200];
