@@ -93,6 +93,10 @@ static const struct cfg_option options[] = {
              "file of bearer tokens for admin endpoints (training, model loading)"),
     CFG_STR ("data_root", "/var/lib/sdxld", 0, data_root,
              "folder that training and model paths in requests are resolved under"),
+    CFG_INT ("train_memory_mb", 0, 1 << 30, 0, 0, train_memory_mb,
+             "training runs whose memory estimate exceeds this many MiB are refused (400); 0 = 3/4 of the physical memory"),
+    CFG_INT ("train_max_iteration_s", 1, 86400, 30, 0, train_max_iteration_s,
+             "training runs whose estimated iteration time exceeds this many seconds are refused (400): a generation waits for at most one iteration"),
     CFG_ENUM("log_level", "debug|info|warn|error", "info", 0, log_level,
              "log verbosity on stderr"),
 };
