@@ -80,8 +80,10 @@ static int run_options(const char *cmd, const char *usage, enum train_kind kind,
     if (kind == TRAIN_DMD2) {
         struct train_estimate e;
         train_estimate_dmd2(o, &m, 0, &e);
-        LOG_I("estimate (not a promise): %.2f GiB of memory, %.3g s per iteration", e.memory_bytes / 1073741824.0,
-              e.iteration_s);
+        LOG_I("estimate (not a promise): %.3f GiB of memory (weights %.3f, gradients %.3f, optimizer %.3f, "
+              "activations %.3f, cache %.3f), %.3g s per iteration", e.memory_bytes / 1073741824.0,
+              e.weights_bytes / 1073741824.0, e.gradients_bytes / 1073741824.0, e.optimizer_bytes / 1073741824.0,
+              e.activations_bytes / 1073741824.0, e.cache_bytes / 1073741824.0, e.iteration_s);
     }
     return -1;
 }

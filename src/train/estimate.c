@@ -15,9 +15,10 @@
  *   cache        cache_size items × (latent + text embedding + pooled embedding)
  * The GAN head (a few convolutions at the mid block) and scratch are left out.
  *
- * Calibration (docs/training.md, "Admission"): KEEP_SCALE and SECONDS_PER_UNIT were
+ * Calibration (docs/training.md, "Admission"): the scales and the seconds per unit were
  * measured on the 2-core development box with `sdxld train dmd2` (max RSS from
- * /usr/bin/time, it/s from the log). */
+ * /usr/bin/time, it/s from the log) on the built-in shapes-small model (64², batch 2 and
+ * 6) and the micro test model (16² and 32²). */
 #include "estimate.h"
 
 #include <stdio.h>
@@ -34,12 +35,15 @@
 /* Floats a ResNet / transformer block keeps per pixel and channel for its backward. */
 #define KEEP_RESNET 6.0
 #define KEEP_TBLOCK 20.0
-/* Measured activation bytes / the formula's (allocator slack, scratch, the head). */
-#define KEEP_SCALE 1.0
-/* Seconds per (UNet parameter × batch row × latent pixel) of one DMD2 iteration on one
- * core of the development box (its 2 cores: the measured time × 2 shards); recompute
- * costs 1.36× (docs/training.md: keep-all vs recompute on the shapes teacher). */
-#define SECONDS_PER_UNIT 1.0e-9
+/* Measured / counted bytes: activations (scratch, the head, arena slack) and the
+ * parameter-sized state (alignment, weight files mapped while loading, shard arenas). */
+#define KEEP_SCALE 2.0
+#define STATE_SCALE 1.4
+/* Seconds per (UNet parameter × batch row × latent pixel / shard) of one DMD2 iteration,
+ * and per UNet parameter (optimiser steps, copies: batch-independent), on the development
+ * box; recompute costs 1.36× (docs/training.md: keep-all vs recompute). */
+#define SECONDS_PER_UNIT 7.4e-11
+#define SECONDS_PER_PARAM 2.33e-8
 
 double train_ram_bytes(void) {
     long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
@@ -151,13 +155,14 @@ void train_estimate_dmd2(const struct train_options *o, const struct train_model
     double P = (double)m->unet_params, lora = o->lora_rank > 0 ? (double)o->lora_rank * m->lora_per_rank : 0;
     int cores = threads > 0 ? threads : train_cores(), h = o->resolution / (m->vae_scale > 0 ? m->vae_scale : 8);
     e->shards = shards_plan(o->shards, cores, o->batch, 2 * m->unet_params);
-    e->weights_bytes = 4 * (3 * P + (double)m->frozen_params + (lora > 0 ? lora + (double)m->lora_base : 0));
-    e->gradients_bytes = 4 * (2 * P * e->shards + lora);
-    e->optimizer_bytes = 4 * 2 * ((lora > 0 ? lora : P) + P);
+    e->weights_bytes = STATE_SCALE * 4 * (3 * P + (double)m->frozen_params + (lora > 0 ? lora + (double)m->lora_base : 0));
+    e->gradients_bytes = STATE_SCALE * 4 * (2 * P * e->shards + lora);
+    e->optimizer_bytes = STATE_SCALE * 4 * 2 * ((lora > 0 ? lora : P) + P);
     e->activations_bytes = 4 * KEEP_SCALE * 2 * o->batch * unet_activations(&m->unet, h, !o->recompute);
     e->cache_bytes = (double)o->cache_size * cache_item_bytes(m, o->resolution);
     e->memory_bytes = e->weights_bytes + e->gradients_bytes + e->optimizer_bytes + e->activations_bytes +
                       e->cache_bytes;
     double used = e->shards > 1 ? e->shards : 1;
-    e->iteration_s = SECONDS_PER_UNIT * P * o->batch * (double)h * h / used * (o->recompute ? 1.36 : 1.0);
+    e->iteration_s = SECONDS_PER_UNIT * P * o->batch * (double)h * h / used * (o->recompute ? 1.36 : 1.0) +
+                     SECONDS_PER_PARAM * P;
 }
