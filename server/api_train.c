@@ -30,6 +30,8 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "train/checkpoint.h"
+#include "train/estimate.h"
 
 #define PATH_FIELD_MAX 1024
 
@@ -161,104 +163,58 @@ static int get_num(json_t *v, const char *field, double lo, double hi, int lo_op
     return 0;
 }
 
-static int get_bool(json_t *v, const char *field, int *out, struct api_error *e) {
-    if (!json_is_boolean(v))
-        return api_fail(e, field, "%s: expected a boolean, got %s", field, api_json_type(v));
-    *out = json_is_true(v);
+/* ---- POST /v1/train ---- */
+
+/* The served model's folder as the worker opens it (its real path). */
+static void served_model(const struct sdxld *d, char *out) {
+    if (!realpath(d->cfg.model, out)) snprintf(out, PATH_MAX, "%s", d->cfg.model);
+}
+
+/* o's path options, canonical (so a stored and a given value compare): teacher resolved
+ * under root ("" or the served model's path: the served model), generator_init and
+ * real_data resolved unless "teacher" / "shapes"; each with its cheap checks. */
+static int resolve_options(const struct sdxld *d, const char *root, struct train_options *o,
+                           struct api_error *e) {
+    char served[PATH_MAX], p[PATH_MAX];
+    served_model(d, served);
+    if (!o->teacher[0] || !strcmp(o->teacher, d->cfg.model) || !strcmp(o->teacher, served)) {
+        snprintf(o->teacher, sizeof o->teacher, "%s", served);
+    } else {
+        json_t *v = json_string(o->teacher);
+        int rc = resolve_path(root, "teacher", v, PATH_DIR, p, e);
+        json_decref(v);
+        if (rc) return -1;
+        if (!file_exists(p, "unet", 1))
+            return api_fail(e, "teacher", "teacher: '%s' is not a model folder (no unet/)", o->teacher);
+        snprintf(o->teacher, sizeof o->teacher, "%s", p);
+    }
+    if (strcmp(o->generator_init, "teacher")) {
+        json_t *v = json_string(o->generator_init);
+        int rc = resolve_path(root, "generator_init", v, PATH_FILE, p, e);
+        json_decref(v);
+        if (rc) return -1;
+        snprintf(o->generator_init, sizeof o->generator_init, "%s", p);
+    }
+    if (strcmp(o->real_data, "shapes")) {
+        json_t *v = json_string(o->real_data);
+        int rc = resolve_path(root, "real_data", v, PATH_DIR, p, e);
+        json_decref(v);
+        if (rc) return -1;
+        if (!file_exists(p, "captions.txt", 0))
+            return api_fail(e, "real_data", "real_data: '%s' is not a dataset folder (PNG files "
+                            "and captions.txt), nor \"shapes\"", o->real_data);
+        snprintf(o->real_data, sizeof o->real_data, "%s", p);
+    }
     return 0;
 }
 
-struct int_field { const char *name; long long lo, hi; int *dst; };
-
-/* ---- POST /v1/train ---- */
-
-/* Parse and validate the body into t (strings malloc'ed; the caller frees t on error). */
-static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
-                       struct api_error *e) {
-    static const char *const known[] = {
-        "teacher", "generator_init", "out", "prompts", "real_data", "steps", "batch",
-        "lr_generator", "lr_fake", "ttur", "guidance", "gan_weight_g", "gan_weight_d",
-        "timesteps", "backward_simulation", "resolution", "lora_rank", "lora_alpha", "checkpoint_every",
-        "sample_every", "seed", "resume", "gan", "cache_size", "warmup", "clip", "log_every", "recompute",
-        NULL };
-    if (api_check_unknown(body, known, e)) return -1;
-    /* Defaults: the DMD2 paper's SDXL 4-step run (spec/dmd2.md §3, spec/api.md). */
-    *t = (struct train_request){
-        .steps = 20000, .batch = 2, .ttur = 5, .resolution = 1024, .warmup = 500,
-        .log_every = 1, .checkpoint_every = 500, .sample_every = 250, .cache_size = 4096,
-        .lr_generator = 5e-7f, .lr_fake = 5e-7f, .guidance = 8.0f, .gan_weight_g = 5e-3f,
-        .gan_weight_d = 1e-2f, .clip = 10.0f, .nsteps = 4, .timesteps = { 999, 749, 499, 249 },
-        .backward_simulation = 1, .gan = 1, .seed = 0, .lora_rank = 0, .lora_alpha = 8.0f,
-    };
-    json_t *v;
-    long long x;
-    const struct int_field ints[] = {
-        { "steps", 1, 100000000, &t->steps }, { "batch", 1, 256, &t->batch },
-        { "ttur", 1, 100000, &t->ttur }, { "resolution", 8, 4096, &t->resolution },
-        { "warmup", 0, 100000000, &t->warmup }, { "log_every", 1, 1000000, &t->log_every },
-        { "checkpoint_every", 0, 100000000, &t->checkpoint_every },
-        { "sample_every", 0, 100000000, &t->sample_every },
-        { "lora_rank", 0, 4096, &t->lora_rank },
-    };
-    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
-        if ((v = json_object_get(body, ints[i].name))) {
-            if (api_get_int(v, ints[i].name, ints[i].lo, ints[i].hi, &x, e)) return -1;
-            *ints[i].dst = (int)x;
-        }
-    if ((v = json_object_get(body, "cache_size"))) {
-        if (api_get_int(v, "cache_size", 1, 1 << 20, &x, e)) return -1;
-        t->cache_size = x;
-    }
-    if ((v = json_object_get(body, "seed"))) {
-        if (api_get_int(v, "seed", 0, INT64_MAX, &x, e)) return -1;
-        t->seed = (uint64_t)x;
-    }
-    if (((v = json_object_get(body, "lr_generator")) &&
-         get_num(v, "lr_generator", 0, 1, 1, &t->lr_generator, e)) ||
-        ((v = json_object_get(body, "lr_fake")) && get_num(v, "lr_fake", 0, 1, 1, &t->lr_fake, e)) ||
-        ((v = json_object_get(body, "guidance")) && get_num(v, "guidance", 0, 100, 0, &t->guidance, e)) ||
-        ((v = json_object_get(body, "gan_weight_g")) &&
-         get_num(v, "gan_weight_g", 0, 1000, 0, &t->gan_weight_g, e)) ||
-        ((v = json_object_get(body, "gan_weight_d")) &&
-         get_num(v, "gan_weight_d", 0, 1000, 0, &t->gan_weight_d, e)) ||
-        ((v = json_object_get(body, "clip")) && get_num(v, "clip", 0, 1e6, 0, &t->clip, e)) ||
-        ((v = json_object_get(body, "lora_alpha")) && get_num(v, "lora_alpha", 0, 1e6, 1, &t->lora_alpha, e)) ||
-        ((v = json_object_get(body, "backward_simulation")) &&
-         get_bool(v, "backward_simulation", &t->backward_simulation, e)) ||
-        ((v = json_object_get(body, "gan")) && get_bool(v, "gan", &t->gan, e)) ||
-        ((v = json_object_get(body, "recompute")) && get_bool(v, "recompute", &t->recompute, e)))
-        return -1;
-    if ((v = json_object_get(body, "timesteps"))) {
-        if (!json_is_array(v))
-            return api_fail(e, "timesteps", "timesteps: expected an array of integers, got %s",
-                            api_json_type(v));
-        size_t n = json_array_size(v);
-        if (n < 1 || n > 4)
-            return api_fail(e, "timesteps", "timesteps: needs 1..4 entries, got %zu", n);
-        for (size_t i = 0; i < n; i++) {
-            if (api_get_int(json_array_get(v, i), "timesteps", 0, 999, &x, e)) return -1;
-            if (i && x >= t->timesteps[i - 1])
-                return api_fail(e, "timesteps", "timesteps: must be strictly decreasing (%lld "
-                                "after %d)", x, t->timesteps[i - 1]);
-            t->timesteps[i] = (int)x;
-        }
-        t->nsteps = (int)n;
-    }
-
-    /* Paths. */
-    char root[PATH_MAX], p[PATH_MAX];
-    if (real_root(d, "out", root, e) || !(t->root = strdup(root))) return -1;
+/* The run directory (t->out) from resume / out, and whether it may hold a run. */
+static int run_dir(const char *root, json_t *body, struct train_request *t, struct api_error *e) {
+    char p[PATH_MAX];
     json_t *jr = json_object_get(body, "resume"), *jo = json_object_get(body, "out");
     if (jr && json_is_string(jr)) {
         if (resolve_path(root, "resume", jr, PATH_DIR, p, e)) return -1;
-        t->resume = 1;
         if (!(t->out = strdup(p))) return api_fail(e, "resume", "out of memory");
-    } else if (jr) {
-        if (get_bool(jr, "resume", &t->resume, e)) {
-            snprintf(e->msg, sizeof e->msg, "resume: expected a run directory (a string) or "
-                     "a boolean, got %s", api_json_type(jr));
-            return -1;
-        }
     }
     if (jo) {
         if (resolve_path(root, "out", jo, PATH_NEW_DIR, p, e)) return -1;
@@ -270,103 +226,171 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
     if (!t->out)
         return api_fail(e, "out", "out: required (the run directory, under data_root), or "
                         "resume (a run directory to continue)");
+    const char *rf = jr && json_is_string(jr) ? "resume" : "out";
     int has_run = file_exists(t->out, "latest", 0);
     if (t->resume && !has_run)
-        return api_fail(e, jr && json_is_string(jr) ? "resume" : "out", "%s: '%s' holds no "
-                        "checkpoint to resume from (no 'latest' file)",
-                        jr && json_is_string(jr) ? "resume" : "out", shown(root, t->out));
+        return api_fail(e, rf, "%s: '%s' holds no checkpoint to resume from (no 'latest' file)",
+                        rf, shown(root, t->out));
     if (!t->resume && has_run)
         return api_fail(e, "out", "out: '%s' already holds a training run; continue it with "
                         "\"resume\" or choose another directory", shown(root, t->out));
-
-    if ((v = json_object_get(body, "teacher"))) {
-        if (resolve_path(root, "teacher", v, PATH_DIR, p, e)) return -1;
-        if (!file_exists(p, "unet", 1))
-            return api_fail(e, "teacher", "teacher: '%s' is not a model folder (no unet/)",
-                            json_string_value(v));
-        t->teacher = strdup(p);
-    } else {
-        /* the served model, configured by the operator (its real path: the worker trusts
-         * that folder, links included, and nothing else outside data_root) */
-        t->teacher = realpath(d->cfg.model, p) ? strdup(p) : strdup(d->cfg.model);
-    }
-    if (!t->teacher) return api_fail(e, "teacher", "out of memory");
-    if ((v = json_object_get(body, "generator_init")) &&
-        !(json_is_string(v) && !strcmp(json_string_value(v), "teacher"))) {
-        if (resolve_path(root, "generator_init", v, PATH_FILE, p, e)) return -1;
-        if (!(t->generator_init = strdup(p))) return api_fail(e, "generator_init", "out of memory");
-    }
-    if ((v = json_object_get(body, "real_data")) &&
-        !(json_is_string(v) && !strcmp(json_string_value(v), "shapes"))) {
-        if (resolve_path(root, "real_data", v, PATH_DIR, p, e)) return -1;
-        if (!file_exists(p, "captions.txt", 0))
-            return api_fail(e, "real_data", "real_data: '%s' is not a dataset folder (PNG files "
-                            "and captions.txt), nor \"shapes\"", json_string_value(v));
-        if (!(t->data = strdup(p))) return api_fail(e, "real_data", "out of memory");
-    }
-    if ((v = json_object_get(body, "prompts")) && !json_is_null(v)) {
-        int same;
-        if (!json_is_string(v))
-            return api_fail(e, "prompts", "prompts: expected a path (a string), got %s",
-                            api_json_type(v));
-        if (!t->data) {
-            same = !strcmp(json_string_value(v), "shapes");
-        } else {
-            char cap[PATH_MAX + 16];
-            if (resolve_path(root, "prompts", v, PATH_ANY, p, e)) return -1;
-            snprintf(cap, sizeof cap, "%s/captions.txt", t->data);
-            same = !strcmp(p, t->data) || !strcmp(p, cap);
-        }
-        if (!same)
-            return api_fail(e, "prompts", "prompts: a separate prompt list is not supported: the "
-                            "generator's prompts are the captions of real_data (DMD2's 4-step "
-                            "setting); omit prompts, or name the real_data source");
-    }
-
-    /* Sizes the model can take, and memory the machine has. */
-    char served[PATH_MAX];
-    int teacher_served = !json_object_get(body, "teacher") ||
-                         (realpath(d->cfg.model, served) && !strcmp(served, t->teacher));
-    int m = teacher_served && d->size_multiple > 8 ? d->size_multiple : 8;
-    if (t->resolution % m)
-        return api_fail(e, "resolution", "resolution: %d is not a multiple of %d%s", t->resolution,
-                        m, m > 8 ? " (what the teacher's VAE and UNet need)" : "");
-    int ch = 4, vs = 8;
-    pthread_mutex_lock(&d->info_lock);
-    if (teacher_served && d->have_info) {
-        ch = d->info.latent_channels;
-        vs = d->info.vae_scale > 0 ? d->info.vae_scale : 8;
-    }
-    pthread_mutex_unlock(&d->info_lock);
-    double cache = (double)t->cache_size * ch * (t->resolution / vs) * (t->resolution / vs) * 4;
-    double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-    if (ram > 0 && cache > ram)
-        return api_fail(e, "cache_size", "cache_size: %lld latents at %dx%d need %.1f GiB, more "
-                        "than this machine's %.1f GiB", t->cache_size, t->resolution, t->resolution,
-                        cache / 1073741824.0, ram / 1073741824.0);
-
-    /* The effective request, paths as the client writes them. */
-    json_t *ts = json_array();
-    for (int i = 0; i < t->nsteps; i++) json_array_append_new(ts, json_integer(t->timesteps[i]));
-    json_t *echo = json_pack(
-        "{s:s, s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:i, s:f, s:f, s:f, s:o, s:b, s:i, s:i, s:f, s:i, "
-        "s:i, s:I, s:b, s:b, s:I, s:i, s:f, s:i, s:b}",
-        "teacher", teacher_served ? d->cfg.model : shown(root, t->teacher),
-        "generator_init", t->generator_init ? shown(root, t->generator_init) : "teacher",
-        "out", shown(root, t->out), "real_data", t->data ? shown(root, t->data) : "shapes",
-        "steps", t->steps, "batch", t->batch, "lr_generator", (double)t->lr_generator,
-        "lr_fake", (double)t->lr_fake, "ttur", t->ttur, "guidance", (double)t->guidance,
-        "gan_weight_g", (double)t->gan_weight_g, "gan_weight_d", (double)t->gan_weight_d,
-        "timesteps", ts, "backward_simulation", t->backward_simulation,
-        "resolution", t->resolution, "lora_rank", t->lora_rank, "lora_alpha", (double)t->lora_alpha,
-        "checkpoint_every", t->checkpoint_every,
-        "sample_every", t->sample_every, "seed", (json_int_t)t->seed, "resume", t->resume,
-        "gan", t->gan, "cache_size", (json_int_t)t->cache_size, "warmup", t->warmup,
-        "clip", (double)t->clip, "log_every", t->log_every, "recompute", t->recompute);
-    t->echo = echo ? json_dumps(echo, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(echo);
     return 0;
 }
+
+/* Resume: the run's stored options (state.json) with the request's merged in; an option
+ * that may not change and differs is a 400 naming it. */
+static int resume_merge(const struct sdxld *d, const char *root, const char *out,
+                        struct train_options *o, const struct topt_given *given, struct api_error *e) {
+    char ck[PATH_MAX], real[PATH_MAX], err[256], *text = NULL;
+    const char *rf = "resume";
+    struct train_options *stored = malloc(sizeof *stored);
+    struct topt_given present;
+    json_t *cfg = NULL;
+    int rc = -1;
+    if (!stored) return api_fail(e, rf, "out of memory");
+    topt_defaults(stored, TRAIN_DMD2);
+    /* the checkpoint folder must resolve inside data_root: a link there is not followed */
+    if (ckpt_latest(out, ck, sizeof ck) || !realpath(ck, real) || !is_under(root, real, 0) ||
+        ckpt_latest_config(out, &text) || !(cfg = json_loads(text, 0, NULL))) {
+        const char *why = sd_last_error();
+        api_fail(e, rf, "resume: '%s': the latest checkpoint's state.json does not read%s%s%s",
+                 shown(root, out), why && why[0] ? " (" : "", why && why[0] ? why : "", why && why[0] ? ")" : "");
+    } else if (topt_from_json(stored, &present, TRAIN_DMD2, cfg, err, sizeof err)) {
+        api_fail(e, rf, "resume: the run's stored options: %s", err);
+    } else if (!resolve_options(d, root, stored, e)) {
+        const char *bad = topt_resume_merge(stored, &present, o, given, TRAIN_DMD2);
+        if (bad) {
+            json_t *a = topt_to_json(stored, TRAIN_DMD2), *b = topt_to_json(o, TRAIN_DMD2);
+            char *va = json_dumps(json_object_get(a, bad), JSON_ENCODE_ANY);
+            char *vb = json_dumps(json_object_get(b, bad), JSON_ENCODE_ANY);
+            api_fail(e, bad, "%s: may not change when a run resumes (the run has %s, the request "
+                     "asks for %s); only options marked \"may change\" (docs/daemon.md) can",
+                     bad, va ? va : "?", vb ? vb : "?");
+            free(va); free(vb); json_decref(a); json_decref(b);
+        } else {
+            *o = *stored;
+            rc = 0;
+        }
+    }
+    sd_clear_error();
+    sd_free(text);
+    json_decref(cfg);
+    free(stored);
+    return rc;
+}
+
+/* prompts: only the real_data source itself (spec/api.md's pair maps onto our dataset). */
+static int check_prompts(const char *root, json_t *body, const struct train_options *o,
+                         struct api_error *e) {
+    json_t *v = json_object_get(body, "prompts");
+    char p[PATH_MAX], cap[PATH_MAX + 16];
+    int same;
+    if (!v || json_is_null(v)) return 0;
+    if (!strcmp(o->real_data, "shapes")) {
+        same = !strcmp(json_string_value(v), "shapes");
+    } else {
+        if (resolve_path(root, "prompts", v, PATH_ANY, p, e)) return -1;
+        snprintf(cap, sizeof cap, "%s/captions.txt", o->real_data);
+        same = !strcmp(p, o->real_data) || !strcmp(p, cap);
+    }
+    if (!same)
+        return api_fail(e, "prompts", "prompts: a separate prompt list is not supported: the "
+                        "generator's prompts are the captions of real_data (DMD2's 4-step "
+                        "setting); omit prompts, or name the real_data source");
+    return 0;
+}
+
+/* The model's defaults, sizes it can take, memory the machine has, and admission. */
+static int check_sizes(struct sdxld *d, struct train_request *t, struct api_error *e) {
+    struct train_options *o = &t->opt;
+    struct train_model_info m;
+    char served[PATH_MAX];
+    served_model(d, served);
+    int teacher_served = !strcmp(o->teacher, served), probed = !train_model_probe(o->teacher, &m);
+    if (!probed) {   /* the job will fail when it opens, with the loader's message */
+        LOG_D("training request: the teacher does not probe (%s); no estimate", sd_last_error());
+        sd_clear_error();
+        memset(&m, 0, sizeof m);
+        m.native_resolution = 1024;
+        m.latent_ch = 4;
+        m.vae_scale = 8;
+    }
+    train_options_finish(o, TRAIN_DMD2, &m, train_ram_bytes());
+    int mult = teacher_served && d->size_multiple > 8 ? d->size_multiple : 8;
+    if (o->resolution % mult)
+        return api_fail(e, "resolution", "resolution: %d is not a multiple of %d%s", o->resolution,
+                        mult, mult > 8 ? " (what the teacher's VAE and UNet need)" : "");
+    double h = (double)o->resolution / m.vae_scale, ram = train_ram_bytes();
+    double cache = (double)o->cache_size * m.latent_ch * h * h * 4;
+    if (cache > ram)
+        return api_fail(e, "cache_size", "cache_size: %lld latents at %dx%d need %.1f GiB, more "
+                        "than this machine's %.1f GiB", o->cache_size, o->resolution, o->resolution,
+                        cache / 1073741824.0, ram / 1073741824.0);
+    if (!probed) return 0;
+    struct train_estimate est;
+    train_estimate_dmd2(o, &m, d->cfg.threads, &est);
+    t->est_memory_bytes = est.memory_bytes;
+    t->est_iteration_s = est.iteration_s;
+    double budget = d->cfg.train_memory_mb ? d->cfg.train_memory_mb * 1048576.0 : ram * 3 / 4;
+    if (est.memory_bytes > budget)
+        return api_fail(e, "", "the run would need about %.2f GiB (estimate: weights %.2f, gradients "
+                        "%.2f, optimizer %.2f, activations %.2f, latent cache %.2f GiB), over the "
+                        "training memory budget of %.2f GiB (train_memory_mb); lower batch, "
+                        "resolution or cache_size, or set recompute or lora_rank",
+                        est.memory_bytes / 1073741824.0, est.weights_bytes / 1073741824.0,
+                        est.gradients_bytes / 1073741824.0, est.optimizer_bytes / 1073741824.0,
+                        est.activations_bytes / 1073741824.0, est.cache_bytes / 1073741824.0,
+                        budget / 1073741824.0);
+    if (est.iteration_s > d->cfg.train_max_iteration_s)
+        return api_fail(e, "", "one iteration would take about %.1f s (estimate), over "
+                        "train_max_iteration_s %d: a generation waits for up to one iteration; "
+                        "lower batch or resolution", est.iteration_s, d->cfg.train_max_iteration_s);
+    return 0;
+}
+
+/* The effective options as JSON text, paths as the client writes them (the served
+ * model as configured); + out and resume for GET's request. */
+static int make_echo(const struct sdxld *d, const char *root, struct train_request *t, struct api_error *e) {
+    const struct train_options *o = &t->opt;
+    char served[PATH_MAX];
+    served_model(d, served);
+    json_t *j = topt_to_json(o, TRAIN_DMD2);
+    if (j) {
+        json_object_set_new(j, "teacher", json_string(!strcmp(o->teacher, served) ? d->cfg.model
+                                                                                  : shown(root, o->teacher)));
+        json_object_set_new(j, "generator_init", json_string(shown(root, o->generator_init)));
+        json_object_set_new(j, "real_data", json_string(shown(root, o->real_data)));
+        json_object_set_new(j, "out", json_string(shown(root, t->out)));
+        json_object_set_new(j, "resume", json_boolean(t->resume));
+    }
+    t->echo = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    return t->echo ? 0 : api_fail(e, "", "out of memory");
+}
+
+/* Parse and validate the body into t (strings malloc'ed; the caller frees t on error). */
+static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
+                       struct api_error *e) {
+    struct train_options *o = &t->opt;
+    struct topt_given given = { 0 };
+    char root[PATH_MAX], field[64], err[512];
+    topt_defaults(o, TRAIN_DMD2);
+    if (topt_from_body(o, &given, TRAIN_DMD2, body, field, err, sizeof err))
+        return api_fail(e, field, "%s", err);
+    t->resume = o->resume;
+    if (real_root(d, "out", root, e) || !(t->root = strdup(root))) return -1;
+    if (run_dir(root, body, t, e) || resolve_options(d, root, o, e)) return -1;
+    if (t->resume && resume_merge(d, root, t->out, o, &given, e)) return -1;
+    o->resume = t->resume;
+    t->steps = o->steps;
+    if (check_prompts(root, body, o, e) || check_sizes(d, t, e)) return -1;
+    if (!(t->teacher = strdup(o->teacher)) ||
+        (strcmp(o->generator_init, "teacher") && !(t->generator_init = strdup(o->generator_init))) ||
+        (strcmp(o->real_data, "shapes") && !(t->data = strdup(o->real_data))))
+        return api_fail(e, "", "out of memory");
+    return make_echo(d, root, t, e);
+}
+
 
 static enum MHD_Result reply_api_error(struct req *r, const struct api_error *e) {
     return reply_error(r, e->http ? e->http : 400, e->code ? e->code : "invalid_argument",
@@ -386,6 +410,7 @@ enum MHD_Result api_train_create(struct req *r) {
     char out[PATH_MAX];
     snprintf(out, sizeof out, "%s", shown(t.root, t.out));
     int resume = t.resume, steps = t.steps;
+    double est_mem = t.est_memory_bytes, est_it = t.est_iteration_s;
     struct job *j = job_new_train(&t);   /* takes the strings */
     if (!j) return reply_error(r, 503, "resource_exhausted", NULL, "out of memory");
     int pos = 0;
@@ -415,6 +440,8 @@ enum MHD_Result api_train_create(struct req *r) {
     snprintf(loc, sizeof loc, "/v1/train/%s", j->id);
     req_add_header(r, MHD_HTTP_HEADER_LOCATION, loc);
     json_t *o = json_pack("{s:s, s:s, s:i}", "id", j->id, "status", "queued", "queue_position", pos);
+    json_object_set_new(o, "estimate", est_mem > 0 ? json_pack("{s:f, s:f}", "memory_bytes", est_mem,
+                        "iteration_s", est_it) : json_null());
     jobs_unref(d->jobs, j);
     return reply_json(r, 202, o);
 }

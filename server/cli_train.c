@@ -1,6 +1,10 @@
-/* cli_train.c — `sdxld train-vae` and `sdxld train-teacher`: the offline trainers that
- * make sdxld's small built-in model (src/train/trainer.h).  Progress lines go to stderr;
- * SIGINT/SIGTERM stop after a final checkpoint, and --resume continues a run. */
+/* cli_train.c — `sdxld train-vae`, `sdxld train-teacher` (the offline trainers that make
+ * sdxld's small built-in model, src/train/trainer.h) and `sdxld train dmd2`.  Their flags,
+ * defaults, bounds and --help come from the training option table (src/train/options.h);
+ * with --resume the run's stored options apply and a flag that may not change at resume
+ * must repeat its stored value.  Progress lines go to stderr; SIGINT/SIGTERM stop after a
+ * final checkpoint. */
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +12,10 @@
 
 #include "cli.h"
 #include "cli_util.h"
+#include "train/checkpoint.h"
+#include "train/dmd2.h"
+#include "train/estimate.h"
+#include "train/options.h"
 #include "train/trainer.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -19,77 +27,102 @@ static int progress(void *ud, const struct train_progress *p) {
     return stop_requested;
 }
 
-static int train_main(int argc, char **argv, int teacher) {
-    const char *cmd = teacher ? "train-teacher" : "train-vae", *dataset = "shapes";
-    struct train_config c = {
-        .batch = 8, .steps = 1000, .seed = 0, .log_every = 10, .sample_every = 250, .checkpoint_every = 500,
-        .cfg_dropout = 0.1f, .cache_size = 4096, .sample_steps = 50, .guidance = 4.0f, .kl_weight = 1e-4f, .l1 = 1,
-        .opt = { .lr = teacher ? 2e-4f : 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 1e-2f,
-                 .clip = 1.0f, .warmup = 100, .ema = 0 },
-        .progress = progress,
-    };
-    int res = 64;
-    long dsize = 1L << 30;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help")) {
-            printf("sdxld %s --model DIR --out RUN [--resume] [--backend cpu|cuda] [--dataset shapes|FOLDER] [--resolution 64]\n"
-                   "        [--dataset-size N] [--steps N] [--batch N] [--seed N] [--lr X] [--warmup N]\n"
-                   "        [--weight-decay X] [--clip X] [--ema X] [--log-every N] [--sample-every N]\n"
-                   "        [--checkpoint-every N] [--shards N]  (CPU: the batch in N row ranges, one thread\n"
-                   "        each; default one per core)%s\n", cmd,
-                   teacher ? " [--cfg-dropout P] [--cache-size N] [--sample-steps N] [--guidance G] [--recompute]\n"
-                             "        [--p2-gamma G]  (loss weight (1+SNR)^-G: the coarse, high-noise steps count more)"
-                           : " [--kl-weight X] [--l2]");
-            return 0;
-        }
-        if (!strcmp(a, "--resume")) { c.resume = 1; continue; }
-        if (!strcmp(a, "--l2")) { c.l1 = 0; continue; }
-        if (!strcmp(a, "--recompute")) { c.recompute = 1; continue; }
-        if (!(v = cli_value(argc, argv, &i))) return 2;
-        if (!strcmp(a, "--model")) c.model_dir = v;
-        else if (!strcmp(a, "--out")) c.out_dir = v;
-        else if (!strcmp(a, "--backend")) c.backend = v;
-        else if (!strcmp(a, "--dataset")) dataset = v;
-        else if (!strcmp(a, "--resolution")) res = atoi(v);
-        else if (!strcmp(a, "--dataset-size")) dsize = atol(v);
-        else if (!strcmp(a, "--steps")) c.steps = atoi(v);
-        else if (!strcmp(a, "--batch")) c.batch = atoi(v);
-        else if (!strcmp(a, "--seed")) c.seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--lr")) c.opt.lr = (float)atof(v);
-        else if (!strcmp(a, "--warmup")) c.opt.warmup = atoi(v);
-        else if (!strcmp(a, "--weight-decay")) c.opt.weight_decay = (float)atof(v);
-        else if (!strcmp(a, "--clip")) c.opt.clip = (float)atof(v);
-        else if (!strcmp(a, "--ema")) c.opt.ema = (float)atof(v);
-        else if (!strcmp(a, "--log-every")) c.log_every = atoi(v);
-        else if (!strcmp(a, "--sample-every")) c.sample_every = atoi(v);
-        else if (!strcmp(a, "--checkpoint-every")) c.checkpoint_every = atoi(v);
-        else if (!strcmp(a, "--shards")) c.shards = atoi(v);
-        else if (teacher && !strcmp(a, "--cfg-dropout")) c.cfg_dropout = (float)atof(v);
-        else if (teacher && !strcmp(a, "--p2-gamma")) c.p2_gamma = (float)atof(v);
-        else if (teacher && !strcmp(a, "--cache-size")) c.cache_size = atoi(v);
-        else if (teacher && !strcmp(a, "--sample-steps")) c.sample_steps = atoi(v);
-        else if (teacher && !strcmp(a, "--guidance")) c.guidance = (float)atof(v);
-        else if (!teacher && !strcmp(a, "--kl-weight")) c.kl_weight = (float)atof(v);
-        else { fprintf(stderr, "sdxld %s: unknown option '%s'\n", cmd, a); return 2; }
+/* With --resume: the stored options of o->out, the flags given merged in. */
+static int resume_options(const char *cmd, enum train_kind kind, struct train_options *o,
+                          const struct topt_given *given) {
+    char *text, err[512], flag[80];
+    if (ckpt_latest_config(o->out, &text)) return cli_fail(cmd);
+    json_t *cfg = json_loads(text, 0, NULL);
+    sd_free(text);
+    struct train_options stored;
+    struct topt_given present;
+    topt_defaults(&stored, kind);
+    if (!cfg || topt_from_json(&stored, &present, kind, cfg, err, sizeof err)) {
+        fprintf(stderr, "sdxld %s: %s: stored options: %s\n", cmd, o->out, cfg ? err : "not JSON");
+        json_decref(cfg);
+        return 1;
     }
-    if (!c.model_dir || !c.out_dir) { fprintf(stderr, "sdxld %s: need --model and --out\n", cmd); return 2; }
-    if (c.steps < 1 || c.batch < 1 || c.batch > 256 || !(c.opt.lr > 0) || c.cfg_dropout < 0 || c.cfg_dropout > 1 ||
-        !(c.p2_gamma >= 0 && c.p2_gamma <= 4) || c.shards < 0 || c.shards > 16) {
-        fprintf(stderr, "sdxld %s: steps >= 1, batch in [1, 256], lr > 0, cfg-dropout in [0, 1], p2-gamma in [0, 4],\n"
-                        "shards in [0, 16]\n", cmd);
+    json_decref(cfg);
+    const char *bad = topt_resume_merge(&stored, &present, o, given, kind);
+    if (bad) {
+        fprintf(stderr, "sdxld %s: %s may not change when a run resumes (%s was started with "
+                "another value; its stored options are in state.json)\n", cmd,
+                topt_flag(bad, flag, sizeof flag), o->out);
         return 2;
     }
+    *o = stored;
+    return 0;
+}
+
+/* Parse the flags into o (heap: paths make it large), resume, fill the model's defaults
+ * and the stored configuration (*cfg, free()).  Returns -1 to go on, else an exit status. */
+static int run_options(const char *cmd, const char *usage, enum train_kind kind, int argc, char **argv,
+                       int first, struct train_options *o, char **cfg) {
+    char err[512];
+    struct topt_given given = { 0 };
+    topt_defaults(o, kind);
+    int rc = topt_parse_args(o, &given, kind, argc, argv, first, err, sizeof err);
+    if (rc == 1) { topt_print_help(stdout, kind, usage); return 0; }
+    if (rc) { fprintf(stderr, "sdxld %s: %s\n", cmd, err); return 2; }
+    const char *model = kind == TRAIN_DMD2 ? o->teacher : o->model;
+    if (!model[0] || !o->out[0]) {
+        fprintf(stderr, "sdxld %s: need %s and --out\n", cmd, kind == TRAIN_DMD2 ? "--teacher" : "--model");
+        return 2;
+    }
+    if (o->resume && (rc = resume_options(cmd, kind, o, &given))) return rc;
+    struct train_model_info m;
+    if (train_model_probe(kind == TRAIN_DMD2 ? o->teacher : o->model, &m)) return cli_fail(cmd);
+    train_options_finish(o, kind, &m, train_ram_bytes());
+    json_t *j = topt_to_json(o, kind);
+    *cfg = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    if (!*cfg) { fprintf(stderr, "sdxld %s: out of memory\n", cmd); return 1; }
+    if (kind == TRAIN_DMD2) {
+        struct train_estimate e;
+        train_estimate_dmd2(o, &m, 0, &e);
+        LOG_I("estimate (not a promise): %.3f GiB of memory (weights %.3f, gradients %.3f, optimizer %.3f, "
+              "activations %.3f, cache %.3f), %.3g s per iteration", e.memory_bytes / 1073741824.0,
+              e.weights_bytes / 1073741824.0, e.gradients_bytes / 1073741824.0, e.optimizer_bytes / 1073741824.0,
+              e.activations_bytes / 1073741824.0, e.cache_bytes / 1073741824.0, e.iteration_s);
+    }
+    return -1;
+}
+
+static sd_status open_dataset(const struct train_options *o, struct dataset **d) {
+    return !strcmp(o->real_data, "shapes") ? dataset_shapes(d, o->resolution, o->seed ^ 0x5eed, o->dataset_size)
+                                           : dataset_folder(d, o->real_data, o->resolution);
+}
+
+static int train_main(int argc, char **argv, int teacher) {
+    const char *cmd = teacher ? "train-teacher" : "train-vae";
+    enum train_kind kind = teacher ? TRAIN_TEACHER : TRAIN_VAE;
+    char usage[160], *cfg = NULL;
+    snprintf(usage, sizeof usage, "usage: sdxld %s --model DIR --out RUN [--resume] [options]", cmd);
+    struct train_options *o = malloc(sizeof *o);
+    if (!o) return 1;
+    int rc = run_options(cmd, usage, kind, argc, argv, 1, o, &cfg);
+    if (rc >= 0) { free(o); return rc; }
+    struct train_config c = {
+        .model_dir = o->model, .out_dir = o->out, .backend = o->backend[0] ? o->backend : NULL,
+        .resume = o->resume, .batch = o->batch, .steps = o->steps, .seed = o->seed,
+        .opt = { .lr = o->lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = o->weight_decay,
+                 .clip = o->clip, .warmup = o->warmup, .ema = o->ema },
+        .log_every = o->log_every, .sample_every = o->sample_every, .checkpoint_every = o->checkpoint_every,
+        .keep_checkpoints = o->keep_checkpoints, .config_json = cfg, .shards = o->shards,
+        .recompute = o->recompute, .p2_gamma = o->p2_gamma, .cfg_dropout = o->cfg_dropout,
+        .cache_size = (int)o->cache_size, .sample_steps = o->sample_steps, .guidance = o->guidance,
+        .kl_weight = o->kl_weight, .l1 = !o->l2, .progress = progress,
+    };
     struct dataset *d = NULL;
-    sd_status st = !strcmp(dataset, "shapes") ? dataset_shapes(&d, res, c.seed ^ 0x5eed, dsize) : dataset_folder(&d, dataset, res);
-    if (st) return cli_fail("dataset");
+    if (open_dataset(o, &d)) { free(cfg); free(o); return cli_fail("dataset"); }
     c.data = d;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    st = teacher ? train_teacher(&c) : train_vae(&c);
+    sd_status st = teacher ? train_teacher(&c) : train_vae(&c);
     dataset_free(d);
-    if (st) return cli_fail(cmd);
-    return 0;
+    free(cfg);
+    free(o);
+    return st ? cli_fail(cmd) : 0;
 }
 
 int cli_train_vae(int argc, char **argv) { return train_main(argc, argv, 0); }
@@ -97,95 +130,7 @@ int cli_train_teacher(int argc, char **argv) { return train_main(argc, argv, 1);
 
 /* ---- sdxld train dmd2 ---- */
 
-#include "train/dmd2.h"
-
-static int parse_ts(const char *s, int *ts) {
-    int n = 0;
-    while (*s && n < 4) {
-        char *e;
-        long v = strtol(s, &e, 10);
-        if (e == s) return -1;
-        ts[n++] = (int)v;
-        s = *e == ',' ? e + 1 : e;
-    }
-    return *s ? -1 : n;
-}
-
-int cli_train(int argc, char **argv) {
-    if (argc < 2 || strcmp(argv[1], "dmd2")) {
-        fprintf(stderr, "usage: sdxld train dmd2 --teacher DIR --out RUN [options] (sdxld train dmd2 --help)\n");
-        return 2;
-    }
-    const char *dataset = "shapes";
-    int res = 64;
-    long dsize = 1L << 30;
-    struct dmd2_config c = {
-        .batch = 4, .steps = 1000, .ttur = 5, .lr_generator = 5e-7f, .lr_fake = 5e-7f, .guidance = 8.0f,
-        .gan_weight_g = 5e-3f, .gan_weight_d = 1e-2f, .clip = 10.0f, .warmup = 500, .nsteps = 4,
-        .timesteps = { 999, 749, 499, 249 }, .backward_simulation = 1, .gan = 1, .dm_min_t = 20, .dm_max_t = 980,
-        .cache_size = 4096, .checkpoint_every = 500, .sample_every = 250, .log_every = 10,
-        .lora_rank = 0, .lora_alpha = 8.0f,
-    };
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help")) {
-            printf("sdxld train dmd2 --teacher DIR --out RUN [--resume] [--generator-init teacher|FILE] [--backend cpu|cuda]\n"
-                   "   [--data shapes|FOLDER] [--resolution 64] [--dataset-size N] [--cache-size 4096]\n"
-                   "   [--steps 1000] [--batch 4] [--ttur 5] [--lr-generator 5e-7] [--lr-fake 5e-7] [--warmup 500]\n"
-                   "   [--guidance 8] [--gan-weight-g 5e-3] [--gan-weight-d 1e-2] [--clip 10]\n"
-                   "   [--timesteps 999,749,499,249] [--no-backward-simulation] [--no-gan] [--seed N]\n"
-                   "   [--checkpoint-every 500] [--sample-every 250] [--log-every 10]\n"
-                   "   [--lora-rank R] [--lora-alpha 8]   (R > 0: train LoRA adapters, not the whole generator)\n"
-                   "   [--recompute]   (recompute each block's activations in backward: less memory, slower)\n"
-                   "   [--shards N]    (CPU: each UNet pass over the batch in N row ranges, one thread each;\n"
-                   "                    default one per core)\n"
-                   "Defaults are the DMD2 paper's SDXL settings (spec/dmd2.md); small models want larger LRs.\n");
-            return 0;
-        }
-        if (!strcmp(a, "--resume")) { c.resume = 1; continue; }
-        if (!strcmp(a, "--no-backward-simulation")) { c.backward_simulation = 0; continue; }
-        if (!strcmp(a, "--no-gan")) { c.gan = 0; continue; }
-        if (!strcmp(a, "--recompute")) { c.recompute = 1; continue; }
-        if (!(v = cli_value(argc, argv, &i))) return 2;
-        if (!strcmp(a, "--teacher")) c.teacher_dir = v;
-        else if (!strcmp(a, "--out")) c.out_dir = v;
-        else if (!strcmp(a, "--generator-init")) c.generator_init = strcmp(v, "teacher") ? v : NULL;
-        else if (!strcmp(a, "--backend")) c.backend = v;
-        else if (!strcmp(a, "--data")) dataset = v;
-        else if (!strcmp(a, "--resolution")) res = atoi(v);
-        else if (!strcmp(a, "--dataset-size")) dsize = atol(v);
-        else if (!strcmp(a, "--cache-size")) c.cache_size = atoll(v);
-        else if (!strcmp(a, "--steps")) c.steps = atoi(v);
-        else if (!strcmp(a, "--batch")) c.batch = atoi(v);
-        else if (!strcmp(a, "--ttur")) c.ttur = atoi(v);
-        else if (!strcmp(a, "--lr-generator")) c.lr_generator = (float)atof(v);
-        else if (!strcmp(a, "--lr-fake")) c.lr_fake = (float)atof(v);
-        else if (!strcmp(a, "--warmup")) c.warmup = atoi(v);
-        else if (!strcmp(a, "--guidance")) c.guidance = (float)atof(v);
-        else if (!strcmp(a, "--gan-weight-g")) c.gan_weight_g = (float)atof(v);
-        else if (!strcmp(a, "--gan-weight-d")) c.gan_weight_d = (float)atof(v);
-        else if (!strcmp(a, "--clip")) c.clip = (float)atof(v);
-        else if (!strcmp(a, "--seed")) c.seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--checkpoint-every")) c.checkpoint_every = atoi(v);
-        else if (!strcmp(a, "--sample-every")) c.sample_every = atoi(v);
-        else if (!strcmp(a, "--log-every")) c.log_every = atoi(v);
-        else if (!strcmp(a, "--lora-rank")) c.lora_rank = atoi(v);
-        else if (!strcmp(a, "--lora-alpha")) c.lora_alpha = (float)atof(v);
-        else if (!strcmp(a, "--shards")) c.shards = atoi(v);
-        else if (!strcmp(a, "--timesteps")) {
-            if ((c.nsteps = parse_ts(v, c.timesteps)) < 1) { fprintf(stderr, "sdxld train dmd2: bad --timesteps\n"); return 2; }
-        } else { fprintf(stderr, "sdxld train dmd2: unknown option '%s'\n", a); return 2; }
-    }
-    if (!c.teacher_dir || !c.out_dir) { fprintf(stderr, "sdxld train dmd2: need --teacher and --out\n"); return 2; }
-    if (c.shards < 0 || c.shards > 16) { fprintf(stderr, "sdxld train dmd2: --shards in [0, 16]\n"); return 2; }
-    struct dataset *d = NULL;
-    sd_status st = !strcmp(dataset, "shapes") ? dataset_shapes(&d, res, c.seed ^ 0x5eed, dsize) : dataset_folder(&d, dataset, res);
-    if (st) return cli_fail("dataset");
-    c.data = d;
-    struct dmd2 *t;
-    if (dmd2_open(&t, &c)) { dataset_free(d); return cli_fail("train dmd2"); }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+static int dmd2_loop(struct dmd2 *t, const struct dmd2_config *c) {
     double t0 = sd_now_ms();
     int start = -1, rc = 0;
     struct dmd2_stats s;
@@ -193,10 +138,10 @@ int cli_train(int argc, char **argv) {
         if (dmd2_step(t, &s)) { rc = cli_fail("train dmd2"); break; }
         if (start < 0) start = s.step - 1;
         double el = (sd_now_ms() - t0) / 1e3, ips = (s.step - start) / (el > 1e-9 ? el : 1e-9);
-        if (s.step == start + 1 || s.step % (c.log_every > 0 ? c.log_every : 10) == 0 || s.step == c.steps)
+        if (s.step == start + 1 || s.step % (c->log_every > 0 ? c->log_every : 10) == 0 || s.step == c->steps)
             LOG_I("step %d/%d gen_steps %d dm %.4f gan_g %.4f fake %.4f gan_d %.4f |g| gen %.3f fake %.3f %.2f it/s ETA %.0f s",
-                  s.step, c.steps, s.generator_steps, s.dm, s.gan_g, s.fake, s.gan_d, s.grad_generator, s.grad_fake, ips,
-                  (c.steps - s.step) / (ips > 0 ? ips : 1));
+                  s.step, c->steps, s.generator_steps, s.dm, s.gan_g, s.fake, s.gan_d, s.grad_generator, s.grad_fake, ips,
+                  (c->steps - s.step) / (ips > 0 ? ips : 1));
         if (s.sample_path) fprintf(stderr, "sample %s\n", s.sample_path);
         if (s.checkpoint_path) fprintf(stderr, "checkpoint %s\n", s.checkpoint_path);
         if (stop_requested) {
@@ -206,7 +151,49 @@ int cli_train(int argc, char **argv) {
             break;
         }
     }
-    dmd2_close(t);
-    dataset_free(d);
     return rc;
+}
+
+int cli_train(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "dmd2")) {
+        fprintf(stderr, "usage: sdxld train dmd2 --teacher DIR --out RUN [options] (sdxld train dmd2 --help)\n");
+        return 2;
+    }
+    if (argc == 3 && !strcmp(argv[2], "--print-api-table")) {   /* docs/daemon.md's copy */
+        topt_print_api_table(stdout);
+        return 0;
+    }
+    char *cfg = NULL;
+    struct train_options *o = malloc(sizeof *o);
+    if (!o) return 1;
+    int rc = run_options("train dmd2", "usage: sdxld train dmd2 --teacher DIR --out RUN [--resume] [options]\n"
+                         "Defaults are the DMD2 paper's SDXL settings (spec/dmd2.md); small models want larger LRs.",
+                         TRAIN_DMD2, argc, argv, 2, o, &cfg);
+    if (rc >= 0) { free(o); return rc; }
+    struct dmd2_config c = {
+        .teacher_dir = o->teacher, .generator_init = strcmp(o->generator_init, "teacher") ? o->generator_init : NULL,
+        .out_dir = o->out, .resume = o->resume, .cache_size = o->cache_size, .batch = o->batch, .steps = o->steps,
+        .ttur = o->ttur, .lr_generator = o->lr_generator, .lr_fake = o->lr_fake, .guidance = o->guidance,
+        .gan_weight_g = o->gan_weight_g, .gan_weight_d = o->gan_weight_d, .clip = o->clip, .warmup = o->warmup,
+        .nsteps = o->nsteps, .backward_simulation = o->backward_simulation, .gan = o->gan, .dm_min_t = 20,
+        .dm_max_t = 980, .seed = o->seed, .lora_rank = o->lora_rank, .lora_alpha = o->lora_alpha,
+        .recompute = o->recompute, .checkpoint_every = o->checkpoint_every, .sample_every = o->sample_every,
+        .log_every = o->log_every, .keep_checkpoints = o->keep_checkpoints, .config_json = cfg,
+        .shards = o->shards, .backend = o->backend[0] ? o->backend : NULL,
+    };
+    memcpy(c.timesteps, o->timesteps, sizeof c.timesteps);
+    struct dataset *d = NULL;
+    struct dmd2 *t = NULL;
+    if (open_dataset(o, &d)) rc = cli_fail("dataset");
+    else if ((c.data = d, dmd2_open(&t, &c))) rc = cli_fail("train dmd2");
+    if (t) {
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        rc = dmd2_loop(t, &c);
+        dmd2_close(t);
+    }
+    dataset_free(d);
+    free(cfg);
+    free(o);
+    return rc < 0 ? 1 : rc;
 }

@@ -43,6 +43,8 @@ struct sdxld_config {
     char api_token_file[CFG_STR_MAX];
     char admin_token_file[CFG_STR_MAX];
     char data_root[CFG_STR_MAX];
+    int train_memory_mb;                /* admission: a run's memory estimate at most this */
+    int train_max_iteration_s;          /* admission: a run's iteration estimate at most this */
     char log_level[16];                 /* debug | info | warn | error */
     int debug_train_pass_sleep_ms;      /* tests: every training pass takes this much longer */
 

@@ -36,6 +36,7 @@
 #include <jansson.h>
 
 #include "engine.h"
+#include "train/options.h"
 
 struct sdxld_config;
 struct metrics;
@@ -86,16 +87,13 @@ struct train_request {
     char *data;                /* image folder, NULL = the built-in shapes dataset */
     char *root;
     int resume;                /* continue OUT from its latest checkpoint */
-    int steps, batch, ttur, resolution, warmup, log_every, checkpoint_every, sample_every;
-    long long cache_size;
-    float lr_generator, lr_fake, guidance, gan_weight_g, gan_weight_d, clip;
-    int nsteps, timesteps[4];
-    int backward_simulation, gan;
-    int lora_rank;             /* 0: the whole generator; else LoRA adapters of this rank */
-    int recompute;             /* block-level activation recomputation (less memory) */
-    float lora_alpha;
-    uint64_t seed;
-    char *echo;                /* the effective request as JSON text, for GET detail */
+    int steps;                 /* = opt.steps */
+    struct train_options opt;  /* every option, effective: defaults, the stored ones at
+                                  resume, the model's; paths as given (the ones above are
+                                  resolved) */
+    double est_memory_bytes, est_iteration_s;   /* admission estimate (0: none) */
+    char *echo;                /* the effective options as JSON text (paths relative to
+                                  data_root): GET detail's request and state.json's config */
 };
 
 struct train_ckpt { int step; char *path; };

@@ -65,6 +65,8 @@ static void train_to_json_locked(struct job *j, json_t *o, int detail) {
     json_object_set_new(o, "resumed_from_step",
                         t->resumed_step >= 0 ? json_integer(t->resumed_step) : json_null());
     json_object_set_new(o, "stopping", json_boolean(t->stop && !job_status_final(j->status)));
+    json_object_set_new(o, "estimate", r->est_memory_bytes > 0 ? json_pack("{s:f, s:f}", "memory_bytes",
+                        r->est_memory_bytes, "iteration_s", r->est_iteration_s) : json_null());
     if (detail) {
         json_t *rq = r->echo ? json_loads(r->echo, 0, NULL) : NULL;
         json_object_set_new(o, "request", rq ? rq : json_null());

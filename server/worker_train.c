@@ -38,8 +38,6 @@
 #include "train/data.h"
 #include "train/dmd2.h"
 
-#define SHAPES_DATASET_SIZE (1L << 30)   /* as `sdxld train dmd2`: items are generated */
-
 static const char *r_out(const struct job *j) { return j->train->req.out; }
 
 static const char *last_error(sd_status st) {
@@ -131,10 +129,11 @@ static int pass_hook(void *ud) {
 
 static void run_open(struct sdxld *d, struct train_run *tr, struct job *j) {
     const struct train_request *r = &j->train->req;   /* immutable once submitted */
+    const struct train_options *o = &r->opt;
     double t0 = sd_now_ms();
-    sd_status st = r->data ? dataset_folder(&tr->data, r->data, r->resolution)
-                           : dataset_shapes(&tr->data, r->resolution, r->seed ^ 0x5eed,
-                                            SHAPES_DATASET_SIZE);
+    sd_status st = r->data ? dataset_folder(&tr->data, r->data, o->resolution)
+                           : dataset_shapes(&tr->data, o->resolution, o->seed ^ 0x5eed,
+                                            o->dataset_size);
     if (st) {
         fail_job(d, tr, st, "real_data: the dataset does not open");
         return;
@@ -145,18 +144,19 @@ static void run_open(struct sdxld *d, struct train_run *tr, struct job *j) {
     }
     struct dmd2_config c = {
         .teacher_dir = r->teacher, .generator_init = r->generator_init, .out_dir = r->out,
-        .resume = r->resume, .data = tr->data, .cache_size = r->cache_size,
-        .batch = r->batch, .steps = r->steps, .ttur = r->ttur,
-        .lr_generator = r->lr_generator, .lr_fake = r->lr_fake, .guidance = r->guidance,
-        .gan_weight_g = r->gan_weight_g, .gan_weight_d = r->gan_weight_d, .clip = r->clip,
-        .warmup = r->warmup, .nsteps = r->nsteps, .backward_simulation = r->backward_simulation,
-        .gan = r->gan, .dm_min_t = 20, .dm_max_t = 980, .seed = r->seed,
-        .lora_rank = r->lora_rank, .lora_alpha = r->lora_alpha, .recompute = r->recompute,
-        .checkpoint_every = r->checkpoint_every, .sample_every = r->sample_every,
-        .log_every = r->log_every, .threads = d->cfg.threads,
+        .resume = r->resume, .data = tr->data, .cache_size = o->cache_size,
+        .batch = o->batch, .steps = o->steps, .ttur = o->ttur,
+        .lr_generator = o->lr_generator, .lr_fake = o->lr_fake, .guidance = o->guidance,
+        .gan_weight_g = o->gan_weight_g, .gan_weight_d = o->gan_weight_d, .clip = o->clip,
+        .warmup = o->warmup, .nsteps = o->nsteps, .backward_simulation = o->backward_simulation,
+        .gan = o->gan, .dm_min_t = 20, .dm_max_t = 980, .seed = o->seed,
+        .lora_rank = o->lora_rank, .lora_alpha = o->lora_alpha, .recompute = o->recompute,
+        .checkpoint_every = o->checkpoint_every, .sample_every = o->sample_every,
+        .log_every = o->log_every, .keep_checkpoints = o->keep_checkpoints,
+        .config_json = r->echo, .threads = d->cfg.threads,
         .yield = pass_hook, .yield_ud = tr,
     };
-    memcpy(c.timesteps, r->timesteps, sizeof c.timesteps);
+    memcpy(c.timesteps, o->timesteps, sizeof c.timesteps);
     if ((st = dmd2_open(&tr->t, &c)) == SD_ERR_CANCELLED) {
         jobs_train_finish(d->jobs, j, JOB_CANCELLED, NULL, 0, NULL, "stopped while the run was "
                           "opening; nothing was written");
@@ -234,7 +234,7 @@ static void run_step(struct sdxld *d, struct train_run *tr, int *fatal) {
         .grad_fake = s.grad_fake, .it_per_s = ips,
         .eta_s = ips > 0 ? (r->steps - s.step) / ips : 0,
         .sample = s.sample_path, .checkpoint = s.checkpoint_path,
-        .emit = s.step % r->log_every == 0 || done_here == 1 || s.step == r->steps,
+        .emit = s.step % r->opt.log_every == 0 || done_here == 1 || s.step == r->steps,
     };
     if (s.checkpoint_path) tr->last_ckpt_step = s.step;
     if (u.emit)

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -214,6 +215,17 @@ int sd_mkdir(const char *path, mode_t mode) { return name_op(path, OP_MKDIR, mod
 int sd_unlink(const char *path) { return name_op(path, OP_UNLINK, 0, NULL); }
 int sd_rmdir(const char *path) { return name_op(path, OP_RMDIR, 0, NULL); }
 int sd_stat(const char *path, struct stat *st) { return name_op(path, OP_STAT, 0, st); }
+
+int sd_free_bytes(const char *dir, uint64_t *bytes) {
+    int fd = sd_open(dir, O_RDONLY | O_DIRECTORY, 0);
+    if (fd < 0) return -1;
+    struct statvfs v;
+    int rc = fstatvfs(fd, &v), err = errno;
+    close(fd);
+    if (rc) { errno = err; return -1; }
+    *bytes = (uint64_t)v.f_bavail * v.f_frsize;
+    return 0;
+}
 
 int sd_rename(const char *from, const char *to) {
     const char *rf, *rt;

@@ -19,6 +19,7 @@
 
 #include <dirent.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -55,6 +56,8 @@ int sd_rmdir(const char *path);
 int sd_rename(const char *from, const char *to);
 /* lstat when confined under a no-links root (a link is reported as a link), stat else. */
 int sd_stat(const char *path, struct stat *st);
+/* Bytes an unprivileged writer may still use on dir's file system (statvfs f_bavail). */
+int sd_free_bytes(const char *dir, uint64_t *bytes);
 /* strerror, with the confinement's refusals in words. */
 const char *sd_fs_strerror(int err);
 

@@ -29,7 +29,7 @@ static sd_status level_alloc(struct unet_level *l, int nres, int attn) {
     return (!l->res || (attn && !l->attn)) ? SD_ERR_NOMEM : SD_OK;
 }
 
-sd_status unet_create(struct unet *m, struct backend *be, const struct unet_config *cfg) {
+sd_status unet_declare(struct unet *m, const struct unet_config *cfg) {
     memset(m, 0, sizeof *m);
     wt_init(&m->wt);
     m->cfg = *cfg;
@@ -98,10 +98,20 @@ sd_status unet_create(struct unet *m, struct backend *be, const struct unet_conf
     SD_ASSERT(ns == 0);
     norm_declare(t, &m->out_norm, cur, "conv_norm_out");
     conv_declare(t, &m->conv_out, cur, c->out_ch, c->conv_out_kernel, "conv_out");
-    if ((st = wt_alloc(t, &m->params, be))) goto fail;
+    if (t->err) {
+        st = t->err == SD_ERR_NOMEM ? sd_fail(SD_ERR_NOMEM, "declaring weights: out of memory") : t->err;
+        goto fail;
+    }
     return SD_OK;
 fail:
     unet_free(m);
+    return st;
+}
+
+sd_status unet_create(struct unet *m, struct backend *be, const struct unet_config *cfg) {
+    SD_TRY(unet_declare(m, cfg));
+    sd_status st = wt_alloc(&m->wt, &m->params, be);
+    if (st) unet_free(m);
     return st;
 }
 

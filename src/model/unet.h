@@ -31,6 +31,9 @@ struct unet {
 /* Build the structure and parameter table from cfg and allocate parameters (contents
  * undefined until unet_load_weights or wt_init_random). */
 sd_status unet_create(struct unet *m, struct backend *be, const struct unet_config *cfg);
+/* The weight table alone (names, shapes, m->wt.total), nothing allocated: for sizing a
+ * run before it starts.  unet_free releases it. */
+sd_status unet_declare(struct unet *m, const struct unet_config *cfg);
 sd_status unet_load_weights(struct unet *m, struct backend *be, const char *path);
 /* config.json + diffusion_pytorch_model.safetensors from dir; weights_path overrides the
  * weights file (a DMD2 generator) when non-NULL. */

@@ -1,4 +1,5 @@
 /* checkpoint.c — see checkpoint.h. */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -17,8 +18,81 @@ static sd_status rm_tree_shallow(const char *dir) {
     static const char *const files[] = { "weights.safetensors", "optim.safetensors", "state.json" };
     char p[4400];
     for (int i = 0; i < 3; i++) { snprintf(p, sizeof p, "%s/%s", dir, files[i]); sd_unlink(p); }
-    sd_rmdir(dir);
-    return SD_OK;
+    return sd_rmdir(dir) && errno != ENOENT ? sd_fail(SD_ERR_IO, "%s: %s", dir, sd_fs_strerror(errno)) : SD_OK;
+}
+
+/* ---- space and retention ---- */
+
+#define CKPT_MARGIN_MIN (16ull << 20)
+
+static uint64_t test_extra_bytes;
+void ckpt_test_set_extra_bytes(uint64_t extra_bytes) { test_extra_bytes = extra_bytes; }
+
+sd_status ckpt_space_check(const char *dir, uint64_t need, uint64_t free_bytes) {
+    uint64_t margin = need / 20 > CKPT_MARGIN_MIN ? need / 20 : CKPT_MARGIN_MIN;
+    if (free_bytes >= need && free_bytes - need >= margin) return SD_OK;
+    return sd_fail(SD_ERR_IO, "%s: not enough disk space for a checkpoint: it needs %.1f MiB "
+                   "(+ %.1f MiB margin), the file system has %.1f MiB free; the previous "
+                   "checkpoint is kept", dir, need / 1048576.0, margin / 1048576.0, free_bytes / 1048576.0);
+}
+
+/* Bytes of the checkpoint's tensor files (weights, Adam moments, EMA). */
+static uint64_t ckpt_bytes(const struct ckpt_part *parts, int np) {
+    uint64_t n = 0;
+    for (int i = 0; i < np; i++) {
+        const struct optimizer *o = parts[i].o;
+        n += (uint64_t)parts[i].wt->total * 4 * (1 + (o ? 2 + (o->ep != NULL) : 0));
+    }
+    return n + 65536;   /* headers and state.json */
+}
+
+/* The step of a name "checkpoint-NNNNNNN" (exactly 7 digits), else -1. */
+static int ckpt_name_step(const char *name) {
+    static const char pre[] = "checkpoint-";
+    if (strncmp(name, pre, sizeof pre - 1) || strlen(name) != sizeof pre - 1 + 7) return -1;
+    int step = 0;
+    for (const char *c = name + sizeof pre - 1; *c; c++) {
+        if (*c < '0' || *c > '9') return -1;
+        step = step * 10 + (*c - '0');
+    }
+    return step;
+}
+
+static int cmp_desc(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x < y) - (x > y);
+}
+
+sd_status ckpt_prune(const char *run_dir, int keep, int protect) {
+    if (keep <= 0) return SD_OK;
+    DIR *dir = sd_opendir(run_dir);
+    if (!dir) return sd_fail(SD_ERR_IO, "%s: %s", run_dir, sd_fs_strerror(errno));
+    int *steps = NULL, n = 0, cap = 0;
+    struct dirent *e;
+    sd_status st = SD_OK;
+    while ((e = readdir(dir))) {
+        int s = ckpt_name_step(e->d_name);
+        if (s < 0) continue;
+        if (n == cap) {
+            int *g = sd_realloc(steps, sizeof *steps * (size_t)(cap = cap ? 2 * cap : 16));
+            if (!g) { st = SD_ERR_NOMEM; break; }
+            steps = g;
+        }
+        steps[n++] = s;
+    }
+    closedir(dir);
+    if (!st) qsort(steps, (size_t)n, sizeof *steps, cmp_desc);
+    for (int i = keep; !st && i < n; i++) {
+        if (steps[i] == protect) continue;
+        char p[4200];
+        snprintf(p, sizeof p, "%s/checkpoint-%07d", run_dir, steps[i]);
+        if (rm_tree_shallow(p) != SD_OK) {   /* something else lives there: not ours to delete */
+            LOG_W("checkpoint retention: %s", sd_last_error());
+            sd_clear_error();
+        }
+    }
+    sd_free(steps);
+    return st;
 }
 
 static sd_status write_text_atomic(const char *path, const char *text) {
@@ -55,6 +129,10 @@ sd_status ckpt_save_parts(const char *run_dir, struct backend *be, const struct 
     rm_tree_shallow(tmp);
     if (sd_mkdir(run_dir, 0755) && errno != EEXIST)
         return sd_fail(SD_ERR_IO, "%s: %s", run_dir, sd_fs_strerror(errno));
+    uint64_t free_bytes;
+    if (sd_free_bytes(run_dir, &free_bytes))
+        return sd_fail(SD_ERR_IO, "%s: %s", run_dir, sd_fs_strerror(errno));
+    SD_TRY(ckpt_space_check(dir, ckpt_bytes(parts, np) + test_extra_bytes, free_bytes));
     if (sd_mkdir(tmp, 0755)) return sd_fail(SD_ERR_IO, "%s: %s", tmp, sd_fs_strerror(errno));
     size_t mr = 1;
     for (int i = 0; i < np; i++) if (max_row(parts[i].wt) > mr) mr = max_row(parts[i].wt);
@@ -121,7 +199,7 @@ sd_status ckpt_save_parts(const char *run_dir, struct backend *be, const struct 
     }
     if (st) { rm_tree_shallow(tmp); return st; }
     if (path_out) snprintf(path_out, n, "%s", dir);
-    return SD_OK;
+    return ckpt_prune(run_dir, s->keep, s->step);
 }
 
 sd_status ckpt_latest(const char *run_dir, char *out, size_t n) {
@@ -136,6 +214,22 @@ sd_status ckpt_latest(const char *run_dir, char *out, size_t n) {
     snprintf(out, n, "%s/%s", run_dir, text);
     sd_free(text);
     return SD_OK;
+}
+
+sd_status ckpt_latest_config(const char *run_dir, char **config_json) {
+    char dir[4096], p[4300], *text;
+    *config_json = NULL;
+    SD_TRY(ckpt_latest(run_dir, dir, sizeof dir));
+    snprintf(p, sizeof p, "%s/state.json", dir);
+    SD_TRY(sd_read_file(p, 1 << 20, &text, NULL));
+    json_t *j = json_loads(text, 0, NULL), *cfg = json_object_get(j, "config");
+    sd_free(text);
+    char *c = json_is_object(cfg) ? json_dumps(cfg, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    if (!c) return sd_fail(SD_ERR_FORMAT, "%s: not an sdxld training state", p);
+    *config_json = sd_strdup(c);
+    free(c);
+    return *config_json ? SD_OK : SD_ERR_NOMEM;
 }
 
 static sd_status load_rows(const struct st_file *f, struct backend *be, const struct weight_table *t,

@@ -776,7 +776,8 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
 sd_status dmd2_save(struct dmd2 *d, char *path_out, size_t n) {
     if (d->broken) return sd_fail(SD_ERR_INVALID, "dmd2: no checkpoint from a run aborted half-way through an iteration");
     struct ckpt_part pp[3];
-    struct ckpt_state s = { d->step, d->rng.seed, d->rng.offset, d->cursor, NULL };
+    struct ckpt_state s = { d->step, d->rng.seed, d->rng.offset, d->cursor, (char *)d->c.config_json,
+                            d->c.keep_checkpoints };
     SD_TRY(ckpt_save_parts(d->c.out_dir, d->be, parts(d, pp), 3, &s, d->ckpt, sizeof d->ckpt));
     if (path_out) snprintf(path_out, n, "%s", d->ckpt);
     char p[4200];

@@ -37,6 +37,8 @@ struct dmd2_config {
     int dm_min_t, dm_max_t;      /* 20, 980 */
     uint64_t seed;
     int checkpoint_every, sample_every, log_every;
+    int keep_checkpoints;        /* checkpoint folders kept (checkpoint.h; 0 = all) */
+    const char *config_json;     /* the run's options (options.h), stored in every state.json */
     int threads;                 /* CPU threads of the training backend; 0 = all cores */
     int shards;                  /* CPU data-parallel shards of the UNet passes (shards.h); 0 = one per thread */
     const char *backend;         /* "cpu" (NULL) or "cuda" */

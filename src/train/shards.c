@@ -7,8 +7,13 @@
 #include "shards.h"
 
 int shards_pick(const struct backend *be, int want, int batch, int64_t param_floats) {
-    if (strcmp(be->name, "cpu") || batch < 2) return 1;
-    int n = want > 0 ? want : be->threads;
+    if (strcmp(be->name, "cpu")) return 1;
+    return shards_plan(want, be->threads, batch, param_floats);
+}
+
+int shards_plan(int want, int threads, int batch, int64_t param_floats) {
+    if (batch < 2) return 1;
+    int n = want > 0 ? want : threads;
     if (n > batch) n = batch;
     if (n > SHARDS_MAX) n = SHARDS_MAX;
     if (want <= 0) {

@@ -40,6 +40,8 @@ struct shards {
  * one per CPU thread, at most batch, and fewer when n − 1 gradient twins of
  * param_floats would take more than a quarter of the machine's memory.  1 off the CPU. */
 int shards_pick(const struct backend *be, int want, int batch, int64_t param_floats);
+/* The same rule on the CPU with `threads` threads, before any backend exists (sizing). */
+int shards_plan(int want, int threads, int batch, int64_t param_floats);
 /* n shards over batch rows; shard 0 of a single shard is be with its arena acts. */
 sd_status shards_init(struct shards *sh, struct backend *be, struct arena *acts, int n, int batch);
 void shards_free(struct shards *sh);

@@ -66,7 +66,8 @@ static int report(struct run *r, int step, double loss, double gnorm, const char
 
 static sd_status save_checkpoint(struct run *r, const struct weight_table *wt, const struct optimizer *o, int step,
                                  char *path, size_t n) {
-    struct ckpt_state s = { step, r->rng.seed, r->rng.offset, r->cursor, NULL };
+    struct ckpt_state s = { step, r->rng.seed, r->rng.offset, r->cursor, (char *)r->c->config_json,
+                            r->c->keep_checkpoints };
     return ckpt_save(r->c->out_dir, r->be, wt, o, &s, path, n);
 }
 

@@ -29,6 +29,8 @@ struct train_config {
     uint64_t seed;
     struct adamw_config opt;
     int log_every, sample_every, checkpoint_every;
+    int keep_checkpoints;       /* checkpoint folders kept (checkpoint.h; 0 = all) */
+    const char *config_json;    /* the run's options (options.h), stored in every state.json */
     int shards;                 /* data-parallel shards on the CPU (shards.h); 0 = one per thread */
     /* teacher */
     int recompute;              /* UNet activations: block-level recomputation, not keep-all */
