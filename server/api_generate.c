@@ -150,23 +150,12 @@ static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, 
         steps = (int)x;
     }
     if ((v = json_object_get(body, "timesteps"))) {
-        if (!json_is_array(v))
-            return api_fail(e, "timesteps", "timesteps: expected an array of integers, got %s",
-                        api_json_type(v));
-        size_t n = json_array_size(v);
-        if (n < 1 || n > MAX_STEPS)
-            return api_fail(e, "timesteps", "timesteps: needs 1..%d entries, got %zu", MAX_STEPS, n);
-        if (steps && (size_t)steps != n)
-            return api_fail(e, "timesteps", "timesteps: %zu entries but steps is %d", n, steps);
-        for (size_t i = 0; i < n; i++) {
-            json_t *t = json_array_get(v, i);
-            if (api_get_int(t, "timesteps", 0, 999, &x, e)) return -1;
-            if (i && x >= g->params.timesteps[i - 1])
-                return api_fail(e, "timesteps", "timesteps: must be strictly decreasing (%lld after %d)",
-                            x, g->params.timesteps[i - 1]);
-            g->params.timesteps[i] = (int)x;
-        }
-        g->params.nsteps = (int)n;
+        char why[160];
+        int n = timesteps_from_json(v, g->params.timesteps, MAX_STEPS, 1000, "timesteps", why, sizeof why);
+        if (n < 0) return api_fail(e, "timesteps", "%s", why);
+        if (steps && steps != n)
+            return api_fail(e, "timesteps", "timesteps: %d entries but steps is %d", n, steps);
+        g->params.nsteps = n;
     } else {
         g->params.nsteps = steps ? steps : c->default_steps;
         engine_default_timesteps(g->params.nsteps, g->params.timesteps);

@@ -80,7 +80,11 @@ int cli_generate(int argc, char **argv) {
         else if (!strcmp(a, "--out-tensor")) out_tensor = v;
         else if (!strcmp(a, "-o") || !strcmp(a, "--output")) { if (nout < 64) outs[nout++] = v; }
         else if (!strcmp(a, "--timesteps")) {
-            if ((nts = parse_ints(v, ts, ENGINE_MAX_STEPS)) < 1) { fprintf(stderr, "sdxld generate: bad --timesteps '%s'\n", v); return 2; }
+            char why[160];
+            if ((nts = timesteps_parse(v, ts, ENGINE_MAX_STEPS, 0, "--timesteps", why, sizeof why)) < 1) {
+                fprintf(stderr, "sdxld generate: %s\n", why);
+                return 2;
+            }
         } else if (!strcmp(a, "--time-ids")) {
             if (parse_ints(v, tid, 6) != 6) { fprintf(stderr, "sdxld generate: --time-ids needs 6 integers\n"); return 2; }
         } else { fprintf(stderr, "sdxld generate: unknown option '%s'\n", a); return 2; }

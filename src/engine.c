@@ -191,9 +191,9 @@ sd_status engine_check_params(const struct engine *e, const struct gen_params *p
     if (p->sampler != GEN_SAMPLER_DMD2) return sd_fail(SD_ERR_INVALID, "unknown sampler");
     if (p->nsteps < 1 || p->nsteps > ENGINE_MAX_STEPS)
         return sd_fail(SD_ERR_INVALID, "steps %d outside [1, %d]", p->nsteps, ENGINE_MAX_STEPS);
-    for (int k = 0; k < p->nsteps; k++)
-        if (p->timesteps[k] < 0 || p->timesteps[k] >= e->sched.T || (k && p->timesteps[k] >= p->timesteps[k - 1]))
-            return sd_fail(SD_ERR_INVALID, "timesteps must be strictly decreasing in [0, %d]", e->sched.T - 1);
+    char why[160];
+    if (timesteps_check(p->timesteps, p->nsteps, ENGINE_MAX_STEPS, e->sched.T, "timesteps", why, sizeof why))
+        return sd_fail(SD_ERR_INVALID, "%s", why);
     return SD_OK;
 }
 

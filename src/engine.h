@@ -11,6 +11,7 @@
 #define SD_ENGINE_H
 
 #include "core/core.h"
+#include "sample/timesteps.h"   /* re-exported: the timestep-list rules callers validate with */
 
 struct engine;
 

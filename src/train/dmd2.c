@@ -16,6 +16,7 @@
 #include "../model/lora.h"
 #include "../model/unet.h"
 #include "../sample/sampler.h"
+#include "../sample/timesteps.h"
 #include "checkpoint.h"
 #include "dmd2.h"
 #include "gan_head.h"
@@ -197,9 +198,9 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     *out = NULL;
     if (!c->data || c->batch < 1 || c->batch > MAXB || c->steps < 1 || c->ttur < 1 || c->nsteps < 1 || c->nsteps > 4)
         return sd_fail(SD_ERR_INVALID, "dmd2: need data, batch in [1, %d], steps >= 1, ttur >= 1, 1..4 timesteps", MAXB);
-    for (int i = 0; i < c->nsteps; i++)
-        if (c->timesteps[i] < 0 || c->timesteps[i] > 999 || (i && c->timesteps[i] >= c->timesteps[i - 1]))
-            return sd_fail(SD_ERR_INVALID, "dmd2: timesteps must be strictly decreasing in [0, 999]");
+    char why[160];
+    if (timesteps_check(c->timesteps, c->nsteps, 4, 1000, "dmd2: timesteps", why, sizeof why))
+        return sd_fail(SD_ERR_INVALID, "%s", why);
     if (c->dm_min_t < 0 || c->dm_max_t > 999 || c->dm_min_t > c->dm_max_t)
         return sd_fail(SD_ERR_INVALID, "dmd2: DM timestep range");
     if (c->lora_rank < 0 || (c->lora_rank > 0 && !(c->lora_alpha > 0)))

@@ -7,6 +7,7 @@
  * DMD2 paper's SDXL 4-step run (spec/dmd2.md §3) where the model does not decide, and
  * the small built-in model's recipe (scripts/train-builtin.sh) for the VAE and teacher. */
 #include "options.h"
+#include "../sample/timesteps.h"
 
 #include <errno.h>
 #include <math.h>
@@ -199,25 +200,10 @@ static int store_str(struct train_options *o, const struct topt_row *r, const ch
     return 0;
 }
 
-static int store_ts(struct train_options *o, const struct topt_row *r, const char *lb, const long long *t,
-                    int n, char *err, size_t errlen) {
+static int store_ts(struct train_options *o, const struct topt_row *r, const int *t, int n) {
     int *p = (int *)((char *)o + r->off);
-    if (n < 1 || n > 4) {
-        snprintf(err, errlen, "%s: needs 1..4 entries, got %d", lb, n);
-        return -1;
-    }
-    for (int i = 0; i < n; i++) {
-        if (t[i] < 0 || t[i] > 999) {
-            snprintf(err, errlen, "%s: %lld is out of range 0..999", lb, t[i]);
-            return -1;
-        }
-        if (i && t[i] >= t[i - 1]) {
-            snprintf(err, errlen, "%s: must be strictly decreasing (%lld after %lld)", lb, t[i], t[i - 1]);
-            return -1;
-        }
-    }
     p[0] = n;
-    for (int i = 0; i < 4; i++) p[1 + i] = i < n ? (int)t[i] : 0;
+    for (int i = 0; i < 4; i++) p[1 + i] = i < n ? t[i] : 0;
     return 0;
 }
 
@@ -261,14 +247,8 @@ static int set_text(struct train_options *o, const struct topt_row *r, const cha
     case T_STR: case T_PATH:
         return store_str(o, r, lb, v, err, errlen);
     case T_TS: {
-        long long t[5];
-        int n = 0;
-        for (const char *s = v; *s && n < 5; n++) {
-            t[n] = strtoll(s, &end, 10);
-            if (end == s || (*end && *end != ',')) { snprintf(err, errlen, "%s: '%s' is not a list like 999,749,499,249", lb, v); return -1; }
-            s = *end ? end + 1 : end;
-        }
-        return store_ts(o, r, lb, t, n, err, errlen);
+        int t[4], n = timesteps_parse(v, t, 4, 1000, lb, err, errlen);
+        return n < 0 ? -1 : store_ts(o, r, t, n);
     }
     }
     return -1;
@@ -313,16 +293,8 @@ static int set_json(struct train_options *o, const struct topt_row *r, json_t *v
         }
         return store_str(o, r, lb, json_string_value(v), err, errlen);
     case T_TS: {
-        if (!json_is_array(v)) { snprintf(err, errlen, "%s: expected an array of integers, got %s", lb, json_kind(v)); return -1; }
-        long long t[4];
-        size_t n = json_array_size(v);
-        if (n < 1 || n > 4) { snprintf(err, errlen, "%s: needs 1..4 entries, got %zu", lb, n); return -1; }
-        for (size_t i = 0; i < n; i++) {
-            json_t *x = json_array_get(v, i);
-            if (!json_is_integer(x)) { snprintf(err, errlen, "%s: expected an integer, got %s", lb, json_kind(x)); return -1; }
-            t[i] = json_integer_value(x);
-        }
-        return store_ts(o, r, lb, t, (int)n, err, errlen);
+        int t[4], n = timesteps_from_json(v, t, 4, 1000, lb, err, errlen);
+        return n < 0 ? -1 : store_ts(o, r, t, n);
     }
     }
     return -1;
