@@ -9,7 +9,7 @@
 #ifndef SD_SERVER_API_STATUS_H
 #define SD_SERVER_API_STATUS_H
 
-#include "core/core.h"
+#include "engine.h"
 
 /* The work that failed. */
 enum api_work {

@@ -29,9 +29,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "training.h"
 #include "api.h"
-#include "train/checkpoint.h"
-#include "train/estimate.h"
 
 #define PATH_FIELD_MAX 1024
 

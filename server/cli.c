@@ -11,9 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "cli.h"
 #include "cli_util.h"
-#include "io/png.h"
 
 int cli_fail(const char *what) {
     fprintf(stderr, "sdxld: %s: %s\n", what, sd_last_error());

@@ -7,9 +7,9 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "engine.h"
 #include "cli.h"
 #include "cli_util.h"
-#include "core/rng.h"
 
 struct timing { double best, sum; int n; };
 

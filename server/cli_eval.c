@@ -8,12 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "training.h"
 #include "cli.h"
 #include "cli_util.h"
-#include "io/png.h"
-#include "train/data.h"
-#include "train/shapes_eval.h"
-#include "train/train_common.h"
 
 int cli_eval_shapes(int argc, char **argv) {
     struct engine_config ec = { 0 };

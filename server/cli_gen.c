@@ -10,12 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "cli.h"
 #include "cli_util.h"
-#include "io/png.h"
-#include "model/clip.h"
-#include "model/unet.h"
-#include "model/vae.h"
 
 static int parse_ints(const char *s, int *out, int max) {
     int n = 0;

@@ -9,11 +9,8 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "engine.h"
 #include "cli_util.h"
-#include "core/fs.h"
-#include "model/clip.h"
-#include "model/unet.h"
-#include "model/vae.h"
 
 static int mkdir_p(const char *dir, const char *sub) {
     char path[4096];
@@ -45,41 +42,17 @@ static const char *pick(const char *explicit_path, const char *from, const char 
     return buf;
 }
 
-static sd_status init_part(struct backend *be, const char *out, const char *sub, const char *cfg_path,
+static sd_status init_part(const char *out, const char *sub, const char *cfg_path,
                            uint64_t seed, sd_dtype dt) {
     char dst[4096], wpath[4096];
     if (mkdir_p(out, sub)) return sd_fail(SD_ERR_IO, "%s/%s: %s", out, sub, strerror(errno));
     snprintf(dst, sizeof dst, "%s/%s/config.json", out, sub);
-    sd_status st;
     double t0 = sd_now_ms();
-    if (!strcmp(sub, "unet")) {
-        struct unet_config c;
-        struct unet m;
-        SD_TRY(unet_config_load(&c, cfg_path));
-        SD_TRY(unet_create(&m, be, &c));
-        snprintf(wpath, sizeof wpath, "%s/unet/diffusion_pytorch_model.safetensors", out);
-        if (!(st = wt_init_random(&m.wt, be, seed))) st = wt_save(&m.wt, be, wpath, dt);
-        LOG_I("unet: %.1f M parameters", m.wt.total / 1e6);
-        unet_free(&m);
-    } else if (!strcmp(sub, "vae")) {
-        struct vae_config c;
-        struct vae m;
-        SD_TRY(vae_config_load(&c, cfg_path));
-        SD_TRY(vae_create(&m, be, &c));
-        snprintf(wpath, sizeof wpath, "%s/vae/diffusion_pytorch_model.safetensors", out);
-        if (!(st = wt_init_random(&m.wt, be, seed))) st = wt_save(&m.wt, be, wpath, dt);
-        LOG_I("vae: %.1f M parameters", m.wt.total / 1e6);
-        vae_free(&m);
-    } else {
-        struct clip_config c;
-        struct clip m;
-        SD_TRY(clip_config_load(&c, cfg_path));
-        SD_TRY(clip_create(&m, be, &c, !strcmp(sub, "text_encoder_2")));
+    if (!strcmp(sub, "unet") || !strcmp(sub, "vae"))
+        snprintf(wpath, sizeof wpath, "%s/%s/diffusion_pytorch_model.safetensors", out, sub);
+    else
         snprintf(wpath, sizeof wpath, "%s/%s/model.safetensors", out, sub);
-        if (!(st = wt_init_random(&m.wt, be, seed))) st = wt_save(&m.wt, be, wpath, dt);
-        LOG_I("%s: %.1f M parameters", sub, m.wt.total / 1e6);
-        clip_free(&m);
-    }
+    sd_status st = engine_init_component(sub, cfg_path, wpath, seed, dt);
     if (!st) st = copy_file(cfg_path, dst);
     if (!st) LOG_I("wrote %s in %.1f s", wpath, (sd_now_ms() - t0) / 1e3);
     return st;
@@ -116,15 +89,13 @@ int cli_init(int argc, char **argv) {
     }
     if (!out || (!from && !cfg[0])) { fprintf(stderr, "sdxld init: need --out and --config or --from\n"); return 2; }
     if (mkdir_p(out, ".")) { fprintf(stderr, "sdxld init: %s: %s\n", out, strerror(errno)); return 1; }
-    struct backend *be;
-    if (backend_create(&be, "cpu", 0)) return cli_fail("backend");
     int rc = 0;
     char buf[4096];
     for (int i = 0; i < 4 && !rc; i++) {
         const char *c = pick(cfg[i], from, parts[i], "config.json", buf, sizeof buf);
         struct stat sb;
         if (!c || stat(c, &sb)) { if (cfg[i]) { fprintf(stderr, "sdxld init: %s: missing\n", c); rc = 1; } continue; }
-        if (init_part(be, out, parts[i], c, seed + (uint64_t)i * 1000003u, dt)) rc = cli_fail(parts[i]);
+        if (init_part(out, parts[i], c, seed + (uint64_t)i * 1000003u, dt)) rc = cli_fail(parts[i]);
     }
     /* tokenizers, scheduler and index copied verbatim from --from */
     static const char *const copies[][2] = {
@@ -143,7 +114,6 @@ int cli_init(int argc, char **argv) {
         snprintf(dst, sizeof dst, "%s/%s/%s", out, copies[i][0], copies[i][1]);
         if (mkdir_p(out, copies[i][0]) || copy_file(src, dst)) rc = cli_fail(dst);
     }
-    backend_destroy(be);
     if (!rc) printf("%s\n", out);
     return rc;
 }

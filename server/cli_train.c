@@ -10,13 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "training.h"
 #include "cli.h"
 #include "cli_util.h"
-#include "train/checkpoint.h"
-#include "train/dmd2.h"
-#include "train/estimate.h"
-#include "train/options.h"
-#include "train/trainer.h"
 
 static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig) { (void)sig; stop_requested = 1; }

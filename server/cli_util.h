@@ -4,7 +4,6 @@
 #define SD_CLI_UTIL_H
 
 #include "engine.h"
-#include "io/safetensors.h"
 
 /* argv[*i] is opt: take its value (advancing *i) or print an error. */
 const char *cli_value(int argc, char **argv, int *i);

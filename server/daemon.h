@@ -11,7 +11,6 @@
 #include <stdatomic.h>
 
 #include "config.h"
-#include "core/fs.h"
 #include "engine.h"
 #include "jobs.h"
 

@@ -31,12 +31,12 @@
 #ifndef SD_SERVER_JOBS_H
 #define SD_SERVER_JOBS_H
 
+#include "training.h"
 #include <stdatomic.h>
 #include <stdint.h>
 #include <jansson.h>
 
 #include "engine.h"
-#include "train/options.h"
 
 struct sdxld_config;
 struct metrics;

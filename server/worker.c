@@ -22,7 +22,6 @@
 
 #include "api_status.h"
 #include "daemon.h"
-#include "io/png.h"
 #include "jobs.h"
 #include "metrics.h"
 

@@ -32,11 +32,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "training.h"
 #include "api_status.h"
 #include "daemon.h"
-#include "train/checkpoint.h"
-#include "train/data.h"
-#include "train/dmd2.h"
 
 static const char *r_out(const struct job *j) { return j->train->req.out; }
 
@@ -155,6 +153,9 @@ static void run_open(struct sdxld *d, struct train_run *tr, struct job *j) {
         .log_every = o->log_every, .keep_checkpoints = o->keep_checkpoints,
         .config_json = r->echo, .threads = d->cfg.threads,
         .yield = pass_hook, .yield_ud = tr,
+        /* the backend that serves (the GPU's when the daemon serves on it), unless the
+         * run's options name one */
+        .backend = o->backend[0] ? o->backend : d->backend,
     };
     memcpy(c.timesteps, o->timesteps, sizeof c.timesteps);
     if ((st = dmd2_open(&tr->t, &c)) == SD_ERR_CANCELLED) {

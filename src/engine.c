@@ -491,3 +491,45 @@ void engine_parameters_text(char *out, size_t n, const char *prompt, uint64_t se
              "Timesteps: %s, Version: sdxld " SDXLD_VERSION "%s%s", prompt, p->nsteps, (unsigned long long)seed,
              p->width, p->height, model, ts, extra ? ", " : "", extra ? extra : "");
 }
+
+static sd_status init_component(struct backend *be, const char *sub, const char *cfg_path,
+                                const char *wpath, uint64_t seed, sd_dtype dt) {
+    sd_status st;
+    if (!strcmp(sub, "unet")) {
+        struct unet_config c;
+        struct unet m;
+        SD_TRY(unet_config_load(&c, cfg_path));
+        SD_TRY(unet_create(&m, be, &c));
+        if (!(st = wt_init_random(&m.wt, be, seed))) st = wt_save(&m.wt, be, wpath, dt);
+        LOG_I("unet: %.1f M parameters", m.wt.total / 1e6);
+        unet_free(&m);
+    } else if (!strcmp(sub, "vae")) {
+        struct vae_config c;
+        struct vae m;
+        SD_TRY(vae_config_load(&c, cfg_path));
+        SD_TRY(vae_create(&m, be, &c));
+        if (!(st = wt_init_random(&m.wt, be, seed))) st = wt_save(&m.wt, be, wpath, dt);
+        LOG_I("vae: %.1f M parameters", m.wt.total / 1e6);
+        vae_free(&m);
+    } else if (!strcmp(sub, "text_encoder") || !strcmp(sub, "text_encoder_2")) {
+        struct clip_config c;
+        struct clip m;
+        SD_TRY(clip_config_load(&c, cfg_path));
+        SD_TRY(clip_create(&m, be, &c, !strcmp(sub, "text_encoder_2")));
+        if (!(st = wt_init_random(&m.wt, be, seed))) st = wt_save(&m.wt, be, wpath, dt);
+        LOG_I("%s: %.1f M parameters", sub, m.wt.total / 1e6);
+        clip_free(&m);
+    } else {
+        return sd_fail(SD_ERR_INVALID, "init: unknown component '%s'", sub);
+    }
+    return st;
+}
+
+sd_status engine_init_component(const char *sub, const char *cfg_path, const char *wpath, uint64_t seed,
+                                sd_dtype dt) {
+    struct backend *be;
+    SD_TRY(backend_create(&be, "cpu", 0));
+    sd_status st = init_component(be, sub, cfg_path, wpath, seed, dt);
+    backend_destroy(be);
+    return st;
+}

@@ -10,8 +10,16 @@
 #ifndef SD_ENGINE_H
 #define SD_ENGINE_H
 
+/* Re-exported, the parts of the lower layers the daemon and the CLI (server/) use beside
+ * the engine itself: status codes and logging, file access and its confinement, the
+ * reproducible noise RNG, the tensor and image file formats, the timestep-list rules.
+ * server/ includes this header and training.h only (tests/lint.py). */
 #include "core/core.h"
-#include "sample/timesteps.h"   /* re-exported: the timestep-list rules callers validate with */
+#include "core/fs.h"
+#include "core/rng.h"
+#include "io/png.h"
+#include "io/safetensors.h"
+#include "sample/timesteps.h"
 
 struct engine;
 
@@ -69,6 +77,13 @@ struct gen_item {
 struct gen_timings { double text_ms, unet_ms, vae_ms; };
 
 #define SDXLD_VERSION "0.1.0"
+
+/* Fresh weights for one model component ("unet", "vae", "text_encoder" or
+ * "text_encoder_2") of the config at cfg_path, each parameter drawn by its init rule from
+ * seed on the CPU, written to wpath as dtype dt: `sdxld init` (SDXL-size models for
+ * benchmarks without a download). */
+sd_status engine_init_component(const char *sub, const char *cfg_path, const char *wpath, uint64_t seed,
+                                sd_dtype dt);
 
 /* The PNG "parameters" text of one image, in AUTOMATIC1111's infotext format (the prompt,
  * then "Steps: 4, Sampler: DMD2, CFG scale: 1, Seed: …, Size: WxH, Model: …, Timesteps:

@@ -4,6 +4,11 @@
   - files: the engine (src/) opens, creates, renames and removes files only through
     src/core/fs.h, so the daemon's confinement to data_root covers every file it touches
     (fs.c itself excepted).
+  - layers (docs/architecture.md): src/ is built bottom-up, core < backend (< kernels/) <
+    io < text < model < sample < train; a file includes its own layer and lower ones only.
+    src/engine.{h,c} (the generation facade) sits on core..sample, never train;
+    src/training.h (the training facade) is engine.h + train.  server/ includes only the
+    two facades (and its own headers): it never reaches into a layer below them.
 """
 import os
 import re
@@ -38,8 +43,65 @@ def raw_file_calls():
     return found
 
 
+LAYERS = ["core", "backend", "io", "text", "model", "sample", "train"]
+
+
+def includes(path):
+    with open(path) as fh:
+        return re.findall(r'#include "([^"]+)"', strip_comments_only(fh.read()))
+
+
+def strip_comments_only(text):
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def target_of(path, inc):
+    """The src/-relative path an #include names (from the including file's folder, else src/)."""
+    for base in (os.path.dirname(path), os.path.join(TOP, "src")):
+        t = os.path.normpath(os.path.join(base, inc))
+        if os.path.exists(t):
+            return os.path.relpath(t, os.path.join(TOP, "src"))
+    return None
+
+
+def layer_violations():
+    found = []
+    src = os.path.join(TOP, "src")
+    for dirpath, _, files in os.walk(src):
+        for f in files:
+            if not f.endswith((".c", ".h")):
+                continue
+            p = os.path.join(dirpath, f)
+            rel = os.path.relpath(p, src)
+            own = rel.split("/")[0] if "/" in rel else rel
+            for inc in includes(p):
+                t = target_of(p, inc)
+                if t is None or t.startswith("../kernels/"):
+                    continue
+                tl = t.split("/")[0] if "/" in t else t
+                if own in ("engine.h", "engine.c"):
+                    ok = tl in LAYERS[:LAYERS.index("sample") + 1] or tl == "engine.h"
+                elif own == "training.h":
+                    ok = tl in ("engine.h", "train")
+                else:
+                    ok = tl in LAYERS and LAYERS.index(tl) <= LAYERS.index(own)
+                if not ok:
+                    found.append(f"src/{rel} includes {inc} ({tl} is not below {own})")
+    for f in sorted(os.listdir(os.path.join(TOP, "server"))):
+        if not f.endswith((".c", ".h")):
+            continue
+        p = os.path.join(TOP, "server", f)
+        for inc in includes(p):
+            if os.path.exists(os.path.join(TOP, "server", inc)) or inc in ("engine.h", "training.h"):
+                continue
+            found.append(f"server/{f} includes {inc}: server/ reaches src/ through engine.h and training.h only")
+    return found
+
+
 def main():
-    checks = [("src/ touches files only through core/fs.h", raw_file_calls())]
+    checks = [("src/ touches files only through core/fs.h", raw_file_calls()),
+              ("every layer includes only itself and the layers below it", layer_violations())]
     print(f"1..{len(checks)}")
     bad = 0
     for i, (name, found) in enumerate(checks, 1):

@@ -420,37 +420,3 @@ sd_status backend_cpu_create(struct backend **out, int threads) {
     *out = be;
     return SD_OK;
 }
-
-/* ---- backend-independent helpers ---- */
-
-sd_status backend_create(struct backend **out, const char *name, int threads) {
-    if (!name || !strcmp(name, "cpu")) return backend_cpu_create(out, threads);
-    if (!strcmp(name, "cuda")) {
-#ifdef SD_HAVE_CUDA
-        return backend_cuda_create(out, threads);
-#else
-        return sd_fail(SD_ERR_UNSUPPORTED, "backend 'cuda' is not built into this sdxld yet");
-#endif
-    }
-    return sd_fail(SD_ERR_INVALID, "unknown backend '%s' (cpu, cuda)", name);
-}
-
-void backend_destroy(struct backend *be) { if (be) be->ops->destroy(be); }
-
-void backend_set_error(struct backend *be, sd_status st, const char *msg) {
-    if (be->err) return;
-    be->err = st;
-    snprintf(be->err_msg, sizeof be->err_msg, "%s", msg);
-}
-
-sd_status backend_status(struct backend *be) {
-    if (!be->err) return SD_OK;
-    return sd_fail(be->err, "%s backend: %s", be->name, be->err_msg);
-}
-
-static void *be_arena_alloc(void *ud, size_t n) { struct backend *be = ud; return be->ops->alloc(be, n); }
-static void be_arena_free(void *ud, void *p) { struct backend *be = ud; be->ops->free(be, p); }
-
-struct arena_allocator backend_allocator(struct backend *be) {
-    return (struct arena_allocator){ be_arena_alloc, be_arena_free, be };
-}
