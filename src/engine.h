@@ -15,7 +15,14 @@
 struct engine;
 
 struct engine_config {
-    const char *model_dir;   /* diffusers folder (unet, vae, text_encoder[_2], tokenizer[_2]) */
+    const char *model_dir;   /* diffusers folder (components found through model_index.json;
+                                weights plain, fp16-variant or sharded: io/wfiles.h), or a
+                                single-file checkpoint in the original layout (model/sgm.h) */
+    const char *config_dir;  /* single file only: a folder with unet/, vae/, text_encoder/,
+                                text_encoder_2/ config.json (and scheduler/), e.g. the shipped
+                                conf/models/sdxl-base; required with a single file */
+    const char *tokenizer_dir; /* single file only: a folder with tokenizer/ and tokenizer_2/;
+                                NULL = config_dir */
     const char *unet_path;   /* optional: a separate UNet safetensors (the DMD2 generator) */
     const char *lora_path;   /* optional: a LoRA adapter file merged into the UNet (model/lora.h) */
     float lora_scale;        /* its strength; 0 = 1 (as trained) */
@@ -125,7 +132,8 @@ sd_status engine_unet_backward(struct engine *e, const float *x, const float *t,
                                const float *dout, float *out, float *dx, float *dctx, float *dpooled,
                                int recompute, engine_grad_fn each, void *ud);
 
-/* Swap the served UNet for another file (same config; NULL = the folder's own UNet),
+/* Swap the served UNet for another file, in diffusers names or the original layout
+ * (same config; NULL = the model's own UNet: the folder's, or the single file's),
  * with a LoRA file merged in when lora_path is non-NULL (lora_scale 0 = 1); on failure
  * the old one stays. */
 sd_status engine_load_unet(struct engine *e, const char *unet_path, const char *lora_path, float lora_scale);
