@@ -326,6 +326,12 @@ sd_status sgm_bind(struct weight_table *t, struct backend *be, const struct wfil
         st = prefix ? wt_bind_file(t, be, &w->f[i], sgm_resolve, &m, w->used[i])
                     : wt_bind_file(t, be, &w->f[i], wt_map_resolve, &map, w->used[i]);
     if (!st) st = wt_check_complete(t, w->n == 1 ? w->f[0].path : what);
+    for (int i = 0; st == SD_ERR_NOTFOUND && prefix && i < t->n; i++)   /* name the file's key too */
+        if (!t->rows[i].loaded) {
+            st = sd_fail(SD_ERR_NOTFOUND, "%s: missing tensor '%s%s' (%s)", w->n == 1 ? w->f[0].path : what, prefix,
+                         m.e[m.of_row[i]].key, t->rows[i].name);
+            break;
+        }
     if (prefix) sgm_map_free(&m);
     return st;
 }
