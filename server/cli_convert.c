@@ -203,7 +203,9 @@ int cli_convert(int argc, char **argv) {
         else if (!strcmp(a, "--to")) to = v;
         else if (!strcmp(a, "--out")) c.out = v;
         else if (!strcmp(a, "--dtype")) {
-            if (sd_dtype_parse(v, &c.dt) || c.dt == DT_I64) { fprintf(stderr, "sdxld convert: --dtype f32, f16 or bf16\n"); return 2; }
+            char up[8] = { 0 };
+            for (int k = 0; k < 7 && v[k]; k++) up[k] = (char)(v[k] >= 'a' && v[k] <= 'z' ? v[k] - 32 : v[k]);
+            if (sd_dtype_parse(up, &c.dt) || c.dt == DT_I64) { fprintf(stderr, "sdxld convert: --dtype f32, f16 or bf16\n"); return 2; }
         } else { fprintf(stderr, "sdxld convert: unknown option '%s'\n", a); return 2; }
     }
     if (!to || !c.out || (!c.model == !c.unet_file) || (strcmp(to, "diffusers") && strcmp(to, "single-file"))) {
