@@ -79,13 +79,15 @@ void cli_free_prompts(char **p, int n) {
     sd_free(p);
 }
 
-/* Common options: --model DIR --unet FILE --lora FILE --lora-scale X --backend B --threads N. */
+/* Common options: --model DIR|FILE [--config DIR --tokenizers DIR] --unet FILE --lora FILE
+ * --lora-scale X --backend B --threads N. */
 struct common { struct engine_config ec; const char *in, *out; };
 
 static int common_opt(struct common *c, int argc, char **argv, int *i) {
     const char *a = argv[*i], *v;
     const char **slot = !strcmp(a, "--model") ? &c->ec.model_dir : !strcmp(a, "--unet") ? &c->ec.unet_path
                       : !strcmp(a, "--lora") ? &c->ec.lora_path
+                      : !strcmp(a, "--config") ? &c->ec.config_dir : !strcmp(a, "--tokenizers") ? &c->ec.tokenizer_dir
                       : !strcmp(a, "--backend") ? &c->ec.backend : !strcmp(a, "--in") ? &c->in
                       : !strcmp(a, "--out") ? &c->out : NULL;
     if (slot) {
@@ -133,7 +135,7 @@ int cli_encode(int argc, char **argv) {
     int n;
     if (cli_read_prompts(prompts_path, &prompts, &n)) return cli_fail("prompts");
     struct engine *e;
-    if (engine_load(&e, &c.ec)) { cli_free_prompts(prompts, n); return cli_fail("loading model"); }
+    if (cli_model_defaults(&c.ec) || engine_load(&e, &c.ec)) { cli_free_prompts(prompts, n); return cli_fail("loading model"); }
     struct engine_dims d;
     engine_dims(e, &d);
     size_t R = (size_t)n * d.L;
@@ -215,7 +217,7 @@ int cli_unet(int argc, char **argv) {
         cli_fail("input");
         goto out;
     }
-    if (engine_load(&e, &c.ec)) { cli_fail("loading model"); goto out; }
+    if (cli_model_defaults(&c.ec) || engine_load(&e, &c.ec)) { cli_fail("loading model"); goto out; }
     struct engine_dims d;
     engine_dims(e, &d);
     int64_t B = sx[0];
@@ -292,7 +294,7 @@ int cli_vae(int argc, char **argv) {
     struct st_writer w;
     st_writer_init(&w);
     if (!ein && !din) { sd_fail(SD_ERR_NOTFOUND, "%s: neither vae_enc_in nor vae_dec_in present", c.in); cli_fail("input"); goto out; }
-    if (engine_load(&e, &c.ec)) { cli_fail("loading model"); goto out; }
+    if (cli_model_defaults(&c.ec) || engine_load(&e, &c.ec)) { cli_fail("loading model"); goto out; }
     int s = engine_info(e)->vae_scale;
     struct engine_dims d;
     engine_dims(e, &d);
@@ -339,4 +341,43 @@ const char *cli_default_model(void) {
         if (!stat(probe, &sb)) return buf;
     }
     return SDXLD_DATADIR "/models/shapes-small";
+}
+
+/* A shipped folder: next to the build tree (build/server/sdxld -> ../../REL), else the
+ * installed copy under the data dir. */
+static const char *shipped(const char *rel, char *buf, size_t n) {
+    char exe[4096], probe[8300];
+    struct stat sb;
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k > 0) {
+        exe[k] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        snprintf(buf, n, "%s/../../%s", exe, rel);
+        snprintf(probe, sizeof probe, "%s/unet", buf);
+        if (!stat(probe, &sb)) return buf;
+    }
+    snprintf(buf, n, "%s/%s", SDXLD_DATADIR, rel);
+    return buf;
+}
+
+int cli_model_defaults(struct engine_config *ec) {
+    static char conf[8192];
+    struct stat sb;
+    if (!ec->model_dir || stat(ec->model_dir, &sb) || !S_ISREG(sb.st_mode)) return 0;
+    if (!ec->config_dir) {
+        int base = engine_file_is_sdxl_base(ec->model_dir);
+        if (base < 0) return -1;
+        if (!base) {
+            sd_fail(SD_ERR_INVALID, "%s: a single file whose shapes are not SDXL base's: give its configs with --config DIR "
+                    "(unet/, vae/, text_encoder/, text_encoder_2/ config.json)", ec->model_dir);
+            return -1;
+        }
+        ec->config_dir = shipped("conf/models/sdxl-base", conf, sizeof conf);
+        LOG_I("%s: SDXL base shapes: configs from %s", ec->model_dir, ec->config_dir);
+    }
+    char probe[8300];
+    snprintf(probe, sizeof probe, "%s/tokenizer/vocab.json", ec->tokenizer_dir ? ec->tokenizer_dir : ec->config_dir);
+    if (!ec->tokenizer_dir && stat(probe, &sb)) ec->tokenizer_dir = cli_default_model();
+    return 0;
 }

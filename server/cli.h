@@ -14,6 +14,7 @@ int cli_train_teacher(int argc, char **argv);
 int cli_train(int argc, char **argv);   /* train dmd2 */
 int cli_eval_shapes(int argc, char **argv);
 int cli_eval_cond(int argc, char **argv);
+int cli_convert(int argc, char **argv);
 int serve_main(int argc, char **argv);   /* serve.c */
 
 #endif

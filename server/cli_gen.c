@@ -50,7 +50,7 @@ int cli_generate(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "--help")) {
-            printf("sdxld generate [--model DIR] [--unet FILE] [--lora FILE [--lora-scale X]]\n"
+            printf("sdxld generate [--model DIR|FILE [--config DIR] [--tokenizers DIR]] [--unet FILE] [--lora FILE [--lora-scale X]]\n"
                    "               (--prompts P.json | --prompt TEXT)\n"
                    "               [--width W] [--height H] [--seed S] [--steps N] [--timesteps 999,749,...]\n"
                    "               [--time-ids OH,OW,CT,CL,TH,TW] [--noise IN.safetensors]\n"
@@ -62,6 +62,8 @@ int cli_generate(int argc, char **argv) {
         if (i + 1 >= argc) { fprintf(stderr, "sdxld generate: option %s needs a value\n", a); return 2; }
         v = argv[++i];
         if (!strcmp(a, "--model")) ec.model_dir = v;
+        else if (!strcmp(a, "--config")) ec.config_dir = v;
+        else if (!strcmp(a, "--tokenizers")) ec.tokenizer_dir = v;
         else if (!strcmp(a, "--unet")) ec.unet_path = v;
         else if (!strcmp(a, "--lora")) ec.lora_path = v;
         else if (!strcmp(a, "--lora-scale")) ec.lora_scale = (float)atof(v);
@@ -109,7 +111,7 @@ int cli_generate(int argc, char **argv) {
     struct gen_trace tr = { 0 };
     struct gen_item *items = NULL;
     uint8_t *rgb = NULL;
-    if (engine_load(&e, &ec)) { cli_fail("loading model"); goto out; }
+    if (cli_model_defaults(&ec) || engine_load(&e, &ec)) { cli_fail("loading model"); goto out; }
     const struct engine_info *info = engine_info(e);
     struct gen_params p = { .width = width ? width : info->default_width,
                             .height = height ? height : info->default_height, .nsteps = nts ? nts : steps };

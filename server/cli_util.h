@@ -13,6 +13,10 @@ float *cli_tensor(const struct st_file *f, const char *name, int ndim, int64_t *
 int cli_read_prompts(const char *path, char ***prompts, int *n);
 void cli_free_prompts(char **prompts, int n);
 int cli_fail(const char *what);
+/* A single-file --model without --config: the shipped conf/models/sdxl-base configs
+ * when the file's shapes are SDXL base's (else an error asking for --config); tokenizers
+ * from the built-in model when the config folder has none.  0, or -1 with a message. */
+int cli_model_defaults(struct engine_config *ec);
 /* The built-in model folder used when no --model is given. */
 const char *cli_default_model(void);  /* prints "sdxld: what: last error", returns 1 */
 

@@ -15,6 +15,7 @@ static const struct {
     { "encode",   cli_encode,   "conformance: tokenizers + text encoders" },
     { "unet",     cli_unet,     "conformance: one UNet evaluation" },
     { "vae",      cli_vae,      "conformance: VAE encoder mean / decoder" },
+    { "convert",  cli_convert,  "rewrite a model: diffusers folder <-> single file, dtype" },
     { "init",     cli_init,     "write a model folder with freshly initialised weights" },
     { "bench",    cli_bench,    "time each pipeline stage" },
     { "train-vae", cli_train_vae, "train a VAE (shapes dataset or an image folder)" },

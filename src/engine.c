@@ -4,11 +4,15 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "engine.h"
+#include "core/fs.h"
 #include "core/rng.h"
 #include "model/clip.h"
+#include "io/wfiles.h"
 #include "model/lora.h"
+#include "model/sgm.h"
 #include "model/unet.h"
 #include "model/vae.h"
 #include "sample/sampler.h"
@@ -25,6 +29,8 @@ struct engine {
     struct arena acts;
     struct engine_info info;
     char *model_dir;
+    char *unet_dir;             /* the UNet's config folder */
+    char *model_file;           /* a single-file model: its path (the UNet's default weights) */
     int loaded_te1, loaded_te2, loaded_vae;
 };
 
@@ -45,6 +51,8 @@ void engine_free(struct engine *e) {
     arena_free(&e->acts);
     backend_destroy(e->be);
     sd_free(e->model_dir);
+    sd_free(e->unet_dir);
+    sd_free(e->model_file);
     sd_free(e);
 }
 
@@ -87,9 +95,7 @@ static sd_status check_consistency(struct engine *e) {
 static struct unet *load_unet(struct engine *e, const char *path, const char *lora_path, float lora_scale,
                               sd_status *st) {
     struct unet *u = sd_calloc(1, sizeof *u);
-    char *dir = sd_path_join(e->model_dir, "unet");
-    *st = u && dir ? unet_load(u, e->be, dir, path) : SD_ERR_NOMEM;
-    sd_free(dir);
+    *st = u ? unet_load(u, e->be, e->unet_dir, path ? path : e->model_file) : SD_ERR_NOMEM;
     if (!*st && lora_path && (*st = lora_apply_file(&u->wt, e->be, lora_path, lora_scale != 0 ? lora_scale : 1.0f)))
         unet_free(u);
     if (*st) { sd_free(u); return NULL; }
@@ -105,6 +111,81 @@ static void set_model_name(struct engine *e, const char *unet_path, const char *
     if (lora_path && k >= 0 && (size_t)k < cap) snprintf(n + k, cap - (size_t)k, "+%s", base_name(lora_path));
 }
 
+/* Tokenizers from tok_dir, and the parts' folder names (of the model folder, or of the
+ * single file's config folder) with the UNet's kept for load_unet. */
+static sd_status load_tokenizers(struct engine *e, const char *dir, const char *tok_dir, struct model_parts *mp,
+                                 char **p) {
+    struct model_parts tp;
+    SD_TRY(model_parts_load(mp, dir));
+    if (strcmp(tok_dir, dir)) SD_TRY(model_parts_load(&tp, tok_dir));
+    else tp = *mp;
+    SD_TRY(load_part(dir, mp->unet, &e->unet_dir));
+    if ((*p = sd_path_join(tok_dir, tp.tok1)) == NULL) return SD_ERR_NOMEM;
+    SD_TRY(tokenizer_load(&e->tok1, *p));
+    sd_free(*p);
+    if ((*p = sd_path_join(tok_dir, tp.tok2)) == NULL) return SD_ERR_NOMEM;
+    SD_TRY(tokenizer_load(&e->tok2, *p));
+    sd_free(*p);
+    *p = NULL;
+    return SD_OK;
+}
+
+/* Text encoders and VAE of a diffusers folder. */
+static sd_status load_folder_parts(struct engine *e, const char *dir, const struct model_parts *mp, char **p) {
+    sd_status st;
+    if ((st = load_part(dir, mp->te1, p)) || (st = clip_load(&e->te1, e->be, *p, 0))) return st;
+    e->loaded_te1 = 1;
+    sd_free(*p);
+    if ((st = load_part(dir, mp->te2, p)) || (st = clip_load(&e->te2, e->be, *p, 1))) return st;
+    e->loaded_te2 = 1;
+    sd_free(*p);
+    if ((st = load_part(dir, mp->vae, p)) || (st = vae_load(&e->vae, e->be, *p))) return st;
+    e->loaded_vae = 1;
+    sd_free(*p);
+    *p = NULL;
+    return SD_OK;
+}
+
+static sd_status config_of(const char *dir, const char *sub, char **p) {
+    char *d = sd_path_join(dir, sub);
+    *p = d ? sd_path_join(d, "config.json") : NULL;
+    sd_free(d);
+    return *p ? SD_OK : SD_ERR_NOMEM;
+}
+
+/* Text encoders and VAE of a single-file checkpoint, configs from cdir.  Every tensor
+ * of the file outside the UNet's prefix must be taken (the UNet checks its own). */
+static sd_status load_single_parts(struct engine *e, const char *file, const char *cdir, const struct model_parts *mp,
+                                   char **p) {
+    struct clip_config c1, c2;
+    struct vae_config vc;
+    sd_status st;
+    if ((st = config_of(cdir, mp->te1, p)) || (st = clip_config_load(&c1, *p))) return st;
+    sd_free(*p);
+    if ((st = config_of(cdir, mp->te2, p)) || (st = clip_config_load(&c2, *p))) return st;
+    sd_free(*p);
+    if ((st = config_of(cdir, mp->vae, p)) || (st = vae_config_load(&vc, *p))) return st;
+    sd_free(*p);
+    *p = NULL;
+    if ((st = clip_create(&e->te1, e->be, &c1, 0))) return st;
+    e->loaded_te1 = 1;
+    if ((st = clip_create(&e->te2, e->be, &c2, 1))) return st;
+    e->loaded_te2 = 1;
+    if ((st = vae_create(&e->vae, e->be, &vc))) return st;
+    e->loaded_vae = 1;
+    struct wfiles w;
+    SD_TRY(wfiles_open_file(&w, file));
+    if (!(st = clip_bind(&e->te1, e->be, &w, SGM_CLIP_L_PREFIX, file)) &&
+        !(st = clip_bind(&e->te2, e->be, &w, SGM_CLIP_G_PREFIX, file)) &&
+        !(st = vae_bind(&e->vae, e->be, &w, SGM_VAE_PREFIX, file))) {
+        for (int j = 0; j < w.f[0].ntensors; j++)
+            if (!strncmp(w.f[0].tensors[j].name, SGM_UNET_PREFIX, strlen(SGM_UNET_PREFIX))) w.used[0][j] = 1;
+        st = sgm_check_leftovers(&w, 0);
+    }
+    wfiles_close(&w);
+    return st;
+}
+
 sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
     *out = NULL;
     if (!cfg->model_dir) return sd_fail(SD_ERR_INVALID, "no model folder given");
@@ -112,26 +193,26 @@ sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
     if (!e) return SD_ERR_NOMEM;
     char *p = NULL;
     sd_status st;
+    struct stat sb;
+    struct model_parts mp;
     const char *dir = cfg->model_dir;
+    int single = sd_stat(dir, &sb) == 0 && S_ISREG(sb.st_mode);
     double t0 = sd_now_ms();
     if (!(e->model_dir = sd_strdup(dir))) { st = SD_ERR_NOMEM; goto fail; }
+    if (single && !cfg->config_dir) {
+        st = sd_fail(SD_ERR_INVALID, "%s is a single file: its configs must come from a folder (--config DIR)", dir);
+        goto fail;
+    }
+    if (single && !(e->model_file = sd_strdup(dir))) { st = SD_ERR_NOMEM; goto fail; }
+    const char *cdir = single ? cfg->config_dir : dir;
     if ((st = backend_create(&e->be, cfg->backend ? cfg->backend : "cpu", cfg->threads))) goto fail;
-    if ((st = load_part(dir, "tokenizer", &p)) || (st = tokenizer_load(&e->tok1, p))) goto fail;
-    sd_free(p); p = NULL;
-    if ((st = load_part(dir, "tokenizer_2", &p)) || (st = tokenizer_load(&e->tok2, p))) goto fail;
-    sd_free(p); p = NULL;
-    if ((st = load_part(dir, "text_encoder", &p)) || (st = clip_load(&e->te1, e->be, p, 0))) goto fail;
-    e->loaded_te1 = 1;
-    sd_free(p); p = NULL;
-    if ((st = load_part(dir, "text_encoder_2", &p)) || (st = clip_load(&e->te2, e->be, p, 1))) goto fail;
-    e->loaded_te2 = 1;
-    sd_free(p); p = NULL;
+    if ((st = load_tokenizers(e, cdir, single && cfg->tokenizer_dir ? cfg->tokenizer_dir : cdir, &mp, &p))) goto fail;
+    if ((st = single ? load_single_parts(e, dir, cdir, &mp, &p) : load_folder_parts(e, dir, &mp, &p))) goto fail;
     if (!(e->unet = load_unet(e, cfg->unet_path, cfg->lora_path, cfg->lora_scale, &st))) goto fail;
-    if ((st = load_part(dir, "vae", &p)) || (st = vae_load(&e->vae, e->be, p))) goto fail;
-    e->loaded_vae = 1;
-    sd_free(p); p = NULL;
-    if ((st = load_part(dir, "scheduler/scheduler_config.json", &p)) ||
-        (st = sched_config_load(&e->sched_cfg, p)) || (st = schedule_init(&e->sched, &e->sched_cfg)))
+    char sched[96];
+    snprintf(sched, sizeof sched, "%s/scheduler_config.json", mp.scheduler);
+    if ((st = load_part(cdir, sched, &p)) || (st = sched_config_load(&e->sched_cfg, p)) ||
+        (st = schedule_init(&e->sched, &e->sched_cfg)))
         goto fail;
     sd_free(p); p = NULL;
     if ((st = check_consistency(e))) goto fail;

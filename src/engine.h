@@ -24,7 +24,14 @@
 struct engine;
 
 struct engine_config {
-    const char *model_dir;   /* diffusers folder (unet, vae, text_encoder[_2], tokenizer[_2]) */
+    const char *model_dir;   /* diffusers folder (components found through model_index.json;
+                                weights plain, fp16-variant or sharded: io/wfiles.h), or a
+                                single-file checkpoint in the original layout (model/sgm.h) */
+    const char *config_dir;  /* single file only: a folder with unet/, vae/, text_encoder/,
+                                text_encoder_2/ config.json (and scheduler/), e.g. the shipped
+                                conf/models/sdxl-base; required with a single file */
+    const char *tokenizer_dir; /* single file only: a folder with tokenizer/ and tokenizer_2/;
+                                NULL = config_dir */
     const char *unet_path;   /* optional: a separate UNet safetensors (the DMD2 generator) */
     const char *lora_path;   /* optional: a LoRA adapter file merged into the UNet (model/lora.h) */
     float lora_scale;        /* its strength; 0 = 1 (as trained) */
@@ -84,6 +91,21 @@ struct gen_timings { double text_ms, unet_ms, vae_ms; };
  * benchmarks without a download). */
 sd_status engine_init_component(const char *sub, const char *cfg_path, const char *wpath, uint64_t seed,
                                 sd_dtype dt);
+
+/* `sdxld convert` (src/convert.c): the model (a folder, a single file in either layout,
+ * safetensors or torch) or a UNet file (its config in config_dir/unet) written as a
+ * diffusers folder, or (to_single) one original-layout file, or with unet_file a UNet
+ * file, as safetensors in dtype.  config_dir: the configs of a single file;
+ * tokenizer_dir: copied into a diffusers folder made from a single file. */
+struct engine_convert {
+    const char *model, *unet_file, *config_dir, *tokenizer_dir, *out;
+    int to_single;
+    sd_dtype dtype;
+};
+sd_status engine_convert(const struct engine_convert *job);
+/* Are the tensors of this single file SDXL base's (so the shipped SDXL-base configs fit)?
+ * 1 / 0, -1 when it does not open. */
+int engine_file_is_sdxl_base(const char *path);
 
 /* The PNG "parameters" text of one image, in AUTOMATIC1111's infotext format (the prompt,
  * then "Steps: 4, Sampler: DMD2, CFG scale: 1, Seed: …, Size: WxH, Model: …, Timesteps:
@@ -155,7 +177,8 @@ sd_status engine_unet_backward(struct engine *e, const float *x, const float *t,
                                const float *dout, float *out, float *dx, float *dctx, float *dpooled,
                                int recompute, engine_grad_fn each, void *ud);
 
-/* Swap the served UNet for another file (same config; NULL = the folder's own UNet),
+/* Swap the served UNet for another file, in diffusers names or the original layout
+ * (same config; NULL = the model's own UNet: the folder's, or the single file's),
  * with a LoRA file merged in when lora_path is non-NULL (lora_scale 0 = 1); on failure
  * the old one stays. */
 sd_status engine_load_unet(struct engine *e, const char *unet_path, const char *lora_path, float lora_scale);

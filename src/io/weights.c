@@ -95,65 +95,125 @@ const struct weight_row *wt_find(const struct weight_table *t, const char *name)
 }
 
 /* Shapes match if equal after dropping trailing 1s (an LDM 1×1 conv [C,C,1,1] binds to a
- * linear [C,C]). */
-static int shape_match(const struct weight_row *r, const struct st_tensor *x) {
-    int a = r->ndim, b = x->ndim;
+ * linear [C,C]).  x's shape as bound: dim 0 divided by nparts, 2-D transposed. */
+static int shape_match(const struct weight_row *r, int ndim, const int64_t *xs) {
+    int a = r->ndim, b = ndim;
     while (a > 1 && r->shape[a - 1] == 1) a--;
-    while (b > 1 && x->shape[b - 1] == 1) b--;
+    while (b > 1 && xs[b - 1] == 1) b--;
     if (a != b) return 0;
     for (int i = 0; i < a; i++)
-        if (r->shape[i] != x->shape[i]) return 0;
+        if (r->shape[i] != xs[i]) return 0;
     return 1;
+}
+
+void wt_begin(struct weight_table *t) {
+    for (int i = 0; i < t->n; i++) t->rows[i].loaded = 0;
+}
+
+/* The rows one tensor binds to, checked for existence, double binding and shape. */
+static sd_status bind_rows(struct weight_table *t, const struct st_file *f, const struct st_tensor *x,
+                           const struct wt_bind *b, struct weight_row **rows) {
+    char s1[64], s2[64];
+    int64_t xs[SD_MAX_DIMS];
+    memcpy(xs, x->shape, sizeof xs);
+    if (b->n < 1 || b->n > WT_MAX_PARTS || (b->n > 1 && (x->ndim < 1 || xs[0] % b->n)) || (b->transpose && x->ndim != 2))
+        return sd_fail(SD_ERR_SHAPE, "%s: %s: shape %s cannot be split in %d / transposed", f->path, x->name,
+                       sd_shape_str(s2, sizeof s2, x->ndim, x->shape), b->n);
+    if (b->n > 1) xs[0] /= b->n;
+    if (b->transpose) { int64_t k = xs[0]; xs[0] = xs[1]; xs[1] = k; }
+    for (int p = 0; p < b->n; p++) {
+        struct weight_row *r = rows[p] = (struct weight_row *)wt_find(t, b->name[p]);
+        if (!r) return sd_fail(SD_ERR_FORMAT, "%s: unexpected tensor '%s'", f->path, x->name);
+        if (r->loaded) return sd_fail(SD_ERR_FORMAT, "%s: tensor '%s' bound twice (as %s)", f->path, x->name, r->name);
+        if (!shape_match(r, x->ndim, xs))
+            return sd_fail(SD_ERR_SHAPE, "%s: %s: expected %s, file has %s", f->path, x->name,
+                           sd_shape_str(s1, sizeof s1, r->ndim, r->shape),
+                           sd_shape_str(s2, sizeof s2, x->ndim, xs));
+    }
+    if (x->dtype == DT_I64) return sd_fail(SD_ERR_FORMAT, "%s: %s: integer tensor where weights are expected", f->path, x->name);
+    return SD_OK;
+}
+
+struct stage { float *a, *b; size_t n; };
+
+static sd_status stage_grow(struct stage *s, size_t n) {
+    if (n <= s->n) return SD_OK;
+    float *a = sd_realloc(s->a, n * sizeof(float));
+    if (a) s->a = a;
+    float *b = a ? sd_realloc(s->b, n * sizeof(float)) : NULL;
+    if (b) s->b = b;
+    if (!a || !b) return SD_ERR_NOMEM;
+    s->n = n;
+    return SD_OK;
+}
+
+/* Convert, check, (transpose,) and upload one tensor into its rows. */
+static sd_status bind_tensor(struct backend *be, const struct st_file *f, const struct st_tensor *x,
+                             const struct wt_bind *b, struct weight_row **rows, struct stage *s) {
+    size_t n = (size_t)st_numel(x);
+    SD_TRY(stage_grow(s, n));
+    st_read_f32(x, s->a);
+    long long bad = sd_find_nonfinite(s->a, n);
+    if (bad >= 0)
+        return sd_fail(SD_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value (%g at element %lld)", f->path,
+                       x->name, s->a[bad], bad);
+    const float *src = s->a;
+    if (b->transpose) {   /* file [R, C] -> row [C, R] */
+        int64_t R = x->shape[0], C = x->shape[1];
+        for (int64_t i = 0; i < R; i++)
+            for (int64_t j = 0; j < C; j++) s->b[j * R + i] = s->a[i * C + j];
+        src = s->b;
+    }
+    size_t part = n / (size_t)b->n;
+    for (int p = 0; p < b->n; p++) {
+        be->ops->upload(be, *rows[p]->dst, src + part * p, part * sizeof(float));
+        rows[p]->loaded = 1;
+    }
+    return SD_OK;
+}
+
+sd_status wt_bind_file(struct weight_table *t, struct backend *be, const struct st_file *f,
+                       wt_resolve_fn fn, void *ud, unsigned char *used) {
+    struct stage s = { 0 };
+    struct wt_bind b;
+    struct weight_row *rows[WT_MAX_PARTS];
+    sd_status st = SD_OK;
+    for (int i = 0; i < f->ntensors && !st; i++) {
+        const struct st_tensor *x = &f->tensors[i];
+        memset(&b, 0, sizeof b);
+        b.n = 1;
+        enum wt_resolution r = fn(ud, x->name, &b);
+        if (r == WT_FOREIGN) continue;
+        if (r == WT_BIND && !(st = bind_rows(t, f, x, &b, rows))) st = bind_tensor(be, f, x, &b, rows, &s);
+        if (!st && used) used[i] = 1;
+    }
+    sd_free(s.a);
+    sd_free(s.b);
+    return st;
+}
+
+sd_status wt_check_complete(const struct weight_table *t, const char *what) {
+    char s1[64];
+    for (int i = 0; i < t->n; i++)
+        if (!t->rows[i].loaded)
+            return sd_fail(SD_ERR_NOTFOUND, "%s: missing tensor '%s' %s", what, t->rows[i].name,
+                           sd_shape_str(s1, sizeof s1, t->rows[i].ndim, t->rows[i].shape));
+    return SD_OK;
+}
+
+enum wt_resolution wt_map_resolve(void *ud, const char *key, struct wt_bind *b) {
+    wt_name_map map = *(wt_name_map *)ud;
+    if (!map) { snprintf(b->name[0], WT_NAME_MAX, "%s", key); return WT_BIND; }
+    return map(key, b->name[0], WT_NAME_MAX) ? WT_SKIP : WT_BIND;
 }
 
 sd_status wt_load(struct weight_table *t, struct backend *be, const char *path, wt_name_map map) {
     struct st_file f;
     sd_status st = st_open(&f, path);
     if (st) return st;
-    float *stage = NULL;
-    size_t stage_n = 0;
-    char name[WT_NAME_MAX], s1[64], s2[64];
-    for (int i = 0; i < t->n; i++) t->rows[i].loaded = 0;
-    for (int i = 0; i < f.ntensors && !st; i++) {
-        const struct st_tensor *x = &f.tensors[i];
-        if (map) {
-            if (map(x->name, name, sizeof name)) continue;
-        } else snprintf(name, sizeof name, "%s", x->name);
-        struct weight_row *r = (struct weight_row *)wt_find(t, name);
-        if (!r) { st = sd_fail(SD_ERR_FORMAT, "%s: unexpected tensor '%s'", path, x->name); break; }
-        if (r->loaded) { st = sd_fail(SD_ERR_FORMAT, "%s: tensor '%s' bound twice", path, x->name); break; }
-        if (!shape_match(r, x)) {
-            st = sd_fail(SD_ERR_SHAPE, "%s: %s: expected %s, file has %s", path, x->name,
-                         sd_shape_str(s1, sizeof s1, r->ndim, r->shape),
-                         sd_shape_str(s2, sizeof s2, x->ndim, x->shape));
-            break;
-        }
-        if (x->dtype == DT_I64) {
-            st = sd_fail(SD_ERR_FORMAT, "%s: %s: integer tensor where weights are expected", path, x->name);
-            break;
-        }
-        size_t n = (size_t)st_numel(x);
-        if (n > stage_n) {
-            float *p = sd_realloc(stage, n * sizeof(float));
-            if (!p) { st = SD_ERR_NOMEM; break; }
-            stage = p;
-            stage_n = n;
-        }
-        st_read_f32(x, stage);
-        long long bad = sd_find_nonfinite(stage, n);
-        if (bad >= 0) {
-            st = sd_fail(SD_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value (%g at element %lld)", path,
-                         x->name, stage[bad], bad);
-            break;
-        }
-        be->ops->upload(be, *r->dst, stage, n * sizeof(float));
-        r->loaded = 1;
-    }
-    for (int i = 0; i < t->n && !st; i++)
-        if (!t->rows[i].loaded)
-            st = sd_fail(SD_ERR_NOTFOUND, "%s: missing tensor '%s' %s", path, t->rows[i].name,
-                         sd_shape_str(s1, sizeof s1, t->rows[i].ndim, t->rows[i].shape));
-    sd_free(stage);
+    wt_begin(t);
+    st = wt_bind_file(t, be, &f, wt_map_resolve, &map, NULL);
+    if (!st) st = wt_check_complete(t, path);
     st_close(&f);
     return st;
 }

@@ -16,6 +16,8 @@
 #include "../backend/backend.h"
 #include "../core/tensor.h"
 
+struct st_file;
+
 #define WT_NAME_MAX 160
 
 enum wt_init { WT_INIT_NORMAL, WT_INIT_ZERO, WT_INIT_ONE };
@@ -53,6 +55,41 @@ sd_status wt_alloc(struct weight_table *t, struct arena *params, struct backend 
 const struct weight_row *wt_find(const struct weight_table *t, const char *name);
 /* Bind the tensors of a safetensors file (or a PyTorch checkpoint: st_open reads both). */
 sd_status wt_load(struct weight_table *t, struct backend *be, const char *path, wt_name_map map);
+
+/* ---- binding from several files, or several tables from one file ----
+ * A sharded component is several files bound into one table; a single-file checkpoint
+ * (model/sgm.h) is one file bound into four tables.  The caller clears the table
+ * (wt_begin), binds each file (wt_bind_file), checks that every row was filled
+ * (wt_check_complete) and that every tensor of every file was taken by some table
+ * (its `used` flags).
+ *
+ * A resolver says where one file tensor goes: to one row, or split along dim 0 into n
+ * equal parts (OpenCLIP's fused in_proj q|k|v), or transposed (a 2-D matrix stored
+ * [in, out], OpenCLIP's text_projection). */
+#define WT_MAX_PARTS 3
+enum wt_resolution {
+    WT_BIND,        /* bind to b->name[0..n-1] (a name with no row: "unexpected tensor") */
+    WT_SKIP,        /* a known non-weight (position_ids, logit_scale): taken, not bound */
+    WT_FOREIGN,     /* another table's tensor (another component's prefix): left alone */
+};
+struct wt_bind {
+    int n;                                  /* 1..WT_MAX_PARTS */
+    int transpose;                          /* 2-D: the file holds the row's transpose */
+    char name[WT_MAX_PARTS][WT_NAME_MAX];
+};
+typedef enum wt_resolution (*wt_resolve_fn)(void *ud, const char *file_key, struct wt_bind *b);
+
+/* The resolver of a one-to-one name map: ud points at a wt_name_map (NULL: names as
+ * they are). */
+enum wt_resolution wt_map_resolve(void *ud, const char *file_key, struct wt_bind *b);
+void wt_begin(struct weight_table *t);
+/* Bind every tensor of f that fn claims; used[i] is set for each tensor taken (may be
+ * NULL).  Errors name f's path and the key: unexpected, bound twice, mis-shaped,
+ * integer or non-finite. */
+sd_status wt_bind_file(struct weight_table *t, struct backend *be, const struct st_file *f,
+                       wt_resolve_fn fn, void *ud, unsigned char *used);
+/* SD_ERR_NOTFOUND naming the first row nothing filled ("what: missing tensor ..."). */
+sd_status wt_check_complete(const struct weight_table *t, const char *what);
 /* The weights file of a component folder: DIR/ST_NAME (safetensors) when it exists or
  * when DIR/BIN_NAME does not, else DIR/BIN_NAME (the torch.save file of a diffusers
  * folder from the pickle era: diffusion_pytorch_model.bin, pytorch_model.bin).  A fresh

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "clip.h"
+#include "sgm.h"
 
 static const char *const clip_attn_names[4] = { "q_proj", "k_proj", "v_proj", "out_proj" };
 
@@ -48,6 +49,12 @@ sd_status clip_create(struct clip *m, struct backend *be, const struct clip_conf
     return st;
 }
 
+sd_status clip_bind(struct clip *m, struct backend *be, const struct wfiles *w, const char *prefix, const char *what) {
+    enum sgm_part part = m->proj.w ? SGM_CLIP_G : SGM_CLIP_L;
+    SD_TRY(sgm_bind(&m->wt, be, w, part, NULL, prefix, clip_name_map, what));
+    return prefix ? SD_OK : wfiles_check_used(w);
+}
+
 sd_status clip_load(struct clip *m, struct backend *be, const char *dir, int with_projection) {
     struct clip_config cfg;
     char *p = sd_path_join(dir, "config.json");
@@ -56,16 +63,12 @@ sd_status clip_load(struct clip *m, struct backend *be, const char *dir, int wit
     sd_free(p);
     if (st) return st;
     SD_TRY(clip_create(m, be, &cfg, with_projection));
-    if (!(p = wt_weights_path(dir, "model.safetensors", "pytorch_model.bin"))) {
-        st = SD_ERR_NOMEM;
-        goto fail;
+    struct wfiles w;
+    if (!(st = wfiles_open_dir(&w, dir, "model", "pytorch_model"))) {
+        st = clip_bind(m, be, &w, NULL, dir);
+        wfiles_close(&w);
     }
-    st = wt_load(&m->wt, be, p, clip_name_map);
-    sd_free(p);
-    if (st) goto fail;
-    return SD_OK;
-fail:
-    clip_free(m);
+    if (st) clip_free(m);
     return st;
 }
 

@@ -32,6 +32,11 @@ struct clip {
 sd_status clip_load(struct clip *m, struct backend *be, const char *dir, int with_projection);
 /* Structure and parameters only (for `sdxld init`); weights undefined. */
 sd_status clip_create(struct clip *m, struct backend *be, const struct clip_config *cfg, int with_projection);
+/* Bind created weights from w: transformers names (prefix NULL), or a single file's
+ * under prefix (CLIP-L: conditioner.embedders.0.transformer., bigG in OpenCLIP's names:
+ * conditioner.embedders.1.model.; model/sgm.h). */
+struct wfiles;
+sd_status clip_bind(struct clip *m, struct backend *be, const struct wfiles *w, const char *prefix, const char *what);
 void clip_free(struct clip *m);
 
 /* ids [N, L] (host).  Outputs (backend memory, any may be NULL):

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sgm.h"
 #include "unet.h"
 
 static void level_free(struct unet_level *l) {
@@ -115,8 +116,19 @@ sd_status unet_create(struct unet *m, struct backend *be, const struct unet_conf
     return st;
 }
 
+sd_status unet_bind(struct unet *m, struct backend *be, const struct wfiles *w, const char *what) {
+    const char *prefix = NULL;
+    int sgm = w->n == 1 && sgm_is_unet_file(&w->f[0], &prefix);
+    SD_TRY(sgm_bind(&m->wt, be, w, SGM_UNET, &m->cfg, sgm ? prefix : NULL, NULL, what));
+    return sgm ? sgm_check_leftovers(w, *prefix != 0) : wfiles_check_used(w);
+}
+
 sd_status unet_load_weights(struct unet *m, struct backend *be, const char *path) {
-    return wt_load(&m->wt, be, path, NULL);
+    struct wfiles w;
+    SD_TRY(wfiles_open_file(&w, path));
+    sd_status st = unet_bind(m, be, &w, path);
+    wfiles_close(&w);
+    return st;
 }
 
 sd_status unet_load(struct unet *m, struct backend *be, const char *dir, const char *weights_path) {
@@ -127,12 +139,13 @@ sd_status unet_load(struct unet *m, struct backend *be, const char *dir, const c
     sd_free(p);
     if (st) return st;
     SD_TRY(unet_create(m, be, &cfg));
-    p = weights_path ? sd_strdup(weights_path)
-                     : wt_weights_path(dir, "diffusion_pytorch_model.safetensors",
-                                       "diffusion_pytorch_model.bin");
-    if (!p) { unet_free(m); return SD_ERR_NOMEM; }
-    st = unet_load_weights(m, be, p);
-    sd_free(p);
+    struct wfiles w;
+    st = weights_path ? wfiles_open_file(&w, weights_path)
+                      : wfiles_open_dir(&w, dir, "diffusion_pytorch_model", "diffusion_pytorch_model");
+    if (!st) {
+        st = unet_bind(m, be, &w, weights_path ? weights_path : dir);
+        wfiles_close(&w);
+    }
     if (st) unet_free(m);
     return st;
 }

@@ -38,6 +38,11 @@ sd_status unet_load_weights(struct unet *m, struct backend *be, const char *path
 /* config.json + diffusion_pytorch_model.safetensors from dir; weights_path overrides the
  * weights file (a DMD2 generator) when non-NULL. */
 sd_status unet_load(struct unet *m, struct backend *be, const char *dir, const char *weights_path);
+/* Bind created weights from w: diffusers names (a folder's files, possibly sharded), or
+ * one file in the original layout (model.diffusion_model.* or bare input_blocks.*;
+ * model/sgm.h).  what names the source in a "missing tensor" message. */
+struct wfiles;
+sd_status unet_bind(struct unet *m, struct backend *be, const struct wfiles *w, const char *what);
 void unet_free(struct unet *m);
 
 /* out, x [N, in_ch, H, W]; t [N] and time_ids [N, 6] on the host; ctx [N, Lk,

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sgm.h"
 #include "vae.h"
 
 #define VAE_EPS 1e-6f
@@ -112,6 +113,11 @@ fail:
     return st;
 }
 
+sd_status vae_bind(struct vae *m, struct backend *be, const struct wfiles *w, const char *prefix, const char *what) {
+    SD_TRY(sgm_bind(&m->wt, be, w, SGM_VAE, &m->cfg, prefix, vae_name_map, what));
+    return prefix ? SD_OK : wfiles_check_used(w);
+}
+
 sd_status vae_load(struct vae *m, struct backend *be, const char *dir) {
     struct vae_config cfg;
     char *p = sd_path_join(dir, "config.json");
@@ -120,10 +126,11 @@ sd_status vae_load(struct vae *m, struct backend *be, const char *dir) {
     sd_free(p);
     if (st) return st;
     SD_TRY(vae_create(m, be, &cfg));
-    if (!(p = wt_weights_path(dir, "diffusion_pytorch_model.safetensors",
-                              "diffusion_pytorch_model.bin"))) { vae_free(m); return SD_ERR_NOMEM; }
-    st = wt_load(&m->wt, be, p, vae_name_map);
-    sd_free(p);
+    struct wfiles w;
+    if (!(st = wfiles_open_dir(&w, dir, "diffusion_pytorch_model", "diffusion_pytorch_model"))) {
+        st = vae_bind(m, be, &w, NULL, dir);
+        wfiles_close(&w);
+    }
     if (st) vae_free(m);
     return st;
 }

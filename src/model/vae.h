@@ -32,6 +32,10 @@ struct vae {
 sd_status vae_create(struct vae *m, struct backend *be, const struct vae_config *cfg);
 /* config.json + diffusion_pytorch_model.safetensors from dir. */
 sd_status vae_load(struct vae *m, struct backend *be, const char *dir);
+/* Bind created weights from w: diffusers names (prefix NULL), or the original layout
+ * under prefix (first_stage_model.; the caller checks the file's leftovers). */
+struct wfiles;
+sd_status vae_bind(struct vae *m, struct backend *be, const struct wfiles *w, const char *prefix, const char *what);
 void vae_free(struct vae *m);
 int vae_scale(const struct vae *m);   /* pixels per latent: 2^(levels-1) */
 
