@@ -19,6 +19,7 @@
 #include "../sample/timesteps.h"
 #include "checkpoint.h"
 #include "dmd2.h"
+#include "dmd2_fixed.h"
 #include "gan_head.h"
 #include "shards.h"
 #include "train_common.h"
@@ -84,9 +85,10 @@ static void to_x0(struct dmd2 *d, float *x0, const float *xt, const float *eps, 
     per_sample(d, x0, xt, eps, a, b, B);
 }
 
-static float *normals(struct dmd2 *d, size_t n) {
+/* The iteration's random draws (a test may fix them: dmd2_fixed.h). */
+static float *normals(struct dmd2 *d, enum dmd2_draw what, int i, size_t n) {
     float *h = sd_malloc(n * sizeof(float)), *dev = fwd_alloc(&d->f, n);
-    if (h && dev) { sd_rng_normal(&d->rng, h, n); d->be->ops->upload(d->be, dev, h, n * sizeof(float)); }
+    if (h && dev) { dmd2_draw_normals(d->c.fixed, &d->rng, d->step, what, i, h, n); d->be->ops->upload(d->be, dev, h, n * 4); }
     sd_free(h);
     return h ? dev : NULL;
 }
@@ -101,8 +103,12 @@ static void gather(struct dmd2 *d, const long long *idx, int B, float *lat, floa
     }
 }
 
-static void draw(struct dmd2 *d, long long *idx, int B) {
-    for (int i = 0; i < B; i++, d->cursor++) idx[i] = sd_rng_u32(&d->rng) % (uint32_t)d->cache.K;
+static uint32_t draw_u(struct dmd2 *d, enum dmd2_draw w, int i, uint32_t n) {
+    return dmd2_draw_u32(d->c.fixed, &d->rng, d->step, w, i, n);
+}
+
+static void draw(struct dmd2 *d, enum dmd2_draw what, long long *idx, int B) {
+    for (int i = 0; i < B; i++, d->cursor++) idx[i] = draw_u(d, what, i, (uint32_t)d->cache.K);
 }
 
 static sd_status load_unet(struct unet *u, struct backend *be, const char *dir, const char *weights) {
@@ -242,7 +248,7 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     d->loaded[7] = 1;
     if ((st = head_create(&d->ghead, d->be, mid_c, mid_s))) goto fail;
     d->loaded[8] = 1;
-    if ((st = wt_init_random(&d->head.wt, d->be, c->seed ^ 0x4ead))) goto fail;
+    if ((st = dmd2_fixed_head(c->fixed, &d->head.wt, d->be, c->seed ^ 0x4ead))) goto fail;
     struct adamw_config og = { c->lr_generator, 0.9f, 0.999f, 1e-8f, 0.01f, c->clip, c->warmup, 0 };
     struct adamw_config of = og;
     of.lr = c->lr_fake;
@@ -262,6 +268,7 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     sd_rng_init(&d->rng, c->seed);
     struct yield_hook y = { c->yield, c->yield_ud };
     if ((st = cache_build(&d->cache, &d->f, &d->k, &d->v, c->data, c->cache_size, &y))) goto fail;
+    if ((st = dmd2_fixed_cache(c->fixed, &d->cache, d->be))) goto fail;
     for (int i = 0; i < 2 * MAXB; i++) {
         float t6[6] = { (float)d->S, (float)d->S, 0, 0, (float)d->S, (float)d->S };
         memcpy(d->tid + 6 * i, t6, sizeof t6);
@@ -449,18 +456,18 @@ static sd_status gen_input(struct dmd2 *d, struct iter *it) {
     sd_status st = SD_OK;
     uint64_t mk = arena_mark(f->ar);
     if (c->backward_simulation) {
-        int k = (int)(sd_rng_u32(&d->rng) % (uint32_t)c->nsteps);
-        float *n0 = normals(d, nb);
+        int k = (int)draw_u(d, DMD2_DRAW_SIM_K, 0, (uint32_t)c->nsteps);
+        float *n0 = normals(d, DMD2_DRAW_INPUT_NOISE, 0, nb);
         for (int i = 0; i < B; i++) it->tk[i] = (float)c->timesteps[k];
         if (k == 0) be->ops->copy(be, it->xt, n0, nb * 4);
         else {
-            float *x = normals(d, nb), *e = fwd_alloc(f, nb), tv[MAXB];
+            float *x = normals(d, DMD2_DRAW_SIM_START, 0, nb), *e = fwd_alloc(f, nb), tv[MAXB];
             for (int s = 0; s < k && !st; s++) {
                 for (int i = 0; i < B; i++) tv[i] = (float)c->timesteps[s];
                 if ((st = sh_forward(d, &d->gen, e, x, tv, it->ctx, it->pool, B))) break;
                 to_x0(d, it->x0, x, e, tv, B);
                 if (s + 1 < k) {
-                    float *z = normals(d, nb);
+                    float *z = normals(d, DMD2_DRAW_SIM_RENOISE, s, nb);
                     for (int i = 0; i < B; i++) tv[i] = (float)c->timesteps[s + 1];
                     add_noise(d, x, it->x0, z, tv, B);
                 }
@@ -468,11 +475,11 @@ static sd_status gen_input(struct dmd2 *d, struct iter *it) {
             if (!st) add_noise(d, it->xt, it->x0, n0, it->tk, B);
         }
     } else {
-        float *real = fwd_alloc(f, nb), *n0 = normals(d, nb);
+        float *real = fwd_alloc(f, nb), *n0 = normals(d, DMD2_DRAW_INPUT_NOISE, 0, nb);
         long long r2[MAXB];
-        draw(d, r2, B);
+        draw(d, DMD2_DRAW_INPUT_ROWS, r2, B);
         gather(d, r2, B, real, NULL, NULL);
-        for (int i = 0; i < B; i++) it->tk[i] = (float)c->timesteps[sd_rng_u32(&d->rng) % (uint32_t)c->nsteps];
+        for (int i = 0; i < B; i++) it->tk[i] = (float)c->timesteps[draw_u(d, DMD2_DRAW_INPUT_STEP, i, (uint32_t)c->nsteps)];
         add_noise(d, it->xt, real, n0, it->tk, B);
         for (int i = 0; i < B; i++)   /* the first step's input is the noise itself */
             if ((int)it->tk[i] == c->timesteps[0]) be->ops->copy(be, it->xt + i * d->per, n0 + i * d->per, d->per * 4);
@@ -493,9 +500,9 @@ static sd_status dm_gradient(struct dmd2 *d, struct iter *it, float *dx0) {
     uint64_t mk = arena_mark(f->ar);
     float *xd = fwd_alloc(f, nb), *e1 = fwd_alloc(f, nb), *xf = fwd_alloc(f, nb), *xr = fwd_alloc(f, nb);
     float *x2 = fwd_alloc(f, 2 * nb), *e2 = fwd_alloc(f, 2 * nb), *c2 = fwd_alloc(f, 2 * pc), *p2 = fwd_alloc(f, 2 * pp);
-    float *z = normals(d, nb);
+    float *z = normals(d, DMD2_DRAW_DM_NOISE, 0, nb);
     for (int i = 0; i < B; i++)
-        t2[i] = t2[B + i] = (float)(c->dm_min_t + sd_rng_u32(&d->rng) % (uint32_t)(c->dm_max_t - c->dm_min_t + 1));
+        t2[i] = t2[B + i] = (float)(c->dm_min_t + draw_u(d, DMD2_DRAW_DM_T, i, (uint32_t)(c->dm_max_t - c->dm_min_t + 1)));
     add_noise(d, xd, it->x0, z, t2, B);
     SD_TRY(sh_forward(d, &d->fake, e1, xd, t2, it->ctx, it->pool, B));
     to_x0(d, xf, xd, e1, t2, B);
@@ -517,6 +524,7 @@ static sd_status dm_gradient(struct dmd2 *d, struct iter *it, float *dx0) {
     be->ops->download(be, hf, xf, nb * 4);
     be->ops->download(be, hr, xr, nb * 4);
     d->dm = dmd2_dm_grad(hx, hf, hr, B, d->per, hx);
+    if (c->fixed && c->fixed->dm_grad) memcpy(c->fixed->dm_grad, hx, nb * sizeof(float));
     be->ops->upload(be, dx0, hx, nb * 4);
     sd_free(hx);
     arena_reset(f->ar, mk);
@@ -532,9 +540,9 @@ static sd_status gan_g_gradient(struct dmd2 *d, struct iter *it, float *dx0) {
     size_t nb = it->nb;
     float t2[MAXB], host_l[MAXB];
     uint64_t mk = arena_mark(f->ar), smk[SHARDS_MAX];
-    float *zg = normals(d, nb), *lg = fwd_alloc(f, B), *dl = fwd_alloc(f, B), *dxg = fwd_alloc(f, nb);
+    float *zg = normals(d, DMD2_DRAW_GAN_G_NOISE, 0, nb), *lg = fwd_alloc(f, B), *dl = fwd_alloc(f, B), *dxg = fwd_alloc(f, nb);
     float *xd = fwd_alloc(f, nb);
-    for (int i = 0; i < B; i++) t2[i] = (float)(sd_rng_u32(&d->rng) % 1000u);
+    for (int i = 0; i < B; i++) t2[i] = (float)draw_u(d, DMD2_DRAW_GAN_G_T, i, 1000u);
     add_noise(d, xd, it->x0, zg, t2, B);
     struct unet_tape *tp = d->tapes + SHARDS_MAX;
     struct head_save sv;
@@ -602,6 +610,7 @@ static sd_status generator_phase(struct dmd2 *d, struct iter *it) {
         st = dx0 ? dm_gradient(d, it, dx0) : backend_status(d->be);
         d->gan_g = 0;
         if (!st && d->c.gan) st = gan_g_gradient(d, it, dx0);
+        if (!st && d->c.fixed && d->c.fixed->dx0) d->be->ops->download(d->be, d->c.fixed->dx0, dx0, it->nb * 4);
         if (!st) st = generator_backward(d, it, gtp, dx0);
     }
     arena_reset(f->ar, mk);   /* the generator tape is dead; x0_gen (allocated before it) lives */
@@ -616,8 +625,8 @@ static sd_status fake_denoise(struct dmd2 *d, struct iter *it) {
     size_t nb = it->nb;
     float t2[MAXB];
     uint64_t mk = arena_mark(f->ar), smk[SHARDS_MAX];
-    float *z = normals(d, nb), *xn = fwd_alloc(f, nb), *pred = fwd_alloc(f, nb);
-    for (int i = 0; i < it->B; i++) t2[i] = (float)(sd_rng_u32(&d->rng) % 1000u);
+    float *z = normals(d, DMD2_DRAW_FAKE_NOISE, 0, nb), *xn = fwd_alloc(f, nb), *pred = fwd_alloc(f, nb);
+    for (int i = 0; i < it->B; i++) t2[i] = (float)draw_u(d, DMD2_DRAW_FAKE_T, i, 1000u);
     add_noise(d, xn, it->x0, z, t2, it->B);
     struct unet_tape *tp = d->tapes + 2 * SHARDS_MAX;
     shards_mark(&d->sh, smk);
@@ -642,13 +651,14 @@ static sd_status gan_d_gradient(struct dmd2 *d, struct iter *it) {
     long long ridx[MAXB];
     uint64_t mk = arena_mark(f->ar), smk[SHARDS_MAX];
     float *x2 = fwd_alloc(f, 2 * nb), *c2 = fwd_alloc(f, 2 * pc), *p2 = fwd_alloc(f, 2 * pp);
-    float *z = normals(d, 2 * nb), *lg = fwd_alloc(f, 2 * B), *dl = fwd_alloc(f, 2 * B), *xn = fwd_alloc(f, 2 * nb);
-    draw(d, ridx, B);
+    float *z = normals(d, DMD2_DRAW_GAN_D_NOISE, 0, 2 * nb), *xn = fwd_alloc(f, 2 * nb);
+    float *lg = fwd_alloc(f, 2 * B), *dl = fwd_alloc(f, 2 * B);
+    draw(d, DMD2_DRAW_GAN_D_ROWS, ridx, B);
     gather(d, ridx, B, x2, c2, p2);
     be->ops->copy(be, x2 + nb, it->x0, nb * 4);
     be->ops->copy(be, c2 + pc, it->ctx, pc * 4);
     be->ops->copy(be, p2 + pp, it->pool, pp * 4);
-    for (int i = 0; i < 2 * B; i++) t2[i] = (float)(sd_rng_u32(&d->rng) % 1000u);
+    for (int i = 0; i < 2 * B; i++) t2[i] = (float)draw_u(d, DMD2_DRAW_GAN_D_T, i, 1000u);
     add_noise(d, xn, x2, z, t2, 2 * B);
     struct unet_tape *tp = d->tapes + 3 * SHARDS_MAX;
     struct head_save sv;
@@ -751,7 +761,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
     it.eh = fwd_alloc(f, it.nb);
     if (!it.x0 || !it.ctx || !it.pool || !it.xt || !it.eh) return backend_status(d->be);
     long long idx[MAXB];
-    draw(d, idx, it.B);
+    draw(d, DMD2_DRAW_BATCH, idx, it.B);
     gather(d, idx, it.B, NULL, it.ctx, it.pool);
     sd_status st = gen_input(d, &it);
     if (!st) st = generator_phase(d, &it);

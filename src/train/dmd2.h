@@ -19,6 +19,8 @@
 #include "data.h"
 #include "optim.h"
 
+struct dmd2_fixed;
+
 struct dmd2_config {
     const char *teacher_dir;     /* model folder: teacher UNet, VAE, text encoders */
     const char *generator_init;  /* NULL: the teacher's weights; else a UNet safetensors */
@@ -51,6 +53,7 @@ struct dmd2_config {
      * (dmd2_broken): no checkpoint may be written from it, the last one stands. */
     int (*yield)(void *ud);
     void *yield_ud;
+    const struct dmd2_fixed *fixed;   /* TEST SEAM (dmd2_fixed.h): fixed draws; NULL in every real run */
 };
 
 enum { DMD2_YIELD_CONTINUE, DMD2_YIELD_STOP, DMD2_YIELD_ABORT };
