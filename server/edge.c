@@ -266,7 +266,7 @@ static void answer(struct edge *e, int fd, unsigned status, const char *code, co
 static void reject(struct edge *e, struct conn *c, const struct edge_verdict *v) {
     char ip[64], kind[64];
     answer(e, c->fd, v->status, v->code, v->message);
-    snprintf(kind, sizeof kind, "edge %u %s", v->status, v->code);
+    snprintf(kind, sizeof kind, "HTTP edge %u %s", v->status, v->code);
     log_refusal(e, 0, kind, "HTTP edge: %u %s from %s: %s", v->status, v->code,
                 addr_text(&c->addr, ip, sizeof ip), v->message);
     list_remove(&e->heads, c);
@@ -298,7 +298,7 @@ static void handoff(struct edge *e, struct conn *c) {
     forget_locked(e, c);
     pthread_mutex_unlock(&e->lock);
     free(c);
-    log_refusal(e, 1, "edge mhd refused", "HTTP edge: libmicrohttpd refused a connection: %s",
+    log_refusal(e, 1, "HTTP edge: libmicrohttpd refused", "HTTP edge: libmicrohttpd refused a connection: %s",
                 strerror(err));
 }
 
@@ -353,7 +353,7 @@ static void refuse_address(struct edge *e, int fd, const struct sockaddr_storage
              addr_text(ss, ip, sizeof ip), e->lim.max_per_address);
     answer(e, fd, 429, "too_many_connections", msg);
     close(fd);
-    log_refusal(e, 0, "edge 429 per-address", "HTTP edge: 429 %s", msg);
+    log_refusal(e, 0, "HTTP edge 429 per address", "HTTP edge: 429 %s", msg);
 }
 
 static void pause_accept_locked(struct edge *e) {
@@ -425,7 +425,7 @@ static void accept_ready(struct edge *e) {
         }
         if (errno == EINTR || errno == ECONNABORTED) continue;
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-            log_refusal(e, 1, "edge accept", "HTTP edge: accept: %s (retrying)", strerror(errno));
+            log_refusal(e, 1, "HTTP edge accept failed", "HTTP edge: accept: %s (retrying)", strerror(errno));
             pthread_mutex_lock(&e->lock);
             e->retry_ms = mono_ms() + ACCEPT_RETRY_MS;
             pause_accept_locked(e);
@@ -443,7 +443,7 @@ static void expire(struct edge *e, double now) {
         snprintf(msg, sizeof msg, "the request head did not arrive within %d s "
                  "(http_head_timeout_s)", e->lim.head_timeout_s);
         answer(e, c->fd, 408, "request_timeout", msg);
-        log_refusal(e, 0, "edge 408", "HTTP edge: 408 from %s: %s", addr_text(&c->addr, ip, sizeof ip),
+        log_refusal(e, 0, "HTTP edge 408 request_timeout", "HTTP edge: 408 from %s: %s", addr_text(&c->addr, ip, sizeof ip),
                     msg);
         conn_close(e, c);
     }
@@ -691,7 +691,7 @@ void edge_watch(struct edge *e, double now_ms) {
     }
     pthread_mutex_unlock(&e->lock);
     if (nshut)
-        log_refusal(e, 0, "edge body deadline", "HTTP edge: closed %d connection(s) (first from %s) "
+        log_refusal(e, 0, "HTTP edge body deadline", "HTTP edge: closed %d connection(s) (first from %s) "
                     "whose request body took longer than %d s (http_body_timeout_s)", nshut, ip,
                     e->lim.body_timeout_s);
 }

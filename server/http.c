@@ -85,7 +85,7 @@ static const char *suppressed_text(long n) {
 /* ratelog_flush callback: lines of a kind were left out and none followed. */
 static void log_suppressed(void *cls, const char *key, long n, double seconds) {
     (void)cls;
-    LOG_W("%ld similar lines suppressed in the last %.0f s (%s)", n, seconds, key);
+    LOG_W("%ld similar lines suppressed in the last %.0f s: %s", n, seconds, key);
 }
 
 /* ---- parking (jobs lock held) ---- */
@@ -190,8 +190,8 @@ enum MHD_Result reply_error(struct req *r, unsigned status, const char *code,
          * repeats it thousands of times, so it is logged once per interval per kind. */
         char kind[RATELOG_KEY_MAX];
         long suppressed = 0;
-        snprintf(kind, sizeof kind, "W %u %s %s", status, code,
-                 r->route ? r->route->pattern : "unmatched");
+        snprintf(kind, sizeof kind, "%s %s %u %s", r->method,
+                 r->route ? r->route->pattern : "(unmatched)", status, code);
         if (status != 503 || ratelog_allow(r->d->http->rl, kind, mono_ms(), &suppressed))
             LOG_W("%s %s: %u %s: %s%s", r->method, r->path, status, code, msg,
                   suppressed_text(suppressed));
@@ -541,8 +541,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     char kind[RATELOG_KEY_MAX];
     long suppressed = 0;
-    snprintf(kind, sizeof kind, "A %s %s %u", r->method, r->route ? r->route->pattern : "unmatched",
-             status);
+    snprintf(kind, sizeof kind, "%s %s %u (access log)", r->method,
+             r->route ? r->route->pattern : "(unmatched)", status);
     if (r->route && r->route->quiet && status < 400)
         LOG_D("%s %s %u %.1f ms", r->method, r->path, status, ms);
     else if ((status != 429 && status != 503) || ratelog_allow(h->rl, kind, mono_ms(), &suppressed))
