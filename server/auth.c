@@ -75,6 +75,11 @@ static struct token_set *set_load(const char *path, char *err, size_t errlen) {
                          "characters", path, lineno);
                 goto fail;
             }
+        if (strlen(t) > AUTH_MAX_TOKEN_LEN) {   /* auth_check would never match it */
+            snprintf(err, errlen, "%s:%d: token longer than %d bytes", path, lineno,
+                     AUTH_MAX_TOKEN_LEN);
+            goto fail;
+        }
         if (strlen(t) < 16) {
             snprintf(err, errlen, "%s:%d: token shorter than 16 characters", path, lineno);
             goto fail;

@@ -1,7 +1,9 @@
 /* auth.h — optional bearer-token authentication.
  *
  * Two token sets from two files (one token per line, '#' comments): generation tokens
- * (api_token_file) and admin tokens (admin_token_file).  Rules:
+ * (api_token_file) and admin tokens (admin_token_file); a token is 16 to 512 printable
+ * characters, and a file with a shorter or longer one is refused at load (a longer one
+ * could never match: auth_check refuses longer candidates).  Rules:
  *   - AUTH_NONE routes (health, readiness, metrics, the web page) are always open;
  *   - AUTH_API routes need a generation or an admin token once api_token_file is set;
  *   - AUTH_ADMIN routes need an admin token once either file is set, so turning on

@@ -26,6 +26,11 @@ struct sdxld_config {
     int http_threads;                   /* libmicrohttpd event-loop threads */
     int max_connections;
     int http_timeout_s;                 /* idle keep-alive connections are closed */
+    /* the HTTP edge (server/edge.h) */
+    int http_head_timeout_s;            /* the whole request head, from accept */
+    int http_body_timeout_s;            /* the request body, from the end of the head */
+    int max_connections_per_address;    /* 0 = no limit */
+    int log_repeat_interval_s;          /* repeated refusals: one line per interval */
     int max_batch;                      /* images per engine call */
     int batch_window_ms;                /* how long the head job waits for companions */
     int queue_max;                      /* queued jobs before 429 */

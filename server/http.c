@@ -26,10 +26,8 @@
  * over it gets the 413 at once and the connection is closed. */
 #include "http.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,7 +38,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "edge.h"
 #include "metrics.h"
+#include "ratelog.h"
 
 #define WATCH_INTERVAL_MS 200
 #define SSE_PING_MS 15000
@@ -50,7 +50,8 @@
 struct http {
     struct sdxld *d;
     struct MHD_Daemon *mhd;
-    int listen_fd;
+    struct edge *edge;           /* accepts and checks connections (server/edge.h) */
+    struct ratelog *rl;          /* repeated refusals: one log line per interval */
     char address[128];
     int port;
     pthread_t watcher;
@@ -64,13 +65,22 @@ struct http {
     atomic_int active;           /* requests between creation and completion */
 };
 
-static double mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+int http_closing(struct http *h) { return atomic_load(&h->closing); }
+
+/* " (+N similar lines suppressed)" for a rate-limited line, or "".  Not reentrant: a
+ * thread-local buffer, used within one log call. */
+static const char *suppressed_text(long n) {
+    static _Thread_local char buf[64];
+    if (!n) return "";
+    snprintf(buf, sizeof buf, " (+%ld similar lines suppressed)", n);
+    return buf;
 }
 
-int http_closing(struct http *h) { return atomic_load(&h->closing); }
+/* ratelog_flush callback: lines of a kind were left out and none followed. */
+static void log_suppressed(void *cls, const char *key, long n, double seconds) {
+    (void)cls;
+    LOG_W("%ld similar lines suppressed in the last %.0f s: %s", n, seconds, key);
+}
 
 /* ---- parking (jobs lock held) ---- */
 
@@ -117,6 +127,8 @@ static enum MHD_Result queue(struct req *r, unsigned status, struct MHD_Response
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    /* One request per connection, so the edge checks every request head (edge.h). */
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     for (int i = 0; i < r->nhdrs; i++)
         MHD_add_response_header(resp, r->hdr_name[i], r->hdr_value[i]);
     r->status = status;
@@ -167,8 +179,17 @@ enum MHD_Result reply_error(struct req *r, unsigned status, const char *code,
         json_object_set_new(e, "field", f ? f : json_string("?"));
     }
     if (status == 401) req_add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"sdxld\"");
-    if (status >= 500)
-        LOG_W("%s %s: %u %s: %s", r->method, r->path, status, code, msg);
+    if (status >= 500) {
+        /* A 503 refuses work (draining, not ready): a client retrying without backoff
+         * repeats it thousands of times, so it is logged once per interval per kind. */
+        char kind[RATELOG_KEY_MAX];
+        long suppressed = 0;
+        snprintf(kind, sizeof kind, "%s %s %u %s", r->method,
+                 r->route ? r->route->pattern : "(unmatched)", status, code);
+        if (status != 503 || ratelog_allow(r->d->http->rl, kind, sd_now_ms(), &suppressed))
+            LOG_W("%s %s: %u %s: %s%s", r->method, r->path, status, code, msg,
+                  suppressed_text(suppressed));
+    }
     return reply_json(r, status, json_pack("{s:o}", "error", e));
 }
 
@@ -273,7 +294,7 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     if (n > max) n = max;
     memcpy(buf, r->sse_buf + r->sse_off, n);
     r->sse_off += n;
-    r->sse_last_ms = mono_ms();
+    r->sse_last_ms = sd_now_ms();
     jobs_unlock(r->d->jobs);
     return (ssize_t)n;
 }
@@ -282,7 +303,7 @@ enum MHD_Result req_sse(struct req *r, struct job *job, long last_event_id) {
     r->job = job;
     r->sse = 1;
     r->sse_next_seq = last_event_id + 1;
-    r->sse_last_ms = mono_ms();
+    r->sse_last_ms = sd_now_ms();
     r->waiter.wake = on_job_change;
     jobs_lock(r->d->jobs);
     long last = job->events_base + job->nevents;
@@ -449,7 +470,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         atomic_fetch_add(&h->active, 1);
         r->d = h->d;
         r->conn = conn;
-        r->t_start_ms = mono_ms();
+        r->t_start_ms = sd_now_ms();
         r->sse_next_seq = 1;
         snprintf(r->method, sizeof r->method, "%s", method);
         snprintf(r->path, sizeof r->path, "%s", url);
@@ -493,6 +514,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->body_len += n;
         return MHD_YES;
     }
+    if (!r->body_done) {   /* the call after the last body bytes: no more body deadline */
+        r->body_done = 1;
+        edge_body_done(h->edge, conn);
+    }
     if (r->on_wake) {
         enum MHD_Result (*fn)(struct req *) = r->on_wake;
         r->on_wake = NULL;
@@ -530,18 +555,23 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         jobs_unlock(h->d->jobs);
     }
     unsigned status = r->status;
-    double ms = mono_ms() - r->t_start_ms;
+    double ms = sd_now_ms() - r->t_start_ms;
     if (!status) {
         /* The connection died before an answer was queued (client gone, bad request
          * line): count it so the metrics see every request. */
         metrics_request(h->d->metrics, r->route_idx, 499);
     }
+    char kind[RATELOG_KEY_MAX];
+    long suppressed = 0;
+    snprintf(kind, sizeof kind, "%s %s %u (access log)", r->method,
+             r->route ? r->route->pattern : "(unmatched)", status);
     if (r->route && r->route->quiet && status < 400)
         LOG_D("%s %s %u %.1f ms", r->method, r->path, status, ms);
-    else
-        LOG_I("%s %s %u %.1f ms%s%s%s", r->method, r->path, status ? status : 499, ms,
+    else if ((status != 429 && status != 503) || ratelog_allow(h->rl, kind, sd_now_ms(), &suppressed))
+        LOG_I("%s %s %u %.1f ms%s%s%s%s", r->method, r->path, status ? status : 499, ms,
               job_id[0] ? " job=" : "", job_id,
-              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
+              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)",
+              suppressed_text(suppressed));
     json_decref(r->json);
     free(r->body);
     free(r->sse_buf);
@@ -563,7 +593,7 @@ static int peer_closed(int fd) {
 static void watch_parked(struct http *h) {
     struct req *gone[256];
     int ngone = 0;
-    double now = mono_ms();
+    double now = sd_now_ms();
     jobs_lock(h->d->jobs);
     for (struct req *r = h->parked; r && ngone < (int)(sizeof gone / sizeof gone[0]); r = r->park_next) {
         if (peer_closed(r->fd)) {
@@ -602,9 +632,11 @@ static void *watcher_main(void *arg) {
         if (h->stop_watcher) break;
         pthread_mutex_unlock(&h->stop_lock);
         watch_parked(h);
-        if (mono_ms() - last_sweep > HOUSEKEEP_MS) {
+        edge_watch(h->edge, sd_now_ms());
+        ratelog_flush(h->rl, sd_now_ms(), 0, log_suppressed, NULL);
+        if (sd_now_ms() - last_sweep > HOUSEKEEP_MS) {
             jobs_housekeep(h->d->jobs);
-            last_sweep = mono_ms();
+            last_sweep = sd_now_ms();
         }
         pthread_mutex_lock(&h->stop_lock);
     }
@@ -623,83 +655,6 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     LOG_W("libmicrohttpd: %s", msg);
 }
 
-/* Split "host:port" / "[v6]:port".  -1 if malformed. */
-static int split_address(const char *addr, char *host, size_t hn, char *port, size_t pn) {
-    const char *colon;
-    if (addr[0] == '[') {
-        const char *close = strchr(addr, ']');
-        if (!close || close[1] != ':') return -1;
-        if ((size_t)(close - addr - 1) >= hn) return -1;
-        memcpy(host, addr + 1, (size_t)(close - addr - 1));
-        host[close - addr - 1] = 0;
-        colon = close + 1;
-    } else {
-        colon = strrchr(addr, ':');
-        if (!colon || (size_t)(colon - addr) >= hn) return -1;
-        memcpy(host, addr, (size_t)(colon - addr));
-        host[colon - addr] = 0;
-        if (strchr(host, ':')) return -1;   /* bare IPv6 needs brackets */
-    }
-    const char *p = colon + 1;
-    if (!*p || strlen(p) >= pn) return -1;
-    for (const char *c = p; *c; c++)
-        if (*c < '0' || *c > '9') return -1;
-    if (atol(p) > 65535) return -1;
-    snprintf(port, pn, "%s", p);
-    return 0;
-}
-
-static int open_listener(struct http *h, const char *addr, int *config_error, char *err,
-                         size_t errlen) {
-    char host[256], port[16];
-    if (split_address(addr, host, sizeof host, port, sizeof port)) {
-        *config_error = 1;
-        snprintf(err, errlen, "listen: '%s' is not HOST:PORT or [IPV6]:PORT", addr);
-        return -1;
-    }
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *res = NULL;
-    int gai = getaddrinfo(host[0] && strcmp(host, "*") ? host : NULL, port, &hints, &res);
-    if (gai) {
-        *config_error = 1;
-        snprintf(err, errlen, "listen: cannot resolve '%s': %s", host, gai_strerror(gai));
-        return -1;
-    }
-    int fd = -1, saved = 0;
-    for (struct addrinfo *a = res; a; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
-        if (fd < 0) { saved = errno; continue; }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 1024) == 0) break;
-        saved = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        snprintf(err, errlen, "listen: cannot bind %s: %s", addr, strerror(saved));
-        return -1;
-    }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &sl);
-    char ip[INET6_ADDRSTRLEN] = "?";
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
-        h->port = ntohs(s4->sin_port);
-        snprintf(h->address, sizeof h->address, "%s:%d", ip, h->port);
-    } else {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
-        h->port = ntohs(s6->sin6_port);
-        snprintf(h->address, sizeof h->address, "[%s]:%d", ip, h->port);
-    }
-    h->listen_fd = fd;
-    return 0;
-}
-
 struct http *http_start(struct sdxld *d, int *config_error, char *err, size_t errlen) {
     *config_error = 0;
     struct http *h = calloc(1, sizeof *h);
@@ -708,7 +663,6 @@ struct http *http_start(struct sdxld *d, int *config_error, char *err, size_t er
         return NULL;
     }
     h->d = d;
-    h->listen_fd = -1;
     d->http = h;
     pthread_mutex_init(&h->stop_lock, NULL);
     pthread_condattr_t ca;
@@ -716,19 +670,38 @@ struct http *http_start(struct sdxld *d, int *config_error, char *err, size_t er
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&h->stop_cond, &ca);
     pthread_condattr_destroy(&ca);
-    if (open_listener(h, d->cfg.listen, config_error, err, errlen)) goto fail;
+    const struct sdxld_config *cfg = &d->cfg;
+    int lfd = edge_listen(cfg->listen, h->address, sizeof h->address, &h->port, config_error,
+                          err, errlen);
+    if (lfd < 0) goto fail;
+    h->rl = ratelog_new(cfg->log_repeat_interval_s * 1e3);
+    struct edge_limits lim = { cfg->max_connections, cfg->max_connections_per_address,
+                               cfg->http_head_timeout_s, cfg->http_body_timeout_s };
+    h->edge = h->rl ? edge_new(lfd, &lim, d->metrics, h->rl) : NULL;
+    if (!h->edge) {
+        close(lfd);
+        snprintf(err, errlen, "cannot set up the HTTP edge (out of memory or epoll)");
+        goto fail;
+    }
+    /* The edge accepts and checks connections and enforces max_connections; the limit
+     * here is only a backstop, loose because libmicrohttpd counts a connection a little
+     * longer than the edge does (until its cleanup, after the CLOSED notification). */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
+                     MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
     h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
-        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->listen_fd,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)d->cfg.http_threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)d->cfg.max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)d->cfg.http_timeout_s,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections * 2 + 64,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_NOTIFY_CONNECTION, edge_notify_connection, h->edge,
         MHD_OPTION_END);
     if (!h->mhd) {
         snprintf(err, errlen, "cannot start the HTTP server (libmicrohttpd) on %s", h->address);
+        goto fail;
+    }
+    if (edge_start(h->edge, h->mhd)) {
+        snprintf(err, errlen, "cannot start the HTTP accept thread");
         goto fail;
     }
     if (pthread_create(&h->watcher, NULL, watcher_main, h)) {
@@ -738,8 +711,10 @@ struct http *http_start(struct sdxld *d, int *config_error, char *err, size_t er
     h->watcher_started = 1;
     return h;
 fail:
+    edge_stop(h->edge);
     if (h->mhd) MHD_stop_daemon(h->mhd);
-    if (h->listen_fd >= 0) close(h->listen_fd);
+    edge_free(h->edge);
+    ratelog_free(h->rl);
     pthread_cond_destroy(&h->stop_cond);
     pthread_mutex_destroy(&h->stop_lock);
     free(h);
@@ -753,16 +728,18 @@ int http_port(struct http *h) { return h->port; }
 void http_stop(struct http *h, int grace_ms) {
     if (!h) return;
     atomic_store(&h->closing, 1);
-    /* No new connections; the ones open finish their current exchange. */
-    MHD_socket lfd = MHD_quiesce_daemon(h->mhd);
+    /* No new connections (the listening socket closes, heads still arriving are
+     * dropped); the requests handed to libmicrohttpd finish. */
+    edge_stop(h->edge);
     /* Wake every parked request: sync waiters answer from the final job state (or 503),
      * SSE streams send what is left and end. */
     jobs_lock(h->d->jobs);
     while (h->parked) unpark_locked(h, h->parked);
     jobs_unlock(h->d->jobs);
-    double deadline = mono_ms() + grace_ms;
-    /* Requests in progress (not idle keep-alive connections) get the grace period. */
-    while (atomic_load(&h->active) > 0 && mono_ms() < deadline) {
+    double deadline = sd_now_ms() + grace_ms;
+    /* Requests in progress get the grace period (every connection carries one request,
+     * so a connection still open is a request not yet fully answered). */
+    while ((atomic_load(&h->active) > 0 || edge_in_mhd(h->edge) > 0) && sd_now_ms() < deadline) {
         jobs_lock(h->d->jobs);
         while (h->parked) unpark_locked(h, h->parked);   /* an SSE stream parked again */
         jobs_unlock(h->d->jobs);
@@ -777,7 +754,9 @@ void http_stop(struct http *h, int grace_ms) {
     while (h->parked) unpark_locked(h, h->parked);
     jobs_unlock(h->d->jobs);
     MHD_stop_daemon(h->mhd);
-    if (lfd != MHD_INVALID_SOCKET) close(lfd);
+    edge_free(h->edge);
+    ratelog_flush(h->rl, sd_now_ms(), 1, log_suppressed, NULL);
+    ratelog_free(h->rl);
     pthread_cond_destroy(&h->stop_cond);
     pthread_mutex_destroy(&h->stop_lock);
     h->d->http = NULL;

@@ -52,6 +52,7 @@ struct req {
     char *body;
     size_t body_len, body_cap, body_discarded;
     int body_too_large;
+    int body_done;             /* the whole body has arrived (edge_body_done called) */
     json_t *json;
 
     int handler_data;          /* for the handler, e.g. which answer a parked request wants */

@@ -420,6 +420,8 @@ int serve_main(int argc, char **argv) {
         snprintf(d->cfg.listen, sizeof d->cfg.listen, "127.0.0.1:0");
         d->cfg.warmup = 0;
         if (d->cfg.http_timeout_s > 2) d->cfg.http_timeout_s = 2;
+        if (d->cfg.http_head_timeout_s > 2) d->cfg.http_head_timeout_s = 2;
+        if (d->cfg.http_body_timeout_s > 2) d->cfg.http_body_timeout_s = 2;
     }
     char err[CFG_STR_MAX + 256];
     d->auth = auth_new(d->cfg.api_token_file, d->cfg.admin_token_file, err, sizeof err);

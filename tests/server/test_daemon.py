@@ -105,7 +105,7 @@ def check_single_request(t, tmp):
     t.ok(p.returncode == 0 and p.stdout.startswith(b"HTTP/1.1 400") and b"invalid_json" in p.stdout,
          "--single-request: a malformed body gets its 400", (p.returncode, p.stdout[:300]))
     with open(req, "wb") as f:
-        f.write(b"POST /v1/generate HTTP/1.1\r\nContent-Type: application/json\r\n"
+        f.write(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 100\r\n\r\n{")
     p = subprocess.run([BIN, "serve", "--model", MODEL, "--threads", "1", "--single-request", req],
                        capture_output=True, timeout=120)
