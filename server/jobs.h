@@ -279,9 +279,10 @@ void jobs_train_update(struct jobs *js, struct job *j, const struct train_update
  * No-op if it is already final. */
 void jobs_train_finish(struct jobs *js, struct job *j, enum job_status st, const char *code,
                        int http, const char *field, const char *msg);
-/* A model load ends: SUCCEEDED, or FAILED with code, http status and message. */
+/* A model load ends: SUCCEEDED, or FAILED with code, http status, the field at fault
+ * ("generator" or "lora") and message. */
 void jobs_load_finish(struct jobs *js, struct job *j, sd_status st, const char *code, int http,
-                      const char *msg);
+                      const char *field, const char *msg);
 /* Drain: cancel queued training jobs and ask the running one to stop (it writes a final
  * checkpoint and ends cancelled with this reason). */
 void jobs_stop_training(struct jobs *js, const char *code, int http, const char *msg);

@@ -317,10 +317,10 @@ void jobs_train_finish(struct jobs *js, struct job *j, enum job_status st, const
 }
 
 void jobs_load_finish(struct jobs *js, struct job *j, sd_status st, const char *code, int http,
-                      const char *msg) {
+                      const char *field, const char *msg) {
     pthread_mutex_lock(&js->lock);
     if (!job_status_final(j->status))
         jobs_finish_locked(js, j, st == SD_OK ? JOB_SUCCEEDED : JOB_FAILED,
-                           st == SD_OK ? NULL : code, http, st == SD_OK ? NULL : "generator", msg);
+                           st == SD_OK ? NULL : code, http, st == SD_OK ? NULL : field, msg);
     pthread_mutex_unlock(&js->lock);
 }

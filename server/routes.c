@@ -4,6 +4,8 @@
  * One static table: method, path pattern, handler, body limit (0 = no body; > 0 = a JSON
  * object of at most that many bytes), auth level.  http.c enforces limits, content
  * type, auth and parsing from it; /metrics labels requests by its patterns. */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,8 +210,12 @@ enum MHD_Result api_job_sse(struct req *r, struct job *j) {
     const char *h = req_header(r, "Last-Event-ID");
     if (h) {
         char *end;
+        errno = 0;
         last = strtol(h, &end, 10);
         if (!*h || *end || last < 0) last = 0;
+        /* event numbers are ints: anything above has seen them all (and last + 1 must
+         * not overflow) */
+        if (errno == ERANGE || last > INT_MAX) last = INT_MAX;
     }
     return req_sse(r, j, last);
 }

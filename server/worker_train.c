@@ -309,10 +309,11 @@ void train_run_free(struct sdxld *d, struct train_run *tr) {
 void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j) {
     double t0 = sd_now_ms();
     struct train_run files = { 0 };   /* only its folders */
+    const char *failed = "generator";
     sd_status st = roots_open(d, &files, d->cfg.data_root, 0);
     if (!st) {
         confine(&files);
-        st = engine_load_unet(e, j->load_path, j->load_lora, j->load_lora_scale);
+        st = engine_load_unet(e, j->load_path, j->load_lora, j->load_lora_scale, &failed);
         unconfine();
     }
     roots_close(&files);
@@ -324,14 +325,14 @@ void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j) {
         pthread_mutex_unlock(&d->info_lock);
         LOG_I("job %s: now serving generator %s (loaded in %.0f ms)", j->id, j->load_shown,
               sd_now_ms() - t0);
-        jobs_load_finish(d->jobs, j, SD_OK, NULL, 200, NULL);
+        jobs_load_finish(d->jobs, j, SD_OK, NULL, 200, NULL, NULL);
     } else {
         char msg[1024];
-        snprintf(msg, sizeof msg, "generator: %s does not load (the previous one keeps "
-                 "serving): %s", j->load_shown, last_error(st));
+        snprintf(msg, sizeof msg, "%s: %s does not load (the previous generator keeps "
+                 "serving): %s", failed, j->load_shown, last_error(st));
         strip_root(msg, files.data_root.path);
         const struct api_status as = api_status_of(st, API_WORK_LOAD);
-        jobs_load_finish(d->jobs, j, st, as.code, as.http, msg);
+        jobs_load_finish(d->jobs, j, st, as.code, as.http, failed, msg);
     }
     jobs_unref(d->jobs, j);
 }

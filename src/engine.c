@@ -93,11 +93,14 @@ static sd_status check_consistency(struct engine *e) {
 /* The folder's UNet config with weights from path (NULL: the folder's own), and a LoRA
  * file merged in when lora_path is given.  NULL (and *st) on failure. */
 static struct unet *load_unet(struct engine *e, const char *path, const char *lora_path, float lora_scale,
-                              sd_status *st) {
+                              sd_status *st, const char **failed) {
     struct unet *u = sd_calloc(1, sizeof *u);
     *st = u ? unet_load(u, e->be, e->unet_dir, path ? path : e->model_file) : SD_ERR_NOMEM;
-    if (!*st && lora_path && (*st = lora_apply_file(&u->wt, e->be, lora_path, lora_scale != 0 ? lora_scale : 1.0f)))
+    if (failed) *failed = "generator";
+    if (!*st && lora_path && (*st = lora_apply_file(&u->wt, e->be, lora_path, lora_scale != 0 ? lora_scale : 1.0f))) {
+        if (failed) *failed = "lora";
         unet_free(u);
+    }
     if (*st) { sd_free(u); return NULL; }
     return u;
 }
@@ -208,7 +211,7 @@ sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
     if ((st = backend_create(&e->be, cfg->backend ? cfg->backend : "cpu", cfg->threads))) goto fail;
     if ((st = load_tokenizers(e, cdir, single && cfg->tokenizer_dir ? cfg->tokenizer_dir : cdir, &mp, &p))) goto fail;
     if ((st = single ? load_single_parts(e, dir, cdir, &mp, &p) : load_folder_parts(e, dir, &mp, &p))) goto fail;
-    if (!(e->unet = load_unet(e, cfg->unet_path, cfg->lora_path, cfg->lora_scale, &st))) goto fail;
+    if (!(e->unet = load_unet(e, cfg->unet_path, cfg->lora_path, cfg->lora_scale, &st, NULL))) goto fail;
     char sched[96];
     snprintf(sched, sizeof sched, "%s/scheduler_config.json", mp.scheduler);
     if ((st = load_part(cdir, sched, &p)) || (st = sched_config_load(&e->sched_cfg, p)) ||
@@ -548,11 +551,12 @@ out:
     return finish(e, st);
 }
 
-sd_status engine_load_unet(struct engine *e, const char *path, const char *lora_path, float lora_scale) {
+sd_status engine_load_unet(struct engine *e, const char *path, const char *lora_path, float lora_scale,
+                           const char **failed) {
     /* Same config folder, so a file of another architecture fails on its first
      * mis-shaped tensor; until the new UNet has fully loaded the old one keeps serving. */
     sd_status st;
-    struct unet *nu = load_unet(e, path, lora_path, lora_scale, &st);
+    struct unet *nu = load_unet(e, path, lora_path, lora_scale, &st, failed);
     if (!nu) return st;
     unet_free(e->unet);
     sd_free(e->unet);

@@ -180,7 +180,9 @@ sd_status engine_unet_backward(struct engine *e, const float *x, const float *t,
 /* Swap the served UNet for another file, in diffusers names or the original layout
  * (same config; NULL = the model's own UNet: the folder's, or the single file's),
  * with a LoRA file merged in when lora_path is non-NULL (lora_scale 0 = 1); on failure
- * the old one stays. */
-sd_status engine_load_unet(struct engine *e, const char *unet_path, const char *lora_path, float lora_scale);
+ * the old one stays, and *failed (when not NULL) names the input at fault: "generator"
+ * or "lora". */
+sd_status engine_load_unet(struct engine *e, const char *unet_path, const char *lora_path, float lora_scale,
+                           const char **failed);
 
 #endif

@@ -199,7 +199,7 @@ static void test_golden_single(const char *file) {
        engine_vae_encode(e, ein, (int)se[0], (int)se[2], (int)se[3], mean) == SD_OK, "vae");
     check_rows("vae_dec_out", img, (size_t)(sd[0] * 3 * sd[2] * s * sd[3] * s), 1e-4);
     check_rows("vae_enc_mean", mean, (size_t)(se[0] * d.latent_ch * se[2] / s * se[3] / s), 1e-4);
-    ok(engine_load_unet(e, path("formats/%s", "sgm-unet.safetensors"), NULL, 0) == SD_OK &&
+    ok(engine_load_unet(e, path("formats/%s", "sgm-unet.safetensors"), NULL, 0, NULL) == SD_OK &&
        engine_unet(e, x, ts, pe, pp, tid, (int)sx[0], (int)sx[2], (int)sx[3], out) == SD_OK,
        "engine_load_unet takes diffusers' SGM UNet file: %s", sd_last_error());
     check_rows("unet_out", out, (size_t)sd_numel(4, sx), 1e-4);

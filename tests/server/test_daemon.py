@@ -173,6 +173,13 @@ def check_strict_fields(t, c):
              "a seed past 2^63 - 1 is a 400 naming seed", r)
     r = c.post("/v1/generate", {"prompt": "x", "seed": 9223372036854775807, "width": 64, "height": 64})
     t.eq(r.status, 200, "seed 2^63 - 1 itself is accepted")
+    g = c.post("/v1/generate", {"prompt": "x", "async": True, "width": 64, "height": 64})
+    jid = g.json()["id"] if g.status == 202 else None
+    if jid:
+        c.wait_job(jid)
+    for last in ("9223372036854775807", "99999999999999999999999", "2147483648"):
+        r = c.request("GET", f"/v1/jobs/{jid}/events", headers={"Last-Event-ID": last})
+        t.eq(r.status, 204, f"Last-Event-ID {last} after a finished job: 204 (seen everything), no overflow")
     for size in ("64x 64", " 64x64", "64 x64", "64x64 ", "64X64", "x64", "64x"):
         r = c.post("/v1/images/generations", {"prompt": "x", "size": size})
         t.ok(r.status == 400 and "size" in json.dumps(r.error()), f"OpenAI size {size!r} is refused naming size", r)

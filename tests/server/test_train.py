@@ -413,6 +413,7 @@ def check_lora(t, c, root):
     r = c.post("/v1/models/load", {"lora": "runs/lora/generator.safetensors"})
     t.ok(r.status == 400 and "unexpected key" in r.error().get("message", ""),
          "a UNet file given as lora is 400 naming the key", r)
+    t.eq(r.error().get("field"), "lora", "... and the field at fault is lora, not generator")
     r = c.post("/v1/models/load", {"generator": "runs/lora/generator.safetensors", "lora_scale": 0.5})
     t.ok(r.status == 400 and r.error().get("field") == "lora_scale", "lora_scale without lora is 400", r)
     t.eq(c.post("/v1/generate", {"prompt": "a red circle", "seed": 3, "response_format": "png"}).body, g.body,
