@@ -10,6 +10,7 @@
 #include "core/fs.h"
 #include "core/rng.h"
 #include "model/clip.h"
+#include "model/cond.h"
 #include "io/wfiles.h"
 #include "model/lora.h"
 #include "model/sgm.h"
@@ -20,8 +21,7 @@
 
 struct engine {
     struct backend *be;
-    struct tokenizer *tok1, *tok2;
-    struct clip te1, te2;
+    struct cond k;              /* tokenizers and text encoders */
     struct unet *unet;          /* heap: its weight table points into it, so it never moves */
     struct vae vae;
     struct schedule sched;
@@ -31,7 +31,7 @@ struct engine {
     char *model_dir;
     char *unet_dir;             /* the UNet's config folder */
     char *model_file;           /* a single-file model: its path (the UNet's default weights) */
-    int loaded_te1, loaded_te2, loaded_vae;
+    int loaded_vae;
 };
 
 static sd_status load_part(const char *dir, const char *sub, char **path) {
@@ -41,12 +41,9 @@ static sd_status load_part(const char *dir, const char *sub, char **path) {
 
 void engine_free(struct engine *e) {
     if (!e) return;
-    if (e->loaded_te1) clip_free(&e->te1);
-    if (e->loaded_te2) clip_free(&e->te2);
+    cond_free(&e->k);
     if (e->unet) { unet_free(e->unet); sd_free(e->unet); }
     if (e->loaded_vae) vae_free(&e->vae);
-    tokenizer_free(e->tok1);
-    tokenizer_free(e->tok2);
     schedule_free(&e->sched);
     arena_free(&e->acts);
     backend_destroy(e->be);
@@ -74,18 +71,18 @@ static void engine_mem_report(struct engine *e) {
 /* Cross-checks between the parts' configs (spec/sdxl.md §8). */
 static sd_status check_consistency(struct engine *e) {
     const struct unet_config *u = &e->unet->cfg;
-    int cross = e->te1.cfg.hidden + e->te2.cfg.hidden;
+    int cross = e->k.te1.cfg.hidden + e->k.te2.cfg.hidden;
     if (u->cross_dim != cross)
         return sd_fail(SD_ERR_FORMAT, "unet cross_attention_dim %d != text_encoder hidden %d + text_encoder_2 hidden %d",
-                       u->cross_dim, e->te1.cfg.hidden, e->te2.cfg.hidden);
-    if (e->unet->pooled_dim != e->te2.cfg.projection_dim)
+                       u->cross_dim, e->k.te1.cfg.hidden, e->k.te2.cfg.hidden);
+    if (e->unet->pooled_dim != e->k.te2.cfg.projection_dim)
         return sd_fail(SD_ERR_FORMAT, "unet expects a pooled embedding of %d, text_encoder_2 projects to %d",
-                       e->unet->pooled_dim, e->te2.cfg.projection_dim);
+                       e->unet->pooled_dim, e->k.te2.cfg.projection_dim);
     if (u->in_ch != e->vae.cfg.latent_ch || u->out_ch != e->vae.cfg.latent_ch)
         return sd_fail(SD_ERR_FORMAT, "unet in/out channels %d/%d != vae latent_channels %d", u->in_ch, u->out_ch,
                        e->vae.cfg.latent_ch);
-    int L = tokenizer_max_length(e->tok1);
-    if (L != tokenizer_max_length(e->tok2) || L > e->te1.cfg.max_pos || L > e->te2.cfg.max_pos)
+    int L = tokenizer_max_length(e->k.tok1);
+    if (L != tokenizer_max_length(e->k.tok2) || L > e->k.te1.cfg.max_pos || L > e->k.te2.cfg.max_pos)
         return sd_fail(SD_ERR_FORMAT, "tokenizer max length %d does not fit the text encoders", L);
     return SD_OK;
 }
@@ -124,10 +121,10 @@ static sd_status load_tokenizers(struct engine *e, const char *dir, const char *
     else tp = *mp;
     SD_TRY(load_part(dir, mp->unet, &e->unet_dir));
     if ((*p = sd_path_join(tok_dir, tp.tok1)) == NULL) return SD_ERR_NOMEM;
-    SD_TRY(tokenizer_load(&e->tok1, *p));
+    SD_TRY(tokenizer_load(&e->k.tok1, *p));
     sd_free(*p);
     if ((*p = sd_path_join(tok_dir, tp.tok2)) == NULL) return SD_ERR_NOMEM;
-    SD_TRY(tokenizer_load(&e->tok2, *p));
+    SD_TRY(tokenizer_load(&e->k.tok2, *p));
     sd_free(*p);
     *p = NULL;
     return SD_OK;
@@ -136,11 +133,11 @@ static sd_status load_tokenizers(struct engine *e, const char *dir, const char *
 /* Text encoders and VAE of a diffusers folder. */
 static sd_status load_folder_parts(struct engine *e, const char *dir, const struct model_parts *mp, char **p) {
     sd_status st;
-    if ((st = load_part(dir, mp->te1, p)) || (st = clip_load(&e->te1, e->be, *p, 0))) return st;
-    e->loaded_te1 = 1;
+    if ((st = load_part(dir, mp->te1, p)) || (st = clip_load(&e->k.te1, e->be, *p, 0))) return st;
+    e->k.loaded1 = 1;
     sd_free(*p);
-    if ((st = load_part(dir, mp->te2, p)) || (st = clip_load(&e->te2, e->be, *p, 1))) return st;
-    e->loaded_te2 = 1;
+    if ((st = load_part(dir, mp->te2, p)) || (st = clip_load(&e->k.te2, e->be, *p, 1))) return st;
+    e->k.loaded2 = 1;
     sd_free(*p);
     if ((st = load_part(dir, mp->vae, p)) || (st = vae_load(&e->vae, e->be, *p))) return st;
     e->loaded_vae = 1;
@@ -170,16 +167,16 @@ static sd_status load_single_parts(struct engine *e, const char *file, const cha
     if ((st = config_of(cdir, mp->vae, p)) || (st = vae_config_load(&vc, *p))) return st;
     sd_free(*p);
     *p = NULL;
-    if ((st = clip_create(&e->te1, e->be, &c1, 0))) return st;
-    e->loaded_te1 = 1;
-    if ((st = clip_create(&e->te2, e->be, &c2, 1))) return st;
-    e->loaded_te2 = 1;
+    if ((st = clip_create(&e->k.te1, e->be, &c1, 0))) return st;
+    e->k.loaded1 = 1;
+    if ((st = clip_create(&e->k.te2, e->be, &c2, 1))) return st;
+    e->k.loaded2 = 1;
     if ((st = vae_create(&e->vae, e->be, &vc))) return st;
     e->loaded_vae = 1;
     struct wfiles w;
     SD_TRY(wfiles_open_file(&w, file));
-    if (!(st = clip_bind(&e->te1, e->be, &w, SGM_CLIP_L_PREFIX, file)) &&
-        !(st = clip_bind(&e->te2, e->be, &w, SGM_CLIP_G_PREFIX, file)) &&
+    if (!(st = clip_bind(&e->k.te1, e->be, &w, SGM_CLIP_L_PREFIX, file)) &&
+        !(st = clip_bind(&e->k.te2, e->be, &w, SGM_CLIP_G_PREFIX, file)) &&
         !(st = vae_bind(&e->vae, e->be, &w, SGM_VAE_PREFIX, file))) {
         for (int j = 0; j < w.f[0].ntensors; j++)
             if (!strncmp(w.f[0].tensors[j].name, SGM_UNET_PREFIX, strlen(SGM_UNET_PREFIX))) w.used[0][j] = 1;
@@ -218,6 +215,7 @@ sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
         (st = schedule_init(&e->sched, &e->sched_cfg)))
         goto fail;
     sd_free(p); p = NULL;
+    cond_set_dims(&e->k);
     if ((st = check_consistency(e))) goto fail;
     struct arena_allocator al = backend_allocator(e->be);
     arena_init(&e->acts, "activations", &al, 1);
@@ -226,11 +224,11 @@ sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
     set_model_name(e, cfg->unet_path, cfg->lora_path);
     in->latent_channels = e->vae.cfg.latent_ch;
     in->vae_scale = vae_scale(&e->vae);
-    in->max_tokens = tokenizer_max_length(e->tok1);
+    in->max_tokens = tokenizer_max_length(e->k.tok1);
     in->default_width = in->default_height = e->unet->cfg.sample_size * in->vae_scale;
     in->size_multiple = in->vae_scale * (1 << (e->unet->cfg.nlevels - 1));
     in->backend = e->be->name;
-    in->param_bytes = arena_capacity(&e->te1.params) + arena_capacity(&e->te2.params) +
+    in->param_bytes = arena_capacity(&e->k.te1.params) + arena_capacity(&e->k.te2.params) +
                       arena_capacity(&e->unet->params) + arena_capacity(&e->vae.params);
     engine_mem_report(e);
     LOG_I("loaded %s on %s in %.0f ms: %.1f MiB of weights", in->model_name, in->backend,
@@ -247,10 +245,10 @@ fail:
 const struct engine_info *engine_info(const struct engine *e) { return &e->info; }
 
 void engine_dims(const struct engine *e, struct engine_dims *d) {
-    d->L = tokenizer_max_length(e->tok1);
-    d->D1 = e->te1.cfg.hidden;
-    d->D2 = e->te2.cfg.hidden;
-    d->P = e->te2.cfg.projection_dim;
+    d->L = tokenizer_max_length(e->k.tok1);
+    d->D1 = e->k.te1.cfg.hidden;
+    d->D2 = e->k.te2.cfg.hidden;
+    d->P = e->k.te2.cfg.projection_dim;
     d->cross = e->unet->cfg.cross_dim;
     d->latent_ch = e->vae.cfg.latent_ch;
     d->unet_in = e->unet->cfg.in_ch;
@@ -291,46 +289,18 @@ static sd_status finish(struct engine *e, sd_status st) {
     return st ? st : bst;
 }
 
-/* Text conditioning on the backend: ctx [n, L, cross] and pooled [n, P]. */
+/* Text conditioning on the backend (model/cond.h): ctx [n, L, cross] and pooled [n, P]. */
 static sd_status encode_device(struct engine *e, struct fwd *f, const char *const *prompts, int n,
                                float *ctx, float *pooled, struct engine_text *out) {
-    struct backend *be = e->be;
-    int L = tokenizer_max_length(e->tok1), D1 = e->te1.cfg.hidden, D2 = e->te2.cfg.hidden;
-    size_t R = (size_t)n * L;
-    int64_t *ids = sd_malloc(sizeof(int64_t) * R * 2);
-    int *ids32 = sd_malloc(sizeof(int) * R * 2);
-    sd_status st = SD_OK;
-    if (!ids || !ids32) { st = SD_ERR_NOMEM; goto out; }
-    for (int i = 0; i < n && !st; i++) {
-        int tr1 = 0, tr2 = 0;
-        st = tokenizer_encode(e->tok1, prompts[i], ids + (size_t)i * L, &tr1);
-        if (!st) st = tokenizer_encode(e->tok2, prompts[i], ids + R + (size_t)i * L, &tr2);
-        if (out && out->truncated) out->truncated[i] = tr1 || tr2;
-    }
-    if (st) goto out;
-    for (size_t i = 0; i < 2 * R; i++) ids32[i] = (int)ids[i];
-    if (out && out->ids1) memcpy(out->ids1, ids, sizeof(int64_t) * R);
-    if (out && out->ids2) memcpy(out->ids2, ids + R, sizeof(int64_t) * R);
-    float *p1 = fwd_alloc(f, R * D1), *p2 = fwd_alloc(f, R * D2);
-    float *last1 = out && out->te1_last ? fwd_alloc(f, R * D1) : NULL;
-    clip_forward(f, &e->te1, ids32, n, L, p1, last1, NULL);
-    clip_forward(f, &e->te2, ids32 + R, n, L, p2, NULL, pooled);
-    be->ops->concat_channels(be, ctx, p1, D1, p2, D2, (int)R, 1);
-    if ((st = backend_status(be))) goto out;
-    if (out) {
-        if (out->te1_penult) be->ops->download(be, out->te1_penult, p1, R * D1 * sizeof(float));
-        if (out->te1_last) be->ops->download(be, out->te1_last, last1, R * D1 * sizeof(float));
-        if (out->te2_penult) be->ops->download(be, out->te2_penult, p2, R * D2 * sizeof(float));
-    }
-out:
-    sd_free(ids);
-    sd_free(ids32);
-    return st;
+    struct cond_trace tr = { 0 };
+    if (out) tr = (struct cond_trace){ out->ids1, out->ids2, out->te1_penult, out->te1_last, out->te2_penult,
+                                       out->truncated };
+    return cond_encode(&e->k, f, prompts, n, ctx, pooled, &tr);
 }
 
 sd_status engine_encode(struct engine *e, const char *const *prompts, int n, struct engine_text *out) {
     struct fwd f = { e->be, &e->acts, NULL };
-    int L = tokenizer_max_length(e->tok1), P = e->te2.cfg.projection_dim, X = e->unet->cfg.cross_dim;
+    int L = tokenizer_max_length(e->k.tok1), P = e->k.te2.cfg.projection_dim, X = e->unet->cfg.cross_dim;
     float *ctx = fwd_alloc(&f, (size_t)n * L * X), *pooled = fwd_alloc(&f, (size_t)n * P);
     sd_status st = ctx && pooled ? encode_device(e, &f, prompts, n, ctx, pooled, out) : SD_OK;
     if (!st && !e->be->err) {
@@ -350,7 +320,7 @@ static float *upload(struct fwd *f, const float *host, size_t n) {
 sd_status engine_unet(struct engine *e, const float *x, const float *t, const float *ctx,
                       const float *pooled, const float *time_ids, int N, int h, int w, float *out) {
     struct fwd f = { e->be, &e->acts, NULL };
-    int L = tokenizer_max_length(e->tok1), C = e->unet->cfg.in_ch;
+    int L = tokenizer_max_length(e->k.tok1), C = e->unet->cfg.in_ch;
     size_t n = (size_t)N * C * h * w;
     float *dx = upload(&f, x, n), *dctx = upload(&f, ctx, (size_t)N * L * e->unet->cfg.cross_dim);
     float *dp = upload(&f, pooled, (size_t)N * e->unet->pooled_dim), *dout = fwd_alloc(&f, (size_t)N * e->unet->cfg.out_ch * h * w);
@@ -387,7 +357,7 @@ sd_status engine_unet_backward(struct engine *e, const float *x, const float *t,
     struct backend *be = e->be;
     struct fwd f = { be, &e->acts, NULL };
     const struct unet *u = e->unet;
-    int L = tokenizer_max_length(e->tok1), C = u->cfg.in_ch, O = u->cfg.out_ch;
+    int L = tokenizer_max_length(e->k.tok1), C = u->cfg.in_ch, O = u->cfg.out_ch;
     size_t nx = (size_t)N * C * h * w, no = (size_t)N * O * h * w, nc = (size_t)N * L * u->cfg.cross_dim;
     size_t np = (size_t)N * u->pooled_dim;
     struct unet g;
@@ -467,7 +437,7 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     struct backend *be = e->be;
     struct fwd f = { be, &e->acts, NULL };
     int s = e->info.vae_scale, C = e->unet->cfg.in_ch, h = p->height / s, w = p->width / s;
-    int L = tokenizer_max_length(e->tok1), X = e->unet->cfg.cross_dim, P = e->unet->pooled_dim;
+    int L = tokenizer_max_length(e->k.tok1), X = e->unet->cfg.cross_dim, P = e->unet->pooled_dim;
     size_t per = (size_t)C * h * w, npix = (size_t)p->width * p->height;
     struct gen_timings t = { 0 };
     double t0 = sd_now_ms();

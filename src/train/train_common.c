@@ -6,60 +6,6 @@
 #include "../io/png.h"
 #include "train_common.h"
 
-void cond_free(struct cond *k) {
-    if (k->loaded1) clip_free(&k->te1);
-    if (k->loaded2) clip_free(&k->te2);
-    tokenizer_free(k->tok1);
-    tokenizer_free(k->tok2);
-}
-
-sd_status cond_load(struct cond *k, struct backend *be, const char *dir) {
-    memset(k, 0, sizeof *k);
-    static const char *const sub[4] = { "tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2" };
-    sd_status st = SD_OK;
-    for (int i = 0; i < 4 && !st; i++) {
-        char *p = sd_path_join(dir, sub[i]);
-        if (!p) { st = SD_ERR_NOMEM; break; }   /* cond_free below: what loaded so far */
-        st = i == 0 ? tokenizer_load(&k->tok1, p) : i == 1 ? tokenizer_load(&k->tok2, p)
-           : i == 2 ? clip_load(&k->te1, be, p, 0) : clip_load(&k->te2, be, p, 1);
-        if (!st && i == 2) k->loaded1 = 1;
-        if (!st && i == 3) k->loaded2 = 1;
-        sd_free(p);
-    }
-    if (st) { cond_free(k); return st; }
-    k->L = tokenizer_max_length(k->tok1);
-    k->X = k->te1.cfg.hidden + k->te2.cfg.hidden;
-    k->P = k->te2.cfg.projection_dim;
-    return SD_OK;
-}
-
-/* ctx [n, L, X], pooled [n, P] for n captions. */
-sd_status cond_encode(struct cond *k, struct fwd *f, const char *const *caps, int n, float *ctx, float *pooled) {
-    struct backend *be = f->be;
-    size_t R = (size_t)n * k->L;
-    int64_t *ids = sd_malloc(sizeof(int64_t) * k->L);
-    int *i1 = sd_malloc(sizeof(int) * R), *i2 = sd_malloc(sizeof(int) * R);
-    sd_status st = ids && i1 && i2 ? SD_OK : SD_ERR_NOMEM;
-    for (int i = 0; i < n && !st; i++) {
-        if (!(st = tokenizer_encode(k->tok1, caps[i], ids, NULL)))
-            for (int j = 0; j < k->L; j++) i1[(size_t)i * k->L + j] = (int)ids[j];
-        if (!st && !(st = tokenizer_encode(k->tok2, caps[i], ids, NULL)))
-            for (int j = 0; j < k->L; j++) i2[(size_t)i * k->L + j] = (int)ids[j];
-    }
-    if (!st) {
-        uint64_t mk = arena_mark(f->ar);
-        float *p1 = fwd_alloc(f, R * k->te1.cfg.hidden), *p2 = fwd_alloc(f, R * k->te2.cfg.hidden);
-        clip_forward(f, &k->te1, i1, n, k->L, p1, NULL, NULL);
-        clip_forward(f, &k->te2, i2, n, k->L, p2, NULL, pooled);
-        be->ops->concat_channels(be, ctx, p1, k->te1.cfg.hidden, p2, k->te2.cfg.hidden, (int)R, 1);
-        st = backend_status(be);
-        arena_reset(f->ar, mk);
-    }
-    sd_free(ids); sd_free(i1); sd_free(i2);
-    return st;
-}
-
-
 sd_status cache_build(struct latent_cache *c, struct fwd *f, struct cond *k, const struct vae *v,
                       const struct dataset *d, long long max_items, const struct yield_hook *y) {
     struct backend *be = f->be;
@@ -96,7 +42,7 @@ sd_status cache_build(struct latent_cache *c, struct fwd *f, struct cond *k, con
         vae_encode(f, v, c->lat + i0 * c->per_l, img, n, S, S);
         be->ops->axpby(be, c->lat + i0 * c->per_l, v->cfg.scaling_factor, c->lat + i0 * c->per_l, 0.0f, NULL,
                        (long long)(n * c->per_l));
-        if (!st) st = cond_encode(k, f, (const char *const *)caps, n, c->ctx + i0 * c->per_c, c->pool + i0 * P);
+        if (!st) st = cond_encode(k, f, (const char *const *)caps, n, c->ctx + i0 * c->per_c, c->pool + i0 * P, NULL);
         arena_reset(f->ar, mk);
     }
     if (!st) LOG_I("cached %lld latents (%dx%dx%d) and captions in %.1f s", K, C, h, h, (sd_now_ms() - t0) / 1e3);

@@ -3,22 +3,13 @@
 #ifndef SD_TRAIN_COMMON_H
 #define SD_TRAIN_COMMON_H
 
+#include "../model/cond.h"
 #include "../model/clip.h"
 #include "../model/unet.h"
 #include "../sample/sampler.h"
 #include "../model/vae.h"
 #include "../text/tokenizer.h"
 #include "data.h"
-
-struct cond {                   /* frozen text conditioning */
-    struct tokenizer *tok1, *tok2;
-    struct clip te1, te2;
-    int loaded1, loaded2, L, X, P;
-};
-sd_status cond_load(struct cond *k, struct backend *be, const char *model_dir);
-void cond_free(struct cond *k);
-/* ctx [n, L, X], pooled [n, P] (backend memory) for n captions. */
-sd_status cond_encode(struct cond *k, struct fwd *f, const char *const *caps, int n, float *ctx, float *pooled);
 
 /* A caller's hook between long steps (the daemon serves generations there); non-zero asks
  * to stop. */
