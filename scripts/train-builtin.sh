@@ -22,12 +22,12 @@ mkdir -p "$WORK"
 t0=$(date +%s)
 "$BIN" init --from tests/data/tiny-sdxl-a --config conf/models/shapes-small/unet/config.json \
     --vae-config conf/models/shapes-small/vae/config.json --out "$WORK/init" --seed 1
-"$BIN" train-vae --model "$WORK/init" --out "$WORK/vae" --steps "$VAE_STEPS" --batch 8 --resolution 64 \
+"$BIN" train vae --model "$WORK/init" --out "$WORK/vae" --steps "$VAE_STEPS" --batch 8 --resolution 64 \
     --lr 1e-3 --warmup 50 --kl-weight 1e-4 --sample-every 100 --checkpoint-every 100 --log-every 25
 t1=$(date +%s)
 rm -rf "$WORK/stage2" && cp -r "$WORK/init" "$WORK/stage2"
 cp "$WORK/vae/vae/diffusion_pytorch_model.safetensors" "$WORK/vae/vae/config.json" "$WORK/stage2/vae/"   # config: the measured scaling_factor
-"$BIN" train-teacher --model "$WORK/stage2" --out "$WORK/teacher" --steps "$TEACHER_STEPS" --batch 16 \
+"$BIN" train teacher --model "$WORK/stage2" --out "$WORK/teacher" --steps "$TEACHER_STEPS" --batch 16 \
     --resolution 64 --lr 3e-4 --warmup 100 --cfg-dropout 0.1 --cache-size 4096 --sample-every 1000 \
     --sample-steps 50 --guidance 4 --checkpoint-every 500 --log-every 50 --ema 0.999 --p2-gamma 1
 t2=$(date +%s)

@@ -1,6 +1,7 @@
-/* cli_gen.c — `sdxld generate` (images from prompts; with --noise it replays the
- * golden run's noises and can dump every intermediate tensor) and `sdxld init` (a model
- * folder with fresh weights of any config). */
+/* cli_gen.c — `sdxld generate`: images from prompts (image i of a run uses seed + i, each
+ * PNG carries its A1111 parameters text); with --noise it replays the golden run's noises
+ * and --out-tensor dumps every intermediate tensor for the conformance checks.  (`sdxld
+ * init`, fresh weights of any config, is cli_init.c.) */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>

@@ -90,7 +90,7 @@ static sd_status open_dataset(const struct train_options *o, struct dataset **d)
 }
 
 static int train_main(int argc, char **argv, int teacher) {
-    const char *cmd = teacher ? "train-teacher" : "train-vae";
+    const char *cmd = teacher ? "train teacher" : "train vae";
     enum train_kind kind = teacher ? TRAIN_TEACHER : TRAIN_VAE;
     char usage[160], *cfg = NULL;
     snprintf(usage, sizeof usage, "usage: sdxld %s --model DIR --out RUN [--resume] [options]", cmd);
@@ -150,9 +150,13 @@ static int dmd2_loop(struct dmd2 *t, const struct dmd2_config *c) {
     return rc;
 }
 
+/* `sdxld train vae|teacher|dmd2`: one command for the three run kinds (train-vae and
+ * train-teacher stay as the older spellings of the first two). */
 int cli_train(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "vae")) return train_main(argc - 1, argv + 1, 0);
+    if (argc >= 2 && !strcmp(argv[1], "teacher")) return train_main(argc - 1, argv + 1, 1);
     if (argc < 2 || strcmp(argv[1], "dmd2")) {
-        fprintf(stderr, "usage: sdxld train dmd2 --teacher DIR --out RUN [options] (sdxld train dmd2 --help)\n");
+        fprintf(stderr, "usage: sdxld train vae|teacher|dmd2 [options] (sdxld train KIND --help)\n");
         return 2;
     }
     if (argc == 3 && !strcmp(argv[2], "--print-api-table")) {   /* docs/daemon.md's copy */

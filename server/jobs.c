@@ -84,7 +84,7 @@ static void train_state_free(struct train_state *t) {
 static void job_free(struct job *j) {
     free(j->req.prompt);
     train_state_free(j->train);
-    free(j->load_path);
+    free(j->load_generator);
     free(j->load_lora);
     free(j->load_shown);
     free(j->err_msg);
@@ -172,12 +172,12 @@ struct job *job_new_train(struct train_request *req) {
 struct job *job_new_load(const char *path, const char *lora, float lora_scale, const char *shown) {
     struct job *j = job_alloc(JOB_LOAD, "load_");
     if (!j) return NULL;
-    j->load_path = path ? strdup(path) : NULL;
+    j->load_generator = path ? strdup(path) : NULL;
     j->load_lora = lora ? strdup(lora) : NULL;
     j->load_lora_scale = lora_scale;
     j->load_shown = strdup(shown);
-    if ((path && !j->load_path) || (lora && !j->load_lora) || !j->load_shown) {
-        free(j->load_path);
+    if ((path && !j->load_generator) || (lora && !j->load_lora) || !j->load_shown) {
+        free(j->load_generator);
         free(j->load_lora);
         free(j->load_shown);
         free(j);

@@ -138,7 +138,7 @@ struct job {
     int refs;
     struct gen_request req;
     struct train_state *train; /* JOB_TRAIN only */
-    char *load_path;           /* JOB_LOAD: the absolute path of the generator to load (NULL:
+    char *load_generator;      /* JOB_LOAD: the absolute path of the generator to load (NULL:
                                   the model folder's own UNet) */
     char *load_lora;           /*           a LoRA file to merge in, or NULL */
     float load_lora_scale;

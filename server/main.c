@@ -18,11 +18,11 @@ static const struct {
     { "convert",  cli_convert,  "rewrite a model: diffusers folder <-> single file, dtype" },
     { "init",     cli_init,     "write a model folder with freshly initialised weights" },
     { "bench",    cli_bench,    "time each pipeline stage" },
-    { "train-vae", cli_train_vae, "train a VAE (shapes dataset or an image folder)" },
+    { "train-vae", cli_train_vae, "the same as `train vae`" },
     { "eval-shapes", cli_eval_shapes, "attribute accuracy + MMD of a shapes model on the fixed prompt set" },
     { "eval-cond", cli_eval_cond, "how much a denoiser uses its text: eps-MSE with own / other / null captions" },
-    { "train",    cli_train,    "train dmd2: DMD2 distillation of a 4-step generator" },
-    { "train-teacher", cli_train_teacher, "train a diffusion teacher UNet (ε-prediction, CFG dropout)" },
+    { "train",    cli_train,    "train vae | teacher | dmd2: a VAE, a diffusion teacher, DMD2 distillation of a 4-step generator" },
+    { "train-teacher", cli_train_teacher, "the same as `train teacher`" },
 };
 
 static void usage(FILE *f) {

@@ -313,7 +313,7 @@ void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j) {
     sd_status st = roots_open(d, &files, d->cfg.data_root, 0);
     if (!st) {
         confine(&files);
-        st = engine_load_unet(e, j->load_path, j->load_lora, j->load_lora_scale, &failed);
+        st = engine_load_unet(e, j->load_generator, j->load_lora, j->load_lora_scale, &failed);
         unconfine();
     }
     roots_close(&files);

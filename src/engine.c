@@ -279,7 +279,9 @@ sd_status engine_check_params(const struct engine *e, const struct gen_params *p
     return SD_OK;
 }
 
-/* Run fn with a fresh error state; returns the backend's first error, if any. */
+/* The end of every engine call: the activation arena's high-water mark goes into
+ * engine_info, the arena is reset, and the call's status is st or else the backend's
+ * first (sticky) error, which is cleared so the next call starts clean. */
 static sd_status finish(struct engine *e, sd_status st) {
     sd_status bst = backend_status(e->be);
     e->be->err = SD_OK;
@@ -369,10 +371,10 @@ sd_status engine_unet_backward(struct engine *e, const float *x, const float *t,
     float *gx = fwd_alloc(&f, nx), *gctx = fwd_alloc(&f, nc), *gp = fwd_alloc(&f, np);
     if (gctx) be->ops->zero(be, gctx, nc * sizeof(float));
     struct unet_tape tp;
-    unet_encode(&f, u, &tp, recompute ? UNET_TRAIN_RECOMPUTE : UNET_TRAIN_KEEP, dx_, t, dctx_, dp_, time_ids, N, h, w, L);
-    if (!be->err) unet_decode(&f, u, &tp, out_);
-    if (!be->err) unet_decode_backward(&f, u, &g, &tp, dout_, gctx);
-    if (!be->err) unet_encode_backward(&f, u, &g, &tp, NULL, gx, gctx, gp);
+    unet_down(&f, u, &tp, recompute ? UNET_TRAIN_RECOMPUTE : UNET_TRAIN_KEEP, dx_, t, dctx_, dp_, time_ids, N, h, w, L);
+    if (!be->err) unet_up(&f, u, &tp, out_);
+    if (!be->err) unet_up_backward(&f, u, &g, &tp, dout_, gctx);
+    if (!be->err) unet_down_backward(&f, u, &g, &tp, NULL, gx, gctx, gp);
     if (!(st = backend_status(be))) {
         if (out) be->ops->download(be, out, out_, no * sizeof(float));
         if (dx) be->ops->download(be, dx, gx, nx * sizeof(float));

@@ -65,13 +65,13 @@ static double loss_of(struct fwd *f, struct unet *u, struct unet *g, const float
                       const float *pool, const float *tid, const float *R, float *out, int h) {
     struct unet_tape tp;
     size_t n = (size_t)4 * h * h;
-    unet_encode(f, u, &tp, g != NULL, x, t, ctx, pool, tid, 1, h, h, 77);
-    unet_decode(f, u, &tp, out);
+    unet_down(f, u, &tp, g != NULL, x, t, ctx, pool, tid, 1, h, h, 77);
+    unet_up(f, u, &tp, out);
     double L = 0;
     for (size_t i = 0; i < n; i++) L += (double)out[i] * R[i];
     if (g) {
-        unet_decode_backward(f, u, g, &tp, R, NULL);
-        unet_encode_backward(f, u, g, &tp, NULL, NULL, NULL, NULL);
+        unet_up_backward(f, u, g, &tp, R, NULL);
+        unet_down_backward(f, u, g, &tp, NULL, NULL, NULL, NULL);
     }
     arena_reset(f->ar, 0);
     return L;

@@ -60,6 +60,9 @@ done
 grep -q "2 shards" "$T/vs.log" &&
 "$ST_COMPARE" "$T/vs2/checkpoint-0000001/optim.safetensors" "$T/vs1/checkpoint-0000001/optim.safetensors" 1e-4 '*' >"$T/sh.txt"
 ok $? "VAE: 2 shards give the 1-shard gradient within 1e-4 ($(tail -n 1 "$T/sh.txt"))"
+"$BIN" train vae --model "$T/m" --out "$T/vs1b" --resolution 16 --batch 4 --steps 1 --shards 1 --sample-every 0 2>"$T/vs.log" &&
+cmp -s "$T/vs1b/checkpoint-0000001/optim.safetensors" "$T/vs1/checkpoint-0000001/optim.safetensors"
+ok $? "sdxld train vae is train-vae under its new name (the same checkpoint, bit for bit)"
 
 # resume: 6 steps straight vs 3 steps, stop, resume to 6 -> identical weights and moments
 # (2 shards: the default on the 2-core CI machine, and the threaded path)

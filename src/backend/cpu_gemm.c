@@ -1,6 +1,7 @@
-/* cpu_gemm.c — the CPU GEMM: OpenBLAS cblas_sgemm when built with it (fast, threaded by
- * OpenBLAS itself), otherwise a cache-blocked fallback parallelised over row blocks with
- * pthreads.  The fallback packs op(B) panels so the inner loop is a contiguous axpy the
+/* cpu_gemm.c — the CPU GEMM: OpenBLAS cblas_sgemm when built with it, run single-threaded
+ * (cpu.c sets openblas_set_num_threads(1)) on panels that cpu_sgemm splits over the
+ * backend's own threads, otherwise a cache-blocked fallback parallelised over row blocks
+ * the same way.  The fallback packs op(B) panels so the inner loop is a contiguous axpy the
  * compiler vectorises; it is correct for every transpose and leading dimension. */
 #include <pthread.h>
 #include <stdatomic.h>

@@ -54,7 +54,7 @@ void sd_log(enum sd_log_level lvl, const char *fmt, ...) __attribute__((format(p
 #define LOG_E(...) sd_log(SD_LOG_ERROR, __VA_ARGS__)
 
 /* Checked host allocation: NULL plus an SD_ERR_NOMEM message on failure.  Every host
- * allocation in src/ goes through these, so tests can fail the Nth one (fault.h). */
+ * allocation in src/ goes through these, so tests can fail the Nth one (sd_fault_arm_alloc below). */
 void *sd_malloc(size_t n);
 void *sd_calloc(size_t n, size_t size);
 void *sd_realloc(void *p, size_t n);

@@ -162,7 +162,7 @@ static float *tape_copy(struct fwd *f, struct unet_tape *tp, const float *src, s
     return d;
 }
 
-void unet_encode(struct fwd *f, const struct unet *m, struct unet_tape *tp, int train, const float *x,
+void unet_down(struct fwd *f, const struct unet *m, struct unet_tape *tp, int train, const float *x,
                  const float *t, const float *ctx, const float *pooled, const float *time_ids,
                  int N, int H, int W, int Lk) {
     struct backend *be = f->be;
@@ -240,7 +240,7 @@ void unet_encode(struct fwd *f, const struct unet *m, struct unet_tape *tp, int 
     tp->mid_h = h; tp->mid_w = w; tp->mid_c = C;
 }
 
-void unet_decode(struct fwd *f, const struct unet *m, struct unet_tape *tp, float *out) {
+void unet_up(struct fwd *f, const struct unet *m, struct unet_tape *tp, float *out) {
     struct backend *be = f->be;
     const struct unet_config *c = &m->cfg;
     int n = c->nlevels, G = c->groups, N = tp->N, ns = tp->nskip, h = tp->mid_h, w = tp->mid_w, C = tp->mid_c;
@@ -293,7 +293,7 @@ void unet_forward(struct fwd *f, const struct unet *m, float *out, const float *
                   const float *time_ids, int N, int H, int W, int Lk) {
     uint64_t mk = arena_mark(f->ar);
     struct unet_tape tp;
-    unet_encode(f, m, &tp, 0, x, t, ctx, pooled, time_ids, N, H, W, Lk);
-    if (!f->be->err) unet_decode(f, m, &tp, out);
+    unet_down(f, m, &tp, 0, x, t, ctx, pooled, time_ids, N, H, W, Lk);
+    if (!f->be->err) unet_up(f, m, &tp, out);
     arena_reset(f->ar, mk);
 }

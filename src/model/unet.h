@@ -51,12 +51,12 @@ void unet_forward(struct fwd *f, const struct unet *m, float *out, const float *
                   const float *t, const float *ctx, const float *pooled,
                   const float *time_ids, int N, int H, int W, int Lk);
 
-/* ---- training: encode / decode with a tape, and their backward ----
+/* ---- training: the down half (to the mid block) and the up half with a tape, and their backward ----
  *
- * unet_encode runs the embeddings, conv_in, the down blocks and the mid block, keeping
+ * unet_down runs the embeddings, conv_in, the down blocks and the mid block, keeping
  * every block input/output the backward needs on the activation arena (the tape lives
  * until the caller resets the arena past it); tape->mid_out is the mid-block output (the
- * DMD2 GAN head reads it).  unet_decode runs the up blocks and the output head.
+ * DMD2 GAN head reads it).  unet_up runs the up blocks and the output head.
  * Two training modes (the `train` argument):
  *   UNET_TRAIN_KEEP — every block also keeps its internals (layers.h keep-all mode) and
  *     backward uses them: the fastest, and the most activation memory;
@@ -83,23 +83,23 @@ struct unet_tape {
     int up_skip[UNET_MAX_LEVELS][UNET_MAX_RES];
     float *up_sample_in[UNET_MAX_LEVELS], *out_in;
     int out_h, out_w, out_c, mid_h, mid_w, mid_c;
-    /* backward state, filled by unet_decode_backward, consumed by unet_encode_backward */
+    /* backward state, filled by unet_up_backward, consumed by unet_down_backward */
     float *dskip[64], *dtemb, *dmid;
 };
 
-void unet_encode(struct fwd *f, const struct unet *m, struct unet_tape *tp, int train, const float *x,
+void unet_down(struct fwd *f, const struct unet *m, struct unet_tape *tp, int train, const float *x,
                  const float *t, const float *ctx, const float *pooled, const float *time_ids,
                  int N, int H, int W, int Lk);
-void unet_decode(struct fwd *f, const struct unet *m, struct unet_tape *tp, float *out);
-/* Allocate the zeroed backward state (dskip, dtemb, dmid) on the arena.  decode_backward
+void unet_up(struct fwd *f, const struct unet *m, struct unet_tape *tp, float *out);
+/* Allocate the zeroed backward state (dskip, dtemb, dmid) on the arena.  unet_up_backward
  * does it itself; call it directly to backpropagate from the mid block alone (a GAN
- * head on unet_encode's features, no decode). */
+ * head on unet_down's features, no up half). */
 void unet_tape_begin_backward(struct fwd *f, const struct unet *m, struct unet_tape *tp);
 /* From dout [N, out_ch, H, W] to tp->dmid, tp->dskip, tp->dtemb; dctx (+=, may be NULL). */
-void unet_decode_backward(struct fwd *f, const struct unet *m, struct unet *g, struct unet_tape *tp,
+void unet_up_backward(struct fwd *f, const struct unet *m, struct unet *g, struct unet_tape *tp,
                           const float *dout, float *dctx);
 /* dmid_extra (may be NULL) is added to the mid-output gradient (a GAN head's).  dctx +=. */
-void unet_encode_backward(struct fwd *f, const struct unet *m, struct unet *g, struct unet_tape *tp,
+void unet_down_backward(struct fwd *f, const struct unet *m, struct unet *g, struct unet_tape *tp,
                           const float *dmid_extra, float *dx, float *dctx, float *dpooled);
 /* Zero every parameter gradient of g (one memset over its arena). */
 void unet_zero(struct backend *be, struct unet *g);

@@ -26,7 +26,7 @@ void unet_tape_begin_backward(struct fwd *f, const struct unet *m, struct unet_t
     if (tp->dmid) be->ops->zero(be, tp->dmid, nm * sizeof(float));
 }
 
-void unet_decode_backward(struct fwd *f, const struct unet *m, struct unet *g, struct unet_tape *tp,
+void unet_up_backward(struct fwd *f, const struct unet *m, struct unet *g, struct unet_tape *tp,
                           const float *dout, float *dctx) {
     struct backend *be = f->be;
     const struct unet_config *c = &m->cfg;
@@ -96,7 +96,7 @@ void unet_decode_backward(struct fwd *f, const struct unet *m, struct unet *g, s
     arena_reset(f->ar, mk);
 }
 
-void unet_encode_backward(struct fwd *f, const struct unet *m, struct unet *g, struct unet_tape *tp,
+void unet_down_backward(struct fwd *f, const struct unet *m, struct unet *g, struct unet_tape *tp,
                           const float *dmid_extra, float *dx, float *dctx, float *dpooled) {
     struct backend *be = f->be;
     const struct unet_config *c = &m->cfg;

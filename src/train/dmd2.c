@@ -35,15 +35,15 @@ struct dmd2 {
     struct fwd f;
     struct cond k;
     struct vae v;
-    struct unet real, gen, fake, ggen, gfake;
+    struct unet real, generator, fake, ggenerator, gfake;
     struct head head, ghead;
     struct schedule sch;
     struct latent_cache cache;
     struct optimizer og, of, oh;
-    struct lora lora;           /* with lora_rank > 0: og trains its A/B, gen = W0 + s·B·A */
+    struct lora lora;           /* with lora_rank > 0: og trains its A/B, generator = W0 + s·B·A */
     struct shards sh;           /* the UNet passes run over the batch's rows in shards */
-    struct unet *tw[2][SHARDS_MAX];                      /* gradient twins of ggen, gfake (shards 1..) */
-    const struct weight_table *gt[2][SHARDS_MAX];        /* [0]: ggen / gfake themselves */
+    struct unet *tw[2][SHARDS_MAX];                      /* gradient twins of ggenerator, gfake (shards 1..) */
+    const struct weight_table *gt[2][SHARDS_MAX];        /* [0]: ggenerator / gfake themselves */
     struct unet_tape *tapes;    /* [4][SHARDS_MAX]: generator, GAN-G, fake, GAN-D */
     int loaded[13];
     struct sd_rng rng;
@@ -124,9 +124,9 @@ void dmd2_close(struct dmd2 *d) {
     if (d->loaded[0]) cond_free(&d->k);
     if (d->loaded[1]) vae_free(&d->v);
     if (d->loaded[2]) unet_free(&d->real);
-    if (d->loaded[3]) unet_free(&d->gen);
+    if (d->loaded[3]) unet_free(&d->generator);
     if (d->loaded[4]) unet_free(&d->fake);
-    if (d->loaded[5]) unet_free(&d->ggen);
+    if (d->loaded[5]) unet_free(&d->ggenerator);
     if (d->loaded[6]) unet_free(&d->gfake);
     if (d->loaded[7]) head_free(&d->head);
     if (d->loaded[8]) head_free(&d->ghead);
@@ -148,7 +148,7 @@ void dmd2_close(struct dmd2 *d) {
 
 static struct ckpt_part *parts(struct dmd2 *d, struct ckpt_part *p) {
     p[0] = d->c.lora_rank > 0 ? (struct ckpt_part){ "generator_lora.", &d->lora.wt, &d->og }
-                              : (struct ckpt_part){ "generator.", &d->gen.wt, &d->og };
+                              : (struct ckpt_part){ "generator.", &d->generator.wt, &d->og };
     p[1] = (struct ckpt_part){ "fake.", &d->fake.wt, &d->of };
     p[2] = (struct ckpt_part){ "head.", &d->head.wt, &d->oh };
     return p;
@@ -183,13 +183,13 @@ static sd_status open_models(struct dmd2 *d) {
     SD_TRY(load_unet(&d->real, d->be, c->teacher_dir, NULL));
     d->loaded[2] = 1;
     SD_TRY(open_yield(d));
-    SD_TRY(load_unet(&d->gen, d->be, c->teacher_dir, c->generator_init));
+    SD_TRY(load_unet(&d->generator, d->be, c->teacher_dir, c->generator_init));
     d->loaded[3] = 1;
     SD_TRY(open_yield(d));
     SD_TRY(load_unet(&d->fake, d->be, c->teacher_dir, NULL));     /* fake starts as the teacher */
     d->loaded[4] = 1;
     SD_TRY(open_yield(d));
-    SD_TRY(unet_create(&d->ggen, d->be, &d->gen.cfg));
+    SD_TRY(unet_create(&d->ggenerator, d->be, &d->generator.cfg));
     d->loaded[5] = 1;
     SD_TRY(unet_create(&d->gfake, d->be, &d->fake.cfg));
     d->loaded[6] = 1;
@@ -222,23 +222,23 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     if ((st = open_models(d))) goto fail;
     /* sizes: the mid block runs at latent / 2^(levels-1) */
     d->S = dataset_resolution(c->data);
-    int vs = vae_scale(&d->v), lv = d->gen.cfg.nlevels;
+    int vs = vae_scale(&d->v), lv = d->generator.cfg.nlevels;
     if (d->S % (vs << (lv - 1))) { st = sd_fail(SD_ERR_INVALID, "resolution %d does not fit the VAE and UNet", d->S); goto fail; }
-    d->h = d->S / vs; d->C = d->gen.cfg.in_ch; d->L = d->k.L; d->X = d->k.X; d->P = d->k.P;
+    d->h = d->S / vs; d->C = d->generator.cfg.in_ch; d->L = d->k.L; d->X = d->k.X; d->P = d->k.P;
     d->per = (size_t)d->C * d->h * d->h;
     int mid_c = d->fake.cfg.ch[lv - 1], mid_s = d->h >> (lv - 1);
     d->mid_per = (size_t)mid_c * mid_s * mid_s;
     /* shards: every UNet pass splits its rows over them; shard i > 0 accumulates into
-     * twins of ggen and gfake, summed into them after each backward pass */
-    if ((st = shards_init(&d->sh, d->be, &d->acts, shards_pick(d->be, c->shards, c->batch, 2 * d->gen.wt.total), c->batch)))
+     * twins of ggenerator and gfake, summed into them after each backward pass */
+    if ((st = shards_init(&d->sh, d->be, &d->acts, shards_pick(d->be, c->shards, c->batch, 2 * d->generator.wt.total), c->batch)))
         goto fail;
     if (!(d->tapes = sd_calloc(4 * SHARDS_MAX, sizeof *d->tapes))) { st = SD_ERR_NOMEM; goto fail; }
-    d->gt[0][0] = &d->ggen.wt;
+    d->gt[0][0] = &d->ggenerator.wt;
     d->gt[1][0] = &d->gfake.wt;
     for (int k = 0; k < 2; k++)
         for (int i = 1; i < d->sh.n; i++) {
             if (!(d->tw[k][i] = sd_calloc(1, sizeof(struct unet)))) { st = SD_ERR_NOMEM; goto fail; }
-            if ((st = unet_create(d->tw[k][i], d->sh.s[i].be, k ? &d->fake.cfg : &d->gen.cfg))) {
+            if ((st = unet_create(d->tw[k][i], d->sh.s[i].be, k ? &d->fake.cfg : &d->generator.cfg))) {
                 sd_free(d->tw[k][i]); d->tw[k][i] = NULL; goto fail;
             }
             d->gt[k][i] = &d->tw[k][i]->wt;
@@ -253,11 +253,11 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     struct adamw_config of = og;
     of.lr = c->lr_fake;
     if (c->lora_rank > 0) {   /* the generator's base stays frozen at its initial weights */
-        if ((st = lora_create(&d->lora, d->be, &d->gen.wt, &d->ggen.wt, c->lora_rank, c->lora_alpha, c->seed ^ 0x10a))) goto fail;
+        if ((st = lora_create(&d->lora, d->be, &d->generator.wt, &d->ggenerator.wt, c->lora_rank, c->lora_alpha, c->seed ^ 0x10a))) goto fail;
         d->loaded[12] = 1;
         st = optim_init(&d->og, d->be, &og, &d->lora.wt, &d->lora.gt);
     } else {
-        st = optim_init(&d->og, d->be, &og, &d->gen.wt, &d->ggen.wt);
+        st = optim_init(&d->og, d->be, &og, &d->generator.wt, &d->ggenerator.wt);
     }
     if (st) goto fail;
     d->loaded[9] = 1;
@@ -333,17 +333,17 @@ static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 /* ---- UNet passes over a batch's rows, shard by shard (shards.h) ----
  * Rows [N·i/n, N·(i+1)/n) of every [N, ...] buffer go to shard i.  A pass's tapes live on
  * the shards' arenas (the trainer's arena when n = 1) until the caller resets them. */
-enum { PASS_FORWARD, PASS_ENCODE, PASS_BACKWARD };
+enum { PASS_FORWARD, PASS_DOWN, PASS_BACKWARD };
 struct pass {
     struct dmd2 *d;
     int op, N;
     const struct unet *u;
-    struct unet_tape *tp;           /* [SHARDS_MAX] (encode, backward) */
-    int g;                          /* backward: -1 frozen, 0 into ggen, 1 into gfake */
-    float *out;                     /* forward: ε̂; encode: decoded ε̂ (NULL: encode only) */
+    struct unet_tape *tp;           /* [SHARDS_MAX] (down, backward) */
+    int g;                          /* backward: -1 frozen, 0 into ggenerator, 1 into gfake */
+    float *out;                     /* forward: ε̂; down: ε̂ through the up half too (NULL: down only) */
     const float *x, *t, *ctx, *pool;
-    float *mid;                     /* encode: mid-block features gathered (n > 1; may be NULL) */
-    const float *dout, *dmid;       /* backward: from the decoded output, or from the mid block */
+    float *mid;                     /* down: mid-block features gathered (n > 1; may be NULL) */
+    const float *dout, *dmid;       /* backward: from the output (through the up half), or from the mid block */
     float *dx;                      /* backward: into the input (may be NULL) */
 };
 
@@ -353,7 +353,7 @@ static void pass_shard(struct shard *s, void *p) {
     int lo, hi;
     shard_range(a->N, s->index, d->sh.n, &lo, &hi);
     int cnt = hi - lo;
-    struct unet *g = a->op != PASS_BACKWARD || a->g < 0 ? NULL : s->index == 0 ? (a->g ? &d->gfake : &d->ggen)
+    struct unet *g = a->op != PASS_BACKWARD || a->g < 0 ? NULL : s->index == 0 ? (a->g ? &d->gfake : &d->ggenerator)
                                                                            : d->tw[a->g][s->index];
     if (g && s->index > 0) unet_zero(s->be, g);   /* a twin holds this pass's gradient only */
     if (cnt <= 0) return;
@@ -365,16 +365,16 @@ static void pass_shard(struct shard *s, void *p) {
         unet_forward(f, a->u, a->out + lo * pl, a->x + lo * pl, a->t + lo, a->ctx + lo * pc, a->pool + (size_t)lo * d->P,
                      d->tid, cnt, d->h, d->h, d->L);
         arena_reset(f->ar, mk);
-    } else if (a->op == PASS_ENCODE) {
-        unet_encode(f, a->u, tp, tape_mode(d), a->x + lo * pl, a->t + lo, a->ctx + lo * pc, a->pool + (size_t)lo * d->P,
+    } else if (a->op == PASS_DOWN) {
+        unet_down(f, a->u, tp, tape_mode(d), a->x + lo * pl, a->t + lo, a->ctx + lo * pc, a->pool + (size_t)lo * d->P,
                     d->tid, cnt, d->h, d->h, d->L);
-        if (!s->be->err && a->out) unet_decode(f, a->u, tp, a->out + lo * pl);
+        if (!s->be->err && a->out) unet_up(f, a->u, tp, a->out + lo * pl);
         if (!s->be->err && a->mid) s->be->ops->copy(s->be, a->mid + lo * pm, tp->mid_out, cnt * pm * 4);
     } else {
-        if (a->dout) unet_decode_backward(f, a->u, g, tp, a->dout + lo * pl, NULL);
+        if (a->dout) unet_up_backward(f, a->u, g, tp, a->dout + lo * pl, NULL);
         else unet_tape_begin_backward(f, a->u, tp);
         if (!s->be->err)
-            unet_encode_backward(f, a->u, g, tp, a->dmid ? a->dmid + lo * pm : NULL, a->dx ? a->dx + lo * pl : NULL, NULL, NULL);
+            unet_down_backward(f, a->u, g, tp, a->dmid ? a->dmid + lo * pm : NULL, a->dx ? a->dx + lo * pl : NULL, NULL, NULL);
     }
 }
 
@@ -407,22 +407,22 @@ static sd_status sh_forward(struct dmd2 *d, const struct unet *u, float *out, co
     return pass_run(d, &a);
 }
 
-/* Taped encode (+ decode into out when out != NULL); *mid (when mid != NULL) = the
+/* Taped down half (+ the up half into out when out != NULL); *mid (when mid != NULL) = the
  * mid-block features [N, mid_per]: the tape's own with one shard, else gathered into a
  * buffer on d's arena. */
-static sd_status sh_encode(struct dmd2 *d, struct unet_tape *tp, const struct unet *u, float *out, const float *x,
+static sd_status sh_down(struct dmd2 *d, struct unet_tape *tp, const struct unet *u, float *out, const float *x,
                            const float *t, const float *ctx, const float *pool, int N, const float **mid) {
     float *buf = NULL;
     if (mid && d->sh.n > 1 && !(buf = fwd_alloc(&d->f, (size_t)N * d->mid_per))) return backend_status(d->be);
-    struct pass a = { .op = PASS_ENCODE, .N = N, .u = u, .tp = tp, .out = out, .x = x, .t = t, .ctx = ctx, .pool = pool,
+    struct pass a = { .op = PASS_DOWN, .N = N, .u = u, .tp = tp, .out = out, .x = x, .t = t, .ctx = ctx, .pool = pool,
                       .mid = buf };
     SD_TRY(pass_run(d, &a));
     if (mid) *mid = buf ? buf : tp[0].mid_out;
     return SD_OK;
 }
 
-/* Backward of a taped pass from dout (decoded output) or dmid (mid block); g: -1 frozen,
- * 0 ggen, 1 gfake (+=); dx (may be NULL) = the input gradient. */
+/* Backward of a taped pass from dout (the output) or dmid (the mid block); g: -1 frozen,
+ * 0 ggenerator, 1 gfake (+=); dx (may be NULL) = the input gradient. */
 static sd_status sh_backward(struct dmd2 *d, struct unet_tape *tp, const struct unet *u, int g, const float *dout,
                              const float *dmid, float *dx, int N) {
     struct pass a = { .op = PASS_BACKWARD, .N = N, .u = u, .tp = tp, .g = g, .dout = dout, .dmid = dmid, .dx = dx };
@@ -437,17 +437,17 @@ static sd_status sh_backward(struct dmd2 *d, struct unet_tape *tp, const struct 
  * RNG, data cursor as before it: a checkpoint is then the last completed iteration); after
  * that the iteration completes, still yielding between passes. */
 struct iter {
-    int B, gen_iter;
+    int B, generator_iter;
     size_t nb;
     float *ctx, *pool;          /* the batch's prompts */
     float *xt, *eh, *x0;        /* the generator's input at tk, its ε̂, x0_gen */
     float tk[MAXB];
-    double gn_gen, gn_fake;
+    double gn_generator, gn_fake;
 };
 
 /* 1. The generator's input (§8.3, §8.4): backward simulation from pure noise through the
  * first k sampler steps, or (ablated) real latents noised at a random sampler step. */
-static sd_status gen_input(struct dmd2 *d, struct iter *it) {
+static sd_status generator_input(struct dmd2 *d, struct iter *it) {
     const struct dmd2_config *c = &d->c;
     struct backend *be = d->be;
     struct fwd *f = &d->f;
@@ -464,7 +464,7 @@ static sd_status gen_input(struct dmd2 *d, struct iter *it) {
             float *x = normals(d, DMD2_DRAW_SIM_START, 0, nb), *e = fwd_alloc(f, nb), tv[MAXB];
             for (int s = 0; s < k && !st; s++) {
                 for (int i = 0; i < B; i++) tv[i] = (float)c->timesteps[s];
-                if ((st = sh_forward(d, &d->gen, e, x, tv, it->ctx, it->pool, B))) break;
+                if ((st = sh_forward(d, &d->generator, e, x, tv, it->ctx, it->pool, B))) break;
                 to_x0(d, it->x0, x, e, tv, B);
                 if (s + 1 < k) {
                     float *z = normals(d, DMD2_DRAW_SIM_RENOISE, s, nb);
@@ -532,7 +532,7 @@ static sd_status dm_gradient(struct dmd2 *d, struct iter *it, float *dx0) {
 }
 
 /* 3b. dx0 += gan_g·dL_GAN_G/dx0, L_GAN_G = mean softplus(−ℓ(noised x0_gen)) through the
- * frozen fake encoder and head (§7). */
+ * frozen fake score's down half and the head (§7). */
 static sd_status gan_g_gradient(struct dmd2 *d, struct iter *it, float *dx0) {
     struct backend *be = d->be;
     struct fwd *f = &d->f;
@@ -548,7 +548,7 @@ static sd_status gan_g_gradient(struct dmd2 *d, struct iter *it, float *dx0) {
     struct head_save sv;
     const float *mid = NULL;
     shards_mark(&d->sh, smk);
-    SD_TRY(sh_encode(d, tp, &d->fake, NULL, xd, t2, it->ctx, it->pool, B, &mid));
+    SD_TRY(sh_down(d, tp, &d->fake, NULL, xd, t2, it->ctx, it->pool, B, &mid));
     head_forward(f, &d->head, &sv, lg, mid, B);
     SD_TRY(backend_status(be));
     be->ops->download(be, host_l, lg, B * 4);
@@ -581,13 +581,13 @@ static sd_status generator_backward(struct dmd2 *d, struct iter *it, struct unet
     if (!deh) return backend_status(be);
     per_sample(d, deh, dx0, NULL, sc, NULL, it->B);
     optim_zero_grad(&d->og, be);
-    if (c->lora_rank > 0) unet_zero(be, &d->ggen);   /* og holds only the adapters' gradients */
-    SD_TRY(sh_backward(d, gtp, &d->gen, 0, deh, NULL, NULL, it->B));
+    if (c->lora_rank > 0) unet_zero(be, &d->ggenerator);   /* og holds only the adapters' gradients */
+    SD_TRY(sh_backward(d, gtp, &d->generator, 0, deh, NULL, NULL, it->B));
     if (c->lora_rank > 0) lora_grads(&d->lora, be);
     SD_TRY(backend_status(be));
     struct optimizer *og = &d->og;
     d->committed = 1;
-    SD_TRY(joint_step(d, &og, 1, &it->gn_gen));
+    SD_TRY(joint_step(d, &og, 1, &it->gn_generator));
     if (c->lora_rank > 0) lora_merge(&d->lora, be);
     return SD_OK;
 }
@@ -599,13 +599,13 @@ static sd_status generator_phase(struct dmd2 *d, struct iter *it) {
     struct unet_tape *gtp = d->tapes;   /* per shard: the generator's, then GAN-G, fake, GAN-D */
     uint64_t mk = arena_mark(f->ar), smk[SHARDS_MAX];
     shards_mark(&d->sh, smk);
-    sd_status st = it->gen_iter ? sh_encode(d, gtp, &d->gen, it->eh, it->xt, it->tk, it->ctx, it->pool, it->B, NULL)
-                                : sh_forward(d, &d->gen, it->eh, it->xt, it->tk, it->ctx, it->pool, it->B);
+    sd_status st = it->generator_iter ? sh_down(d, gtp, &d->generator, it->eh, it->xt, it->tk, it->ctx, it->pool, it->B, NULL)
+                                : sh_forward(d, &d->generator, it->eh, it->xt, it->tk, it->ctx, it->pool, it->B);
     if (!st) {
         to_x0(d, it->x0, it->xt, it->eh, it->tk, it->B);
         st = backend_status(d->be);
     }
-    if (!st && it->gen_iter) {
+    if (!st && it->generator_iter) {
         float *dx0 = fwd_alloc(f, it->nb);
         st = dx0 ? dm_gradient(d, it, dx0) : backend_status(d->be);
         d->gan_g = 0;
@@ -630,7 +630,7 @@ static sd_status fake_denoise(struct dmd2 *d, struct iter *it) {
     add_noise(d, xn, it->x0, z, t2, it->B);
     struct unet_tape *tp = d->tapes + 2 * SHARDS_MAX;
     shards_mark(&d->sh, smk);
-    SD_TRY(sh_encode(d, tp, &d->fake, pred, xn, t2, it->ctx, it->pool, it->B, NULL));
+    SD_TRY(sh_down(d, tp, &d->fake, pred, xn, t2, it->ctx, it->pool, it->B, NULL));
     be->ops->axpby(be, pred, 1.0f, pred, -1.0f, z, (long long)nb);
     d->fake_l = be->ops->dot(be, pred, pred, (long long)nb) / nb;
     be->ops->axpby(be, pred, 2.0f / nb, pred, 0.0f, NULL, (long long)nb);
@@ -641,7 +641,7 @@ static sd_status fake_denoise(struct dmd2 *d, struct iter *it) {
 }
 
 /* 4b. gan_d·L_GAN_D (§7): real latents (with their own captions) against x0_gen, each at
- * its own t, through the fake encoder and head, into gfake and ghead. */
+ * its own t, through the fake score's down half and the head, into gfake and ghead. */
 static sd_status gan_d_gradient(struct dmd2 *d, struct iter *it) {
     struct backend *be = d->be;
     struct fwd *f = &d->f;
@@ -664,7 +664,7 @@ static sd_status gan_d_gradient(struct dmd2 *d, struct iter *it) {
     struct head_save sv;
     const float *mid = NULL;
     shards_mark(&d->sh, smk);
-    SD_TRY(sh_encode(d, tp, &d->fake, NULL, xn, t2, c2, p2, 2 * B, &mid));
+    SD_TRY(sh_down(d, tp, &d->fake, NULL, xn, t2, c2, p2, 2 * B, &mid));
     head_forward(f, &d->head, &sv, lg, mid, 2 * B);
     SD_TRY(backend_status(be));
     be->ops->download(be, host_l, lg, 2 * B * 4);
@@ -721,7 +721,7 @@ static sd_status samples(struct dmd2 *d, const struct iter *it) {
     if (!st) {
         sd_rng_normal(&r2, hbuf, nl);
         be->ops->upload(be, x, hbuf, nl * 4);
-        struct sampler_job j = { .unet = &d->gen, .sched = &d->sch, .ctx = d->cache.ctx, .pooled = d->cache.pool,
+        struct sampler_job j = { .unet = &d->generator, .sched = &d->sch, .ctx = d->cache.ctx, .pooled = d->cache.pool,
                                  .time_ids = d->tid, .N = n, .h = d->h, .w = d->h, .Lk = d->L, .nsteps = c->nsteps,
                                  .timesteps = c->timesteps, .noise = rng_fill, .noise_ud = &r2,
                                  .on_step = sample_step, .step_ud = d };
@@ -744,7 +744,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
     const struct dmd2_config *c = &d->c;
     if (dmd2_done(d)) return sd_fail(SD_ERR_INVALID, "dmd2: all %d steps done", c->steps);
     if (d->broken) return sd_fail(SD_ERR_INVALID, "dmd2: the run was aborted half-way through an iteration");
-    struct iter it = { .B = c->batch, .gen_iter = d->step % c->ttur == 0, .gn_gen = d->og.last_grad_norm };
+    struct iter it = { .B = c->batch, .generator_iter = d->step % c->ttur == 0, .gn_generator = d->og.last_grad_norm };
     it.nb = (size_t)it.B * d->per;
     struct sd_rng rng0 = d->rng;
     long long cursor0 = d->cursor;
@@ -763,7 +763,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
     long long idx[MAXB];
     draw(d, DMD2_DRAW_BATCH, idx, it.B);
     gather(d, idx, it.B, NULL, it.ctx, it.pool);
-    sd_status st = gen_input(d, &it);
+    sd_status st = generator_input(d, &it);
     if (!st) st = generator_phase(d, &it);
     if (!st) st = fake_phase(d, &it);
     if (st == SD_ERR_CANCELLED && !d->committed) {   /* undone: as if it never began */
@@ -778,7 +778,7 @@ sd_status dmd2_step(struct dmd2 *d, struct dmd2_stats *out) {
         st = dmd2_save(d, NULL, 0);
     if (st) return st;
     if (out) {
-        *out = (struct dmd2_stats){ d->step, d->og.step, d->dm, d->gan_g, d->fake_l, d->gan_d, it.gn_gen, it.gn_fake,
+        *out = (struct dmd2_stats){ d->step, d->og.step, d->dm, d->gan_g, d->fake_l, d->gan_d, it.gn_generator, it.gn_fake,
                                     d->sample[0] ? d->sample : NULL, d->ckpt[0] ? d->ckpt : NULL };
     }
     return SD_OK;
@@ -793,7 +793,7 @@ sd_status dmd2_save(struct dmd2 *d, char *path_out, size_t n) {
     if (path_out) snprintf(path_out, n, "%s", d->ckpt);
     char p[4200];
     snprintf(p, sizeof p, "%s/generator.safetensors", d->c.out_dir);
-    SD_TRY(wt_save(&d->gen.wt, d->be, p, DT_F16));
+    SD_TRY(wt_save(&d->generator.wt, d->be, p, DT_F16));
     if (d->c.lora_rank <= 0) return SD_OK;
     snprintf(p, sizeof p, "%s/generator_lora.safetensors", d->c.out_dir);
     return lora_save(&d->lora, d->be, p, DT_F16);

@@ -369,9 +369,9 @@ static void teacher_shard(struct shard *s, void *p) {
     s->part[0] = 0;
     wt_zero(&g->wt, be);
     struct unet_tape tp;
-    unet_encode(&s->f, t->u, &tp, t->recompute ? UNET_TRAIN_RECOMPUTE : UNET_TRAIN_KEEP, t->xt + lo * pl, t->tv + lo,
+    unet_down(&s->f, t->u, &tp, t->recompute ? UNET_TRAIN_RECOMPUTE : UNET_TRAIN_KEEP, t->xt + lo * pl, t->tv + lo,
                 t->ctx + lo * t->per_c, t->pool + (size_t)lo * t->P, t->tid + 6 * lo, n, t->h, t->h, t->L);
-    if (!be->err) unet_decode(&s->f, t->u, &tp, pred);
+    if (!be->err) unet_up(&s->f, t->u, &tp, pred);
     if (be->err) return;
     /* loss = mean_i w_i·mean (pred_i − ε_i)², w_i = (1 + SNR)^-γ normalised to mean 1 over
      * t (1 when γ = 0); dloss/dpred_i = 2 w_i (pred_i − ε_i) / n (into pred).  The
@@ -381,8 +381,8 @@ static void teacher_shard(struct shard *s, void *p) {
     for (int i = 0; i < n; i++)
         be->ops->axpby(be, pred + i * pl, 2.0f * (float)t->p2w[(int)t->tv[lo + i]] / t->nb, pred + i * pl, 0.0f, NULL,
                        (long long)pl);
-    if (!be->err) unet_decode_backward(&s->f, t->u, g, &tp, pred, NULL);
-    if (!be->err) unet_encode_backward(&s->f, t->u, g, &tp, NULL, NULL, NULL, NULL);
+    if (!be->err) unet_up_backward(&s->f, t->u, g, &tp, pred, NULL);
+    if (!be->err) unet_down_backward(&s->f, t->u, g, &tp, NULL, NULL, NULL, NULL);
 }
 
 sd_status train_teacher(const struct train_config *c) {

@@ -21,7 +21,7 @@ PY
 
 for shards in 1 0; do
     name=$([ $shards = 1 ] && echo "1 shard" || echo "default shards")
-    "$BIN" train-teacher --model "$M" --out "$T/t$shards" --steps 60 --batch 16 --resolution 64 --lr 3e-4 --warmup 10 \
+    "$BIN" train teacher --model "$M" --out "$T/t$shards" --steps 60 --batch 16 --resolution 64 --lr 3e-4 --warmup 10 \
         --cache-size 256 --log-every 20 --ema 0.999 --p2-gamma 1 --checkpoint-every 1000 --sample-every 0 \
         --shards $shards 2>"$T/t.log"
     echo "teacher batch 16, $name: $(span "$T/t.log" 20 60) it/s"
