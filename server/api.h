@@ -16,7 +16,6 @@ struct api_error {
  * e filled (400 invalid_argument naming the field). */
 int api_fail(struct api_error *e, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-const char *api_json_type(const json_t *v);     /* "an integer", "a string", ... */
 int api_get_int(json_t *v, const char *field, long long lo, long long hi, long long *out,
                 struct api_error *e);
 /* Unknown keys in body (known: a NULL-terminated list) are an error naming the key. */

@@ -33,23 +33,11 @@ int api_fail(struct api_error *e, const char *field, const char *fmt, ...) {
     return -1;
 }
 
-const char *api_json_type(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number with a fraction";
-    case JSON_TRUE: case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-    }
-    return "?";
-}
 
 int api_get_int(json_t *v, const char *field, long long lo, long long hi, long long *out,
                    struct api_error *e) {
     if (!json_is_integer(v))
-        return api_fail(e, field, "%s: expected an integer, got %s", field, api_json_type(v));
+        return api_fail(e, field, "%s: expected an integer, got %s", field, sd_json_kind(v));
     long long x = json_integer_value(v);
     if (x < lo || x > hi)
         return api_fail(e, field, "%s: %lld is out of range %lld..%lld", field, x, lo, hi);
@@ -93,7 +81,7 @@ static int parse_prompt(json_t *body, struct gen_request *g, struct api_error *e
     json_t *v = json_object_get(body, "prompt");
     if (!v) return api_fail(e, "prompt", "prompt: required");
     if (!json_is_string(v))
-        return api_fail(e, "prompt", "prompt: expected a string, got %s", api_json_type(v));
+        return api_fail(e, "prompt", "prompt: expected a string, got %s", sd_json_kind(v));
     g->prompt = strdup(json_string_value(v));
     if (!g->prompt) return api_fail(e, "prompt", "prompt: out of memory");
     return 0;
@@ -102,7 +90,7 @@ static int parse_prompt(json_t *body, struct gen_request *g, struct api_error *e
 /* What both generation bodies share: no unknown fields, the prompt, n, default size. */
 static int parse_base(struct sdxld *d, json_t *body, const char *const *known, struct gen_request *g,
                       struct api_error *e) {
-    long long x;
+    long long x = 0;
     json_t *v;
     if (api_check_unknown(body, known, e)) return -1;
     if (parse_prompt(body, g, e)) return -1;
@@ -123,7 +111,7 @@ static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, 
                                          "timesteps", "response_format", "async", NULL };
     const struct sdxld_config *c = &d->cfg;
     if (parse_base(d, body, known, g, e)) return -1;
-    long long x;
+    long long x = 0;
     json_t *v;
     if ((v = json_object_get(body, "width"))) {
         if (api_get_int(v, "width", 0, 1 << 30, &x, e) ||
@@ -164,7 +152,7 @@ static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, 
     if ((v = json_object_get(body, "response_format"))) {
         const char *s = json_string_value(v);
         if (!s) return api_fail(e, "response_format", "response_format: expected \"png\" or "
-                            "\"b64_json\", got %s", api_json_type(v));
+                            "\"b64_json\", got %s", sd_json_kind(v));
         if (!strcmp(s, "png")) *fmt = FMT_PNG;
         else if (!strcmp(s, "b64_json")) *fmt = FMT_B64;
         else return api_fail(e, "response_format", "response_format: '%s' is not \"png\" or \"b64_json\"", s);
@@ -172,7 +160,7 @@ static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, 
     *async = 0;
     if ((v = json_object_get(body, "async"))) {
         if (!json_is_boolean(v))
-            return api_fail(e, "async", "async: expected a boolean, got %s", api_json_type(v));
+            return api_fail(e, "async", "async: expected a boolean, got %s", sd_json_kind(v));
         *async = json_is_true(v);
     }
     if (*fmt == FMT_PNG && g->n > 1 && !*async)
@@ -193,7 +181,7 @@ static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
     if ((v = json_object_get(body, "size"))) {
         const char *s = json_string_value(v);
         if (!s) return api_fail(e, "size", "size: expected a string \"WIDTHxHEIGHT\", got %s",
-                            api_json_type(v));
+                            sd_json_kind(v));
         int w, h, used = 0;
         if (strspn(s, "0123456789") == 0 || s[strspn(s, "0123456789")] != 'x' ||
             strspn(s + strspn(s, "0123456789") + 1, "0123456789") == 0 ||
@@ -211,9 +199,9 @@ static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
                         "(images are not stored at URLs)");
     }
     if ((v = json_object_get(body, "user")) && !json_is_string(v))
-        return api_fail(e, "user", "user: expected a string, got %s", api_json_type(v));
+        return api_fail(e, "user", "user: expected a string, got %s", sd_json_kind(v));
     if ((v = json_object_get(body, "model")) && !json_is_string(v))
-        return api_fail(e, "model", "model: expected a string, got %s", api_json_type(v));
+        return api_fail(e, "model", "model: expected a string, got %s", sd_json_kind(v));
     g->seed = random_seed();
     if (g->seed > (uint64_t)SEED_MAX - (uint64_t)g->n) g->seed -= (uint64_t)g->n;
     g->params.nsteps = c->default_steps;

@@ -59,7 +59,7 @@ static int real_root(const struct sdxld *d, const char *field, char *root, struc
 static int resolve_path(const char *root, const char *field, json_t *v, enum path_kind kind,
                         char *out, struct api_error *e) {
     if (!json_is_string(v))
-        return api_fail(e, field, "%s: expected a path (a string), got %s", field, api_json_type(v));
+        return api_fail(e, field, "%s: expected a path (a string), got %s", field, sd_json_kind(v));
     const char *p = json_string_value(v);
     size_t len = json_string_length(v);
     if (!len) return api_fail(e, field, "%s: empty path", field);
@@ -153,7 +153,7 @@ static int file_exists(const char *dir, const char *name, int want_dir) {
 static int get_num(json_t *v, const char *field, double lo, double hi, int lo_open, float *out,
                    struct api_error *e) {
     if (!json_is_number(v))
-        return api_fail(e, field, "%s: expected a number, got %s", field, api_json_type(v));
+        return api_fail(e, field, "%s: expected a number, got %s", field, sd_json_kind(v));
     double x = json_number_value(v);
     if (!isfinite(x) || x > hi || (lo_open ? x <= lo : x < lo))
         return lo_open ? api_fail(e, field, "%s: %g must be above %g and at most %g", field, x, lo, hi)

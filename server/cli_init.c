@@ -25,14 +25,6 @@ static int mkdir_p(const char *dir, const char *sub) {
     return 0;
 }
 
-static sd_status copy_file(const char *from, const char *to) {
-    char *data;
-    size_t len;
-    SD_TRY(sd_read_file(from, 64u << 20, &data, &len));
-    sd_status st = sd_write_file_atomic(to, data, len);
-    sd_free(data);
-    return st;
-}
 
 /* Config for part `sub`: the explicit file, else FROM/sub/config.json. */
 static const char *pick(const char *explicit_path, const char *from, const char *sub, const char *file, char *buf, size_t n) {
@@ -53,7 +45,7 @@ static sd_status init_part(const char *out, const char *sub, const char *cfg_pat
     else
         snprintf(wpath, sizeof wpath, "%s/%s/model.safetensors", out, sub);
     sd_status st = engine_init_component(sub, cfg_path, wpath, seed, dt);
-    if (!st) st = copy_file(cfg_path, dst);
+    if (!st) st = sd_copy_file(cfg_path, dst, 64u << 20);
     if (!st) LOG_I("wrote %s in %.1f s", wpath, (sd_now_ms() - t0) / 1e3);
     return st;
 }
@@ -112,7 +104,7 @@ int cli_init(int argc, char **argv) {
                  copies[i][0], copies[i][1]);
         if (stat(src, &sb)) continue;
         snprintf(dst, sizeof dst, "%s/%s/%s", out, copies[i][0], copies[i][1]);
-        if (mkdir_p(out, copies[i][0]) || copy_file(src, dst)) rc = cli_fail(dst);
+        if (mkdir_p(out, copies[i][0]) || sd_copy_file(src, dst, 64u << 20)) rc = cli_fail(dst);
     }
     if (!rc) printf("%s\n", out);
     return rc;

@@ -12,6 +12,7 @@
  * because '#' is legal in paths.  An option set twice in one file is an error: the
  * second one is almost always a forgotten edit. */
 #include "config.h"
+#include "engine.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -144,14 +145,6 @@ static int choice_ok(const char *choices, const char *v) {
     return 0;
 }
 
-static int parse_bool(const char *v, int *out) {
-    static const char *yes[] = { "true", "yes", "on", "1" }, *no[] = { "false", "no", "off", "0" };
-    for (int i = 0; i < 4; i++) {
-        if (!strcasecmp(v, yes[i])) { *out = 1; return 0; }
-        if (!strcasecmp(v, no[i])) { *out = 0; return 0; }
-    }
-    return -1;
-}
 
 /* Store text value v into the option's field. */
 static int option_set(struct sdxld_config *c, const struct cfg_option *o, const char *v,
@@ -186,7 +179,7 @@ static int option_set(struct sdxld_config *c, const struct cfg_option *o, const 
         return 0;
     }
     case CFG_T_BOOL:
-        if (parse_bool(v, (int *)field)) {
+        if (sd_parse_bool(v, (int *)field)) {
             snprintf(err, errlen, "%s: '%s' is not a boolean (true/false)", o->name, v);
             return -1;
         }

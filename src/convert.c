@@ -96,14 +96,6 @@ static int mkdirs(const char *path) {
     return sd_mkdir(p, 0755) && errno != EEXIST ? -1 : 0;
 }
 
-static sd_status copy_file(const char *from, const char *to) {
-    char *data;
-    size_t len;
-    SD_TRY(sd_read_file(from, 64u << 20, &data, &len));
-    sd_status st = sd_write_file_atomic(to, data, len);
-    sd_free(data);
-    return st;
-}
 
 /* --to diffusers, one component: OUT/sub/STEM.safetensors + its config.json. */
 static sd_status write_diffusers_part(struct convert_job *c, int k, const struct weight_table *t, const char *sub) {
@@ -118,7 +110,7 @@ static sd_status write_diffusers_part(struct convert_job *c, int k, const struct
     st_writer_free(&w);
     snprintf(from, sizeof from, "%s/%s/config.json", c->single_in || c->unet_file ? c->cdir : c->model, sub);
     snprintf(path, sizeof path, "%s/config.json", dir);
-    return st ? st : copy_file(from, path);
+    return st ? st : sd_copy_file(from, path, 64u << 20);
 }
 
 /* Tokenizers, scheduler and model_index.json of a diffusers output, from the input's
@@ -136,18 +128,18 @@ static sd_status copy_extras(struct convert_job *c, const char *tok_dir) {
             snprintf(to, sizeof to, "%s/%s", c->out, tsub[i]);
             if (mkdirs(to)) return sd_fail(SD_ERR_IO, "%s: %s", to, strerror(errno));
             snprintf(to, sizeof to, "%s/%s/%s", c->out, tsub[i], files[j]);
-            SD_TRY(copy_file(from, to));
+            SD_TRY(sd_copy_file(from, to, 64u << 20));
         }
     snprintf(from, sizeof from, "%s/%s/scheduler_config.json", src, c->mp.scheduler);
     if (!sd_stat(from, &sb)) {
         snprintf(to, sizeof to, "%s/%s", c->out, c->mp.scheduler);
         if (mkdirs(to)) return sd_fail(SD_ERR_IO, "%s: %s", to, strerror(errno));
         snprintf(to, sizeof to, "%s/%s/scheduler_config.json", c->out, c->mp.scheduler);
-        SD_TRY(copy_file(from, to));
+        SD_TRY(sd_copy_file(from, to, 64u << 20));
     }
     snprintf(from, sizeof from, "%s/model_index.json", src);
     snprintf(to, sizeof to, "%s/model_index.json", c->out);
-    return sd_stat(from, &sb) ? SD_OK : copy_file(from, to);
+    return sd_stat(from, &sb) ? SD_OK : sd_copy_file(from, to, 64u << 20);
 }
 
 static sd_status convert_run(struct convert_job *c, const char *tok_dir) {

@@ -16,6 +16,7 @@
  * server/ includes this header and training.h only (tests/lint.py). */
 #include "core/core.h"
 #include "core/fs.h"
+#include "core/json.h"
 #include "core/rng.h"
 #include "io/png.h"
 #include "io/safetensors.h"

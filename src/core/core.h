@@ -80,5 +80,8 @@ double sd_now_ms(void);
 sd_status sd_read_file(const char *path, size_t max_bytes, char **data, size_t *len);
 /* Join a directory and a relative name into a fresh string. */
 char *sd_path_join(const char *dir, const char *name);
+/* A boolean as people write it in flags and config files: true/yes/on/1, false/no/off/0
+ * (any case); 0 on success, -1 otherwise. */
+int sd_parse_bool(const char *s, int *out);
 
 #endif

@@ -309,3 +309,12 @@ sd_status sd_write_file_atomic(const char *path, const void *data, size_t n) {
     if (st) { sd_atomic_abort(&a); return st; }
     return sd_atomic_commit(&a);
 }
+
+sd_status sd_copy_file(const char *from, const char *to, size_t max_bytes) {
+    char *data;
+    size_t len;
+    SD_TRY(sd_read_file(from, max_bytes, &data, &len));
+    sd_status st = sd_write_file_atomic(to, data, len);
+    sd_free(data);
+    return st;
+}

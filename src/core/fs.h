@@ -72,5 +72,7 @@ sd_status sd_atomic_write(struct sd_atomic *a, const void *data, size_t n);
 sd_status sd_atomic_commit(struct sd_atomic *a);   /* closes; removes the temp file on error */
 void sd_atomic_abort(struct sd_atomic *a);
 sd_status sd_write_file_atomic(const char *path, const void *data, size_t n);
+/* Copy a file of at most max_bytes to `to`, atomically. */
+sd_status sd_copy_file(const char *from, const char *to, size_t max_bytes);
 
 #endif

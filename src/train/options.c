@@ -7,6 +7,8 @@
  * DMD2 paper's SDXL 4-step run (spec/dmd2.md §3) where the model does not decide, and
  * the small built-in model's recipe (scripts/train-builtin.sh) for the VAE and teacher. */
 #include "options.h"
+#include "../core/core.h"
+#include "../core/json.h"
 #include "../sample/timesteps.h"
 
 #include <errno.h>
@@ -207,14 +209,6 @@ static int store_ts(struct train_options *o, const struct topt_row *r, const int
     return 0;
 }
 
-static int parse_bool(const char *v, int *out) {
-    static const char *yes[] = { "true", "yes", "on", "1" }, *no[] = { "false", "no", "off", "0" };
-    for (int i = 0; i < 4; i++) {
-        if (!strcasecmp(v, yes[i])) { *out = 1; return 0; }
-        if (!strcasecmp(v, no[i])) { *out = 0; return 0; }
-    }
-    return -1;
-}
 
 /* Set row r from text v; check: apply the bounds (defaults skip them). */
 static int set_text(struct train_options *o, const struct topt_row *r, const char *v, int check,
@@ -240,7 +234,7 @@ static int set_text(struct train_options *o, const struct topt_row *r, const cha
     }
     case T_BOOL: {
         int b;
-        if (parse_bool(v, &b)) { snprintf(err, errlen, "%s: '%s' is not a boolean", lb, v); return -1; }
+        if (sd_parse_bool(v, &b)) { snprintf(err, errlen, "%s: '%s' is not a boolean", lb, v); return -1; }
         store_num(o, r, b, 0);
         return 0;
     }
@@ -254,39 +248,27 @@ static int set_text(struct train_options *o, const struct topt_row *r, const cha
     return -1;
 }
 
-static const char *json_kind(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number with a fraction";
-    case JSON_TRUE: case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-    }
-    return "?";
-}
 
 /* Set row r from a JSON value (bounds checked). */
 static int set_json(struct train_options *o, const struct topt_row *r, json_t *v, char *err, size_t errlen) {
     const char *lb = r->name;
     switch (r->type) {
     case T_INT: case T_I64: case T_U64:
-        if (!json_is_integer(v)) { snprintf(err, errlen, "%s: expected an integer, got %s", lb, json_kind(v)); return -1; }
+        if (!json_is_integer(v)) { snprintf(err, errlen, "%s: expected an integer, got %s", lb, sd_json_kind(v)); return -1; }
         if (bounds(r, lb, (double)json_integer_value(v), err, errlen)) return -1;
         store_num(o, r, json_integer_value(v), 0);
         return 0;
     case T_FLOAT:
-        if (!json_is_number(v)) { snprintf(err, errlen, "%s: expected a number, got %s", lb, json_kind(v)); return -1; }
+        if (!json_is_number(v)) { snprintf(err, errlen, "%s: expected a number, got %s", lb, sd_json_kind(v)); return -1; }
         if (bounds(r, lb, json_number_value(v), err, errlen)) return -1;
         store_num(o, r, 0, json_number_value(v));
         return 0;
     case T_BOOL:
-        if (!json_is_boolean(v)) { snprintf(err, errlen, "%s: expected a boolean, got %s", lb, json_kind(v)); return -1; }
+        if (!json_is_boolean(v)) { snprintf(err, errlen, "%s: expected a boolean, got %s", lb, sd_json_kind(v)); return -1; }
         store_num(o, r, json_is_true(v), 0);
         return 0;
     case T_STR: case T_PATH:
-        if (!json_is_string(v)) { snprintf(err, errlen, "%s: expected a path (a string), got %s", lb, json_kind(v)); return -1; }
+        if (!json_is_string(v)) { snprintf(err, errlen, "%s: expected a path (a string), got %s", lb, sd_json_kind(v)); return -1; }
         if (strlen(json_string_value(v)) != json_string_length(v)) {
             snprintf(err, errlen, "%s: the path contains a NUL byte", lb);
             return -1;
@@ -387,7 +369,7 @@ int topt_from_body(struct train_options *o, struct topt_given *given, enum train
         if (!strcmp(r->name, "resume") && json_is_string(v)) {   /* the caller resolves the run directory */
             o->resume = 1;
         } else if (!strcmp(r->name, "resume") && !json_is_boolean(v)) {
-            snprintf(err, errlen, "resume: expected a run directory (a string) or a boolean, got %s", json_kind(v));
+            snprintf(err, errlen, "resume: expected a run directory (a string) or a boolean, got %s", sd_json_kind(v));
             return -1;
         } else if (!strcmp(r->name, "prompts") && json_is_null(v)) {
             continue;
