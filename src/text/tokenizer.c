@@ -25,7 +25,7 @@
  * BPE works on ids: vocab and merges are open-addressing hash tables built once at load,
  * so encoding does no string lookups.  The struct is immutable after load; each encode
  * allocates its own scratch. */
-#include "tokenizer.h"
+#include "tokenizer_internal.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -34,45 +34,10 @@
 
 #include "unicode_data.h"
 
-#define TOK_MAX_FILE (64u << 20)
-#define TOK_MAX_ID (1 << 24)
-#define TOK_MAX_ADDED 16
-#define TOK_MAX_ADDED_LEN 64          /* code points */
-#define TOK_MAX_LENGTH 1024           /* a larger model_max_length means "no limit" */
-#define TOK_DEFAULT_MAX_LENGTH 77     /* CLIP's, when the config omits it */
-#define TOK_MAX_MERGE_LINE 1024
-
-struct added_token {
-    uint32_t raw[TOK_MAX_ADDED_LEN];  /* content as written */
-    uint32_t cp[TOK_MAX_ADDED_LEN];   /* what is matched: normalized if .normalized */
-    int raw_len, len, id, normalized;
-};
-
-struct merge_slot {
-    uint32_t a, b;                    /* left and right symbol ids */
-    int32_t rank, id;                 /* rank < 0: empty slot; id: the merged symbol */
-};
-
-struct tokenizer {
-    int max_length, bos_id, eos_id, pad_id, unk_id;
-    int n_ids;                        /* largest vocab id + 1 */
-    char *strings;                    /* vocab strings, NUL-terminated, back to back */
-    uint32_t *str_off;                /* [n_ids] offset into strings; UINT32_MAX: unused id */
-    int32_t *vocab_slots;             /* [vocab_mask + 1] id or -1 */
-    uint32_t vocab_mask;
-    struct merge_slot *merges;        /* [merge_mask + 1] */
-    uint32_t merge_mask;
-    int n_merges;
-    int byte_id[256], byte_end_id[256];   /* byte symbol, and byte symbol + "</w>" */
-    int n_added;
-    struct added_token added[TOK_MAX_ADDED];
-};
-
 /* ---- small growable buffers ------------------------------------------------------- */
 
-struct cpvec { uint32_t *p; size_t n, cap; };
 
-static int cpvec_reserve(struct cpvec *v, size_t need) {
+int tok_cpvec_reserve(struct cpvec *v, size_t need) {
     if (need <= v->cap) return 0;
     size_t cap = v->cap ? v->cap : 64;
     while (cap < need) cap *= 2;
@@ -84,17 +49,15 @@ static int cpvec_reserve(struct cpvec *v, size_t need) {
 }
 
 static int cpvec_push(struct cpvec *v, uint32_t cp) {
-    if (v->n == v->cap && cpvec_reserve(v, v->n + 1)) return -1;
+    if (v->n == v->cap && tok_cpvec_reserve(v, v->n + 1)) return -1;
     v->p[v->n++] = cp;
     return 0;
 }
 
-static void cpvec_free(struct cpvec *v) { sd_free(v->p); v->p = NULL; v->n = v->cap = 0; }
+void tok_cpvec_free(struct cpvec *v) { sd_free(v->p); v->p = NULL; v->n = v->cap = 0; }
 
-/* Where ids go: all are counted, the first cap stored; producing stops at stop. */
-struct sink { int *ids; size_t cap, n, stop; };
 
-static void sink_put(struct sink *s, int id) {
+void tok_sink_put(struct sink *s, int id) {
     if (s->n < s->cap) s->ids[s->n] = id;
     s->n++;
 }
@@ -102,8 +65,8 @@ static void sink_put(struct sink *s, int id) {
 /* ---- UTF-8 ------------------------------------------------------------------------ */
 
 /* Decode with U+FFFD for each maximal ill-formed subpart (Unicode §3.9, as CPython). */
-static int utf8_decode(const unsigned char *s, size_t n, struct cpvec *out) {
-    if (cpvec_reserve(out, out->n + n)) return -1;   /* never more code points than bytes */
+int tok_utf8_decode(const unsigned char *s, size_t n, struct cpvec *out) {
+    if (tok_cpvec_reserve(out, out->n + n)) return -1;   /* never more code points than bytes */
     size_t i = 0;
     while (i < n) {
         unsigned b = s[i];
@@ -136,7 +99,7 @@ static int utf8_decode(const unsigned char *s, size_t n, struct cpvec *out) {
     return 0;
 }
 
-static int utf8_encode(uint32_t cp, unsigned char *o) {
+int tok_utf8_encode(uint32_t cp, unsigned char *o) {
     if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
     if (cp < 0x800) { o[0] = 0xC0 | cp >> 6; o[1] = 0x80 | (cp & 0x3F); return 2; }
     if (cp < 0x10000) {
@@ -163,7 +126,7 @@ static int nfc_append(const uint32_t *in, size_t n, struct cpvec *out) {
     size_t base = out->n, i;
     for (i = 0; i < n && in[i] < 0x300; i++) {}
     if (i == n) {   /* below U+0300 nothing decomposes under NFC or combines */
-        if (cpvec_reserve(out, out->n + n)) return -1;
+        if (tok_cpvec_reserve(out, out->n + n)) return -1;
         memcpy(out->p + out->n, in, n * sizeof *in);
         out->n += n;
         return 0;
@@ -215,7 +178,7 @@ static int lower_append(const uint32_t *in, size_t n, struct cpvec *out) {
 }
 
 /* The reference's normalizer: NFC, then lowercase.  tmp is scratch. */
-static int normalize(const uint32_t *in, size_t n, struct cpvec *tmp, struct cpvec *out) {
+int tok_normalize(const uint32_t *in, size_t n, struct cpvec *tmp, struct cpvec *out) {
     tmp->n = 0;
     out->n = 0;
     if (nfc_append(in, n, tmp)) return -1;
@@ -245,7 +208,7 @@ static int vocab_find(const struct tokenizer *t, const char *s, size_t n) {
     }
 }
 
-static const struct merge_slot *merge_find(const struct tokenizer *t, uint32_t a, uint32_t b) {
+const struct merge_slot *tok_merge_find(const struct tokenizer *t, uint32_t a, uint32_t b) {
     for (uint32_t i = hash_pair(a, b) & t->merge_mask;; i = (i + 1) & t->merge_mask) {
         const struct merge_slot *m = &t->merges[i];
         if (m->rank < 0) return NULL;
@@ -409,7 +372,7 @@ static int content_cps(const char *s, uint32_t *cp, int *len) {
     size_t n = strlen(s);
     if (n == 0 || n > 4 * TOK_MAX_ADDED_LEN) return 1;
     struct cpvec v = { buf, 0, 4 * TOK_MAX_ADDED_LEN };
-    utf8_decode((const unsigned char *)s, n, &v);   /* fits: never more cps than bytes */
+    tok_utf8_decode((const unsigned char *)s, n, &v);   /* fits: never more cps than bytes */
     if (v.n > TOK_MAX_ADDED_LEN) return 1;
     memcpy(cp, v.p, v.n * sizeof *cp);
     *len = (int)v.n;
@@ -563,7 +526,7 @@ static sd_status prepare_added(struct tokenizer *t) {
             a->len = a->raw_len;
             continue;
         }
-        if (normalize(a->raw, (size_t)a->raw_len, &tmp, &out)) { st = SD_ERR_NOMEM; break; }
+        if (tok_normalize(a->raw, (size_t)a->raw_len, &tmp, &out)) { st = SD_ERR_NOMEM; break; }
         if (out.n == 0 || out.n > TOK_MAX_ADDED_LEN) {
             st = sd_fail(SD_ERR_UNSUPPORTED, "tokenizer: added token %d: too long once "
                          "normalized", a->id);
@@ -572,8 +535,8 @@ static sd_status prepare_added(struct tokenizer *t) {
         memcpy(a->cp, out.p, out.n * sizeof *a->cp);
         a->len = (int)out.n;
     }
-    cpvec_free(&tmp);
-    cpvec_free(&out);
+    tok_cpvec_free(&tmp);
+    tok_cpvec_free(&out);
     return st;
 }
 
@@ -586,7 +549,7 @@ static void load_bytes(struct tokenizer *t) {
         int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
         uint32_t cp = printable ? (uint32_t)b : extra++;
         unsigned char s[8];
-        int n = utf8_encode(cp, s);
+        int n = tok_utf8_encode(cp, s);
         memcpy(s + n, "</w>", 4);
         int id = vocab_find(t, (const char *)s, (size_t)n);
         int end = vocab_find(t, (const char *)s, (size_t)n + 4);
@@ -625,249 +588,3 @@ int tokenizer_max_length(const struct tokenizer *t) { return t->max_length; }
 int tokenizer_pad_id(const struct tokenizer *t) { return t->pad_id; }
 int tokenizer_eos_id(const struct tokenizer *t) { return t->eos_id; }
 
-/* ---- BPE ---------------------------------------------------------------------------- */
-
-struct bpe_merge { int32_t rank, pos, id; };
-
-/* Per-call scratch, grown as words need. */
-struct scratch {
-    struct cpvec raw, tmp, norm;
-    unsigned char *bytes;            /* a word's UTF-8 */
-    int32_t *sym, *prev, *next;      /* symbol list of the word being merged */
-    struct bpe_merge *heap;
-    size_t cap;                      /* capacity of bytes/sym/prev/next; heap has 3x */
-};
-
-static void scratch_free(struct scratch *s) {
-    cpvec_free(&s->raw);
-    cpvec_free(&s->tmp);
-    cpvec_free(&s->norm);
-    sd_free(s->bytes);
-    sd_free(s->sym);
-    sd_free(s->prev);
-    sd_free(s->next);
-    sd_free(s->heap);
-}
-
-static int scratch_reserve(struct scratch *s, size_t n) {
-    if (n <= s->cap) return 0;
-    size_t cap = s->cap ? s->cap : 64;
-    while (cap < n) cap *= 2;
-    void *p[5] = { sd_realloc(s->bytes, cap), sd_realloc(s->sym, cap * 4),
-                   sd_realloc(s->prev, cap * 4), sd_realloc(s->next, cap * 4),
-                   sd_realloc(s->heap, 3 * cap * sizeof *s->heap) };
-    /* sd_realloc leaves the old block alone on failure: keep whichever pointer is live */
-    if (p[0]) s->bytes = p[0];
-    if (p[1]) s->sym = p[1];
-    if (p[2]) s->prev = p[2];
-    if (p[3]) s->next = p[3];
-    if (p[4]) s->heap = p[4];
-    if (!p[0] || !p[1] || !p[2] || !p[3] || !p[4]) return -1;
-    s->cap = cap;
-    return 0;
-}
-
-static int merge_less(struct bpe_merge a, struct bpe_merge b) {
-    return a.rank < b.rank || (a.rank == b.rank && a.pos < b.pos);
-}
-
-static void heap_push(struct bpe_merge *h, size_t *n, struct bpe_merge m) {
-    size_t i = (*n)++;
-    while (i > 0 && merge_less(m, h[(i - 1) / 2])) { h[i] = h[(i - 1) / 2]; i = (i - 1) / 2; }
-    h[i] = m;
-}
-
-static struct bpe_merge heap_pop(struct bpe_merge *h, size_t *n) {
-    struct bpe_merge top = h[0], last = h[--*n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= *n) break;
-        if (c + 1 < *n && merge_less(h[c + 1], h[c])) c++;
-        if (!merge_less(h[c], last)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (*n) h[i] = last;
-    return top;
-}
-
-static void push_pair(const struct tokenizer *t, struct scratch *s, size_t *nh, int32_t pos) {
-    int32_t nx = s->next[pos];
-    if (nx < 0) return;
-    const struct merge_slot *m = merge_find(t, (uint32_t)s->sym[pos], (uint32_t)s->sym[nx]);
-    if (m) heap_push(s->heap, nh, (struct bpe_merge){ m->rank, pos, m->id });
-}
-
-/* BPE one word of n bytes (s->bytes) into the sink: lowest rank first, leftmost on ties,
- * like the reference's priority queue.  A queued pair is stale once either side has
- * merged; its merged id then no longer matches the pair's. */
-static void bpe_word(const struct tokenizer *t, struct scratch *s, size_t n, struct sink *out) {
-    for (size_t i = 0; i < n; i++) {
-        s->sym[i] = i + 1 < n ? t->byte_id[s->bytes[i]] : t->byte_end_id[s->bytes[i]];
-        s->prev[i] = (int32_t)i - 1;
-        s->next[i] = i + 1 < n ? (int32_t)i + 1 : -1;
-    }
-    size_t nh = 0;
-    for (size_t i = 0; i + 1 < n; i++) push_pair(t, s, &nh, (int32_t)i);
-    while (nh) {
-        struct bpe_merge m = heap_pop(s->heap, &nh);
-        int32_t nx = s->next[m.pos];
-        if (s->sym[m.pos] < 0 || nx < 0) continue;
-        const struct merge_slot *cur = merge_find(t, (uint32_t)s->sym[m.pos], (uint32_t)s->sym[nx]);
-        if (!cur || cur->id != m.id) continue;
-        s->sym[m.pos] = m.id;
-        s->sym[nx] = -1;   /* removed */
-        s->next[m.pos] = s->next[nx];
-        if (s->next[nx] >= 0) s->prev[s->next[nx]] = m.pos;
-        if (s->prev[m.pos] >= 0) push_pair(t, s, &nh, s->prev[m.pos]);
-        push_pair(t, s, &nh, m.pos);
-    }
-    for (int32_t i = 0; i >= 0 && out->n < out->stop; i = s->next[i]) sink_put(out, s->sym[i]);
-}
-
-/* UTF-8 encode cps[0..n) into scratch and BPE it. */
-static int word_out(const struct tokenizer *t, struct scratch *s, const uint32_t *cps, size_t n,
-                    struct sink *out) {
-    if (n == 0 || out->n >= out->stop) return 0;
-    if (scratch_reserve(s, 4 * n)) return -1;
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) m += (size_t)utf8_encode(cps[i], s->bytes + m);
-    bpe_word(t, s, m, out);
-    return 0;
-}
-
-/* ---- pre-tokenization --------------------------------------------------------------- */
-
-static int cp_class(uint32_t cp) {
-    if (cp < 0x80) {
-        if ((cp | 32) >= 'a' && (cp | 32) <= 'z') return UC_LETTER;
-        if (cp >= '0' && cp <= '9') return UC_NUMBER;
-        if (cp == ' ' || (cp >= 9 && cp <= 13)) return UC_SPACE;
-        return UC_OTHER;
-    }
-    return uc_class(cp);
-}
-
-static int match_ascii(const uint32_t *p, size_t n, const char *lit) {
-    size_t k = strlen(lit);
-    if (k > n) return 0;
-    for (size_t i = 0; i < k; i++)
-        if (p[i] != (unsigned char)lit[i]) return 0;
-    return (int)k;
-}
-
-/* The CLIP split of a normalized piece, each word BPE'd into the sink. */
-static int split_out(const struct tokenizer *t, struct scratch *s, const uint32_t *p, size_t n,
-                     struct sink *out) {
-    static const char *const contractions[] = { "'s", "'t", "'re", "'ve", "'m", "'ll", "'d" };
-    size_t i = 0;
-    while (i < n && out->n < out->stop) {
-        int c = cp_class(p[i]);
-        if (c == UC_SPACE) { i++; continue; }
-        size_t k = 0;
-        if (p[i] == '<') {
-            k = (size_t)match_ascii(p + i, n - i, "<|startoftext|>");
-            if (!k) k = (size_t)match_ascii(p + i, n - i, "<|endoftext|>");
-            if (k) {   /* the GPT-2 regex cuts the literal: "<|", word, "|>" */
-                if (word_out(t, s, p + i, 2, out) || word_out(t, s, p + i + 2, k - 4, out) ||
-                    word_out(t, s, p + i + k - 2, 2, out))
-                    return -1;
-                i += k;
-                continue;
-            }
-        }
-        if (p[i] == '\'')
-            for (int j = 0; j < 7 && !k; j++)
-                k = (size_t)match_ascii(p + i, n - i, contractions[j]);
-        if (!k) {
-            k = 1;
-            if (c == UC_LETTER)
-                while (i + k < n && cp_class(p[i + k]) == UC_LETTER) k++;
-            else if (c == UC_OTHER)
-                while (i + k < n && cp_class(p[i + k]) == UC_OTHER) k++;
-        }
-        if (word_out(t, s, p + i, k, out)) return -1;
-        i += k;
-    }
-    return 0;
-}
-
-/* Leftmost-longest match of the added tokens with the given flag in p[from..n); returns
- * the start (n if none) and sets *tok. */
-static size_t find_added(const struct tokenizer *t, int normalized, const uint32_t *p, size_t from,
-                         size_t n, const struct added_token **tok) {
-    for (size_t i = from; i < n; i++) {
-        const struct added_token *best = NULL;
-        for (int k = 0; k < t->n_added; k++) {
-            const struct added_token *a = &t->added[k];
-            if (a->normalized != normalized || (size_t)a->len > n - i) continue;
-            if (best && a->len <= best->len) continue;
-            if (memcmp(a->cp, p + i, (size_t)a->len * sizeof *p) == 0) best = a;
-        }
-        if (best) { *tok = best; return i; }
-    }
-    return n;
-}
-
-/* A stretch of raw text between un-normalized added tokens. */
-static int segment_out(const struct tokenizer *t, struct scratch *s, const uint32_t *p, size_t n,
-                       struct sink *out) {
-    if (n == 0) return 0;
-    if (normalize(p, n, &s->tmp, &s->norm)) return -1;
-    const uint32_t *q = s->norm.p;
-    size_t m = s->norm.n, at = 0;
-    while (at < m && out->n < out->stop) {
-        const struct added_token *tok = NULL;
-        size_t hit = find_added(t, 1, q, at, m, &tok);
-        if (split_out(t, s, q + at, hit - at, out)) return -1;
-        if (tok && out->n < out->stop) sink_put(out, tok->id);
-        at = tok ? hit + (size_t)tok->len : m;
-    }
-    return 0;
-}
-
-static sd_status tokenize(const struct tokenizer *t, const char *text, struct sink *out) {
-    struct scratch s = { 0 };
-    sd_status st = SD_OK;
-    if (utf8_decode((const unsigned char *)text, strlen(text), &s.raw)) {
-        st = SD_ERR_NOMEM;
-        goto done;
-    }
-    size_t at = 0, n = s.raw.n;
-    while (at < n && out->n < out->stop) {
-        const struct added_token *tok = NULL;
-        size_t hit = find_added(t, 0, s.raw.p, at, n, &tok);
-        if (segment_out(t, &s, s.raw.p + at, hit - at, out)) { st = SD_ERR_NOMEM; goto done; }
-        if (tok && out->n < out->stop) sink_put(out, tok->id);
-        at = tok ? hit + (size_t)tok->len : n;
-    }
-done:
-    scratch_free(&s);
-    return st == SD_ERR_NOMEM ? sd_fail(st, "tokenizer: out of memory encoding %zu bytes",
-                                        strlen(text)) : st;
-}
-
-sd_status tokenizer_encode(const struct tokenizer *t, const char *text, int64_t *ids,
-                           int *truncated) {
-    if (!t || !text || !ids) return sd_fail(SD_ERR_INVALID, "tokenizer_encode: NULL argument");
-    int body[TOK_MAX_LENGTH];
-    size_t room = (size_t)t->max_length - 2;   /* BOS and EOS frame the content */
-    struct sink out = { body, room, 0, room + 1 };   /* one extra tells us we truncated */
-    sd_status st = tokenize(t, text, &out);
-    if (st != SD_OK) return st;
-    size_t n = out.n < room ? out.n : room, k = 0;
-    ids[k++] = t->bos_id;
-    for (size_t i = 0; i < n; i++) ids[k++] = body[i];
-    ids[k++] = t->eos_id;
-    while (k < (size_t)t->max_length) ids[k++] = t->pad_id;
-    if (truncated) *truncated = out.n > room;
-    return SD_OK;
-}
-
-int tokenizer_bpe(const struct tokenizer *t, const char *text, int *ids, int cap) {
-    if (!t || !text) return -1;
-    struct sink out = { ids, cap > 0 ? (size_t)cap : 0, 0, (size_t)INT32_MAX };
-    if (tokenize(t, text, &out) != SD_OK) return -1;   /* out of memory */
-    return (int)out.n;
-}
