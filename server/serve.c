@@ -264,6 +264,35 @@ static void restore_signals(void) {
         }
 }
 
+/* A signal while serving: SIGHUP reloads the token files; the first SIGTERM/SIGINT
+ * drains (queued and running jobs get shutdown_timeout_s; a training run stops after a
+ * final checkpoint), a second one cancels what is left.  1 when the loop must end now. */
+static int on_signal_byte(struct sdxld *d, unsigned char signo, int *draining, double *drain_deadline) {
+    char err[CFG_STR_MAX + 256];
+    if (signo == SIGHUP) {
+        if (auth_reload(d->auth, err, sizeof err)) LOG_E("SIGHUP: token reload failed, keeping the old tokens: %s", err);
+        else LOG_I("SIGHUP: token files reloaded");
+        return 0;
+    }
+    if (*draining) {
+        LOG_W("second %s: cancelling the remaining jobs now", strsignal(signo));
+        jobs_cancel_all(d->jobs, "shutting_down", 503, "the daemon is shutting down");
+        return 1;
+    }
+    notify("STOPPING=1");
+    *draining = 1;
+    atomic_store(&d->phase, PHASE_DRAINING);
+    jobs_set_accepting(d->jobs, 0);
+    /* A training run would keep the daemon busy for hours: it stops now, after a final
+     * checkpoint, within the same bound. */
+    jobs_stop_training(d->jobs, "shutting_down", 503, "the daemon is shutting down; the run stopped after a "
+                       "final checkpoint (continue it with \"resume\")");
+    *drain_deadline = sd_now_ms() + d->cfg.shutdown_timeout_s * 1e3;
+    sdxld_status(d, "%s: draining (up to %d s for queued and running jobs)", strsignal(signo),
+                 d->cfg.shutdown_timeout_s);
+    return 0;
+}
+
 static int run(struct sdxld *d, const struct serve_opts *o) {
     int rc = 0;
     char err[CFG_STR_MAX + 256];
@@ -336,33 +365,11 @@ static int run(struct sdxld *d, const struct serve_opts *o) {
             ssize_t r = read(d->wake_fd, &v, sizeof v);
             (void)r;
         }
-        if (p[0].revents & POLLIN) {
-            unsigned char signo;
-            if (read(sig_pipe[0], &signo, 1) != 1) continue;
-            if (signo == SIGHUP) {
-                if (auth_reload(d->auth, err, sizeof err)) LOG_E("SIGHUP: token reload failed, "
-                                                                  "keeping the old tokens: %s", err);
-                else LOG_I("SIGHUP: token files reloaded");
-                continue;
-            }
-            if (draining) {
-                LOG_W("second %s: cancelling the remaining jobs now", strsignal(signo));
-                jobs_cancel_all(d->jobs, "shutting_down", 503, "the daemon is shutting down");
-                cancelled = 1;
-                break;
-            }
-            notify("STOPPING=1");
-            draining = 1;
-            atomic_store(&d->phase, PHASE_DRAINING);
-            jobs_set_accepting(d->jobs, 0);
-            /* A training run would keep the daemon busy for hours: it stops now, after
-             * a final checkpoint, within the same bound. */
-            jobs_stop_training(d->jobs, "shutting_down", 503, "the daemon is shutting down; "
-                               "the run stopped after a final checkpoint (continue it with "
-                               "\"resume\")");
-            drain_deadline = sd_now_ms() + d->cfg.shutdown_timeout_s * 1e3;
-            sdxld_status(d, "%s: draining (up to %d s for queued and running jobs)",
-                         strsignal(signo), d->cfg.shutdown_timeout_s);
+        unsigned char signo;
+        if ((p[0].revents & POLLIN) && read(sig_pipe[0], &signo, 1) == 1 &&
+            on_signal_byte(d, signo, &draining, &drain_deadline)) {
+            cancelled = 1;
+            break;
         }
     }
     if (!draining) notify("STOPPING=1");

@@ -378,8 +378,7 @@ static void pass_shard(struct shard *s, void *p) {
     }
 }
 
-/* Before every UNet pass: the caller's yield hook (the daemon serves generations
- * there); a stop is honoured while the iteration has changed no weight. */
+/* Before every UNet pass: the yield hook (dmd2.h: a stop undoes a weightless iteration). */
 static sd_status yield_point(struct dmd2 *d) {
     int y = d->c.yield ? d->c.yield(d->c.yield_ud) : DMD2_YIELD_CONTINUE;
     if (y == DMD2_YIELD_ABORT) {

@@ -212,6 +212,19 @@ static void vae_shard(struct shard *s, void *p) {
     s->part[1] = kl;
 }
 
+/* The end of a step: a checkpoint when due (and at the last step), the progress report,
+ * and a final checkpoint when the caller asked to stop.  1 when the run ends here (*st
+ * says whether with an error). */
+static int step_end(struct run *r, const struct weight_table *wt, struct optimizer *o, int step, double loss,
+                    const char *sample, char *ckpt, size_t n, sd_status *st) {
+    const struct train_config *c = r->c;
+    if ((c->checkpoint_every > 0 && step % c->checkpoint_every == 0) || step == c->steps)
+        if ((*st = save_checkpoint(r, wt, o, step, ckpt, n))) return 1;
+    if (!report(r, step, loss, o->last_grad_norm, sample[0] ? sample : NULL, ckpt[0] ? ckpt : NULL)) return 0;
+    if (!ckpt[0]) *st = save_checkpoint(r, wt, o, step, ckpt, n);
+    return 1;
+}
+
 sd_status train_vae(const struct train_config *c) {
     struct run r;
     struct vae m = { 0 }, g = { 0 };
@@ -275,12 +288,10 @@ sd_status train_vae(const struct train_config *c) {
             snprintf(sample, sizeof sample, "%s/samples/%07d-recon.png", c->out_dir, step);
             if ((st = save_grid(sample, vs.hrec, n, S))) goto out;
         }
-        if ((c->checkpoint_every > 0 && step % c->checkpoint_every == 0) || step == c->steps)
-            if ((st = save_checkpoint(&r, &m.wt, &o, step, ckpt, sizeof ckpt))) goto out;
         if (step == r.start_step + 1 || step % (c->log_every > 0 ? c->log_every : 10) == 0)
             LOG_I("vae: recon %s %.5f kl %.4f", c->l1 ? "L1" : "L2", rl, kl);
-        if (report(&r, step, rl + c->kl_weight * kl, o.last_grad_norm, sample[0] ? sample : NULL, ckpt[0] ? ckpt : NULL)) {
-            if (!ckpt[0]) st = save_checkpoint(&r, &m.wt, &o, step, ckpt, sizeof ckpt);
+        if (step_end(&r, &m.wt, &o, step, rl + c->kl_weight * kl, sample, ckpt, sizeof ckpt, &st)) {
+            if (st) goto out;
             break;
         }
     }
@@ -385,6 +396,66 @@ static void teacher_shard(struct shard *s, void *p) {
     if (!be->err) unet_down_backward(&s->f, t->u, g, &tp, NULL, NULL, NULL, NULL);
 }
 
+/* *p = dir/sub (the previous *p freed). */
+static sd_status load_in(const char *dir, const char *sub, char **p) {
+    sd_free(*p);
+    *p = part_path(dir, sub);
+    return *p ? SD_OK : SD_ERR_NOMEM;
+}
+
+/* Gradient twins of a UNet for shards 1.. (shard 0 accumulates into the UNet's own). */
+static sd_status make_twins(struct shards *sh, const struct unet_config *cfg, struct unet **tw, struct unet **g,
+                            const struct weight_table **gts) {
+    for (int i = 1; i < sh->n; i++) {
+        if (!(tw[i] = sd_calloc(1, sizeof(struct unet)))) return SD_ERR_NOMEM;
+        sd_status st = unet_create(tw[i], sh->s[i].be, cfg);
+        if (st) { sd_free(tw[i]); tw[i] = NULL; return st; }
+        g[i] = tw[i];
+        gts[i] = &tw[i]->wt;
+    }
+    return SD_OK;
+}
+
+/* P2 loss weights (1 + SNR_t)^-gamma over the schedule, normalised to mean 1. */
+static void p2_weights(const struct schedule *sch, float gamma, double *w) {
+    double sum = 0;
+    for (int t = 0; t < sch->T; t++) {
+        double a = sch->alphas_cumprod[t];
+        sum += w[t] = pow(1.0 + a / (1.0 - a), -(double)gamma);
+    }
+    for (int t = 0; t < sch->T; t++) w[t] *= sch->T / sum;
+}
+
+/* A teacher batch: B cached items drawn with replacement, t uniform, the condition
+ * dropped with probability dropout; x_t = √ᾱ x0 + √(1−ᾱ) ε (hbuf: host scratch for ε). */
+static void teacher_batch(struct run *r, const struct latent_cache *cache, const struct schedule *sch, float dropout,
+                          int B, float *x0, float *xt, float *eps, float *ctx, float *pool, float *tv, float *hbuf) {
+    struct backend *be = r->be;
+    size_t per_l = cache->per_l, per_c = cache->per_c, nb = (size_t)B * per_l;
+    int P = cache->P;
+    for (int i = 0; i < B; i++, r->cursor++) {
+        long long idx = sd_rng_u32(&r->rng) % (uint32_t)cache->K;
+        int t = (int)(sd_rng_u32(&r->rng) % (uint32_t)sch->T);
+        int drop = sd_rng_uniform(&r->rng) < dropout;
+        tv[i] = (float)t;
+        be->ops->copy(be, x0 + i * per_l, cache->lat + idx * per_l, per_l * 4);
+        if (drop) {
+            be->ops->zero(be, ctx + i * per_c, per_c * 4);
+            be->ops->zero(be, pool + (size_t)i * P, (size_t)P * 4);
+        } else {
+            be->ops->copy(be, ctx + i * per_c, cache->ctx + idx * per_c, per_c * 4);
+            be->ops->copy(be, pool + (size_t)i * P, cache->pool + idx * P, (size_t)P * 4);
+        }
+    }
+    sd_rng_normal(&r->rng, hbuf, nb);
+    be->ops->upload(be, eps, hbuf, nb * 4);
+    for (int i = 0; i < B; i++) {
+        double a = sch->alphas_cumprod[(int)tv[i]];
+        be->ops->axpby(be, xt + i * per_l, (float)sqrt(a), x0 + i * per_l, (float)sqrt(1 - a), eps + i * per_l,
+                       (long long)per_l);
+    }
+}
+
 sd_status train_teacher(const struct train_config *c) {
     struct run r;
     struct cond k = { 0 };
@@ -403,16 +474,13 @@ sd_status train_teacher(const struct train_config *c) {
     struct fwd f = { r.be, &r.acts, NULL };
     if ((st = cond_load(&k, r.be, c->model_dir))) goto out;
     have_k = 1;
-    if (!(p = part_path(c->model_dir, "vae"))) { st = SD_ERR_NOMEM; goto out; }
-    if ((st = vae_load(&v, r.be, p))) goto out;
+    if ((st = load_in(c->model_dir, "vae", &p)) || (st = vae_load(&v, r.be, p))) goto out;
     have_v = 1;
-    sd_free(p);
-    if (!(p = part_path(c->model_dir, "unet"))) { st = SD_ERR_NOMEM; goto out; }
-    if ((st = unet_load(&u, r.be, p, NULL))) goto out;
+    if ((st = load_in(c->model_dir, "unet", &p)) || (st = unet_load(&u, r.be, p, NULL))) goto out;
     have_u = 1;
-    sd_free(p);
-    if (!(p = part_path(c->model_dir, "scheduler/scheduler_config.json"))) { st = SD_ERR_NOMEM; goto out; }
-    if ((st = sched_config_load(&scfg, p)) || (st = schedule_init(&sch, &scfg))) goto out;
+    if ((st = load_in(c->model_dir, "scheduler/scheduler_config.json", &p)) || (st = sched_config_load(&scfg, p)) ||
+        (st = schedule_init(&sch, &scfg)))
+        goto out;
     if ((st = unet_create(&g, r.be, &u.cfg))) goto out;
     have_g = 1;
     if (u.cfg.cross_dim != k.X || u.pooled_dim != k.P) { st = sd_fail(SD_ERR_FORMAT, "unet and text encoders do not fit"); goto out; }
@@ -426,57 +494,28 @@ sd_status train_teacher(const struct train_config *c) {
     if ((st = cache_build(&cache, &f, &k, &v, c->data, c->cache_size, NULL))) goto out;
     long long K = cache.K;
     size_t per_l = cache.per_l, per_c = cache.per_c;
-    float *lat = cache.lat, *cctx = cache.ctx, *cpool = cache.pool;
+    float *cctx = cache.ctx, *cpool = cache.pool;
     size_t nb = (size_t)B * per_l;
     float *hbuf = sd_malloc(sizeof(float) * nb * 2), tv[256], tid[6 * 256];
-    double *p2w = sd_malloc(sizeof(double) * sch.T), wsum = 0;
+    double *p2w = sd_malloc(sizeof(double) * sch.T);
     if (!hbuf || !p2w) { st = SD_ERR_NOMEM; goto out_p2; }
     for (int i = 0; i < B; i++) {
         float t6[6] = { (float)S, (float)S, 0, 0, (float)S, (float)S };
         memcpy(tid + 6 * i, t6, sizeof t6);
     }
-    for (int t = 0; t < sch.T; t++) {
-        double a = sch.alphas_cumprod[t];
-        wsum += p2w[t] = pow(1.0 + a / (1.0 - a), -(double)c->p2_gamma);
-    }
-    for (int t = 0; t < sch.T; t++) p2w[t] *= sch.T / wsum;
+    p2_weights(&sch, c->p2_gamma, p2w);
     /* shards (shards.h): shard 0 accumulates into g, the others into twins of it */
     if ((st = shards_init(&sh, r.be, &r.acts, shards_pick(r.be, c->shards, B, u.wt.total), B))) goto out_p2;
     struct teacher_step ts = { &u, { &g }, NULL, NULL, NULL, NULL, NULL, tv, tid, per_l, per_c, P, h, L, p2w, nb,
                                c->recompute };
     const struct weight_table *gts[SHARDS_MAX] = { &g.wt };
-    for (int i = 1; i < sh.n; i++) {
-        if (!(tw[i] = sd_calloc(1, sizeof(struct unet)))) { st = SD_ERR_NOMEM; goto out_p2; }
-        if ((st = unet_create(tw[i], sh.s[i].be, &u.cfg))) { sd_free(tw[i]); tw[i] = NULL; goto out_p2; }
-        ts.g[i] = tw[i];
-        gts[i] = &tw[i]->wt;
-    }
+    if ((st = make_twins(&sh, &u.cfg, tw, ts.g, gts))) goto out_p2;
     if (sh.n > 1) LOG_I("teacher: %d shards of %d-%d rows (one thread each)", sh.n, B / sh.n, (B + sh.n - 1) / sh.n);
     for (int step = r.start_step + 1; step <= c->steps && !st; step++) {
         float *x0 = fwd_alloc(&f, nb), *xt = fwd_alloc(&f, nb), *eps = fwd_alloc(&f, nb), *pred = fwd_alloc(&f, nb);
         float *ctx = fwd_alloc(&f, (size_t)B * per_c), *pool = fwd_alloc(&f, (size_t)B * P);
         if (!x0 || !xt || !eps || !pred || !ctx || !pool) { st = backend_status(r.be); break; }
-        /* a batch: items drawn with replacement, t uniform, condition dropped with p */
-        for (int i = 0; i < B; i++, r.cursor++) {
-            long long idx = sd_rng_u32(&r.rng) % (uint32_t)K;
-            int t = (int)(sd_rng_u32(&r.rng) % (uint32_t)sch.T);
-            int drop = sd_rng_uniform(&r.rng) < c->cfg_dropout;
-            tv[i] = (float)t;
-            r.be->ops->copy(r.be, x0 + i * per_l, lat + idx * per_l, per_l * 4);
-            if (drop) {
-                r.be->ops->zero(r.be, ctx + i * per_c, per_c * 4);
-                r.be->ops->zero(r.be, pool + (size_t)i * P, (size_t)P * 4);
-            } else {
-                r.be->ops->copy(r.be, ctx + i * per_c, cctx + idx * per_c, per_c * 4);
-                r.be->ops->copy(r.be, pool + (size_t)i * P, cpool + idx * P, (size_t)P * 4);
-            }
-        }
-        sd_rng_normal(&r.rng, hbuf, nb);
-        r.be->ops->upload(r.be, eps, hbuf, nb * 4);
-        for (int i = 0; i < B; i++) {
-            double a = sch.alphas_cumprod[(int)tv[i]];
-            r.be->ops->axpby(r.be, xt + i * per_l, (float)sqrt(a), x0 + i * per_l, (float)sqrt(1 - a), eps + i * per_l, (long long)per_l);
-        }
+        teacher_batch(&r, &cache, &sch, c->cfg_dropout, B, x0, xt, eps, ctx, pool, tv, hbuf);
         ts.xt = xt, ts.eps = eps, ts.pred = pred, ts.ctx = ctx, ts.pool = pool;
         st = shards_run(&sh, teacher_shard, &ts);
         double loss = 0;
@@ -492,18 +531,12 @@ sd_status train_teacher(const struct train_config *c) {
             snprintf(sample, sizeof sample, "%s/samples", c->out_dir);
             sd_mkdir(sample, 0755);
             snprintf(sample, sizeof sample, "%s/samples/%07d.png", c->out_dir, step);
-            int n = K < 8 ? (int)K : 8;
             optim_swap_ema(&o);      /* samples show what would be exported */
-            st = teacher_samples(&r, &f, &u, &v, &sch, cctx, cpool, n, L, X, P, h, sample);
+            st = teacher_samples(&r, &f, &u, &v, &sch, cctx, cpool, K < 8 ? (int)K : 8, L, X, P, h, sample);
             optim_swap_ema(&o);
             if (st) break;
         }
-        if ((c->checkpoint_every > 0 && step % c->checkpoint_every == 0) || step == c->steps)
-            if ((st = save_checkpoint(&r, &u.wt, &o, step, ckpt, sizeof ckpt))) break;
-        if (report(&r, step, loss, o.last_grad_norm, sample[0] ? sample : NULL, ckpt[0] ? ckpt : NULL)) {
-            if (!ckpt[0]) st = save_checkpoint(&r, &u.wt, &o, step, ckpt, sizeof ckpt);
-            break;
-        }
+        if (step_end(&r, &u.wt, &o, step, loss, sample, ckpt, sizeof ckpt, &st)) break;
     }
     if (!st) {   /* the EMA weights when EMA is on */
         optim_swap_ema(&o);
