@@ -59,6 +59,9 @@ struct sdxld {
 /* Wake the main thread (it re-reads phase and fatal_exit). */
 void sdxld_wake_main(struct sdxld *d);
 /* Log a line and pass it to systemd as STATUS= (no-op without systemd). */
+/* notify.c: a systemd notification (no-op without systemd), a status line (logged and
+ * sent as STATUS=), waking the main loop. */
+void sdxld_notify(const char *state);
 void sdxld_status(struct sdxld *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* worker.c: the thread that owns the device, plus the PNG encoders. */

@@ -28,10 +28,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifdef SD_HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
-
 #include "auth.h"
 #include "cli.h"
 #include "cli_util.h"
@@ -41,32 +37,6 @@
 #include "metrics.h"
 
 #define HTTP_GRACE_MS 3000
-
-static void notify(const char *state) {
-#ifdef SD_HAVE_SYSTEMD
-    sd_notify(0, state);
-#else
-    (void)state;
-#endif
-}
-
-void sdxld_status(struct sdxld *d, const char *fmt, ...) {
-    (void)d;
-    char msg[512], line[540];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    LOG_I("%s", msg);
-    snprintf(line, sizeof line, "STATUS=%s", msg);
-    notify(line);
-}
-
-void sdxld_wake_main(struct sdxld *d) {
-    uint64_t one = 1;
-    ssize_t n = write(d->wake_fd, &one, sizeof one);
-    (void)n;   /* EAGAIN: the counter is already non-zero, the main thread will wake */
-}
 
 /* ---- options ---- */
 
@@ -279,7 +249,7 @@ static int on_signal_byte(struct sdxld *d, unsigned char signo, int *draining, d
         jobs_cancel_all(d->jobs, "shutting_down", 503, "the daemon is shutting down");
         return 1;
     }
-    notify("STOPPING=1");
+    sdxld_notify("STOPPING=1");
     *draining = 1;
     atomic_store(&d->phase, PHASE_DRAINING);
     jobs_set_accepting(d->jobs, 0);
@@ -344,7 +314,7 @@ static int run(struct sdxld *d, const struct serve_opts *o) {
                 rc = single_request(d->http, o->single_request);
                 break;
             }
-            notify("READY=1");
+            sdxld_notify("READY=1");
             char model[256];
             pthread_mutex_lock(&d->info_lock);
             snprintf(model, sizeof model, "%s", d->info.model_name);
@@ -372,7 +342,7 @@ static int run(struct sdxld *d, const struct serve_opts *o) {
             break;
         }
     }
-    if (!draining) notify("STOPPING=1");
+    if (!draining) sdxld_notify("STOPPING=1");
     atomic_store(&d->phase, PHASE_DRAINING);
     jobs_set_accepting(d->jobs, 0);
     if (!cancelled && jobs_busy(d->jobs))
