@@ -21,6 +21,8 @@ struct sdxld_config {
     char listen[CFG_STR_MAX];           /* host:port, [v6]:port */
     char model[CFG_STR_MAX];            /* diffusers model folder */
     char unet[CFG_STR_MAX];             /* optional separate UNet file ("" = none) */
+    char model_config[CFG_STR_MAX];     /* a single-file model's config folder ("" = by its shapes) */
+    char tokenizers[CFG_STR_MAX];       /* a single-file model's tokenizer folder ("" = default) */
     char backend[16];                   /* auto | cpu | cuda */
     int threads;                        /* engine CPU threads, 0 = all cores */
     int http_threads;                   /* libmicrohttpd event-loop threads */

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "api_status.h"
+#include "cli_util.h"
 #include "daemon.h"
 #include "jobs.h"
 #include "metrics.h"
@@ -162,10 +163,17 @@ static struct engine *load_engine(struct sdxld *d) {
     struct engine_config ec = {
         .model_dir = c->model,
         .unet_path = c->unet[0] ? c->unet : NULL,
+        .config_dir = c->model_config[0] ? c->model_config : NULL,
+        .tokenizer_dir = c->tokenizers[0] ? c->tokenizers : NULL,
         .threads = c->threads,
     };
     struct engine *e = NULL;
     sd_status st;
+    if (cli_model_defaults(&ec)) {   /* a single file: its configs and tokenizers */
+        LOG_E("cannot load model %s: %s", c->model, sd_last_error());
+        fatal(d, SDXLD_EXIT_CONFIG);
+        return NULL;
+    }
     if (!strcmp(c->backend, "auto")) {
 #ifdef SD_HAVE_CUDA_TOOLKIT
         ec.backend = "cuda";

@@ -185,6 +185,39 @@ def check_strict_fields(t, c):
         t.ok(r.status == 400 and "size" in json.dumps(r.error()), f"OpenAI size {size!r} is refused naming size", r)
 
 
+def png_image_chunks(data):
+    """A PNG's IHDR and IDAT chunks (the pixels), without its text chunks."""
+    out, i = [], 8
+    while i + 8 <= len(data):
+        n = int.from_bytes(data[i:i + 4], "big")
+        kind = data[i + 4:i + 8]
+        if kind in (b"IHDR", b"IDAT"):
+            out.append(data[i:i + 12 + n])
+        i += 12 + n
+    return b"".join(out)
+
+
+def check_single_file(t, tmp):
+    """`sdxld convert` to one original-layout file, and `serve --model FILE` with its
+    configs (model_config) and tokenizers: the same pixels as the folder it came from."""
+    single = os.path.join(tmp, "tiny-single.safetensors")
+    p = subprocess.run([BIN, "convert", "--model", MODEL, "--to", "single-file", "--out", single, "--dtype", "f32"],
+                       capture_output=True, text=True, timeout=300)
+    if not t.ok(p.returncode == 0 and os.path.isfile(single), "sdxld convert --to single-file", p.stderr[-500:]):
+        return
+    body = {"prompt": "a red cube", "seed": 11, "width": 64, "height": 64, "response_format": "png"}
+    with Daemon(tmp=tmp) as d:
+        ref = d.client.post("/v1/generate", body)
+    with Daemon("--model_config", MODEL, "--tokenizers", MODEL, model=single, tmp=tmp) as d:
+        r = d.client.post("/v1/generate", body)
+        t.ok(r.status == 200 and ref.status == 200 and png_image_chunks(r.body) == png_image_chunks(ref.body),
+             "serve --model FILE (+ model_config, tokenizers): the folder's pixels, byte for byte", r)
+    p = subprocess.run([BIN, "serve", "--model", single, "--listen", "127.0.0.1:0"], capture_output=True, text=True,
+                       timeout=120)
+    t.ok(p.returncode == 78 and "config" in p.stderr, "a single file that is not SDXL base without model_config: "
+         "a configuration error naming what to give", (p.returncode, p.stderr[-300:]))
+
+
 def check_retained_cap(t, tmp):
     """Submit-and-cancel with 60 kB prompts through HTTP: every request accepted, the job
     table stays within retained_jobs_max/_mb (the /metrics figures), the oldest finished
@@ -228,6 +261,7 @@ def main(t):
         checks.check_sigterm(t, d, d.client, d.log_text)
     check_auth(t, tmp)
     check_retained_cap(t, tmp)
+    check_single_file(t, tmp)
     if not t.failed:
         shutil.rmtree(tmp, ignore_errors=True)   # kept on failure: the daemon logs are there
     else:
