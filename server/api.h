@@ -38,6 +38,7 @@ enum MHD_Result api_train_create(struct req *r);        /* POST /v1/train */
 enum MHD_Result api_train_get(struct req *r);           /* GET /v1/train/{id} */
 enum MHD_Result api_train_cancel(struct req *r);        /* DELETE /v1/train/{id} */
 enum MHD_Result api_train_events(struct req *r);        /* GET /v1/train/{id}/events */
+enum MHD_Result api_train_sample(struct req *r);        /* GET /v1/train/{id}/samples/{i} */
 enum MHD_Result api_models_load(struct req *r);         /* POST /v1/models/load */
 
 /* routes.c: cancel job j (the caller's reference is taken over).  A running training

@@ -481,6 +481,37 @@ enum MHD_Result api_train_cancel(struct req *r) {
     return api_cancel_job(r, j);
 }
 
+/* GET /v1/train/{id}/samples/{i}: the run's i-th sample grid (PNG), read beneath data_root
+ * with no link followed (this HTTP thread confines itself for the read, as the worker does
+ * for the run). */
+enum MHD_Result api_train_sample(struct req *r) {
+    char *end;
+    long i = strtol(r->params[1], &end, 10);
+    if (*end || i < 0) return reply_error(r, 404, "not_found", NULL, "no sample '%s'", r->params[1]);
+    struct job *j = find_train(r);
+    if (!j) return no_train(r);
+    char path[PATH_MAX + 2048] = "";
+    jobs_lock(r->d->jobs);
+    const struct train_state *t = j->train;
+    if (i < t->nsamples) snprintf(path, sizeof path, "%s/%s", t->req.root, t->samples[i]);
+    jobs_unlock(r->d->jobs);
+    jobs_unref(r->d->jobs, j);
+    if (!path[0]) return reply_error(r, 404, "not_found", NULL, "run %s has no sample %ld (yet)", r->params[0], i);
+    struct sd_root root;
+    char *png = NULL;
+    size_t len = 0;
+    sd_status st = sd_root_open(&root, r->d->cfg.data_root, 0);
+    if (!st) {
+        const struct sd_root *rs[1] = { &root };
+        sd_fs_confine(rs, 1);
+        st = sd_read_file(path, 64u << 20, &png, &len);
+        sd_fs_confine(NULL, 0);
+        sd_root_close(&root);
+    }
+    if (st) return reply_error(r, 404, "not_found", NULL, "sample %ld of run %s cannot be read", i, r->params[0]);
+    return reply_buffer(r, 200, "image/png", png, len, sd_free, png);
+}
+
 enum MHD_Result api_train_events(struct req *r) {
     struct job *j = find_train(r);
     if (!j) return no_train(r);

@@ -81,12 +81,14 @@ static enum MHD_Result api_models(struct req *r) {
     int loaded = d->have_info;
     if (d->have_info) {
         const char *gen = d->generator[0] ? d->generator : NULL;
-        json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s, s:I, s:I, s:i, s:i}",
+        json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s, s:I, s:I, s:i, s:i, s:i, s:i, s:i}",
             "id", d->info.model_name, "object", "model", "owned_by", "sdxld",
             "path", d->cfg.model, "generator", gen, "unet", gen,
             "backend", d->backend, "param_bytes", (json_int_t)d->info.param_bytes,
             "scratch_bytes", (json_int_t)d->info.scratch_bytes,
-            "latent_channels", d->info.latent_channels, "max_tokens", d->info.max_tokens);
+            "latent_channels", d->info.latent_channels, "max_tokens", d->info.max_tokens,
+            "size_multiple", d->size_multiple, "default_width", d->default_width,
+            "default_height", d->default_height);
         if (m) json_array_append_new(data, m);
     }
     pthread_mutex_unlock(&d->info_lock);
@@ -290,6 +292,7 @@ const struct route sdxld_routes[] = {
     { "GET",    "/v1/train/*",               api_train_get,          0,       AUTH_API,   0 },
     { "DELETE", "/v1/train/*",               api_train_cancel,       0,       AUTH_ADMIN, 0 },
     { "GET",    "/v1/train/*/events",        api_train_events,       0,       AUTH_API,   0 },
+    { "GET",    "/v1/train/*/samples/*",     api_train_sample,       0,       AUTH_API,   0 },
 };
 
 const int sdxld_nroutes = (int)(sizeof sdxld_routes / sizeof sdxld_routes[0]);

@@ -188,6 +188,30 @@ def check_links(t, c, d, root, tmp):
             "a dataset whose captions.txt links outside")
 
 
+def check_samples(t, c, root, tmp):
+    """GET /v1/train/{id}/samples/{i} serves a run's sample grids, beneath data_root with no
+    link followed; GET /v1/models gives the size multiple the page's inputs step by."""
+    r = c.post("/v1/train", dict(RUN, out="runs/samples", steps=2, sample_every=1, checkpoint_every=0))
+    if not t.ok(r.status == 202, "a short run with samples", r):
+        return
+    j = poll(c, r.json()["id"], final)
+    sm = (j or {}).get("samples") or []
+    t.ok(j and j["status"] == "succeeded" and len(sm) == 2, "its two sample grids are listed", j)
+    s0 = c.get(f"/v1/train/{j['id']}/samples/0")
+    t.ok(s0.status == 200 and s0.body[:8] == b"\x89PNG\r\n\x1a\n", "GET .../samples/0 is the PNG", s0)
+    t.eq(c.get(f"/v1/train/{j['id']}/samples/7").status, 404, "a sample that does not exist is 404")
+    outside = os.path.join(tmp, "outside-sample.png")
+    with open(outside, "wb") as f:
+        f.write(s0.body)
+    first = os.path.join(root, sm[0])
+    os.unlink(first)
+    os.symlink(outside, first)
+    t.eq(c.get(f"/v1/train/{j['id']}/samples/0").status, 404, "a sample replaced by a link out is not followed")
+    m = c.get("/v1/models").json()["data"][0]
+    t.ok(m.get("size_multiple", 0) >= 1 and m.get("default_width", 0) % m["size_multiple"] == 0,
+         "GET /v1/models gives the size multiple and the default size", m)
+
+
 def sse_reader(c, path, box):
     try:
         box["result"] = c.sse(path, timeout=120 * SCALE)
@@ -536,6 +560,7 @@ def main(t):
         c = d.client
         check_bad_requests(t, c, root, tmp)
         check_links(t, c, d, root, tmp)
+        check_samples(t, c, root, tmp)
         if check_run_cancel_resume(t, c, root):
             check_load(t, c, root)
         check_lora(t, c, root)
