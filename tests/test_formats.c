@@ -45,14 +45,48 @@ static int same_tables(const struct weight_table *a, const struct weight_table *
     return a->n > 0 && !bad;
 }
 
+static void copy(const char *from, const char *to);
+
+/* The fp16-variant folder as diffusers wrote it: its configs from the fixture, its
+ * weights and vocabularies tiny-sdxl-a's own files under the variant names (the fixture
+ * records their sha256: byte-identical, so not committed twice). */
+static char fp16_dir[200], sgm_unet[600];
+static const char *fp16_path(const char *sub) {
+    static char buf[4][800];
+    static int k;
+    char *b = buf[k++ % 4];
+    snprintf(b, 800, "%s/%s", fp16_dir, sub);
+    return b;
+}
+
+static void build_fp16_folder(void) {
+    static const char *const small[] = { "model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
+        "vae/config.json", "text_encoder/config.json", "text_encoder_2/config.json", "tokenizer/tokenizer_config.json",
+        "tokenizer/special_tokens_map.json", "tokenizer_2/tokenizer_config.json", "tokenizer_2/special_tokens_map.json" };
+    static const char *const same[][2] = {
+        { "unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors" },
+        { "vae/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors" },
+        { "text_encoder/model.safetensors", "text_encoder/model.fp16.safetensors" },
+        { "text_encoder_2/model.safetensors", "text_encoder_2/model.fp16.safetensors" },
+        { "tokenizer/vocab.json", "tokenizer/vocab.json" }, { "tokenizer/merges.txt", "tokenizer/merges.txt" },
+        { "tokenizer_2/vocab.json", "tokenizer_2/vocab.json" }, { "tokenizer_2/merges.txt", "tokenizer_2/merges.txt" } };
+    char cmd[1800];
+    snprintf(fp16_dir, sizeof fp16_dir, "%s/fp16", tmp);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/scheduler %s/unet %s/vae %s/text_encoder %s/text_encoder_2 %s/tokenizer "
+             "%s/tokenizer_2", fp16_dir, fp16_dir, fp16_dir, fp16_dir, fp16_dir, fp16_dir, fp16_dir);
+    if (system(cmd)) diag("mkdir failed");
+    for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) copy(path("formats/fp16/%s", small[i]), fp16_path(small[i]));
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) copy(path("tiny-sdxl-a/%s", same[i][0]), fp16_path(same[i][1]));
+}
+
 static void test_unet(void) {
     struct unet ref, u;
     ok(unet_load(&ref, be, path("tiny-sdxl-a/%s", "unet"), NULL) == SD_OK, "tiny unet folder");
-    ok(unet_load(&u, be, path("tiny-sdxl-a/%s", "unet"), path("formats/%s", "sgm-unet.safetensors")) == SD_OK,
-       "diffusers' SGM conversion of the UNet loads as --unet: %s", sd_last_error());
+    ok(unet_load(&u, be, path("tiny-sdxl-a/%s", "unet"), sgm_unet) == SD_OK,
+       "the original-layout UNet file (diffusers' bytes, by its digest) loads as --unet: %s", sd_last_error());
     ok(same_tables(&u.wt, &ref.wt) && u.wt.n == ref.wt.n, "  every UNet tensor identical (%d)", u.wt.n);
     unet_free(&u);
-    ok(unet_load(&u, be, path("formats/fp16/%s", "unet"), NULL) == SD_OK, "fp16-variant unet folder: %s", sd_last_error());
+    ok(unet_load(&u, be, fp16_path("unet"), NULL) == SD_OK, "fp16-variant unet folder: %s", sd_last_error());
     ok(same_tables(&u.wt, &ref.wt), "  identical");
     unet_free(&u);
     unet_free(&ref);
@@ -99,9 +133,9 @@ static void test_vae_te(void) {
     ok(same_tables(&s1.wt, &c1.wt) && same_tables(&s2.wt, &c2.wt), "  identical");
     clip_free(&s1); clip_free(&s2);
     vae_free(&v); clip_free(&c1); clip_free(&c2);
-    ok(vae_load(&v, be, path("formats/fp16/%s", "vae")) == SD_OK && same_tables(&v.wt, &rv.wt), "fp16-variant vae identical");
-    ok(clip_load(&c1, be, path("formats/fp16/%s", "text_encoder"), 0) == SD_OK && same_tables(&c1.wt, &r1.wt) &&
-       clip_load(&c2, be, path("formats/fp16/%s", "text_encoder_2"), 1) == SD_OK && same_tables(&c2.wt, &r2.wt),
+    ok(vae_load(&v, be, fp16_path("vae")) == SD_OK && same_tables(&v.wt, &rv.wt), "fp16-variant vae identical");
+    ok(clip_load(&c1, be, fp16_path("text_encoder"), 0) == SD_OK && same_tables(&c1.wt, &r1.wt) &&
+       clip_load(&c2, be, fp16_path("text_encoder_2"), 1) == SD_OK && same_tables(&c2.wt, &r2.wt),
        "fp16-variant text encoders identical");
     vae_free(&v); vae_free(&rv); clip_free(&c1); clip_free(&c2); clip_free(&r1); clip_free(&r2);
 }
@@ -136,6 +170,69 @@ static sd_status write_single(const char *out) {
 
 /* Every tensor of `want` is in `got` with its dtype, shape and bytes (token embeddings
  * of a cut file: their first rows). */
+/* FNV-1a 64 over the tensors whose names start with prefix, in name order: each name,
+ * dtype, shape and data bytes.  A fingerprint of a fixture not committed twice. */
+static const struct st_file *digest_file;
+static int by_name(const void *a, const void *b) {
+    return strcmp(digest_file->tensors[*(const int *)a].name, digest_file->tensors[*(const int *)b].name);
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 1099511628211ull;
+    return h;
+}
+
+static uint64_t tensors_digest(const struct st_file *f, const char *prefix, int *count) {
+    int *ix = malloc(sizeof(int) * (size_t)(f->ntensors + 1)), n = 0;
+    for (int i = 0; ix && i < f->ntensors; i++)
+        if (!strncmp(f->tensors[i].name, prefix, strlen(prefix))) ix[n++] = i;
+    digest_file = f;
+    if (ix) qsort(ix, (size_t)n, sizeof *ix, by_name);
+    uint64_t h = 14695981039346656037ull;
+    for (int k = 0; ix && k < n; k++) {
+        const struct st_tensor *x = &f->tensors[ix[k]];
+        h = fnv(h, x->name, strlen(x->name) + 1);
+        h = fnv(h, &x->dtype, sizeof x->dtype);
+        h = fnv(h, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+        h = fnv(h, x->data, (size_t)(x->end - x->begin));
+    }
+    free(ix);
+    *count = n;
+    return h;
+}
+
+/* tmp/sgm-unet.safetensors: the UNet of sdxld's own single-file export, which must carry
+ * the digest of diffusers' conversion (tests/data/formats/sgm-unet.digest: that 10.6 MB
+ * file is not committed; its tensors are these, byte for byte). */
+static void make_sgm_unet(void) {
+    char single[600], *want = NULL;
+    snprintf(single, sizeof single, "%s/tiny.safetensors", tmp);
+    snprintf(sgm_unet, sizeof sgm_unet, "%s/sgm-unet.safetensors", tmp);
+    struct st_file f;
+    if (!ok(write_single(single) == SD_OK && st_open(&f, single) == SD_OK, "our single-file export: %s", sd_last_error()))
+        return;
+    int n = 0;
+    uint64_t got = tensors_digest(&f, SGM_UNET_PREFIX, &n);
+    struct st_writer w;
+    st_writer_init(&w);
+    for (int i = 0; i < f.ntensors; i++) {
+        const struct st_tensor *x = &f.tensors[i];
+        if (!strncmp(x->name, SGM_UNET_PREFIX, strlen(SGM_UNET_PREFIX)))
+            st_writer_add(&w, x->name, x->dtype, x->ndim, x->shape, x->data);
+    }
+    ok(st_writer_write(&w, sgm_unet) == SD_OK, "its UNet as a UNet-only original-layout file");
+    st_writer_free(&w);
+    st_close(&f);
+    unsigned long long d = 0;
+    int dn = 0;
+    ok(!sd_read_file(path("formats/%s", "sgm-unet.digest"), 4096, &want, NULL) && want &&
+       sscanf(strstr(want, "digest ") ? strstr(want, "digest ") : "", "digest %llx tensors %d", &d, &dn) == 2 &&
+       d == got && dn == n, "... its %d UNet tensors carry the digest of diffusers' conversion (%016llx)", n,
+       (unsigned long long)got);
+    sd_free(want);
+}
+
 static int same_bytes(const char *want_path, const char *got_path) {
     struct st_file a, b;
     if (st_open(&a, want_path) || st_open(&b, got_path)) return 0;
@@ -199,7 +296,7 @@ static void test_golden_single(const char *file) {
        engine_vae_encode(e, ein, (int)se[0], (int)se[2], (int)se[3], mean) == SD_OK, "vae");
     check_rows("vae_dec_out", img, (size_t)(sd[0] * 3 * sd[2] * s * sd[3] * s), 1e-4);
     check_rows("vae_enc_mean", mean, (size_t)(se[0] * d.latent_ch * se[2] / s * se[3] / s), 1e-4);
-    ok(engine_load_unet(e, path("formats/%s", "sgm-unet.safetensors"), NULL, 0, NULL) == SD_OK &&
+    ok(engine_load_unet(e, sgm_unet, NULL, 0, NULL) == SD_OK &&
        engine_unet(e, x, ts, pe, pp, tid, (int)sx[0], (int)sx[2], (int)sx[3], out) == SD_OK,
        "engine_load_unet takes diffusers' SGM UNet file: %s", sd_last_error());
     check_rows("unet_out", out, (size_t)sd_numel(4, sx), 1e-4);
@@ -212,8 +309,8 @@ static void test_writer(void) {
     char out[512];
     snprintf(out, sizeof out, "%s/tiny.safetensors", tmp);
     ok(write_single(out) == SD_OK, "sdxld writes the tiny model as one original-layout file: %s", sd_last_error());
-    ok(same_bytes(path("formats/%s", "sgm-unet.safetensors"), out) && same_bytes(path("formats/%s", "sgm-vae-te.safetensors"), out),
-       "  every tensor byte-identical to diffusers' conversion");
+    ok(same_bytes(path("formats/%s", "sgm-vae-te.safetensors"), out),
+       "  every VAE and text-encoder tensor byte-identical to diffusers' conversion (the UNet's: its digest above)");
     struct unet u, ref;
     struct vae v, rv;
     struct clip c1, c2, r1, r2;
@@ -236,7 +333,7 @@ static void unet_variant(const char *out, const char *drop, const char *add) {
     struct st_file f;
     struct st_writer w;
     st_writer_init(&w);
-    if (st_open(&f, path("formats/%s", "sgm-unet.safetensors"))) return;
+    if (st_open(&f, sgm_unet)) return;
     for (int i = 0; i < f.ntensors; i++) {
         const struct st_tensor *x = &f.tensors[i];
         if (drop && !strcmp(x->name, drop)) continue;
@@ -330,6 +427,8 @@ int main(void) {
     snprintf(data, sizeof data, "%s", env ? env : "tests/data");
     snprintf(tmp, sizeof tmp, "/tmp/sdxld-formats-XXXXXX");
     if (!mkdtemp(tmp) || backend_create(&be, "cpu", 2)) return 1;
+    build_fp16_folder();
+    make_sgm_unet();
     test_unet();
     test_vae_te();
     test_writer();

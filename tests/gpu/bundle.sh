@@ -46,3 +46,15 @@ if [ "$BUNDLE" = .gpu ] && ! grep -qx '/.gpu/' .git/info/exclude 2>/dev/null; th
 fi
 du -sh "$BUNDLE"
 ls "$BUNDLE/lib"
+
+# A device call carries the working tree (tracked and untracked-not-ignored files) plus the
+# bundle, 64 MiB in all: say so here, before a call is refused for it.
+tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+bundle=$(du -sb "$BUNDLE" | cut -f1)
+total=$(( (tree + bundle) / 1048576 ))
+echo "what a device call carries: working tree $(( tree / 1048576 )) MiB + bundle $(( bundle / 1048576 )) MiB = $total MiB (limit 64)"
+if [ "$total" -ge 64 ]; then
+    echo "bundle.sh: over the 64 MiB a device call carries: shrink tracked fixtures first (the largest:)" >&2
+    git ls-files -z | xargs -0 du -b 2>/dev/null | sort -rn | head -8 >&2
+    exit 3
+fi
