@@ -46,7 +46,7 @@ static void numbered(char *buf, size_t n, const char *path, int i) {
 struct gen_args {
     struct engine_config ec;
     const char *prompts_path, *prompt, *noise_path, *out_tensor, *outs[64];
-    int nout, width, height, steps, nts, ts[ENGINE_MAX_STEPS], tid[6], have_seed;
+    int nout, width, height, steps, nts, ts[ENGINE_MAX_STEPS], tid[6], have_seed, n;
     uint64_t seed;
 };
 
@@ -56,7 +56,7 @@ static int parse_gen_args(int argc, char **argv, struct gen_args *g) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "--help")) {
             printf("sdxld generate [--model DIR|FILE [--config DIR] [--tokenizers DIR]] [--unet FILE] [--lora FILE [--lora-scale X]]\n"
-                   "               (--prompts P.json | --prompt TEXT)\n"
+                   "               (--prompts P.json | --prompt TEXT [-n N])\n"
                    "               [--width W] [--height H] [--seed S] [--steps N] [--timesteps 999,749,...]\n"
                    "               [--time-ids OH,OW,CT,CL,TH,TW] [--noise IN.safetensors]\n"
                    "               [--out-tensor OUT.safetensors] [-o image.png ...] [--backend cpu] [--threads N]\n"
@@ -76,6 +76,10 @@ static int parse_gen_args(int argc, char **argv, struct gen_args *g) {
         else if (!strcmp(a, "--threads")) g->ec.threads = atoi(v);
         else if (!strcmp(a, "--prompts")) g->prompts_path = v;
         else if (!strcmp(a, "--prompt")) g->prompt = v;
+        else if (!strcmp(a, "-n")) {
+            g->n = atoi(v);
+            if (g->n < 1 || g->n > 64) { fprintf(stderr, "sdxld generate: -n must be 1..64\n"); return 2; }
+        }
         else if (!strcmp(a, "--width")) g->width = atoi(v);
         else if (!strcmp(a, "--height")) g->height = atoi(v);
         else if (!strcmp(a, "--steps")) g->steps = atoi(v);
@@ -99,6 +103,7 @@ static int parse_gen_args(int argc, char **argv, struct gen_args *g) {
         return 2;
     }
     if (!g->nout && !g->out_tensor) { fprintf(stderr, "sdxld generate: nothing to write: give -o and/or --out-tensor\n"); return 2; }
+    if (g->n > 1 && !g->prompt) { fprintf(stderr, "sdxld generate: -n goes with --prompt (n images of one prompt)\n"); return 2; }
     return -1;
 }
 
@@ -164,10 +169,12 @@ static int write_images(const struct gen_args *g, const struct gen_item *items, 
 static char **read_prompts(const struct gen_args *g, int *n) {
     char **prompts = NULL;
     if (g->prompts_path) return cli_read_prompts(g->prompts_path, &prompts, n) ? NULL : prompts;
-    prompts = sd_calloc(1, sizeof(char *));
-    if (prompts) prompts[0] = sd_strdup(g->prompt);
-    *n = 1;
-    if (!prompts || !prompts[0]) { cli_free_prompts(prompts, 1); return NULL; }
+    int k = g->n > 1 ? g->n : 1;   /* -n: k images of one prompt, seeds seed .. seed + k - 1 */
+    prompts = sd_calloc((size_t)k, sizeof(char *));
+    int bad = !prompts;
+    for (int i = 0; !bad && i < k; i++) bad = !(prompts[i] = sd_strdup(g->prompt));
+    *n = k;
+    if (bad) { cli_free_prompts(prompts, k); return NULL; }
     return prompts;
 }
 

@@ -32,7 +32,7 @@ static const char page[] =
 "<header><b>sdxld</b><span id=\"model\">…</span><span id=\"ready\"></span>\n"
 " <span style=\"margin-left:auto\">token <input id=\"token\" type=\"password\" style=\"width:160px\"></span></header>\n"
 "<main><section>\n"
-" <textarea id=\"prompt\">a lighthouse at dusk</textarea>\n"
+" <textarea id=\"prompt\">a red circle in the center, on a white background</textarea>\n"
 " <div style=\"margin:8px 0\">\n"
 "  <label>width <input id=\"width\" type=\"number\" step=\"8\" placeholder=\"default\"></label>\n"
 "  <label>height <input id=\"height\" type=\"number\" step=\"8\" placeholder=\"default\"></label>\n"

@@ -181,7 +181,10 @@ static struct engine *load_engine(struct sdxld *d) {
         st = engine_load(&e, &ec);
         if (st == SD_OK) goto loaded;
         if (st != SD_ERR_CUDA && st != SD_ERR_UNSUPPORTED) goto failed;
-        LOG_W("cuda backend unavailable (%s); falling back to cpu", sd_last_error());
+        if (strstr(sd_last_error(), "no usable GPU"))   /* the usual case on a machine without one */
+            LOG_I("no GPU found, serving on the CPU (%s)", sd_last_error());
+        else
+            LOG_W("cuda backend unavailable (%s); falling back to cpu", sd_last_error());
 #endif
         ec.backend = "cpu";
     } else {

@@ -55,6 +55,9 @@ run "$BIN" generate --model "$M" --prompts "$T/two.json" --seed 7 -o "$T/pair.pn
 run "$BIN" generate --model "$M" --prompt "a red cube" --seed 8 -o "$T/c.png"
 cmp -s "$T/a.png" "$T/pair-0.png" && ! cmp -s "$T/pair-0.png" "$T/pair-1.png"
 ok $? "image 0 of a batch equals the single run with seed s, image 1 differs"
+run "$BIN" generate --model "$M" --prompt "a red cube" -n 2 --seed 7 -o "$T/nn.png"
+cmp -s "$T/nn-0.png" "$T/pair-0.png" && cmp -s "$T/nn-1.png" "$T/pair-1.png"
+ok $? "-n 2: two images of one prompt, the same as two copies of it in --prompts"
 python3 - "$T/pair-1.png" "$T/c.png" <<'PY'
 import sys, zlib
 def idat(p):
