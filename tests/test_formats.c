@@ -50,7 +50,7 @@ static void copy(const char *from, const char *to);
 /* The fp16-variant folder as diffusers wrote it: its configs from the fixture, its
  * weights and vocabularies tiny-sdxl-a's own files under the variant names (the fixture
  * records their sha256: byte-identical, so not committed twice). */
-static char fp16_dir[200], sgm_unet[600];
+static char fp16_dir[200], sgm_unet[600], sgm_vae_te[600];
 static const char *fp16_path(const char *sub) {
     static char buf[4][800];
     static int k;
@@ -119,7 +119,7 @@ static sd_status bind_vae_te(const char *file, const char *te_dir, struct vae *v
 static void test_vae_te(void) {
     struct vae v, rv;
     struct clip c1, c2, r1, r2, s1, s2;
-    ok(bind_vae_te(path("formats/%s", "sgm-vae-te.safetensors"), path("formats/%s", "te-small"), &v, &c1, &c2) == SD_OK,
+    ok(bind_vae_te(sgm_vae_te, path("formats/%s", "te-small"), &v, &c1, &c2) == SD_OK,
        "diffusers' SGM conversion: VAE (1x1 attention convs), CLIP-L, bigG (fused in_proj, transposed projection): %s", sd_last_error());
     ok(vae_load(&rv, be, path("tiny-sdxl-a/%s", "vae")) == SD_OK, "tiny vae folder");
     ok(same_tables(&v.wt, &rv.wt), "  every VAE tensor identical (%d)", v.wt.n);
@@ -202,11 +202,24 @@ static uint64_t tensors_digest(const struct st_file *f, const char *prefix, int 
     return h;
 }
 
+/* Is (digest, n) what tests/data/formats/sgm.digest records for key? */
+static int digest_recorded(const char *key, uint64_t digest, int n) {
+    char *text = NULL, pat[64];
+    if (sd_read_file(path("formats/%s", "sgm.digest"), 4096, &text, NULL)) return 0;
+    snprintf(pat, sizeof pat, "\n%s digest ", key);
+    const char *at = strstr(text, pat);
+    unsigned long long d = 0;
+    int dn = -1;
+    int ok_ = at && sscanf(at + strlen(pat), "%llx tensors %d", &d, &dn) == 2 && d == digest && dn == n;
+    sd_free(text);
+    return ok_;
+}
+
 /* tmp/sgm-unet.safetensors: the UNet of sdxld's own single-file export, which must carry
- * the digest of diffusers' conversion (tests/data/formats/sgm-unet.digest: that 10.6 MB
+ * the digest of diffusers' conversion (tests/data/formats/sgm.digest: that 10.6 MB
  * file is not committed; its tensors are these, byte for byte). */
 static void make_sgm_unet(void) {
-    char single[600], *want = NULL;
+    char single[600];
     snprintf(single, sizeof single, "%s/tiny.safetensors", tmp);
     snprintf(sgm_unet, sizeof sgm_unet, "%s/sgm-unet.safetensors", tmp);
     struct st_file f;
@@ -223,14 +236,28 @@ static void make_sgm_unet(void) {
     }
     ok(st_writer_write(&w, sgm_unet) == SD_OK, "its UNet as a UNet-only original-layout file");
     st_writer_free(&w);
+    /* the VAE and text encoders, token embeddings cut to their first 1000 rows as the
+     * fixture's configs (formats/te-small) expect */
+    snprintf(sgm_vae_te, sizeof sgm_vae_te, "%s/sgm-vae-te.safetensors", tmp);
+    st_writer_init(&w);
+    for (int i = 0; i < f.ntensors; i++) {
+        const struct st_tensor *x = &f.tensors[i];
+        if (!strncmp(x->name, SGM_UNET_PREFIX, strlen(SGM_UNET_PREFIX))) continue;
+        int64_t shape[SD_MAX_DIMS];
+        memcpy(shape, x->shape, sizeof shape);
+        if (strstr(x->name, "token_embedding") && shape[0] > 1000) shape[0] = 1000;
+        st_writer_add(&w, x->name, x->dtype, x->ndim, shape, x->data);
+    }
+    ok(st_writer_write(&w, sgm_vae_te) == SD_OK, "its VAE and text encoders (vocabulary cut to 1000) as one file");
+    st_writer_free(&w);
     st_close(&f);
-    unsigned long long d = 0;
-    int dn = 0;
-    ok(!sd_read_file(path("formats/%s", "sgm-unet.digest"), 4096, &want, NULL) && want &&
-       sscanf(strstr(want, "digest ") ? strstr(want, "digest ") : "", "digest %llx tensors %d", &d, &dn) == 2 &&
-       d == got && dn == n, "... its %d UNet tensors carry the digest of diffusers' conversion (%016llx)", n,
-       (unsigned long long)got);
-    sd_free(want);
+    int n2 = 0;
+    uint64_t got2 = 0;
+    if (!st_open(&f, sgm_vae_te)) { got2 = tensors_digest(&f, "", &n2); st_close(&f); }
+    ok(digest_recorded("vae-te", got2, n2), "... its %d VAE and text-encoder tensors carry the digest of diffusers' "
+       "conversion (%016llx)", n2, (unsigned long long)got2);
+    ok(digest_recorded("unet", got, n), "... its %d UNet tensors carry the digest of diffusers' conversion (%016llx)",
+       n, (unsigned long long)got);
 }
 
 static int same_bytes(const char *want_path, const char *got_path) {
@@ -309,8 +336,7 @@ static void test_writer(void) {
     char out[512];
     snprintf(out, sizeof out, "%s/tiny.safetensors", tmp);
     ok(write_single(out) == SD_OK, "sdxld writes the tiny model as one original-layout file: %s", sd_last_error());
-    ok(same_bytes(path("formats/%s", "sgm-vae-te.safetensors"), out),
-       "  every VAE and text-encoder tensor byte-identical to diffusers' conversion (the UNet's: its digest above)");
+    ok(same_bytes(sgm_vae_te, out), "  the VAE and text encoders of the whole file equal the parts checked by digest above");
     struct unet u, ref;
     struct vae v, rv;
     struct clip c1, c2, r1, r2;

@@ -10,11 +10,12 @@ the library).  That script is not part of sdxld: fetch it from the diffusers rep
     /tmp/venvt/bin/python tests/ref/make_format_fixtures.py /tmp/convert_diffusers_to_original_sdxl.py
 
 Two of its outputs are not committed, to keep the repository small enough to travel to a
-GPU machine (64 MiB for a device call): sgm-unet.safetensors (10.6 MB) is kept as its
-tensors' digest (sgm-unet.digest; tests/test_formats.c checks sdxld's own export of the
-UNet against it), and the fp16-variant folder's weights and vocabularies, byte-identical to
-tiny-sdxl-a's files, are kept as their sha256 (fp16/IDENTICAL.sha256); the test rebuilds
-that folder.  After a rerun, delete those files again and update the two records.
+GPU machine (64 MiB for a device call): sgm-unet.safetensors (10.6 MB) and
+sgm-vae-te.safetensors (3.3 MB) are kept as their tensors' digests (sgm.digest;
+tests/test_formats.c checks sdxld's own export against them and loads that), and the
+fp16-variant folder's weights and vocabularies, byte-identical to tiny-sdxl-a's files, are
+kept as their sha256 (fp16/IDENTICAL.sha256); the test rebuilds that folder.  After a
+rerun, print the new digests with the test, delete those files again and update the records.
 
 Two keys need what the script predates: transformers >= 5.6 dropped "text_model." from
 CLIPTextModel's state dict, which original checkpoints (and from_single_file) have under
