@@ -145,8 +145,8 @@ static int check_header_line(const unsigned char *s, size_t n, struct head_state
     while (i < n && is_tchar(s[i])) i++;
     if (i == 0 || i >= n || s[i] != ':') {
         if (i < n && (s[i] == ' ' || s[i] == '\t'))
-            return fail(v, 400, "bad_request", "whitespace between the header name '%.40s' and "
-                        "its colon", s);
+            return fail(v, 400, "bad_request", "whitespace between the header name '%.*s' and "
+                        "its colon", (int)(i < 40 ? i : 40), s);   /* s is not NUL-terminated */
         if (i < n && (s[i] < 0x20 || s[i] == 0x7f))
             return fail(v, 400, "bad_request", "%s in a header name", byte_name(s[i], b, sizeof b));
         return fail(v, 400, "bad_request", "malformed header line (expected NAME: VALUE)");

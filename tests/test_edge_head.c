@@ -88,6 +88,15 @@ static void test_syntax(void) {
     ok(V("G(T / HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 400, "a method with a non-token byte: 400");
     ok(V("GET / HTTP/1.1\r\nHost : x\r\n\r\n", &v) == 400 && strstr(v.message, "whitespace"),
        "space before the colon: 400");
+    {   /* found by tests/fuzz (edge_head): the message copied the name with %.40s from a
+         * buffer with no NUL, reading past its end; the head here ends exactly at the buffer */
+        static const char h[] = "GET / HTTP/1.1\r\nHost: x\r\nAb :\r\n\r\n";
+        char *exact = malloc(sizeof h - 1);
+        memcpy(exact, h, sizeof h - 1);
+        ok(verdict(exact, sizeof h - 1, &v) == 400 && strstr(v.message, "'Ab'"),
+           "a short name before whitespace is quoted without reading past the head (%s)", v.message);
+        free(exact);
+    }
     ok(V("GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n  b\r\n\r\n", &v) == 400 && strstr(v.message, "folding"),
        "obs-fold: 400");
     ok(V("GET / HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n", &v) == 400, "a line without a colon: 400");
