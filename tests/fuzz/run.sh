@@ -5,12 +5,13 @@
 # a leak or UB stops with the reproducer in build-fuzz/crash-NAME-*: add it to the seed
 # corpus once fixed.  Deterministic per run (-seed=1), so CI can run it briefly.
 #   harnesses: weights (safetensors and torch checkpoints through st_open), pickle (the
-#   interpreter), tokenizer (both CLIP tokenizers), edge_head (the HTTP edge's head checks)
+#   interpreter), tokenizer (both CLIP tokenizers), edge_head (the HTTP edge's head checks),
+#   model_config (config.json of UNet, VAE, CLIP, scheduler), config_file (the daemon's config)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 S=${1:-60}
 B=${FUZZ_BUILD_DIR:-build-fuzz}
-HARNESSES=(weights pickle tokenizer edge_head)
+HARNESSES=(weights pickle tokenizer edge_head model_config config_file)
 if ! command -v clang >/dev/null; then
     echo "fuzz: clang is not installed (apt-get install clang): nothing run" >&2
     exit 2
