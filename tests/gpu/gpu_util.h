@@ -27,7 +27,7 @@ static float *dev(const float *host, size_t n) {
 }
 
 /* A device buffer full of NaN: whatever the op leaves unwritten fails the comparison. */
-static float *dev_nan(size_t n) {
+static inline float *dev_nan(size_t n) {
     float *h = malloc(sizeof(float) * (n ? n : 1));
     for (size_t i = 0; i < n; i++) h[i] = NAN;
     float *d = dev(h, n);

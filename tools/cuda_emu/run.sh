@@ -9,7 +9,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-work=${TMPDIR:-/tmp}/sdxld-cuda-emu
+work=${TMPDIR:-/tmp}/sdxld-cuda-emu${1:+-$1}   # tsan apart: both may run at once
 mkdir -p "$work"
 for f in "$root"/kernels/*.cu; do
     python3 - "$f" "$work/$(basename "$f" .cu).cpp" <<'PY'
