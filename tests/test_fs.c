@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "tap.h"
 #include "core/fs.h"
@@ -133,6 +134,18 @@ int main(void) {
     char *data;
     ok(sd_read_file(P("%s/run/samples/victim", root_p), 100, &data, NULL) == SD_OK, "unconfined: links are followed");
     sd_free(data);
+    /* a FIFO where a file is expected: refused at once, never waiting for a writer */
+    if (mkfifo(P("%s/run/pipe", root_p), 0644)) diag("mkfifo: %s", strerror(errno));
+    ok(sd_read_file(P("%s/run/pipe", root_p), 100, &data, NULL) != SD_OK && strstr(sd_last_error(), "not a regular file"),
+       "a FIFO is refused without blocking: %s", sd_last_error());
+    struct sd_root fr;
+    if (sd_root_open(&fr, root_p, 0) == SD_OK) {
+        const struct sd_root *frs[1] = { &fr };
+        sd_fs_confine(frs, 1);
+        ok(sd_read_file(P("%s/run/pipe", root_p), 100, &data, NULL) != SD_OK, "... also when confined");
+        sd_fs_confine(NULL, 0);
+        sd_root_close(&fr);
+    }
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
     if (system(cmd)) diag("could not remove %s", base);

@@ -139,9 +139,13 @@ static const struct sd_root *route(const char *path, int write, const char **res
     return r;
 }
 
+/* A read never waits for a FIFO's writer: read-only opens are non-blocking (no effect on
+ * regular files and folders; a FIFO opens at once and its callers refuse it as "not a
+ * regular file"), so a pipe planted where a file is expected cannot hang a thread. */
 int sd_open(const char *path, int flags, mode_t mode) {
     const char *rest;
     int plain;
+    if (!writes(flags)) flags |= O_NONBLOCK;
     const struct sd_root *r = route(path, writes(flags), &rest, &plain);
     if (plain) return open(path, flags | O_CLOEXEC, mode);
     return r ? beneath(r, rest, flags, mode) : -1;

@@ -13,6 +13,9 @@
  * change.  A path under no root fails with EACCES, a link with ELOOP, a write to a
  * read-only root with EROFS; sd_fs_strerror says so in words.
  *
+ * Read-only opens never block (O_NONBLOCK): a FIFO in place of a file opens at once and is
+ * refused by its reader as not a regular file, instead of hanging the thread.
+ *
  * The calls return what the POSIX ones do (-1 / NULL with errno set). */
 #ifndef SD_FS_H
 #define SD_FS_H

@@ -305,8 +305,7 @@ out:
 sd_status st_open(struct st_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     sd_status st;
-    /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below. */
-    int fd = sd_open(path, O_RDONLY | O_NONBLOCK, 0);
+    int fd = sd_open(path, O_RDONLY, 0);   /* never blocks on a FIFO (fs.h); refused below */
     if (fd < 0)
         return sd_fail(errno == ENOENT ? SD_ERR_NOTFOUND : SD_ERR_IO, "%s: cannot open: %s",
                        path, sd_fs_strerror(errno));

@@ -207,6 +207,12 @@ def check_samples(t, c, root, tmp):
     os.unlink(first)
     os.symlink(outside, first)
     t.eq(c.get(f"/v1/train/{j['id']}/samples/0").status, 404, "a sample replaced by a link out is not followed")
+    second = os.path.join(root, sm[1])
+    os.unlink(second)
+    os.mkfifo(second)
+    codes = [c.get(f"/v1/train/{j['id']}/samples/1", timeout=30).status for _ in range(3)]
+    t.ok(codes == [404] * 3 and c.get("/healthz").status == 200,
+         "a sample replaced by a FIFO is 404 at once, and the daemon keeps serving", codes)
     m = c.get("/v1/models").json()["data"][0]
     t.ok(m.get("size_multiple", 0) >= 1 and m.get("default_width", 0) % m["size_multiple"] == 0,
          "GET /v1/models gives the size multiple and the default size", m)
