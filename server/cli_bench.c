@@ -23,10 +23,14 @@ static void row(const char *stage, int batch, int w, int h, const struct timing 
     printf("| %-18s | %5d | %4dx%-4d | %10.1f | %10.1f |\n", stage, batch, w, h, t->best, t->sum / t->n);
 }
 
-int cli_bench(int argc, char **argv) {
-    struct engine_config ec = { 0 };
-    int width = 0, height = 0, batch = 1, repeat = 1, steps = 4;
-    const char *stages = "text,unet,vae,e2e";
+struct bench_args {
+    struct engine_config ec;
+    int width, height, batch, repeat, steps;
+    const char *stages;
+};
+
+/* -1: go on; else the exit code (--help, a bad flag). */
+static int parse_bench_args(int argc, char **argv, struct bench_args *b) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help")) {
@@ -35,20 +39,33 @@ int cli_bench(int argc, char **argv) {
             return 0;
         }
         if (!(v = cli_value(argc, argv, &i))) return 2;
-        if (!strcmp(a, "--model")) ec.model_dir = v;
-        else if (!strcmp(a, "--unet")) ec.unet_path = v;
-        else if (!strcmp(a, "--backend")) ec.backend = v;
-        else if (!strcmp(a, "--threads")) ec.threads = atoi(v);
-        else if (!strcmp(a, "--width")) width = atoi(v);
-        else if (!strcmp(a, "--height")) height = atoi(v);
-        else if (!strcmp(a, "--batch")) batch = atoi(v);
-        else if (!strcmp(a, "--repeat")) repeat = atoi(v);
-        else if (!strcmp(a, "--steps")) steps = atoi(v);
-        else if (!strcmp(a, "--stages")) stages = v;
+        if (!strcmp(a, "--model")) b->ec.model_dir = v;
+        else if (!strcmp(a, "--unet")) b->ec.unet_path = v;
+        else if (!strcmp(a, "--backend")) b->ec.backend = v;
+        else if (!strcmp(a, "--threads")) b->ec.threads = atoi(v);
+        else if (!strcmp(a, "--width")) b->width = atoi(v);
+        else if (!strcmp(a, "--height")) b->height = atoi(v);
+        else if (!strcmp(a, "--batch")) b->batch = atoi(v);
+        else if (!strcmp(a, "--repeat")) b->repeat = atoi(v);
+        else if (!strcmp(a, "--steps")) b->steps = atoi(v);
+        else if (!strcmp(a, "--stages")) b->stages = v;
         else { fprintf(stderr, "sdxld bench: unknown option '%s'\n", a); return 2; }
     }
-    if (!ec.model_dir) { fprintf(stderr, "sdxld bench: need --model DIR\n"); return 2; }
-    if (batch < 1 || batch > 64 || repeat < 1 || repeat > 1000) { fprintf(stderr, "sdxld bench: bad --batch/--repeat\n"); return 2; }
+    if (!b->ec.model_dir) { fprintf(stderr, "sdxld bench: need --model DIR\n"); return 2; }
+    if (b->batch < 1 || b->batch > 64 || b->repeat < 1 || b->repeat > 1000) {
+        fprintf(stderr, "sdxld bench: bad --batch/--repeat\n");
+        return 2;
+    }
+    return -1;
+}
+
+int cli_bench(int argc, char **argv) {
+    struct bench_args b = { .batch = 1, .repeat = 1, .steps = 4, .stages = "text,unet,vae,e2e" };
+    int rc = parse_bench_args(argc, argv, &b);
+    if (rc >= 0) return rc;
+    struct engine_config ec = b.ec;
+    int width = b.width, height = b.height, batch = b.batch, repeat = b.repeat, steps = b.steps;
+    const char *stages = b.stages;
     struct engine *e;
     double t0 = sd_now_ms();
     if (engine_load(&e, &ec)) return cli_fail("loading model");
@@ -58,7 +75,8 @@ int cli_bench(int argc, char **argv) {
     if (!height) height = info->default_height;
     struct engine_dims d;
     engine_dims(e, &d);
-    int s = info->vae_scale, h = height / s, w = width / s, rc = 1;
+    int s = info->vae_scale, h = height / s, w = width / s;
+    rc = 1;
     size_t nl = (size_t)batch * d.latent_ch * h * w;
     float *x = sd_malloc(nl * 4), *out = sd_malloc(nl * 4), *ctx = sd_malloc((size_t)batch * d.L * d.cross * 4);
     float *pooled = sd_malloc((size_t)batch * d.P * 4), *tid = sd_malloc((size_t)batch * 6 * 4), *tv = sd_malloc(batch * 4);

@@ -12,17 +12,11 @@
 #include "engine.h"
 #include "cli_util.h"
 
-static int mkdir_p(const char *dir, const char *sub) {
+/* OUT/sub and the folders above it. */
+static sd_status mkdir_p(const char *dir, const char *sub) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, sub);
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (sd_mkdir(path, 0755) && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    if (sd_mkdir(path, 0755) && errno != EEXIST) return -1;
-    return 0;
+    return sd_mkdir_p(path, 0);
 }
 
 
@@ -37,7 +31,7 @@ static const char *pick(const char *explicit_path, const char *from, const char 
 static sd_status init_part(const char *out, const char *sub, const char *cfg_path,
                            uint64_t seed, sd_dtype dt) {
     char dst[4096], wpath[4096];
-    if (mkdir_p(out, sub)) return sd_fail(SD_ERR_IO, "%s/%s: %s", out, sub, strerror(errno));
+    SD_TRY(mkdir_p(out, sub));
     snprintf(dst, sizeof dst, "%s/%s/config.json", out, sub);
     double t0 = sd_now_ms();
     if (!strcmp(sub, "unet") || !strcmp(sub, "vae"))
@@ -80,7 +74,7 @@ int cli_init(int argc, char **argv) {
         } else { fprintf(stderr, "sdxld init: unknown option '%s'\n", a); return 2; }
     }
     if (!out || (!from && !cfg[0])) { fprintf(stderr, "sdxld init: need --out and --config or --from\n"); return 2; }
-    if (mkdir_p(out, ".")) { fprintf(stderr, "sdxld init: %s: %s\n", out, strerror(errno)); return 1; }
+    if (sd_mkdir_p(out, 0)) { fprintf(stderr, "sdxld init: %s\n", sd_last_error()); return 1; }
     int rc = 0;
     char buf[4096];
     for (int i = 0; i < 4 && !rc; i++) {

@@ -71,6 +71,11 @@ void worker_join(struct sdxld *d);     /* after jobs_stop / jobs_cancel_all */
 /* worker_train.c: the worker's side of training jobs and model loads (worker thread). */
 struct dmd2;
 struct dataset;
+/* The folders the worker may touch while it acts for a request (src/core/fs.h):
+ * data_root (read-write for a run, read-only for a model load) with no link followed, and
+ * the served model, trusted and read-only. */
+struct run_roots { struct sd_root data_root, model; };
+
 struct train_run {
     struct job *job;           /* the training job (one reference), NULL when idle */
     struct dmd2 *t;
@@ -81,7 +86,7 @@ struct train_run {
     /* The folders the run may touch (src/core/fs.h): data_root read-write with no link
      * followed, the served model read-only; the worker confines itself to them while it
      * acts for the run. */
-    struct sd_root data_root, model;
+    struct run_roots roots;
     /* Between the UNet passes of an iteration the worker serves generations (the dmd2
      * yield hook): with this engine, this batch buffer; a device error there is fatal. */
     struct sdxld *d;

@@ -263,6 +263,18 @@ static int on_signal_byte(struct sdxld *d, unsigned char signo, int *draining, d
     return 0;
 }
 
+/* The metrics (one row per route) and the job table; -1 when out of memory. */
+static int make_tables(struct sdxld *d) {
+    static const char *methods[64], *patterns[64];
+    for (int i = 0; i < sdxld_nroutes && i < 64; i++) {
+        methods[i] = sdxld_routes[i].method;
+        patterns[i] = sdxld_routes[i].pattern;
+    }
+    d->metrics = metrics_new(sdxld_nroutes, methods, patterns);
+    d->jobs = d->metrics ? jobs_new(&d->cfg, d->metrics) : NULL;
+    return d->jobs ? 0 : -1;
+}
+
 static int run(struct sdxld *d, const struct serve_opts *o) {
     int rc = 0;
     char err[CFG_STR_MAX + 256];
@@ -273,14 +285,7 @@ static int run(struct sdxld *d, const struct serve_opts *o) {
         goto out;
     }
 
-    static const char *methods[64], *patterns[64];
-    for (int i = 0; i < sdxld_nroutes && i < 64; i++) {
-        methods[i] = sdxld_routes[i].method;
-        patterns[i] = sdxld_routes[i].pattern;
-    }
-    d->metrics = metrics_new(sdxld_nroutes, methods, patterns);
-    d->jobs = d->metrics ? jobs_new(&d->cfg, d->metrics) : NULL;
-    if (!d->jobs) {
+    if (make_tables(d)) {
         LOG_E("out of memory");
         rc = 1;
         goto out;

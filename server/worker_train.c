@@ -45,22 +45,22 @@ static const char *last_error(sd_status st) {
 
 /* The run's folders: data_root read-write without links, the served model trusted and
  * read-only (when it opens: a model given as a file list has no folder to trust). */
-static sd_status roots_open(struct sdxld *d, struct train_run *tr, const char *data_root, int write) {
-    tr->data_root.fd = tr->model.fd = -1;
-    SD_TRY(sd_root_open(&tr->data_root, data_root, write ? SD_ROOT_WRITE : 0));
-    if (sd_root_open(&tr->model, d->cfg.model, SD_ROOT_LINKS)) tr->model.fd = -1;
+static sd_status roots_open(struct sdxld *d, struct run_roots *rr, const char *data_root, int write) {
+    rr->data_root.fd = rr->model.fd = -1;
+    SD_TRY(sd_root_open(&rr->data_root, data_root, write ? SD_ROOT_WRITE : 0));
+    if (sd_root_open(&rr->model, d->cfg.model, SD_ROOT_LINKS)) rr->model.fd = -1;
     sd_clear_error();
     return SD_OK;
 }
 
-static void roots_close(struct train_run *tr) {
-    sd_root_close(&tr->data_root);
-    sd_root_close(&tr->model);
+static void roots_close(struct run_roots *rr) {
+    sd_root_close(&rr->data_root);
+    sd_root_close(&rr->model);
 }
 
-static void confine(struct train_run *tr) {
-    const struct sd_root *rs[2] = { &tr->data_root, &tr->model };
-    sd_fs_confine(rs, tr->model.fd >= 0 ? 2 : 1);
+static void confine(const struct run_roots *rr) {
+    const struct sd_root *rs[2] = { &rr->data_root, &rr->model };
+    sd_fs_confine(rs, rr->model.fd >= 0 ? 2 : 1);
 }
 
 static void unconfine(void) { sd_fs_confine(NULL, 0); }
@@ -80,7 +80,7 @@ static void run_close(struct train_run *tr) {
     dataset_free(tr->data);
     tr->t = NULL;
     tr->data = NULL;
-    roots_close(tr);
+    roots_close(&tr->roots);
 }
 
 static void run_release(struct sdxld *d, struct train_run *tr) {
@@ -93,26 +93,11 @@ static void fail_job(struct sdxld *d, struct train_run *tr, sd_status st, const 
     const struct api_status as = api_status_of(st, API_WORK_TRAIN);
     char msg[1024];
     snprintf(msg, sizeof msg, "%s: %s", what, last_error(st));   /* jobs.c logs it */
-    strip_root(msg, tr->data_root.fd >= 0 ? tr->data_root.path : tr->job->train->req.root);
+    strip_root(msg, tr->roots.data_root.fd >= 0 ? tr->roots.data_root.path : tr->job->train->req.root);
     jobs_train_finish(d->jobs, tr->job, JOB_FAILED, as.code, as.http, NULL, msg);
     run_release(d, tr);
 }
 
-/* mkdir -p for the part of path below root (the part above exists: api_train checked). */
-static sd_status make_dirs(const char *root, const char *path) {
-    char p[4096];
-    if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p)
-        return sd_fail(SD_ERR_INVALID, "%s: path too long", path);
-    size_t skip = strlen(root);
-    for (char *s = p + skip + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = 0;
-        if (sd_mkdir(p, 0755) && errno != EEXIST) return sd_fail(SD_ERR_IO, "%s: %s", p, sd_fs_strerror(errno));
-        *s = '/';
-    }
-    if (sd_mkdir(p, 0755) && errno != EEXIST) return sd_fail(SD_ERR_IO, "%s: %s", p, sd_fs_strerror(errno));
-    return SD_OK;
-}
 
 /* The dmd2 yield hook: before every UNet pass, the generations that are due run (so one
  * waits behind at most one pass), and a stop or a forced stop reaches the run. */
@@ -136,7 +121,7 @@ static void run_open(struct sdxld *d, struct train_run *tr, struct job *j) {
         fail_job(d, tr, st, "real_data: the dataset does not open");
         return;
     }
-    if ((st = make_dirs(r->root, r->out))) {
+    if ((st = sd_mkdir_p(r->out, strlen(r->root)))) {   /* the folders above exist: api_train checked */
         fail_job(d, tr, st, "out: cannot create the run directory");
         return;
     }
@@ -198,13 +183,13 @@ void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j, struc
     tr->b = b;
     tr->fatal = fatal;
     tr->last_ckpt_step = -1;
-    tr->data_root.fd = tr->model.fd = -1;
-    sd_status st = roots_open(d, tr, j->train->req.root, 1);
+    tr->roots.data_root.fd = tr->roots.model.fd = -1;
+    sd_status st = roots_open(d, &tr->roots, j->train->req.root, 1);
     if (st) {
         fail_job(d, tr, st, "data_root does not open");
         return;
     }
-    confine(tr);
+    confine(&tr->roots);
     run_open(d, tr, j);
     unconfine();
 }
@@ -250,7 +235,7 @@ static void run_step(struct sdxld *d, struct train_run *tr, int *fatal) {
 }
 
 void train_run_step(struct sdxld *d, struct train_run *tr, int *fatal) {
-    confine(tr);
+    confine(&tr->roots);
     run_step(d, tr, fatal);
     unconfine();
 }
@@ -293,7 +278,7 @@ static void run_stop(struct sdxld *d, struct train_run *tr) {
 }
 
 void train_run_stop(struct sdxld *d, struct train_run *tr) {
-    confine(tr);
+    confine(&tr->roots);
     run_stop(d, tr);
     unconfine();
 }
@@ -308,9 +293,9 @@ void train_run_free(struct sdxld *d, struct train_run *tr) {
 
 void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j) {
     double t0 = sd_now_ms();
-    struct train_run files = { 0 };   /* only its folders */
+    struct run_roots files = { 0 };
     const char *failed = "generator";
-    sd_status st = roots_open(d, &files, d->cfg.data_root, 0);
+    sd_status st = roots_open(d, &files, d->cfg.data_root, 0);   /* read-only: a load writes nothing */
     if (!st) {
         confine(&files);
         st = engine_load_unet(e, j->load_generator, j->load_lora, j->load_lora_scale, &failed);

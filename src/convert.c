@@ -84,24 +84,13 @@ static void part_free(int k, union model *m) {
     else clip_free(&m->c);
 }
 
-static int mkdirs(const char *path) {
-    char p[4096];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = 0;
-        if (sd_mkdir(p, 0755) && errno != EEXIST) return -1;
-        *s = '/';
-    }
-    return sd_mkdir(p, 0755) && errno != EEXIST ? -1 : 0;
-}
 
 
 /* --to diffusers, one component: OUT/sub/STEM.safetensors + its config.json. */
 static sd_status write_diffusers_part(struct convert_job *c, int k, const struct weight_table *t, const char *sub) {
     char dir[4096], path[8300], from[8300];
     snprintf(dir, sizeof dir, "%s/%s", c->out, sub);
-    if (mkdirs(dir)) return sd_fail(SD_ERR_IO, "%s: %s", dir, strerror(errno));
+    SD_TRY(sd_mkdir_p(dir, 0));
     struct st_writer w;
     st_writer_init(&w);
     snprintf(path, sizeof path, "%s/%s.safetensors", dir, parts[k].stem);
@@ -126,14 +115,14 @@ static sd_status copy_extras(struct convert_job *c, const char *tok_dir) {
             snprintf(from, sizeof from, "%s/%s/%s", c->single_in && tok_dir ? tok_dir : src, tsub[i], files[j]);
             if (sd_stat(from, &sb)) continue;
             snprintf(to, sizeof to, "%s/%s", c->out, tsub[i]);
-            if (mkdirs(to)) return sd_fail(SD_ERR_IO, "%s: %s", to, strerror(errno));
+            SD_TRY(sd_mkdir_p(to, 0));
             snprintf(to, sizeof to, "%s/%s/%s", c->out, tsub[i], files[j]);
             SD_TRY(sd_copy_file(from, to, 64u << 20));
         }
     snprintf(from, sizeof from, "%s/%s/scheduler_config.json", src, c->mp.scheduler);
     if (!sd_stat(from, &sb)) {
         snprintf(to, sizeof to, "%s/%s", c->out, c->mp.scheduler);
-        if (mkdirs(to)) return sd_fail(SD_ERR_IO, "%s: %s", to, strerror(errno));
+        SD_TRY(sd_mkdir_p(to, 0));
         snprintf(to, sizeof to, "%s/%s/scheduler_config.json", c->out, c->mp.scheduler);
         SD_TRY(sd_copy_file(from, to, 64u << 20));
     }
@@ -146,7 +135,7 @@ static sd_status convert_run(struct convert_job *c, const char *tok_dir) {
     int nparts = c->unet_file ? 1 : 4;
     const char *sub[4] = { c->mp.unet, c->mp.vae, c->mp.te1, c->mp.te2 };
     sd_status st = SD_OK;
-    if (!c->to_single && !c->unet_file && mkdirs(c->out)) return sd_fail(SD_ERR_IO, "%s: %s", c->out, strerror(errno));
+    if (!c->to_single && !c->unet_file) SD_TRY(sd_mkdir_p(c->out, 0));
     for (int k = 0; k < nparts && !st; k++) {
         union model m;
         const struct weight_table *t;

@@ -322,3 +322,18 @@ sd_status sd_copy_file(const char *from, const char *to, size_t max_bytes) {
     sd_free(data);
     return st;
 }
+
+sd_status sd_mkdir_p(const char *path, size_t keep) {
+    char p[PATH_MAX];
+    size_t n = strlen(path);
+    if (n >= sizeof p) return sd_fail(SD_ERR_INVALID, "%s: path too long", path);
+    memcpy(p, path, n + 1);
+    for (size_t i = keep + 1; i <= n; i++) {
+        if (p[i] != '/' && p[i] != 0) continue;
+        char c = p[i];
+        p[i] = 0;
+        if (sd_mkdir(p, 0755) && errno != EEXIST) return sd_fail(SD_ERR_IO, "%s: %s", p, sd_fs_strerror(errno));
+        p[i] = c;
+    }
+    return SD_OK;
+}

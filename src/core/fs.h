@@ -54,6 +54,10 @@ int sd_open(const char *path, int flags, mode_t mode);
 FILE *sd_fopen(const char *path, const char *mode);       /* "r", "rb", "w", "wb" */
 DIR *sd_opendir(const char *path);
 int sd_mkdir(const char *path, mode_t mode);
+/* mkdir -p (0755) for the part of path after its first `keep` bytes (the folders above
+ * exist: e.g. a confined root's own path); a folder that exists is fine.  The error names
+ * the folder that could not be made. */
+sd_status sd_mkdir_p(const char *path, size_t keep);
 int sd_unlink(const char *path);
 int sd_rmdir(const char *path);
 int sd_rename(const char *from, const char *to);

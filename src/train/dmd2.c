@@ -269,10 +269,7 @@ sd_status dmd2_open(struct dmd2 **out, const struct dmd2_config *c) {
     struct yield_hook y = { c->yield, c->yield_ud };
     if ((st = cache_build(&d->cache, &d->f, &d->k, &d->v, c->data, c->cache_size, &y))) goto fail;
     if ((st = dmd2_fixed_cache(c->fixed, &d->cache, d->be))) goto fail;
-    for (int i = 0; i < 2 * MAXB; i++) {
-        float t6[6] = { (float)d->S, (float)d->S, 0, 0, (float)d->S, (float)d->S };
-        memcpy(d->tid + 6 * i, t6, sizeof t6);
-    }
+    time_ids_square(d->tid, 2 * MAXB, d->S);
     if (c->resume) {
         char dir[4096];
         struct ckpt_part pp[3];

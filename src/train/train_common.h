@@ -37,6 +37,10 @@ sd_status eval_conditioning(struct fwd *f, const struct unet *u, const struct sc
                             const struct latent_cache *c, int L, const float *time_ids, int nt, const int *ts,
                             uint64_t seed, double (*mse)[3]);
 
+/* SDXL's micro-conditioning of n square S×S training images, [n, 6] host: original size
+ * (S, S), crop (0, 0), target size (S, S). */
+void time_ids_square(float *tid, int n, int S);
+
 /* Write n images [n, 3, S, S] (host, in [-1, 1]) side by side as one PNG. */
 sd_status save_grid(const char *path, const float *img, int n, int S);
 

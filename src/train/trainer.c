@@ -333,10 +333,7 @@ static sd_status teacher_samples(struct run *r, struct fwd *f, const struct unet
     be->ops->zero(be, ctx + (size_t)n * Lk * X, (size_t)n * Lk * X * sizeof(float));   /* null condition */
     be->ops->copy(be, pool, pool_c, (size_t)n * P * sizeof(float));
     be->ops->zero(be, pool + (size_t)n * P, (size_t)n * P * sizeof(float));
-    for (int i = 0; i < 2 * n; i++) {
-        float t6[6] = { (float)S, (float)S, 0, 0, (float)S, (float)S };
-        memcpy(tid + 6 * i, t6, sizeof t6);
-    }
+    time_ids_square(tid, 2 * n, S);
     struct sd_rng rr;
     sd_rng_init(&rr, 1234);    /* fixed noise: samples comparable across steps */
     sd_rng_normal(&rr, host, nl);
@@ -499,10 +496,7 @@ sd_status train_teacher(const struct train_config *c) {
     float *hbuf = sd_malloc(sizeof(float) * nb * 2), tv[256], tid[6 * 256];
     double *p2w = sd_malloc(sizeof(double) * sch.T);
     if (!hbuf || !p2w) { st = SD_ERR_NOMEM; goto out_p2; }
-    for (int i = 0; i < B; i++) {
-        float t6[6] = { (float)S, (float)S, 0, 0, (float)S, (float)S };
-        memcpy(tid + 6 * i, t6, sizeof t6);
-    }
+    time_ids_square(tid, B, S);
     p2_weights(&sch, c->p2_gamma, p2w);
     /* shards (shards.h): shard 0 accumulates into g, the others into twins of it */
     if ((st = shards_init(&sh, r.be, &r.acts, shards_pick(r.be, c->shards, B, u.wt.total), B))) goto out_p2;

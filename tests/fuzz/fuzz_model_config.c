@@ -2,18 +2,13 @@
  * four config readers (src/model/config.c: UNet, VAE, CLIP, scheduler), every dimension of
  * a model comes from these. */
 #include <stdint.h>
-#include <stdio.h>
-#include <unistd.h>
 
 #include "model/config.h"
+#include "fuzz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static char path[64];
-    if (!path[0]) snprintf(path, sizeof path, "/tmp/sdxld-fuzz-mconf-%d.json", (int)getpid());
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    fwrite(data, 1, size, f);
-    fclose(f);
+    const char *path = fuzz_file("mconf", data, size);
+    if (!path) return 0;
     struct unet_config u;
     struct vae_config v;
     struct clip_config c;

@@ -3,19 +3,14 @@
  * (zip directory, pickle interpreter, storage views).  A file that opens has every
  * tensor's data read (so out-of-range views show under ASan). */
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #include "io/safetensors.h"
+#include "fuzz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static char path[64];
-    if (!path[0]) snprintf(path, sizeof path, "/tmp/sdxld-fuzz-weights-%d", (int)getpid());
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    fwrite(data, 1, size, f);
-    fclose(f);
+    const char *path = fuzz_file("weights", data, size);
+    if (!path) return 0;
     struct st_file st;
     if (st_open(&st, path) == SD_OK) {
         volatile uint8_t sink = 0;
