@@ -28,6 +28,18 @@ const char *cli_value(int argc, char **argv, int *i) {
     return argv[++*i];
 }
 
+int cli_engine_opt(struct engine_config *ec, const char *a, const char *v) {
+    const char **slot = !strcmp(a, "--model") ? &ec->model_dir : !strcmp(a, "--unet") ? &ec->unet_path
+                      : !strcmp(a, "--lora") ? &ec->lora_path : !strcmp(a, "--config") ? &ec->config_dir
+                      : !strcmp(a, "--tokenizers") ? &ec->tokenizer_dir : !strcmp(a, "--backend") ? &ec->backend
+                      : !strcmp(a, "--weights-dtype") ? &ec->weights_dtype : NULL;
+    if (slot) *slot = v;
+    else if (!strcmp(a, "--threads")) ec->threads = atoi(v);
+    else if (!strcmp(a, "--lora-scale")) ec->lora_scale = (float)atof(v);
+    else return 0;
+    return 1;
+}
+
 float *cli_tensor(const struct st_file *f, const char *name, int ndim, int64_t *shape, int required) {
     const struct st_tensor *t = st_find(f, name);
     if (!t) {
@@ -85,27 +97,13 @@ struct common { struct engine_config ec; const char *in, *out; };
 
 static int common_opt(struct common *c, int argc, char **argv, int *i) {
     const char *a = argv[*i], *v;
-    const char **slot = !strcmp(a, "--model") ? &c->ec.model_dir : !strcmp(a, "--unet") ? &c->ec.unet_path
-                      : !strcmp(a, "--lora") ? &c->ec.lora_path
-                      : !strcmp(a, "--config") ? &c->ec.config_dir : !strcmp(a, "--tokenizers") ? &c->ec.tokenizer_dir
-                      : !strcmp(a, "--backend") ? &c->ec.backend : !strcmp(a, "--in") ? &c->in
-                      : !strcmp(a, "--out") ? &c->out : NULL;
-    if (slot) {
-        if (!(v = cli_value(argc, argv, i))) return -1;
-        *slot = v;
-        return 1;
-    }
-    if (!strcmp(a, "--threads")) {
-        if (!(v = cli_value(argc, argv, i))) return -1;
-        c->ec.threads = atoi(v);
-        return 1;
-    }
-    if (!strcmp(a, "--lora-scale")) {
-        if (!(v = cli_value(argc, argv, i))) return -1;
-        c->ec.lora_scale = (float)atof(v);
-        return 1;
-    }
-    return 0;
+    struct engine_config probe = { 0 };
+    const char **slot = !strcmp(a, "--in") ? &c->in : !strcmp(a, "--out") ? &c->out : NULL;
+    if (!slot && !cli_engine_opt(&probe, a, "0")) return 0;
+    if (!(v = cli_value(argc, argv, i))) return -1;
+    if (slot) *slot = v;
+    else cli_engine_opt(&c->ec, a, v);
+    return 1;
 }
 
 static int usage_err(const char *cmd, const char *arg) {
@@ -205,6 +203,7 @@ int cli_unet(int argc, char **argv) {
         return usage_err("unet", argv[i]);
     }
     if (!c.ec.model_dir || !c.in || !c.out) return usage_err("unet", "--model/--in/--out");
+    if (backward && !c.ec.weights_dtype) c.ec.weights_dtype = "f32";   /* the backward ops are fp32 */
     struct st_file f;
     if (st_open(&f, c.in)) return cli_fail("input");
     struct engine *e = NULL;

@@ -34,15 +34,13 @@ static int parse_bench_args(int argc, char **argv, struct bench_args *b) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help")) {
-            printf("sdxld bench --model DIR [--backend cpu] [--threads N] [--width W] [--height H]\n"
+            printf("sdxld bench --model DIR " CLI_ENGINE_USAGE "\n"
+                   "            [--unet FILE] [--width W] [--height H]\n"
                    "            [--batch N] [--steps 4] [--repeat N] [--stages text,unet,vae,e2e]\n");
             return 0;
         }
         if (!(v = cli_value(argc, argv, &i))) return 2;
-        if (!strcmp(a, "--model")) b->ec.model_dir = v;
-        else if (!strcmp(a, "--unet")) b->ec.unet_path = v;
-        else if (!strcmp(a, "--backend")) b->ec.backend = v;
-        else if (!strcmp(a, "--threads")) b->ec.threads = atoi(v);
+        if (cli_engine_opt(&b->ec, a, v)) continue;
         else if (!strcmp(a, "--width")) b->width = atoi(v);
         else if (!strcmp(a, "--height")) b->height = atoi(v);
         else if (!strcmp(a, "--batch")) b->batch = atoi(v);
@@ -98,8 +96,9 @@ int cli_bench(int argc, char **argv) {
         items[i].prompt = prompts[i];
         items[i].seed = (uint64_t)i;
     }
-    printf("sdxld bench: %s on %s (%s threads), load %.0f ms, weights %.1f MiB\n\n", info->model_name,
-           info->backend, ec.threads ? "set" : "all", load_ms, info->param_bytes / 1048576.0);
+    printf("sdxld bench: %s on %s (%s threads), load %.0f ms, weights %.1f MiB (UNet %s)\nkernels: %s\n\n",
+           info->model_name, info->backend, ec.threads ? "set" : "all", load_ms, info->param_bytes / 1048576.0,
+           info->weights_dtype, info->kernels);
     printf("| %-18s | %5s | %-9s | %10s | %10s |\n", "stage", "batch", "size", "best ms", "mean ms");
     printf("|%s|%s|%s|%s|%s|\n", "--------------------", "-------", "-----------", "------------", "------------");
     for (int pass = 0; pass <= repeat; pass++) {   /* pass 0 warms up and is not recorded */

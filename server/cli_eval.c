@@ -152,10 +152,10 @@ int cli_eval_cond(int argc, char **argv) {
     }
     if (cond_load(&k, be, dir)) { cli_fail("text encoders"); goto out; }
     have[0] = 1;
-    if (!(p = sd_path_join(dir, "vae")) || vae_load(&v, be, p)) { cli_fail("vae"); goto out; }
+    if (!(p = sd_path_join(dir, "vae")) || vae_load(&v, be, p, DT_F32)) { cli_fail("vae"); goto out; }
     have[1] = 1;
     sd_free(p);
-    if (!(p = sd_path_join(dir, "unet")) || unet_load(&u, be, p, unet_path)) { cli_fail("unet"); goto out; }
+    if (!(p = sd_path_join(dir, "unet")) || unet_load(&u, be, p, unet_path, DT_F32)) { cli_fail("unet"); goto out; }
     have[2] = 1;
     sd_free(p);
     if (!(p = sd_path_join(dir, "scheduler/scheduler_config.json")) || sched_config_load(&sc, p) || schedule_init(&sch, &sc)) {

@@ -59,21 +59,14 @@ static int parse_gen_args(int argc, char **argv, struct gen_args *g) {
                    "               (--prompts P.json | --prompt TEXT [-n N])\n"
                    "               [--width W] [--height H] [--seed S] [--steps N] [--timesteps 999,749,...]\n"
                    "               [--time-ids OH,OW,CT,CL,TH,TW] [--noise IN.safetensors]\n"
-                   "               [--out-tensor OUT.safetensors] [-o image.png ...] [--backend cpu] [--threads N]\n"
+                   "               [--out-tensor OUT.safetensors] [-o image.png ...] " CLI_ENGINE_USAGE "\n"
                    "image i uses seed+i; with one -o and several images, files are numbered name-i.png;\n"
                    "without --model the built-in model (%s) is used\n", cli_default_model());
             return 0;
         }
         if (i + 1 >= argc) { fprintf(stderr, "sdxld generate: option %s needs a value\n", a); return 2; }
         v = argv[++i];
-        if (!strcmp(a, "--model")) g->ec.model_dir = v;
-        else if (!strcmp(a, "--config")) g->ec.config_dir = v;
-        else if (!strcmp(a, "--tokenizers")) g->ec.tokenizer_dir = v;
-        else if (!strcmp(a, "--unet")) g->ec.unet_path = v;
-        else if (!strcmp(a, "--lora")) g->ec.lora_path = v;
-        else if (!strcmp(a, "--lora-scale")) g->ec.lora_scale = (float)atof(v);
-        else if (!strcmp(a, "--backend")) g->ec.backend = v;
-        else if (!strcmp(a, "--threads")) g->ec.threads = atoi(v);
+        if (cli_engine_opt(&g->ec, a, v)) continue;
         else if (!strcmp(a, "--prompts")) g->prompts_path = v;
         else if (!strcmp(a, "--prompt")) g->prompt = v;
         else if (!strcmp(a, "-n")) {

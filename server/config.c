@@ -56,6 +56,8 @@ static const struct cfg_option options[] = {
              "optional separate UNet safetensors file (the DMD2 generator) replacing the folder's"),
     CFG_ENUM("backend", "auto|cpu|cuda", "auto", 0, backend,
              "compute backend; auto uses cuda when it loads and falls back to cpu"),
+    CFG_ENUM("weights_dtype", "auto|f32|f16|bf16", "auto", 0, weights_dtype,
+             "precision the GEMM weights are kept in: auto = as the files store them (an fp16 release stays fp16, half the memory of f32, same images); bf16 = computed with the CPU's bf16 dot products (AVX512-BF16/AMX), fastest, within 2e-2; f32 = the exact reference mode; the CUDA backend takes f32 only for now"),
     CFG_INT ("threads", 0, 1024, 0, 0, threads,
              "CPU threads for the cpu backend (0 = all cores)"),
     CFG_INT ("http_threads", 1, 64, 2, 0, http_threads,

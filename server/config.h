@@ -24,6 +24,7 @@ struct sdxld_config {
     char model_config[CFG_STR_MAX];     /* a single-file model's config folder ("" = by its shapes) */
     char tokenizers[CFG_STR_MAX];       /* a single-file model's tokenizer folder ("" = default) */
     char backend[16];                   /* auto | cpu | cuda */
+    char weights_dtype[8];              /* auto | f32 | f16 | bf16 */
     int threads;                        /* engine CPU threads, 0 = all cores */
     int http_threads;                   /* libmicrohttpd event-loop threads */
     int max_connections;

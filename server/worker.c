@@ -166,6 +166,7 @@ static struct engine *load_engine(struct sdxld *d) {
         .config_dir = c->model_config[0] ? c->model_config : NULL,
         .tokenizer_dir = c->tokenizers[0] ? c->tokenizers : NULL,
         .threads = c->threads,
+        .weights_dtype = c->weights_dtype,
     };
     struct engine *e = NULL;
     sd_status st;

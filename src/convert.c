@@ -52,12 +52,12 @@ static sd_status part_load(struct convert_job *c, int k, union model *m, const s
     snprintf(dir, sizeof dir, "%s/%s", c->single_in || c->unet_file ? c->cdir : c->model, sub);
     if (k == PART_UNET) {
         const char *file = c->unet_file ? c->unet_file : c->single_in ? c->model : NULL;
-        SD_TRY(unet_load(&m->u, c->be, dir, file));
+        SD_TRY(unet_load(&m->u, c->be, dir, file, WT_DTYPE_AUTO));   /* as stored: read back exactly */
         *t = &m->u.wt; *cfg = &m->u.cfg;
         return SD_OK;
     }
     if (!c->single_in) {
-        SD_TRY(k == PART_VAE ? vae_load(&m->v, c->be, dir) : clip_load(&m->c, c->be, dir, k == PART_TE2));
+        SD_TRY(k == PART_VAE ? vae_load(&m->v, c->be, dir, WT_DTYPE_AUTO) : clip_load(&m->c, c->be, dir, k == PART_TE2, WT_DTYPE_AUTO));
     } else {
         struct vae_config vc;
         struct clip_config cc;

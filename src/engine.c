@@ -32,6 +32,7 @@ struct engine {
     char *unet_dir;             /* the UNet's config folder */
     char *model_file;           /* a single-file model: its path (the UNet's default weights) */
     int loaded_vae;
+    sd_dtype wdt;               /* the weight storage asked for (may be WT_DTYPE_AUTO) */
 };
 
 static sd_status load_part(const char *dir, const char *sub, char **path) {
@@ -92,7 +93,7 @@ static sd_status check_consistency(struct engine *e) {
 static struct unet *load_unet(struct engine *e, const char *path, const char *lora_path, float lora_scale,
                               sd_status *st, const char **failed) {
     struct unet *u = sd_calloc(1, sizeof *u);
-    *st = u ? unet_load(u, e->be, e->unet_dir, path ? path : e->model_file) : SD_ERR_NOMEM;
+    *st = u ? unet_load(u, e->be, e->unet_dir, path ? path : e->model_file, e->wdt) : SD_ERR_NOMEM;
     if (failed) *failed = "generator";
     if (!*st && lora_path && (*st = lora_apply_file(&u->wt, e->be, lora_path, lora_scale != 0 ? lora_scale : 1.0f))) {
         if (failed) *failed = "lora";
@@ -133,13 +134,13 @@ static sd_status load_tokenizers(struct engine *e, const char *dir, const char *
 /* Text encoders and VAE of a diffusers folder. */
 static sd_status load_folder_parts(struct engine *e, const char *dir, const struct model_parts *mp, char **p) {
     sd_status st;
-    if ((st = load_part(dir, mp->te1, p)) || (st = clip_load(&e->k.te1, e->be, *p, 0))) return st;
+    if ((st = load_part(dir, mp->te1, p)) || (st = clip_load(&e->k.te1, e->be, *p, 0, e->wdt))) return st;
     e->k.loaded1 = 1;
     sd_free(*p);
-    if ((st = load_part(dir, mp->te2, p)) || (st = clip_load(&e->k.te2, e->be, *p, 1))) return st;
+    if ((st = load_part(dir, mp->te2, p)) || (st = clip_load(&e->k.te2, e->be, *p, 1, e->wdt))) return st;
     e->k.loaded2 = 1;
     sd_free(*p);
-    if ((st = load_part(dir, mp->vae, p)) || (st = vae_load(&e->vae, e->be, *p))) return st;
+    if ((st = load_part(dir, mp->vae, p)) || (st = vae_load(&e->vae, e->be, *p, e->wdt))) return st;
     e->loaded_vae = 1;
     sd_free(*p);
     *p = NULL;
@@ -167,15 +168,13 @@ static sd_status load_single_parts(struct engine *e, const char *file, const cha
     if ((st = config_of(cdir, mp->vae, p)) || (st = vae_config_load(&vc, *p))) return st;
     sd_free(*p);
     *p = NULL;
-    if ((st = clip_create(&e->k.te1, e->be, &c1, 0))) return st;
-    e->k.loaded1 = 1;
-    if ((st = clip_create(&e->k.te2, e->be, &c2, 1))) return st;
-    e->k.loaded2 = 1;
-    if ((st = vae_create(&e->vae, e->be, &vc))) return st;
-    e->loaded_vae = 1;
     struct wfiles w;
     SD_TRY(wfiles_open_file(&w, file));
-    if (!(st = clip_bind(&e->k.te1, e->be, &w, SGM_CLIP_L_PREFIX, file)) &&
+    c1.wdt = c2.wdt = vc.wdt = wfiles_dtype(&w, e->wdt);
+    if (!(st = clip_create(&e->k.te1, e->be, &c1, 0))) e->k.loaded1 = 1;
+    if (!st && !(st = clip_create(&e->k.te2, e->be, &c2, 1))) e->k.loaded2 = 1;
+    if (!st && !(st = vae_create(&e->vae, e->be, &vc))) e->loaded_vae = 1;
+    if (!st && !(st = clip_bind(&e->k.te1, e->be, &w, SGM_CLIP_L_PREFIX, file)) &&
         !(st = clip_bind(&e->k.te2, e->be, &w, SGM_CLIP_G_PREFIX, file)) &&
         !(st = vae_bind(&e->vae, e->be, &w, SGM_VAE_PREFIX, file))) {
         for (int j = 0; j < w.f[0].ntensors; j++)
@@ -184,6 +183,19 @@ static sd_status load_single_parts(struct engine *e, const char *file, const cha
     }
     wfiles_close(&w);
     return st;
+}
+
+/* The weight storage asked for, checked against the backend (backend.h, "Weight precision"). */
+static sd_status engine_weights_dtype(struct engine *e, const char *name) {
+    if (wt_dtype_parse(name ? name : "auto", &e->wdt))
+        return sd_fail(SD_ERR_INVALID, "weights_dtype '%s': expected auto, f32, f16 or bf16", name);
+    if (strcmp(e->be->name, "cuda")) return SD_OK;
+    if (e->wdt == WT_DTYPE_AUTO) {
+        LOG_I("weights_dtype auto on CUDA: f32 (the CUDA backend takes F32 weights only, for now)");
+        e->wdt = DT_F32;
+    }
+    return e->wdt == DT_F32 ? SD_OK : sd_fail(SD_ERR_UNSUPPORTED, "weights_dtype %s: the CUDA backend takes F32 weights only, for now",
+                                              wt_dtype_name(e->wdt));
 }
 
 sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
@@ -206,6 +218,7 @@ sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
     if (single && !(e->model_file = sd_strdup(dir))) { st = SD_ERR_NOMEM; goto fail; }
     const char *cdir = single ? cfg->config_dir : dir;
     if ((st = backend_create(&e->be, cfg->backend ? cfg->backend : "cpu", cfg->threads))) goto fail;
+    if ((st = engine_weights_dtype(e, cfg->weights_dtype))) goto fail;
     if ((st = load_tokenizers(e, cdir, single && cfg->tokenizer_dir ? cfg->tokenizer_dir : cdir, &mp, &p))) goto fail;
     if ((st = single ? load_single_parts(e, dir, cdir, &mp, &p) : load_folder_parts(e, dir, &mp, &p))) goto fail;
     if (!(e->unet = load_unet(e, cfg->unet_path, cfg->lora_path, cfg->lora_scale, &st, NULL))) goto fail;
@@ -228,11 +241,13 @@ sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
     in->default_width = in->default_height = e->unet->cfg.sample_size * in->vae_scale;
     in->size_multiple = in->vae_scale * (1 << (e->unet->cfg.nlevels - 1));
     in->backend = e->be->name;
+    in->kernels = backend_kernels(e->be);
+    in->weights_dtype = wt_dtype_name(e->unet->cfg.wdt);
     in->param_bytes = arena_capacity(&e->k.te1.params) + arena_capacity(&e->k.te2.params) +
                       arena_capacity(&e->unet->params) + arena_capacity(&e->vae.params);
     engine_mem_report(e);
-    LOG_I("loaded %s on %s in %.0f ms: %.1f MiB of weights", in->model_name, in->backend,
-          sd_now_ms() - t0, in->param_bytes / 1048576.0);
+    LOG_I("loaded %s on %s in %.0f ms: %.1f MiB of weights (UNet %s); %s", in->model_name, in->backend,
+          sd_now_ms() - t0, in->param_bytes / 1048576.0, in->weights_dtype, in->kernels);
     *out = e;
     return SD_OK;
 fail:
@@ -362,6 +377,9 @@ sd_status engine_unet_backward(struct engine *e, const float *x, const float *t,
     int L = tokenizer_max_length(e->k.tok1), C = u->cfg.in_ch, O = u->cfg.out_ch;
     size_t nx = (size_t)N * C * h * w, no = (size_t)N * O * h * w, nc = (size_t)N * L * u->cfg.cross_dim;
     size_t np = (size_t)N * u->pooled_dim;
+    if (u->cfg.wdt != DT_F32)
+        return sd_fail(SD_ERR_UNSUPPORTED, "the UNet backward needs f32 weights (--weights-dtype f32), not %s",
+                       wt_dtype_name(u->cfg.wdt));
     struct unet g;
     sd_status st = unet_create(&g, be, &u->cfg);
     if (st) return st;

@@ -38,6 +38,10 @@ struct engine_config {
     float lora_scale;        /* its strength; 0 = 1 (as trained) */
     const char *backend;     /* "cpu" (default) or "cuda" */
     int threads;             /* CPU threads; 0 = all cores */
+    const char *weights_dtype; /* storage of the GEMM weights: "auto" (NULL: the files' own
+                                precision), "f32", "f16" or "bf16" (io/weights.h; how each is
+                                computed: backend/backend.h, "Weight precision").  On CUDA
+                                auto is f32 (F32 weights only, until its bf16 stage) */
 };
 
 struct engine_info {
@@ -48,6 +52,8 @@ struct engine_info {
     int default_width, default_height;  /* unet sample_size × vae_scale (1024 for SDXL) */
     int size_multiple;       /* widths and heights are multiples of this: vae_scale × 2^(levels-1) */
     const char *backend;
+    const char *kernels;     /* backend_kernels: the libraries, their versions and ISA */
+    const char *weights_dtype; /* the UNet's weight storage: "f32", "f16" or "bf16" */
     size_t param_bytes;      /* weights resident */
     size_t scratch_bytes;    /* activation arena high-water mark */
     size_t device_bytes;     /* backend memory held now, and the most held at once (weights, */

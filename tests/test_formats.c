@@ -81,12 +81,12 @@ static void build_fp16_folder(void) {
 
 static void test_unet(void) {
     struct unet ref, u;
-    ok(unet_load(&ref, be, path("tiny-sdxl-a/%s", "unet"), NULL) == SD_OK, "tiny unet folder");
-    ok(unet_load(&u, be, path("tiny-sdxl-a/%s", "unet"), sgm_unet) == SD_OK,
+    ok(unet_load(&ref, be, path("tiny-sdxl-a/%s", "unet"), NULL, DT_F32) == SD_OK, "tiny unet folder");
+    ok(unet_load(&u, be, path("tiny-sdxl-a/%s", "unet"), sgm_unet, DT_F32) == SD_OK,
        "the original-layout UNet file (diffusers' bytes, by its digest) loads as --unet: %s", sd_last_error());
     ok(same_tables(&u.wt, &ref.wt) && u.wt.n == ref.wt.n, "  every UNet tensor identical (%d)", u.wt.n);
     unet_free(&u);
-    ok(unet_load(&u, be, fp16_path("unet"), NULL) == SD_OK, "fp16-variant unet folder: %s", sd_last_error());
+    ok(unet_load(&u, be, fp16_path("unet"), NULL, DT_F32) == SD_OK, "fp16-variant unet folder: %s", sd_last_error());
     ok(same_tables(&u.wt, &ref.wt), "  identical");
     unet_free(&u);
     unet_free(&ref);
@@ -121,21 +121,21 @@ static void test_vae_te(void) {
     struct clip c1, c2, r1, r2, s1, s2;
     ok(bind_vae_te(sgm_vae_te, path("formats/%s", "te-small"), &v, &c1, &c2) == SD_OK,
        "diffusers' SGM conversion: VAE (1x1 attention convs), CLIP-L, bigG (fused in_proj, transposed projection): %s", sd_last_error());
-    ok(vae_load(&rv, be, path("tiny-sdxl-a/%s", "vae")) == SD_OK, "tiny vae folder");
+    ok(vae_load(&rv, be, path("tiny-sdxl-a/%s", "vae"), DT_F32) == SD_OK, "tiny vae folder");
     ok(same_tables(&v.wt, &rv.wt), "  every VAE tensor identical (%d)", v.wt.n);
-    ok(clip_load(&r1, be, path("tiny-sdxl-a/%s", "text_encoder"), 0) == SD_OK &&
-       clip_load(&r2, be, path("tiny-sdxl-a/%s", "text_encoder_2"), 1) == SD_OK, "tiny text encoders");
+    ok(clip_load(&r1, be, path("tiny-sdxl-a/%s", "text_encoder"), 0, DT_F32) == SD_OK &&
+       clip_load(&r2, be, path("tiny-sdxl-a/%s", "text_encoder_2"), 1, DT_F32) == SD_OK, "tiny text encoders");
     ok(same_tables(&c1.wt, &r1.wt) && same_tables(&c2.wt, &r2.wt),
        "  every text-encoder tensor identical (token embeddings: their first rows)");
-    ok(clip_load(&s1, be, path("formats/sharded/%s", "text_encoder"), 0) == SD_OK &&
-       clip_load(&s2, be, path("formats/sharded/%s", "text_encoder_2"), 1) == SD_OK,
+    ok(clip_load(&s1, be, path("formats/sharded/%s", "text_encoder"), 0, DT_F32) == SD_OK &&
+       clip_load(&s2, be, path("formats/sharded/%s", "text_encoder_2"), 1, DT_F32) == SD_OK,
        "sharded text encoders (model.safetensors.index.json): %s", sd_last_error());
     ok(same_tables(&s1.wt, &c1.wt) && same_tables(&s2.wt, &c2.wt), "  identical");
     clip_free(&s1); clip_free(&s2);
     vae_free(&v); clip_free(&c1); clip_free(&c2);
-    ok(vae_load(&v, be, fp16_path("vae")) == SD_OK && same_tables(&v.wt, &rv.wt), "fp16-variant vae identical");
-    ok(clip_load(&c1, be, fp16_path("text_encoder"), 0) == SD_OK && same_tables(&c1.wt, &r1.wt) &&
-       clip_load(&c2, be, fp16_path("text_encoder_2"), 1) == SD_OK && same_tables(&c2.wt, &r2.wt),
+    ok(vae_load(&v, be, fp16_path("vae"), DT_F32) == SD_OK && same_tables(&v.wt, &rv.wt), "fp16-variant vae identical");
+    ok(clip_load(&c1, be, fp16_path("text_encoder"), 0, DT_F32) == SD_OK && same_tables(&c1.wt, &r1.wt) &&
+       clip_load(&c2, be, fp16_path("text_encoder_2"), 1, DT_F32) == SD_OK && same_tables(&c2.wt, &r2.wt),
        "fp16-variant text encoders identical");
     vae_free(&v); vae_free(&rv); clip_free(&c1); clip_free(&c2); clip_free(&r1); clip_free(&r2);
 }
@@ -149,10 +149,10 @@ static sd_status write_single(const char *out) {
     struct st_writer w;
     struct sgm_map m[4];
     st_writer_init(&w);
-    SD_TRY(unet_load(&u, be, path("tiny-sdxl-a/%s", "unet"), NULL));
-    SD_TRY(vae_load(&v, be, path("tiny-sdxl-a/%s", "vae")));
-    SD_TRY(clip_load(&c1, be, path("tiny-sdxl-a/%s", "text_encoder"), 0));
-    SD_TRY(clip_load(&c2, be, path("tiny-sdxl-a/%s", "text_encoder_2"), 1));
+    SD_TRY(unet_load(&u, be, path("tiny-sdxl-a/%s", "unet"), NULL, DT_F32));
+    SD_TRY(vae_load(&v, be, path("tiny-sdxl-a/%s", "vae"), DT_F32));
+    SD_TRY(clip_load(&c1, be, path("tiny-sdxl-a/%s", "text_encoder"), 0, DT_F32));
+    SD_TRY(clip_load(&c2, be, path("tiny-sdxl-a/%s", "text_encoder_2"), 1, DT_F32));
     const struct weight_table *t[4] = { &u.wt, &v.wt, &c1.wt, &c2.wt };
     const void *cfg[4] = { &u.cfg, &v.cfg, NULL, NULL };
     const char *pre[4] = { SGM_UNET_PREFIX, SGM_VAE_PREFIX, SGM_CLIP_L_PREFIX, SGM_CLIP_G_PREFIX };
@@ -340,12 +340,12 @@ static void test_writer(void) {
     struct unet u, ref;
     struct vae v, rv;
     struct clip c1, c2, r1, r2;
-    ok(unet_load(&u, be, path("tiny-sdxl-a/%s", "unet"), out) == SD_OK && unet_load(&ref, be, path("tiny-sdxl-a/%s", "unet"), NULL) == SD_OK &&
+    ok(unet_load(&u, be, path("tiny-sdxl-a/%s", "unet"), out, DT_F32) == SD_OK && unet_load(&ref, be, path("tiny-sdxl-a/%s", "unet"), NULL, DT_F32) == SD_OK &&
        same_tables(&u.wt, &ref.wt), "round trip: UNet (taken from the whole file as --unet) bit-identical");
     sd_status bst = bind_vae_te(out, path("%s", "tiny-sdxl-a"), &v, &c1, &c2);
     if (bst) diag("bind: %s", sd_last_error());
-    ok(!bst && vae_load(&rv, be, path("tiny-sdxl-a/%s", "vae")) == SD_OK &&
-       clip_load(&r1, be, path("tiny-sdxl-a/%s", "text_encoder"), 0) == SD_OK && clip_load(&r2, be, path("tiny-sdxl-a/%s", "text_encoder_2"), 1) == SD_OK &&
+    ok(!bst && vae_load(&rv, be, path("tiny-sdxl-a/%s", "vae"), DT_F32) == SD_OK &&
+       clip_load(&r1, be, path("tiny-sdxl-a/%s", "text_encoder"), 0, DT_F32) == SD_OK && clip_load(&r2, be, path("tiny-sdxl-a/%s", "text_encoder_2"), 1, DT_F32) == SD_OK &&
        same_tables(&v.wt, &rv.wt) && same_tables(&c1.wt, &r1.wt) && same_tables(&c2.wt, &r2.wt) && c1.wt.n == r1.wt.n && c2.wt.n == r2.wt.n,
        "round trip: VAE and text encoders bit-identical: %s", sd_last_error());
     unet_free(&u); unet_free(&ref); vae_free(&v); vae_free(&rv); clip_free(&c1); clip_free(&c2); clip_free(&r1); clip_free(&r2);
@@ -428,24 +428,24 @@ static void test_hostile(void) {
     struct clip c;
     snprintf(f, sizeof f, "%s/hostile.safetensors", tmp);
     unet_variant(f, SGM_UNET_PREFIX "input_blocks.4.1.proj_in.weight", NULL);
-    fails_naming(unet_load(&u, be, path("tiny-sdxl-a/%s", "unet"), f), "down_blocks.1.attentions.0.proj_in.weight",
+    fails_naming(unet_load(&u, be, path("tiny-sdxl-a/%s", "unet"), f, DT_F32), "down_blocks.1.attentions.0.proj_in.weight",
                  "single file missing a tensor");
     unet_variant(f, NULL, SGM_UNET_PREFIX "input_blocks.4.1.extra.weight");
-    fails_naming(unet_load(&u, be, path("tiny-sdxl-a/%s", "unet"), f), "unexpected tensor 'model.diffusion_model.input_blocks.4.1.extra.weight'",
+    fails_naming(unet_load(&u, be, path("tiny-sdxl-a/%s", "unet"), f, DT_F32), "unexpected tensor 'model.diffusion_model.input_blocks.4.1.extra.weight'",
                  "single file with an unknown tensor");
     unet_variant(f, NULL, "cond_stage_model.transformer.x.weight");
-    fails_naming(unet_load(&u, be, path("tiny-sdxl-a/%s", "unet"), f), "unexpected tensor 'cond_stage_model.transformer.x.weight'",
+    fails_naming(unet_load(&u, be, path("tiny-sdxl-a/%s", "unet"), f, DT_F32), "unexpected tensor 'cond_stage_model.transformer.x.weight'",
                  "single file with an unknown component");
     snprintf(d, sizeof d, "%s/sh", tmp);
     shard_variant("x", "x", 0);
-    ok(clip_load(&c, be, d, 0) == SD_OK, "sharded copy loads: %s", sd_last_error());
+    ok(clip_load(&c, be, d, 0, DT_F32) == SD_OK, "sharded copy loads: %s", sd_last_error());
     clip_free(&c);
     shard_variant("model-00003-of-00003.safetensors", "model-00009-of-00009.safetensors", 0);
-    fails_naming(clip_load(&c, be, d, 0), "model-00009-of-00009.safetensors", "index naming a missing shard");
+    fails_naming(clip_load(&c, be, d, 0, DT_F32), "model-00009-of-00009.safetensors", "index naming a missing shard");
     shard_variant("model-00003-of-00003.safetensors", "../x.safetensors", 0);
-    fails_naming(clip_load(&c, be, d, 0), "shard '../x.safetensors' is not a file name inside the folder", "shard outside the folder");
+    fails_naming(clip_load(&c, be, d, 0, DT_F32), "shard '../x.safetensors' is not a file name inside the folder", "shard outside the folder");
     shard_variant("x", "x", 1);
-    fails_naming(clip_load(&c, be, d, 0), "(a tensor in two shards)", "a tensor in two shards");
+    fails_naming(clip_load(&c, be, d, 0, DT_F32), "(a tensor in two shards)", "a tensor in two shards");
 }
 
 int main(void) {

@@ -93,7 +93,7 @@ int main(void) {
     test_names();
 
     struct unet u, g, u2;
-    ok(unet_load(&u, be, unet_dir, NULL) == SD_OK, "load the tiny UNet: %s", sd_last_error());
+    ok(unet_load(&u, be, unet_dir, NULL, DT_F32) == SD_OK, "load the tiny UNet: %s", sd_last_error());
     ok(unet_create(&g, be, &u.cfg) == SD_OK, "gradient twin");
     double base_sum = checksum(&u.wt);
     int targets = 0;
@@ -184,7 +184,7 @@ int main(void) {
     ok(al0 && al0->ndim == 0 && dn0 && dn0->ndim == 4 && dn0->shape[0] == r && dn0->shape[2] == 3 && up0 &&
        up0->ndim == 4 && up0->shape[1] == r && up0->shape[2] == 1, "conv adapter: down [r, cin, 3, 3], up [cout, r, 1, 1], scalar alpha");
     st_close(&lf);
-    ok(unet_load(&u2, be, unet_dir, NULL) == SD_OK, "fresh base UNet");
+    ok(unet_load(&u2, be, unet_dir, NULL, DT_F32) == SD_OK, "fresh base UNet");
     ok(lora_apply_file(&u2.wt, be, tmp, 1.0f) == SD_OK, "apply the file: %s", sd_last_error());
     worst = 0;
     for (int i = 0; i < u.wt.n; i++) {
@@ -273,7 +273,7 @@ int main(void) {
         int have = st_open(&gl, lp) == SD_OK;
         ok(have, "reference output %s: %s", lp, have ? "ok" : sd_last_error());
         snprintf(lp, sizeof lp, "%s/lora/lora_kohya.safetensors", dir);
-        int applied = unet_load(&u3, be, unet_dir, NULL) == SD_OK && lora_apply_file(&u3.wt, be, lp, 1.0f) == SD_OK;
+        int applied = unet_load(&u3, be, unet_dir, NULL, DT_F32) == SD_OK && lora_apply_file(&u3.wt, be, lp, 1.0f) == SD_OK;
         ok(applied, "the reference's DMD2-format adapter file applies: %s", applied ? "ok" : sd_last_error());
         int N = (int)tx->shape[0];
         float *o = malloc(sizeof(float) * (size_t)N * 4 * h * h), *want = have ? malloc(sizeof(float) * (size_t)N * 4 * h * h) : NULL;

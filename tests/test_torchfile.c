@@ -219,7 +219,7 @@ static void test_loader(void) {
     arena_init(&ar, "acts", &al, 1);
     struct fwd f = { be, &ar, NULL };
     struct vae v;
-    sd_status st = vae_load(&v, be, dpath("vae"));
+    sd_status st = vae_load(&v, be, dpath("vae"), DT_F32);
     ok(st == SD_OK, "vae_load from diffusion_pytorch_model.bin: %s", st ? sd_last_error() : "ok");
     if (st == SD_OK) {
         const struct st_tensor *te = st_find(&g, "vae_enc_in"), *td = st_find(&g, "vae_dec_in");

@@ -37,3 +37,12 @@ static void be_arena_free(void *ud, void *p) { struct backend *be = ud; be->ops-
 struct arena_allocator backend_allocator(struct backend *be) {
     return (struct arena_allocator){ be_arena_alloc, be_arena_free, be };
 }
+
+int backend_native_bf16(const struct backend *be) { return be->native_bf16; }
+
+int backend_set_native_bf16(struct backend *be, int on) {
+    be->native_bf16 = on && be->has_native_bf16;
+    return be->native_bf16;
+}
+
+const char *backend_kernels(const struct backend *be) { return be->kernels[0] ? be->kernels : be->name; }

@@ -12,12 +12,25 @@
  *    at the end of a forward pass.  This keeps model code free of per-op branches, and
  *    matches how device errors surface (asynchronously) anyway.
  *  - In-place is allowed where noted (out == inp).
- *  - Threading: a backend belongs to one thread at a time. */
+ *  - Threading: a backend belongs to one thread at a time.
+ *
+ * Weight precision (decided here once, for every backend): the weight operand of linear
+ * and conv2d is (pointer, sd_dtype): F32, or F16/BF16 when a model keeps its weights in
+ * the precision they were stored in (`weights_dtype`, io/weights.h).  Everything else
+ * (activations, biases, norms, gradients, the backward ops) is fp32.
+ *  - F32 and F16 weights compute in fp32: F16 widens exactly, so the result equals the
+ *    F32 op on the same (rounded) values bit for bit.
+ *  - BF16 weights compute with the CPU's bf16 dot products (AVX512-BF16, AMX) when the
+ *    backend has them (backend_native_bf16): the activation operand is rounded to bf16,
+ *    products accumulate in fp32.  Without them BF16 widens exactly like F16.
+ *  - A backend that cannot take a dtype fails the op with a sticky SD_ERR_UNSUPPORTED
+ *    (the CUDA backend takes F32 only until its bf16 stage). */
 #ifndef SD_BACKEND_H
 #define SD_BACKEND_H
 
 #include "../core/arena.h"
 #include "../core/core.h"
+#include "../core/tensor.h"
 
 enum act_kind { ACT_SILU, ACT_GELU, ACT_QUICK_GELU };
 
@@ -38,13 +51,14 @@ struct backend_ops {
     void (*gemm)(struct backend *be, int ta, int tb, int M, int N, int K, float alpha,
                  const float *A, int lda, long long sA, const float *B, int ldb, long long sB,
                  float beta, float *C, int ldc, long long sC, int batch);
-    /* out[R, O] = inp[R, I]·w[O, I]ᵀ + b[O] (b may be NULL). */
-    void (*linear)(struct backend *be, float *out, const float *inp, const float *w,
+    /* out[R, O] = inp[R, I]·w[O, I]ᵀ + b[O] (b may be NULL).  w holds wdt elements (see
+     * "Weight precision" above). */
+    void (*linear)(struct backend *be, float *out, const float *inp, const void *w, sd_dtype wdt,
                    const float *b, int R, int I, int O);
     /* out[N,K,Ho,Wo] = conv(inp[N,C,H,W], w[K,C,kh,kw]) + b[K]; padding per side (top,
      * left, bottom, right) so the VAE encoder's right/bottom-only padding is expressible.
-     * Ho = (H + pt + pb - kh)/stride + 1.  b may be NULL. */
-    void (*conv2d)(struct backend *be, float *out, const float *inp, const float *w,
+     * Ho = (H + pt + pb - kh)/stride + 1.  b may be NULL; w holds wdt elements. */
+    void (*conv2d)(struct backend *be, float *out, const float *inp, const void *w, sd_dtype wdt,
                    const float *b, int N, int C, int H, int W, int K, int kh, int kw,
                    int stride, int pt, int pl, int pb, int pr);
     /* GroupNorm over (C/G channels × HW) per sample and group, affine; silu applies SiLU
@@ -148,6 +162,9 @@ struct backend {
     int threads;
     sd_status err;          /* sticky first error; message in err_msg */
     char err_msg[512];
+    int has_native_bf16;    /* the backend can compute BF16 weights natively ... */
+    int native_bf16;        /* ... and does (backend_native_bf16) */
+    char kernels[256];      /* backend_kernels */
 };
 
 /* "cpu" or "cuda".  threads: 0 = all cores. */
@@ -168,6 +185,15 @@ sd_status backend_cuda_create(struct backend **out, int threads);
 /* Tests and benchmarks: TF32 (on != 0) or full fp32 (0) for GEMM and convolutions from
  * the next op on.  No-op on other backends. */
 void backend_cuda_set_tf32(struct backend *be, int on);
+/* Whether linear/conv2d compute BF16 weights with native bf16 dot products (see "Weight
+ * precision"); the CPU backend turns them on when its kernel library and the CPU have them
+ * and the environment does not set SDXLD_CPU_BF16=0.  backend_set_native_bf16 switches
+ * them off (0) or back on where available (tests, benchmarks); returns the new state. */
+int backend_native_bf16(const struct backend *be);
+int backend_set_native_bf16(struct backend *be, int on);
+/* One line naming the kernels the backend runs (library, version, ISA), for logs and
+ * `sdxld bench`; a warning when a library picked a slow path for this CPU. */
+const char *backend_kernels(const struct backend *be);
 /* Tests: bound the CPU backend's im2col/attention tiles (floats; 0 = default) so tile
  * edges are exercised on small inputs. */
 void backend_cpu_set_tile(struct backend *be, size_t floats);

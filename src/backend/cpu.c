@@ -27,7 +27,10 @@ struct cpu {
     float *scratch;
     size_t scratch_floats;
     size_t tile_floats;          /* bound on one im2col / score tile */
+    struct cpu_wstate *ws;       /* weights in their stored precision (cpu_weights.c) */
 };
+
+struct cpu_wstate *cpu_wstate(struct backend *be) { return ((struct cpu *)be->impl)->ws; }
 
 void backend_cpu_set_tile(struct backend *be, size_t floats) {
     ((struct cpu *)be->impl)->tile_floats = floats ? floats : SCRATCH_TILE_FLOATS;
@@ -59,6 +62,7 @@ static void cpu_zero(struct backend *be, void *d, size_t n) { (void)be; memset(d
 static void cpu_sync(struct backend *be) { (void)be; }
 static void cpu_destroy(struct backend *be) {
     struct cpu *c = be->impl;
+    cpu_wstate_destroy(c->ws);
     sd_free(c->scratch);
     sd_free(c);
     sd_free(be);
@@ -75,9 +79,12 @@ static void cpu_gemm(struct backend *be, int ta, int tb, int M, int N, int K, fl
                   C + b * sC, ldc);
 }
 
-static void cpu_linear(struct backend *be, float *out, const float *inp, const float *w,
+static void cpu_linear(struct backend *be, float *out, const float *inp, const void *wv, sd_dtype wdt,
                        const float *b, int R, int nin, int nout) {
     BAIL(be);
+    if (cpu_linear_native(be, out, inp, wv, wdt, b, R, nin, nout)) return;
+    const float *w = cpu_weight_f32(be, wv, wdt, (size_t)nin * nout);
+    if (!w) return;
     /* Batch invariance: an image's pixels must not depend on what it is batched with,
      * but BLAS picks different kernels (and summation orders) for different M.  So every
      * GEMM here has exactly LINEAR_ROWS rows; a short tail is padded through scratch. */
@@ -135,10 +142,12 @@ void cpu_im2col_rows(void *p, long long lo, long long hi) {
     }
 }
 
-static void cpu_conv2d(struct backend *be, float *out, const float *inp, const float *w,
+static void cpu_conv2d(struct backend *be, float *out, const float *inp, const void *wv, sd_dtype wdt,
                        const float *b, int N, int C, int H, int W, int K, int kh, int kw,
                        int stride, int pt, int pl, int pb, int pr) {
     BAIL(be);
+    const float *w = wdt == DT_BF16 && be->native_bf16 ? NULL : cpu_weight_f32(be, wv, wdt, (size_t)K * C * kh * kw);
+    if (be->err) return;
     int Ho = (H + pt + pb - kh) / stride + 1, Wo = (W + pl + pr - kw) / stride + 1;
     long long P = (long long)Ho * Wo, CK = (long long)C * kh * kw;
     int direct = kh == 1 && kw == 1 && stride == 1 && !pt && !pl && !pb && !pr;
@@ -155,14 +164,16 @@ static void cpu_conv2d(struct backend *be, float *out, const float *inp, const f
             for (long long p_ = 0; p_ < P; p_++) y[k * P + p_] = bias;
         }
         if (direct) {
-            cpu_sgemm(be->threads, 0, 0, K, (int)P, C, 1.0f, w, C, x, (int)P, 1.0f, y, (int)P);
+            if (!cpu_conv_tile_native(be, y, P, wv, wdt, K, x, C, (int)P))
+                cpu_sgemm(be->threads, 0, 0, K, (int)P, C, 1.0f, w, C, x, (int)P, 1.0f, y, (int)P);
             continue;
         }
         for (long long p0 = 0; p0 < P; p0 += tile) {
             int np = (int)(P - p0 < tile ? P - p0 : tile);
             struct im2col_ctx g = { x, col, C, H, W, kh, kw, stride, pt, pl, Wo, (int)p0, np };
             cpu_parallel(CK * np > 65536 ? be->threads : 1, CK, cpu_im2col_rows, &g);
-            cpu_sgemm(be->threads, 0, 0, K, np, (int)CK, 1.0f, w, (int)CK, col, np, 1.0f, y + p0, (int)P);
+            if (!cpu_conv_tile_native(be, y + p0, P, wv, wdt, K, col, (int)CK, np))
+                cpu_sgemm(be->threads, 0, 0, K, np, (int)CK, 1.0f, w, (int)CK, col, np, 1.0f, y + p0, (int)P);
         }
     }
 }
@@ -411,6 +422,7 @@ sd_status backend_cpu_create(struct backend **out, int threads) {
     be->impl = c;
     be->threads = threads;
     c->tile_floats = SCRATCH_TILE_FLOATS;
+    if (!(c->ws = cpu_wstate_create(be))) { sd_free(c); sd_free(be); return SD_ERR_NOMEM; }
 #ifdef SD_HAVE_BLAS
     /* OpenBLAS runs single-threaded; cpu_sgemm splits large GEMMs over our own threads.
      * (OpenBLAS's own pool spin-waits between calls and fights our im2col/norm threads:

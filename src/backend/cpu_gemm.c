@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,12 @@
 
 #ifdef SD_HAVE_BLAS
 #include <cblas.h>
+char *openblas_get_corename(void);
+char *openblas_get_config(void);
+#endif
+#ifdef SD_HAVE_DNNL
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
 #endif
 
 struct par_job {
@@ -221,9 +228,82 @@ static void blas_part(void *p, long long lo, long long hi) {
 }
 #endif
 
+/* ---- the provider of the fp32 GEMM ----
+ * OpenBLAS when built with it, unless its CPU detection fell back to kernels far below
+ * what this CPU runs (Debian 12's OpenBLAS 0.3.21 reads recent Xeons as "Prescott" and runs
+ * SSE3 kernels, 3.5-4.9x slower than its AVX-512 ones): then oneDNN's sgemm when built
+ * with it (it detects features, not model names), else OpenBLAS with a warning.
+ * SDXLD_CPU_GEMM=openblas|dnnl|builtin overrides.  Chosen once per process. */
+enum provider { PROV_BUILTIN, PROV_OPENBLAS, PROV_DNNL };
+static enum provider prov;
+static char prov_desc[320];
+static pthread_once_t prov_once = PTHREAD_ONCE_INIT;
+
+#ifdef SD_HAVE_BLAS
+/* OpenBLAS's core name is one of its pre-AVX2 targets on a CPU with AVX2, or short of
+ * AVX-512 on a CPU with AVX-512. */
+static int openblas_core_slow(const char *core) {
+    static const char *const sse_only[] = { "Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom",
+                                            "Katmai", "Coppermine", "Northwood", "Banias", "Sandybridge", NULL };
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2"), avx512 = __builtin_cpu_supports("avx512f");
+    for (int i = 0; sse_only[i]; i++)
+        if (!strcmp(core, sse_only[i])) return avx2;
+    return avx512 && (!strcmp(core, "Haswell") || !strcmp(core, "Zen"));
+}
+#endif
+
+static void choose_provider(void) {
+    const char *env = getenv("SDXLD_CPU_GEMM");
+    char note[160] = "";
+    prov = PROV_BUILTIN;
+#ifdef SD_HAVE_BLAS
+    const char *core = openblas_get_corename();
+    int slow = openblas_core_slow(core);
+    prov = PROV_OPENBLAS;
+#ifdef SD_HAVE_DNNL
+    if (slow) prov = PROV_DNNL;
+#endif
+    if (slow)
+        snprintf(note, sizeof note, " [OpenBLAS chose its %s kernels, slow on this CPU: %s]", core,
+                 prov == PROV_DNNL ? "fp32 GEMM on oneDNN instead" : "set OPENBLAS_CORETYPE=SkylakeX (or Haswell)");
+#endif
+    if (env && !strcmp(env, "builtin")) prov = PROV_BUILTIN;
+#ifdef SD_HAVE_BLAS
+    if (env && !strcmp(env, "openblas")) prov = PROV_OPENBLAS;
+#endif
+#ifdef SD_HAVE_DNNL
+    if (env && !strcmp(env, "dnnl")) prov = PROV_DNNL;
+#endif
+    switch (prov) {
+#ifdef SD_HAVE_BLAS
+    case PROV_OPENBLAS: snprintf(prov_desc, sizeof prov_desc, "fp32 GEMM: %s (%s kernels)%s", openblas_get_config(), core, note); break;
+#endif
+    case PROV_DNNL: snprintf(prov_desc, sizeof prov_desc, "fp32 GEMM: oneDNN sgemm%s", note); break;
+    default: snprintf(prov_desc, sizeof prov_desc, "fp32 GEMM: built-in blocked loop%s", note); break;
+    }
+}
+
+const char *cpu_gemm_describe(void) {
+    pthread_once(&prov_once, choose_provider);
+    return prov_desc;
+}
+
 void cpu_sgemm(int nthreads, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
+    pthread_once(&prov_once, choose_provider);
+#ifdef SD_HAVE_DNNL
+    if (prov == PROV_DNNL && K > 0) {
+        omp_set_num_threads(nthreads);
+        if (dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == dnnl_success)
+            return;
+    }
+#endif
+    if (prov == PROV_BUILTIN) {
+        cpu_sgemm_blocked(nthreads, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
 #ifdef SD_HAVE_BLAS
     if (K <= 0) {
         for (int i = 0; i < M; i++)

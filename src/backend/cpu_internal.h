@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include "../core/tensor.h"
+
 struct backend;
 
 /* Run fn(ctx, lo, hi) over [0, n) split across up to nthreads pthreads (the calling
@@ -42,5 +44,26 @@ static inline double cpu_sum8(const double *a) { return ((a[0] + a[1]) + (a[2] +
  * pointer is valid until the next call) and its bound on one im2col / score tile. */
 float *cpu_scratch(struct backend *be, size_t n);
 size_t cpu_tile_floats(struct backend *be);
+
+/* ---- weights in their stored precision (cpu_weights.c) ---- */
+struct cpu_wstate;
+/* The backend's weight state (cpu.c owns it); created with the backend, which it fills
+ * in: has_native_bf16, native_bf16, kernels. */
+struct cpu_wstate *cpu_wstate(struct backend *be);
+struct cpu_wstate *cpu_wstate_create(struct backend *be);
+void cpu_wstate_destroy(struct cpu_wstate *s);
+/* w as fp32: itself for F32, else widened into a buffer valid until the next call (NULL
+ * and a sticky error when out of memory). */
+const float *cpu_weight_f32(struct backend *be, const void *w, sd_dtype dt, size_t n);
+/* The native bf16 forms of linear, and of conv2d's tile product y[K, np] (row stride ldy)
+ * += W[K, CK]·col[CK, np]; each returns 0 when the weights are not computed natively (the
+ * caller then widens), else 1 with the work done or a sticky error. */
+int cpu_linear_native(struct backend *be, float *out, const float *inp, const void *w, sd_dtype wdt, const float *b,
+                      int R, int I, int O);
+int cpu_conv_tile_native(struct backend *be, float *y, long long ldy, const void *w, sd_dtype wdt, int K,
+                         const float *col, int CK, int np);
+/* The fp32 GEMM's provider, e.g. "OpenBLAS 0.3.21 (SkylakeX kernels)", with a warning
+ * when the library chose a slow kernel for this CPU (cpu_gemm.c). */
+const char *cpu_gemm_describe(void);
 
 #endif

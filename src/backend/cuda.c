@@ -227,9 +227,18 @@ static void cuda_gemm(struct backend *be, int ta, int tb, int M, int N, int K, f
     cuda_gemm_run(be, "gemm", ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
 }
 
-static void cuda_linear(struct backend *be, float *out, const float *inp, const float *w,
+/* F32 weights only until the bf16 stage (backend.h, "Weight precision"). */
+static int f32_weights(struct backend *be, const char *op, sd_dtype wdt) {
+    if (wdt == DT_F32) return 1;
+    cuda_fail(be, SD_ERR_UNSUPPORTED, op, "weights", "the CUDA backend takes F32 weights only (weights_dtype f32)");
+    return 0;
+}
+
+static void cuda_linear(struct backend *be, float *out, const float *inp, const void *wv, sd_dtype wdt,
                         const float *b, int R, int nin, int nout) {
     BAIL(be);
+    if (!f32_weights(be, "linear", wdt)) return;
+    const float *w = wv;
     struct cuda *c = be->impl;
     if (!cuda_gemm_run(be, "linear", 0, 1, R, nout, nin, 1.0f, inp, nin, 0, w, nin, 0, 0.0f, out, nout, 0, 1)) return;
     if (b) cuda_cu_ok(be, k_add_bias_rows(out, b, R, nout, c->stream), "linear", "k_add_bias_rows");
@@ -329,10 +338,12 @@ static int conv_chunk(struct backend *be, float *y, const float *x, const float 
                   "conv2d", "cudnnConvolutionForward");
 }
 
-static void cuda_conv2d(struct backend *be, float *out, const float *inp, const float *w,
+static void cuda_conv2d(struct backend *be, float *out, const float *inp, const void *wv, sd_dtype wdt,
                         const float *b, int N, int C, int H, int W, int K, int kh, int kw,
                         int stride, int pt, int pl, int pb, int pr) {
     BAIL(be);
+    if (!f32_weights(be, "conv2d", wdt)) return;
+    const float *w = wv;
     struct cuda *c = be->impl;
     int Ho = (H + pt + pb - kh) / stride + 1, Wo = (W + pl + pr - kw) / stride + 1;
     if (N <= 0 || K <= 0 || Ho <= 0 || Wo <= 0) return;
@@ -532,6 +543,8 @@ sd_status backend_cuda_create(struct backend **out, int threads) {
         sd_fail(SD_ERR_CUDA, "cuda: device setup: %s", cudaGetErrorString(e));
         goto fail;
     }
+    snprintf(be->kernels, sizeof be->kernels, "%.120s (sm_%d%d): cuBLAS, cuDNN %zu, own kernels; %s; F32 weights only",
+             prop.name, prop.major, prop.minor, cudnnGetVersion(), c->tf32 ? "TF32" : "fp32");
     cublasStatus_t bs;
     if ((bs = cublasCreate(&c->blas)) != CUBLAS_STATUS_SUCCESS || (bs = cublasSetStream(c->blas, c->stream)) != CUBLAS_STATUS_SUCCESS) {
         sd_fail(SD_ERR_CUDA, "cuda: cuBLAS: %s", cublasGetStatusString(bs));

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -50,6 +51,50 @@ void wt_add(struct weight_table *t, float **dst, enum wt_init init, float init_s
     t->n++;
 }
 
+void wt_lowp(struct weight_table *t, sd_dtype *slot) {
+    if (t->err || t->n == 0) return;
+    t->rows[t->n - 1].dt_slot = slot;
+    *slot = DT_F32;
+}
+
+int wt_dtype_parse(const char *s, sd_dtype *out) {
+    static const struct { const char *name; sd_dtype dt; } names[] = {
+        { "auto", WT_DTYPE_AUTO }, { "f32", DT_F32 }, { "f16", DT_F16 }, { "bf16", DT_BF16 },
+        { "fp32", DT_F32 }, { "fp16", DT_F16 }, { "float32", DT_F32 }, { "float16", DT_F16 }, { "bfloat16", DT_BF16 },
+    };
+    for (size_t i = 0; s && i < sizeof names / sizeof names[0]; i++)
+        if (!strcasecmp(s, names[i].name)) { *out = names[i].dt; return 0; }
+    return -1;
+}
+
+const char *wt_dtype_name(sd_dtype dt) {
+    return dt == WT_DTYPE_AUTO ? "auto" : dt == DT_F16 ? "f16" : dt == DT_BF16 ? "bf16" : "f32";
+}
+
+static size_t row_numel(const struct weight_row *r) { return (size_t)sd_numel(r->ndim, r->shape); }
+static size_t row_bytes(const struct weight_row *r) { return row_numel(r) * sd_dtype_size(r->dt); }
+
+void wt_row_read(struct backend *be, const struct weight_row *r, float *dst) {
+    size_t n = row_numel(r);
+    if (r->dt == DT_F32) { be->ops->download(be, dst, *r->dst, n * sizeof(float)); return; }
+    /* 16-bit values land in the upper half of dst, then widen from the front: element i
+     * is read (at byte 2n + 2i) before anything writes past byte 4i + 4 <= 2n + 2i + 2 */
+    uint16_t *h = (uint16_t *)(dst + n) - n;
+    be->ops->download(be, h, *r->dst, n * sizeof(uint16_t));
+    sd_convert_to_f32(dst, h, r->dt, n);
+}
+
+sd_status wt_row_write(struct backend *be, const struct weight_row *r, const float *src) {
+    size_t n = row_numel(r);
+    if (r->dt == DT_F32) { be->ops->upload(be, *r->dst, src, n * sizeof(float)); return SD_OK; }
+    uint16_t *h = sd_malloc(n * sizeof(uint16_t) + 2);
+    if (!h) return SD_ERR_NOMEM;
+    sd_convert_from_f32(h, src, r->dt, n);
+    be->ops->upload(be, *r->dst, h, n * sizeof(uint16_t));
+    sd_free(h);
+    return SD_OK;
+}
+
 static uint64_t hash_str(const char *s) {
     uint64_t h = 1469598103934665603ull;
     while (*s) h = (h ^ (unsigned char)*s++) * 1099511628211ull;
@@ -72,15 +117,20 @@ sd_status wt_alloc(struct weight_table *t, struct arena *params, struct backend 
         }
         t->hash[h] = i;
     }
+    if (t->wdt != DT_F32 && t->wdt != DT_F16 && t->wdt != DT_BF16)
+        return sd_fail(SD_ERR_INVALID, "weights: storage dtype %s is not f32, f16 or bf16", sd_dtype_name(t->wdt));
     struct arena_allocator al = backend_allocator(be);
     arena_init(params, "params", &al, 0);
-    size_t bytes = 0;
-    for (int i = 0; i < t->n; i++)
-        bytes += ((size_t)sd_numel(t->rows[i].ndim, t->rows[i].shape) * 4 + 63) / 64 * 64;
-    sd_status st = arena_reserve(params, bytes);
+    t->bytes = 0;
+    for (int i = 0; i < t->n; i++) {
+        struct weight_row *r = &t->rows[i];
+        r->dt = r->dt_slot ? t->wdt : DT_F32;
+        if (r->dt_slot) *r->dt_slot = r->dt;
+        t->bytes += (row_bytes(r) + 63) / 64 * 64;
+    }
+    sd_status st = arena_reserve(params, t->bytes);
     if (st) return st;
-    for (int i = 0; i < t->n; i++)
-        *t->rows[i].dst = arena_floats(params, (size_t)sd_numel(t->rows[i].ndim, t->rows[i].shape));
+    for (int i = 0; i < t->n; i++) *t->rows[i].dst = arena_alloc(params, row_bytes(&t->rows[i]));
     return SD_OK;
 }
 
@@ -166,7 +216,7 @@ static sd_status bind_tensor(struct backend *be, const struct st_file *f, const 
     }
     size_t part = n / (size_t)b->n;
     for (int p = 0; p < b->n; p++) {
-        be->ops->upload(be, *rows[p]->dst, src + part * p, part * sizeof(float));
+        SD_TRY(wt_row_write(be, rows[p], src + part * p));
         rows[p]->loaded = 1;
     }
     return SD_OK;
@@ -287,7 +337,8 @@ sd_status wt_init_random(struct weight_table *t, struct backend *be, uint64_t se
         } else {
             for (size_t j = 0; j < n; j++) buf[j] = r->init == WT_INIT_ONE ? 1.0f : 0.0f;
         }
-        be->ops->upload(be, *r->dst, buf, n * sizeof(float));
+        sd_status st = wt_row_write(be, r, buf);
+        if (st) { sd_free(buf); return st; }
     }
     sd_free(buf);
     return SD_OK;
@@ -295,7 +346,7 @@ sd_status wt_init_random(struct weight_table *t, struct backend *be, uint64_t se
 
 void wt_zero(const struct weight_table *t, struct backend *be) {
     for (int i = 0; i < t->n; i++)
-        be->ops->zero(be, *t->rows[i].dst, (size_t)sd_numel(t->rows[i].ndim, t->rows[i].shape) * sizeof(float));
+        be->ops->zero(be, *t->rows[i].dst, row_bytes(&t->rows[i]));
 }
 
 sd_status wt_save(const struct weight_table *t, struct backend *be, const char *path, sd_dtype dt) {
@@ -313,7 +364,7 @@ sd_status wt_save(const struct weight_table *t, struct backend *be, const char *
             buf = p;
             bufn = n;
         }
-        be->ops->download(be, buf, *r->dst, n * sizeof(float));
+        wt_row_read(be, r, buf);
         st = st_writer_add_f32(&w, r->name, dt, r->ndim, r->shape, buf);
     }
     if (!st) st = st_writer_write(&w, path);

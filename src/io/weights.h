@@ -30,6 +30,8 @@ struct weight_row {
     enum wt_init init;      /* for sdxld init: how a fresh parameter starts */
     float init_std;
     int loaded;
+    sd_dtype dt;            /* storage: F32, or the table's wdt for a wt_lowp row */
+    sd_dtype *dt_slot;      /* wt_lowp: where wt_alloc writes dt for the layer */
 };
 
 struct weight_table {
@@ -38,8 +40,27 @@ struct weight_table {
     int *hash;              /* open addressing over rows, built by wt_alloc */
     int hash_cap;
     sd_status err;          /* sticky: a failed declaration (out of memory, long name) */
-    int64_t total;          /* floats */
+    int64_t total;          /* values */
+    sd_dtype wdt;           /* storage of the wt_lowp rows (F32 unless set before wt_alloc) */
+    size_t bytes;           /* parameter memory, set by wt_alloc */
 };
+
+/* ---- weights in their stored precision ----
+ * A model may keep the weights of its GEMMs (linear and conv matrices) in F16 or BF16:
+ * half the memory, computed as backend.h's "Weight precision" says.  Biases, norms and
+ * embeddings stay F32, and so does every table that trains (gradients, optimiser state
+ * and the backward ops are fp32).  WT_DTYPE_AUTO asks for the precision the files hold. */
+#define WT_DTYPE_AUTO ((sd_dtype)-1)
+/* "auto", "f32", "f16", "bf16" (either case) into *out; 0 on success. */
+int wt_dtype_parse(const char *s, sd_dtype *out);
+const char *wt_dtype_name(sd_dtype dt);   /* "auto", "f32", "f16", "bf16" */
+/* Mark the row just declared as a GEMM weight: wt_alloc stores it as t->wdt and writes
+ * that dtype to *slot (the layer's wdt). */
+void wt_lowp(struct weight_table *t, sd_dtype *slot);
+/* Row r's values as fp32 into dst (numel floats), whatever its storage. */
+void wt_row_read(struct backend *be, const struct weight_row *r, float *dst);
+/* Replace row r's values from fp32 src (rounded to its storage). */
+sd_status wt_row_write(struct backend *be, const struct weight_row *r, const float *src);
 
 /* Maps a file's key to the declared name; returns 0 to bind to buf, 1 to ignore the key
  * (e.g. a stray position_ids buffer).  NULL mapper = names are used as they are. */

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "../core/fs.h"
+#include "weights.h"
 #include "wfiles.h"
 
 #define INDEX_MAX_BYTES (64u << 20)
@@ -182,4 +183,18 @@ sd_status model_parts_load(struct model_parts *p, const char *dir) {
     json_decref(o);
     sd_free(index);
     return st;
+}
+
+sd_dtype wfiles_dtype(const struct wfiles *w, sd_dtype req) {
+    if (req != WT_DTYPE_AUTO) return req;
+    int64_t count[3] = { 0 };   /* F32, F16, BF16 */
+    for (int i = 0; i < w->n; i++)
+        for (int j = 0; j < w->f[i].ntensors; j++) {
+            const struct st_tensor *x = &w->f[i].tensors[j];
+            if (x->dtype == DT_F32 || x->dtype == DT_F16 || x->dtype == DT_BF16) count[x->dtype] += st_numel(x);
+        }
+    sd_dtype best = DT_F32;
+    for (int d = DT_F16; d <= DT_BF16; d++)
+        if (count[d] > count[best]) best = (sd_dtype)d;
+    return best;
 }

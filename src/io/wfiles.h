@@ -37,6 +37,9 @@ sd_status wfiles_open_file(struct wfiles *w, const char *path);
 /* Every tensor of every file taken by some table: else "PATH: unexpected tensor 'KEY'". */
 sd_status wfiles_check_used(const struct wfiles *w);
 void wfiles_close(struct wfiles *w);
+/* The storage a model built from these files asks for: req itself, or for
+ * WT_DTYPE_AUTO the floating dtype (F32, F16, BF16) holding the most values. */
+sd_dtype wfiles_dtype(const struct wfiles *w, sd_dtype req);
 
 /* Subfolder names of a model folder's components. */
 struct model_parts {

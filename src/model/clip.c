@@ -41,6 +41,7 @@ sd_status clip_create(struct clip *m, struct backend *be, const struct clip_conf
     memset(m, 0, sizeof *m);
     wt_init(&m->wt);
     m->cfg = *cfg;
+    m->wt.wdt = cfg->wdt;
     m->layers = sd_calloc(m->cfg.layers, sizeof *m->layers);
     if (!m->layers) return SD_ERR_NOMEM;
     clip_declare(m, with_projection);
@@ -55,20 +56,21 @@ sd_status clip_bind(struct clip *m, struct backend *be, const struct wfiles *w, 
     return prefix ? SD_OK : wfiles_check_used(w);
 }
 
-sd_status clip_load(struct clip *m, struct backend *be, const char *dir, int with_projection) {
+sd_status clip_load(struct clip *m, struct backend *be, const char *dir, int with_projection, sd_dtype wdt) {
     struct clip_config cfg;
     char *p = sd_path_join(dir, "config.json");
     if (!p) return SD_ERR_NOMEM;
     sd_status st = clip_config_load(&cfg, p);
     sd_free(p);
     if (st) return st;
-    SD_TRY(clip_create(m, be, &cfg, with_projection));
     struct wfiles w;
-    if (!(st = wfiles_open_dir(&w, dir, "model", "pytorch_model"))) {
+    SD_TRY(wfiles_open_dir(&w, dir, "model", "pytorch_model"));
+    cfg.wdt = wfiles_dtype(&w, wdt);
+    if (!(st = clip_create(m, be, &cfg, with_projection))) {
         st = clip_bind(m, be, &w, NULL, dir);
-        wfiles_close(&w);
+        if (st) clip_free(m);
     }
-    if (st) clip_free(m);
+    wfiles_close(&w);
     return st;
 }
 

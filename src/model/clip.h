@@ -29,7 +29,7 @@ struct clip {
 
 /* Load config.json + model.safetensors from dir.  with_projection: expect
  * text_projection (CLIPTextModelWithProjection). */
-sd_status clip_load(struct clip *m, struct backend *be, const char *dir, int with_projection);
+sd_status clip_load(struct clip *m, struct backend *be, const char *dir, int with_projection, sd_dtype wdt);
 /* Structure and parameters only (for `sdxld init`); weights undefined. */
 sd_status clip_create(struct clip *m, struct backend *be, const struct clip_config *cfg, int with_projection);
 /* Bind created weights from w: transformers names (prefix NULL), or a single file's

@@ -25,7 +25,7 @@ sd_status cond_load(struct cond *k, struct backend *be, const char *dir) {
         char *p = sd_path_join(dir, sub[i]);
         if (!p) { st = SD_ERR_NOMEM; break; }   /* cond_free below: what loaded so far */
         st = i == 0 ? tokenizer_load(&k->tok1, p) : i == 1 ? tokenizer_load(&k->tok2, p)
-           : i == 2 ? clip_load(&k->te1, be, p, 0) : clip_load(&k->te2, be, p, 1);
+           : i == 2 ? clip_load(&k->te1, be, p, 0, DT_F32) : clip_load(&k->te2, be, p, 1, DT_F32);
         if (!st && i == 2) k->loaded1 = 1;
         if (!st && i == 3) k->loaded2 = 1;
         sd_free(p);

@@ -8,6 +8,7 @@
 #define SD_MODEL_CONFIG_H
 
 #include "../core/core.h"
+#include "../core/tensor.h"
 
 #define UNET_MAX_LEVELS 8
 #define VAE_MAX_LEVELS 8
@@ -17,6 +18,8 @@ struct clip_config {
     int act;                /* enum act_kind */
     float ln_eps;
     int eos_id;
+    sd_dtype wdt;                     /* storage of the GEMM weights (io/weights.h): not from
+                                         config.json; F32 unless the loader sets it */
 };
 
 struct unet_config {
@@ -36,6 +39,8 @@ struct unet_config {
     float freq_shift;
     int sample_size;
     int conv_in_kernel, conv_out_kernel;
+    sd_dtype wdt;                     /* storage of the GEMM weights (io/weights.h): not from
+                                         config.json; F32 unless the loader sets it */
 };
 
 struct vae_config {
@@ -44,6 +49,8 @@ struct vae_config {
     int mid_attn, quant_conv, post_quant_conv;
     float scaling_factor;
     int sample_size;
+    sd_dtype wdt;                     /* storage of the GEMM weights (io/weights.h): not from
+                                         config.json; F32 unless the loader sets it */
 };
 
 struct sched_config {

@@ -36,6 +36,7 @@ void linear_declare(struct weight_table *t, struct linear *l, int in, int out, i
     l->out = out;
     l->b = NULL;
     wt_add(t, &l->w, WT_INIT_NORMAL, 1.0f / sqrtf((float)in), 2, (int64_t[]){ out, in }, "%s.weight", prefix);
+    wt_lowp(t, &l->wdt);
     if (bias) wt_add(t, &l->b, WT_INIT_ZERO, 0, 1, (int64_t[]){ out }, "%s.bias", prefix);
 }
 
@@ -45,6 +46,7 @@ void conv_declare(struct weight_table *t, struct conv *c, int cin, int cout, int
     c->k = k;
     wt_add(t, &c->w, WT_INIT_NORMAL, 1.0f / sqrtf((float)cin * k * k), 4, (int64_t[]){ cout, cin, k, k },
            "%s.weight", prefix);
+    wt_lowp(t, &c->wdt);
     wt_add(t, &c->b, WT_INIT_ZERO, 0, 1, (int64_t[]){ cout }, "%s.bias", prefix);
 }
 
@@ -55,12 +57,12 @@ void norm_declare(struct weight_table *t, struct norm *n, int C, const char *pre
 }
 
 void linear_forward(struct fwd *f, float *out, const float *inp, const struct linear *l, int R) {
-    f->be->ops->linear(f->be, out, inp, l->w, l->b, R, l->in, l->out);
+    f->be->ops->linear(f->be, out, inp, l->w, l->wdt, l->b, R, l->in, l->out);
 }
 
 void conv_forward(struct fwd *f, float *out, const float *inp, const struct conv *c, int N, int H, int W) {
     int p = c->k / 2;
-    f->be->ops->conv2d(f->be, out, inp, c->w, c->b, N, c->cin, H, W, c->cout, c->k, c->k, 1, p, p, p, p);
+    f->be->ops->conv2d(f->be, out, inp, c->w, c->wdt, c->b, N, c->cin, H, W, c->cout, c->k, c->k, 1, p, p, p, p);
 }
 
 /* ---- ResNet ---- */

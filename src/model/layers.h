@@ -30,8 +30,10 @@ float *fwd_alloc(struct fwd *f, size_t nfloats);
 void keep_push(struct fwd *f, float *p);
 float *keep_pop(struct fwd *f);
 
-struct linear { float *w, *b; int in, out; };          /* w [out,in], b [out] or NULL */
-struct conv { float *w, *b; int cin, cout, k; };        /* w [cout,cin,k,k] */
+/* w holds wdt elements (F32 unless the model keeps its weights in F16/BF16: io/weights.h,
+ * wt_lowp); only F32 layers train.  b is always fp32. */
+struct linear { float *w, *b; int in, out; sd_dtype wdt; };   /* w [out,in], b [out] or NULL */
+struct conv { float *w, *b; int cin, cout, k; sd_dtype wdt; }; /* w [cout,cin,k,k] */
 struct norm { float *w, *b; int C; };
 
 void linear_declare(struct weight_table *t, struct linear *l, int in, int out, int bias, const char *prefix);

@@ -142,7 +142,7 @@ sd_status lora_apply_file(struct weight_table *wt, struct backend *be, const cha
     struct arena_allocator al = backend_allocator(be);
     arena_init(&scratch, "lora scratch", &al, 0);
     float *host = NULL;
-    if (!st && !(st = arena_reserve(&scratch, most * sizeof(float) + 256)) && !(host = sd_malloc(most * sizeof(float))))
+    if (!st && !(st = arena_reserve(&scratch, 2 * most * sizeof(float) + 512)) && !(host = sd_malloc(most * sizeof(float))))
         st = SD_ERR_NOMEM;
     for (int i = 0; i < nad && !st; i++) {
         struct adapter *ad = &ads[i];
@@ -159,9 +159,13 @@ sd_status lora_apply_file(struct weight_table *wt, struct backend *be, const cha
         if (sd_find_nonfinite(host, nb) >= 0) { st = sd_fail(SD_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value", path, ad->b->name); break; }
         be->ops->upload(be, b, host, nb * sizeof(float));
         be->ops->linear_backward(be, p, NULL, NULL, b, NULL, a, ad->cout, (int)ad->K, ad->rank);   /* p = B·A */
-        float *w = *wt->rows[ad->row].dst;
+        /* 16-bit weights merge in fp32 and round once */
+        const struct weight_row *r = &wt->rows[ad->row];
+        float *w = r->dt == DT_F32 ? *r->dst : arena_floats(&scratch, nw);
+        if (r->dt != DT_F32) { wt_row_read(be, r, host); be->ops->upload(be, w, host, nw * sizeof(float)); }
         be->ops->axpby(be, w, 1.0f, w, scale * alpha / (float)ad->rank, p, (long long)nw);
         st = backend_status(be);
+        if (!st && r->dt != DT_F32) { be->ops->download(be, host, w, nw * sizeof(float)); st = wt_row_write(be, r, host); }
     }
     if (!st) LOG_I("%s: merged %d LoRA adapters (scale %g)", path, nad, scale);
     sd_free(host);
@@ -255,7 +259,7 @@ void lora_grads(struct lora *l, struct backend *be) {
         const struct lora_module *m = &l->m[i];
         float *dw = *l->unet_grads->rows[m->row].dst;
         be->ops->axpby(be, dw, l->scale, dw, 0.0f, NULL, (long long)m->cout * m->K);
-        be->ops->linear(be, m->db, dw, m->a, NULL, m->cout, m->K, l->rank);                 /* dB = s·dW·Aᵀ */
+        be->ops->linear(be, m->db, dw, m->a, DT_F32, NULL, m->cout, m->K, l->rank);                 /* dB = s·dW·Aᵀ */
         be->ops->zero(be, m->da, (size_t)l->rank * m->K * sizeof(float));
         be->ops->linear_backward(be, NULL, m->da, NULL, m->b, dw, NULL, m->cout, m->K, l->rank);   /* dA = s·Bᵀ·dW */
     }

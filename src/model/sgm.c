@@ -259,11 +259,6 @@ sd_status sgm_check_leftovers(const struct wfiles *w, int other_parts) {
     return SD_OK;
 }
 
-/* Row r of t as fp32 into dst (n floats). */
-static void row_download(struct backend *be, const struct weight_row *r, float *dst) {
-    be->ops->download(be, dst, *r->dst, (size_t)sd_numel(r->ndim, r->shape) * sizeof(float));
-}
-
 /* One file tensor from its entry i (its part 0): the rows concatenated, transposed or
  * widened to 1×1 as the entry says. */
 static sd_status write_entry(struct st_writer *w, const struct weight_table *t, struct backend *be, sd_dtype dt,
@@ -274,7 +269,7 @@ static sd_status write_entry(struct st_writer *w, const struct weight_table *t, 
     int64_t shape[SD_MAX_DIMS];
     int ndim = r->ndim;
     memcpy(shape, r->shape, sizeof(int64_t) * ndim);
-    for (int p = 0; p < e->nparts; p++) row_download(be, &t->rows[m->e[i + p].row], a + n * p);
+    for (int p = 0; p < e->nparts; p++) wt_row_read(be, &t->rows[m->e[i + p].row], a + n * p);
     shape[0] *= e->nparts;
     const float *src = a;
     if (e->transpose) {   /* row [C, R] -> file [R, C] */
@@ -308,7 +303,7 @@ sd_status sgm_write_table(struct st_writer *w, const struct weight_table *t, str
         }
         char key[2 * WT_NAME_MAX];
         snprintf(key, sizeof key, "%s%s", keep_bare && !strcmp(keep_bare, r->name) ? "" : prefix, r->name);
-        row_download(be, r, a);
+        wt_row_read(be, r, a);
         st = st_writer_add_f32(w, key, dt, r->ndim, r->shape, a);
     }
     sd_free(a);

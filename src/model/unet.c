@@ -34,6 +34,7 @@ sd_status unet_declare(struct unet *m, const struct unet_config *cfg) {
     memset(m, 0, sizeof *m);
     wt_init(&m->wt);
     m->cfg = *cfg;
+    m->wt.wdt = cfg->wdt;
     const struct unet_config *c = &m->cfg;
     struct weight_table *t = &m->wt;
     int n = c->nlevels, G = c->groups, Cx = c->cross_dim;
@@ -131,22 +132,22 @@ sd_status unet_load_weights(struct unet *m, struct backend *be, const char *path
     return st;
 }
 
-sd_status unet_load(struct unet *m, struct backend *be, const char *dir, const char *weights_path) {
+sd_status unet_load(struct unet *m, struct backend *be, const char *dir, const char *weights_path, sd_dtype wdt) {
     struct unet_config cfg;
     char *p = sd_path_join(dir, "config.json");
     if (!p) return SD_ERR_NOMEM;
     sd_status st = unet_config_load(&cfg, p);
     sd_free(p);
     if (st) return st;
-    SD_TRY(unet_create(m, be, &cfg));
     struct wfiles w;
-    st = weights_path ? wfiles_open_file(&w, weights_path)
-                      : wfiles_open_dir(&w, dir, "diffusion_pytorch_model", "diffusion_pytorch_model");
-    if (!st) {
+    SD_TRY(weights_path ? wfiles_open_file(&w, weights_path)
+                        : wfiles_open_dir(&w, dir, "diffusion_pytorch_model", "diffusion_pytorch_model"));
+    cfg.wdt = wfiles_dtype(&w, wdt);
+    if (!(st = unet_create(m, be, &cfg))) {
         st = unet_bind(m, be, &w, weights_path ? weights_path : dir);
-        wfiles_close(&w);
+        if (st) unet_free(m);
     }
-    if (st) unet_free(m);
+    wfiles_close(&w);
     return st;
 }
 
@@ -223,7 +224,7 @@ void unet_down(struct fwd *f, const struct unet *m, struct unet_tape *tp, int tr
         }
         if (l->sample.w) {
             float *o = fwd_alloc(f, (size_t)N * C * (h / 2) * (w / 2));
-            be->ops->conv2d(be, o, cur, l->sample.w, l->sample.b, N, C, h, w, C, 3, 3, 2, 1, 1, 1, 1);
+            be->ops->conv2d(be, o, cur, l->sample.w, l->sample.wdt, l->sample.b, N, C, h, w, C, 3, 3, 2, 1, 1, 1, 1);
             h /= 2; w /= 2;
             cur = o;
             tp->skip[tp->nskip] = cur; tp->skip_hw[tp->nskip] = h * w; tp->skip_c[tp->nskip++] = C;

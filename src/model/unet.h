@@ -37,7 +37,7 @@ sd_status unet_declare(struct unet *m, const struct unet_config *cfg);
 sd_status unet_load_weights(struct unet *m, struct backend *be, const char *path);
 /* config.json + diffusion_pytorch_model.safetensors from dir; weights_path overrides the
  * weights file (a DMD2 generator) when non-NULL. */
-sd_status unet_load(struct unet *m, struct backend *be, const char *dir, const char *weights_path);
+sd_status unet_load(struct unet *m, struct backend *be, const char *dir, const char *weights_path, sd_dtype wdt);
 /* Bind created weights from w: diffusers names (a folder's files, possibly sharded), or
  * one file in the original layout (model.diffusion_model.* or bare input_blocks.*;
  * model/sgm.h).  what names the source in a "missing tensor" message. */

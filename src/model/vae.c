@@ -56,6 +56,7 @@ sd_status vae_create(struct vae *m, struct backend *be, const struct vae_config 
     memset(m, 0, sizeof *m);
     wt_init(&m->wt);
     m->cfg = *cfg;
+    m->wt.wdt = cfg->wdt;
     const struct vae_config *c = &m->cfg;
     struct weight_table *t = &m->wt;
     int n = c->nlevels, G = c->groups, L = c->latent_ch;
@@ -118,20 +119,21 @@ sd_status vae_bind(struct vae *m, struct backend *be, const struct wfiles *w, co
     return prefix ? SD_OK : wfiles_check_used(w);
 }
 
-sd_status vae_load(struct vae *m, struct backend *be, const char *dir) {
+sd_status vae_load(struct vae *m, struct backend *be, const char *dir, sd_dtype wdt) {
     struct vae_config cfg;
     char *p = sd_path_join(dir, "config.json");
     if (!p) return SD_ERR_NOMEM;
     sd_status st = vae_config_load(&cfg, p);
     sd_free(p);
     if (st) return st;
-    SD_TRY(vae_create(m, be, &cfg));
     struct wfiles w;
-    if (!(st = wfiles_open_dir(&w, dir, "diffusion_pytorch_model", "diffusion_pytorch_model"))) {
+    SD_TRY(wfiles_open_dir(&w, dir, "diffusion_pytorch_model", "diffusion_pytorch_model"));
+    cfg.wdt = wfiles_dtype(&w, wdt);
+    if (!(st = vae_create(m, be, &cfg))) {
         st = vae_bind(m, be, &w, NULL, dir);
-        wfiles_close(&w);
+        if (st) vae_free(m);
     }
-    if (st) vae_free(m);
+    wfiles_close(&w);
     return st;
 }
 
@@ -149,7 +151,7 @@ static void step_forward(struct fwd *f, const struct vae *m, const struct vae_st
     switch (s->kind) {
     case VS_CONV: conv_forward(f, out, s->in, s->conv, N, H, W); break;
     case VS_DOWN:   /* pad right/bottom by one, 3×3 stride 2, no other padding */
-        be->ops->conv2d(be, out, s->in, s->conv->w, s->conv->b, N, C, H, W, C, 3, 3, 2, 0, 0, 1, 1);
+        be->ops->conv2d(be, out, s->in, s->conv->w, s->conv->wdt, s->conv->b, N, C, H, W, C, 3, 3, 2, 0, 0, 1, 1);
         break;
     case VS_UP: {
         uint64_t mk = arena_mark(f->ar);

@@ -31,7 +31,7 @@ struct vae {
 
 sd_status vae_create(struct vae *m, struct backend *be, const struct vae_config *cfg);
 /* config.json + diffusion_pytorch_model.safetensors from dir. */
-sd_status vae_load(struct vae *m, struct backend *be, const char *dir);
+sd_status vae_load(struct vae *m, struct backend *be, const char *dir, sd_dtype wdt);
 /* Bind created weights from w: diffusers names (prefix NULL), or the original layout
  * under prefix (first_stage_model.; the caller checks the file's leftovers). */
 struct wfiles;

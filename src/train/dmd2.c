@@ -114,7 +114,7 @@ static void draw(struct dmd2 *d, enum dmd2_draw what, long long *idx, int B) {
 static sd_status load_unet(struct unet *u, struct backend *be, const char *dir, const char *weights) {
     char *p = sd_path_join(dir, "unet");
     if (!p) return SD_ERR_NOMEM;
-    sd_status st = unet_load(u, be, p, weights);
+    sd_status st = unet_load(u, be, p, weights, DT_F32);
     sd_free(p);
     return st;
 }
@@ -175,7 +175,7 @@ static sd_status open_models(struct dmd2 *d) {
     d->loaded[0] = 1;
     SD_TRY(open_yield(d));
     char *p = sd_path_join(c->teacher_dir, "vae");
-    st = p ? vae_load(&d->v, d->be, p) : SD_ERR_NOMEM;
+    st = p ? vae_load(&d->v, d->be, p, DT_F32) : SD_ERR_NOMEM;
     sd_free(p);
     SD_TRY(st);
     d->loaded[1] = 1;

@@ -46,14 +46,14 @@ void head_forward(struct fwd *f, const struct head *hd, struct head_save *sv, fl
         const struct conv *cv = i < hd->nd ? &hd->down[i] : &hd->final;
         int so = i < hd->nd ? s / 2 : 1;
         float *y = fwd_alloc(f, (size_t)N * C * so * so), *z = fwd_alloc(f, (size_t)N * C * so * so);
-        if (i < hd->nd) be->ops->conv2d(be, y, x, cv->w, cv->b, N, C, s, s, C, 4, 4, 2, 1, 1, 1, 1);
-        else be->ops->conv2d(be, y, x, cv->w, cv->b, N, C, s, s, C, hd->kf, hd->kf, hd->kf, 0, 0, 0, 0);
+        if (i < hd->nd) be->ops->conv2d(be, y, x, cv->w, cv->wdt, cv->b, N, C, s, s, C, 4, 4, 2, 1, 1, 1, 1);
+        else be->ops->conv2d(be, y, x, cv->w, cv->wdt, cv->b, N, C, s, s, C, hd->kf, hd->kf, hd->kf, 0, 0, 0, 0);
         be->ops->group_norm(be, z, y, hd->gn[i].w, hd->gn[i].b, N, C, so * so, hd->G, 1e-5f, 1);
         sv->x[i] = (float *)x; sv->y[i] = y;
         x = z; s = so;
     }
     sv->x[hd->nd + 1] = (float *)x;
-    be->ops->linear(be, logits, x, hd->out.w, hd->out.b, N, C, 1);
+    be->ops->linear(be, logits, x, hd->out.w, hd->out.wdt, hd->out.b, N, C, 1);
 }
 
 /* dfeat = from dlogits [N]; g (may be NULL) += parameter gradients. */

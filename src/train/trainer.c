@@ -237,7 +237,7 @@ sd_status train_vae(const struct train_config *c) {
     SD_TRY(run_init(&r, c));
     sd_status st;
     if (!(p = part_path(c->model_dir, "vae"))) { st = SD_ERR_NOMEM; goto out; }
-    if ((st = vae_load(&m, r.be, p))) goto out;
+    if ((st = vae_load(&m, r.be, p, DT_F32))) goto out;
     have_m = 1;
     if ((st = vae_create(&g, r.be, &m.cfg))) goto out;
     have_g = 1;
@@ -471,9 +471,9 @@ sd_status train_teacher(const struct train_config *c) {
     struct fwd f = { r.be, &r.acts, NULL };
     if ((st = cond_load(&k, r.be, c->model_dir))) goto out;
     have_k = 1;
-    if ((st = load_in(c->model_dir, "vae", &p)) || (st = vae_load(&v, r.be, p))) goto out;
+    if ((st = load_in(c->model_dir, "vae", &p)) || (st = vae_load(&v, r.be, p, DT_F32))) goto out;
     have_v = 1;
-    if ((st = load_in(c->model_dir, "unet", &p)) || (st = unet_load(&u, r.be, p, NULL))) goto out;
+    if ((st = load_in(c->model_dir, "unet", &p)) || (st = unet_load(&u, r.be, p, NULL, DT_F32))) goto out;
     have_u = 1;
     if ((st = load_in(c->model_dir, "scheduler/scheduler_config.json", &p)) || (st = sched_config_load(&scfg, p)) ||
         (st = schedule_init(&sch, &scfg)))

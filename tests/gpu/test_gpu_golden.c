@@ -91,8 +91,8 @@ static char *part(const char *sub) {
 static void test_text(struct backend *be, struct arena *ar) {
     struct fwd f = { be, ar, NULL };
     struct clip te1, te2;
-    ok(clip_load(&te1, be, part("text_encoder"), 0) == SD_OK, "%s load text_encoder: %s", MODE, sd_last_error());
-    ok(clip_load(&te2, be, part("text_encoder_2"), 1) == SD_OK, "%s load text_encoder_2", MODE);
+    ok(clip_load(&te1, be, part("text_encoder"), 0, DT_F32) == SD_OK, "%s load text_encoder: %s", MODE, sd_last_error());
+    ok(clip_load(&te2, be, part("text_encoder_2"), 1, DT_F32) == SD_OK, "%s load text_encoder_2", MODE);
     int P = 5, L = 77, D1 = te1.cfg.hidden, D2 = te2.cfg.hidden, Pd = te2.cfg.projection_dim;
     int *ids1 = ids_of("tok1_ids"), *ids2 = ids_of("tok2_ids");
     float *pen1 = fwd_alloc(&f, (size_t)P * L * D1), *last1 = fwd_alloc(&f, (size_t)P * L * D1);
@@ -119,7 +119,7 @@ void noise_fn(void *ud, int step, float *host, size_t cnt);
 static void test_unet_and_sampler(struct backend *be, struct arena *ar) {
     struct fwd f = { be, ar, NULL };
     struct unet u;
-    ok(unet_load(&u, be, part("unet"), NULL) == SD_OK, "%s load unet: %s", MODE, sd_last_error());
+    ok(unet_load(&u, be, part("unet"), NULL, DT_F32) == SD_OK, "%s load unet: %s", MODE, sd_last_error());
     const struct st_tensor *tx = st_find(&G, "unet_x");
     int N = (int)tx->shape[0], C = (int)tx->shape[1], h = (int)tx->shape[2], w = (int)tx->shape[3];
     size_t nl = (size_t)N * C * h * w;
@@ -177,7 +177,7 @@ static void test_unet_and_sampler(struct backend *be, struct arena *ar) {
 
     /* decode the final latent as the pipeline does: / scaling_factor, VAE, *0.5+0.5, clamp */
     struct vae v;
-    ok(vae_load(&v, be, part("vae")) == SD_OK, "%s load vae: %s", MODE, sd_last_error());
+    ok(vae_load(&v, be, part("vae"), DT_F32) == SD_OK, "%s load vae: %s", MODE, sd_last_error());
     int S = vae_scale(&v);
     size_t ni = (size_t)N * 3 * h * S * w * S;
     float *img = fwd_alloc(&f, ni), *himg = malloc(sizeof(float) * ni);

@@ -1,0 +1,139 @@
+/* cpu_weights.c — the weight operand of the CPU backend's linear and conv2d in the
+ * precision the model keeps it in (backend.h, "Weight precision"):
+ *   - F32 is used as it is;
+ *   - F16, and BF16 without native bf16, are widened exactly into a grow-only fp32 buffer
+ *     (a pass over the weight per op: the GEMM then runs as for F32, with the same result
+ *     bit for bit as F32 weights holding the same values);
+ *   - BF16 with native bf16 goes to oneDNN's matmul (cpu_dnnl.h) with the activation
+ *     operand rounded to bf16, fp32 accumulation.
+ * Also the kernel report (backend_kernels) and the f32 GEMM provider choice. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cpu_internal.h"
+#ifdef SD_HAVE_DNNL
+#include "cpu_dnnl.h"
+#endif
+
+struct cpu_wstate {
+    float *wide;
+    size_t nwide;
+    uint16_t *half;             /* activations rounded to bf16 */
+    size_t nhalf;
+    struct cpu_dnnl *dnnl;
+};
+
+struct cpu_wstate *cpu_wstate_create(struct backend *be) {
+    struct cpu_wstate *s = sd_calloc(1, sizeof *s);
+    if (!s) return NULL;
+    char dn[96] = "";
+#ifdef SD_HAVE_DNNL
+    const char *env = getenv("SDXLD_CPU_BF16");
+    if (cpu_dnnl_has_bf16() && cpu_dnnl_create(&s->dnnl)) { sd_free(s); return NULL; }
+    be->has_native_bf16 = s->dnnl != NULL;
+    be->native_bf16 = be->has_native_bf16 && !(env && !strcmp(env, "0"));
+    cpu_dnnl_describe(dn, sizeof dn);
+#endif
+    snprintf(be->kernels, sizeof be->kernels, "%s%s%s; bf16 weights: %s", cpu_gemm_describe(), dn[0] ? ", " : "", dn,
+             be->native_bf16 ? "native (oneDNN)" : "widened to fp32");
+    return s;
+}
+
+void cpu_wstate_destroy(struct cpu_wstate *s) {
+    if (!s) return;
+#ifdef SD_HAVE_DNNL
+    cpu_dnnl_destroy(s->dnnl);
+#endif
+    sd_free(s->wide);
+    sd_free(s->half);
+    sd_free(s);
+}
+
+static void *grow(struct backend *be, void **p, size_t *have, size_t n, size_t elem) {
+    if (n > *have) {
+        void *q = sd_realloc(*p, n * elem);
+        if (!q) { backend_set_error(be, SD_ERR_NOMEM, sd_last_error()); return NULL; }
+        *p = q;
+        *have = n;
+    }
+    return *p;
+}
+
+struct widen_ctx { float *dst; const void *src; sd_dtype dt; };
+
+static void widen_part(void *p, long long lo, long long hi) {
+    struct widen_ctx *g = p;
+    const uint16_t *s = g->src;
+    sd_convert_to_f32(g->dst + lo, s + lo, g->dt, (size_t)(hi - lo));
+}
+
+const float *cpu_weight_f32(struct backend *be, const void *w, sd_dtype dt, size_t n) {
+    if (dt == DT_F32) return w;
+    if (dt != DT_F16 && dt != DT_BF16) {
+        backend_set_error(be, SD_ERR_UNSUPPORTED, "weights of dtype I64 in a GEMM");
+        return NULL;
+    }
+    struct cpu_wstate *s = cpu_wstate(be);
+    float *dst = grow(be, (void **)&s->wide, &s->nwide, n, sizeof(float));
+    if (!dst) return NULL;
+    struct widen_ctx g = { dst, w, dt };
+    cpu_parallel(n > (1u << 16) ? be->threads : 1, (long long)n, widen_part, &g);
+    return dst;
+}
+
+#ifdef SD_HAVE_DNNL
+struct round_ctx { uint16_t *dst; const float *src; long long ld_src, cols; };
+
+/* rows [lo, hi) of a cols-wide matrix with row stride ld_src, packed. */
+static void round_rows(void *p, long long lo, long long hi) {
+    struct round_ctx *g = p;
+    for (long long r = lo; r < hi; r++)
+        for (long long c = 0; c < g->cols; c++) g->dst[r * g->cols + c] = sd_f32_to_bf16(g->src[r * g->ld_src + c]);
+}
+
+/* src [rows, cols] (row stride ld) rounded to bf16, packed, in the activation buffer. */
+static const uint16_t *to_bf16(struct backend *be, const float *src, long long rows, long long cols, long long ld) {
+    struct cpu_wstate *s = cpu_wstate(be);
+    uint16_t *dst = grow(be, (void **)&s->half, &s->nhalf, (size_t)(rows * cols), sizeof(uint16_t));
+    if (!dst) return NULL;
+    struct round_ctx g = { dst, src, ld, cols };
+    cpu_parallel(rows * cols > (1 << 16) ? be->threads : 1, rows, round_rows, &g);
+    return dst;
+}
+
+static void run(struct backend *be, const struct cpu_dnnl_mm *mm) {
+    sd_status st = cpu_dnnl_gemm(cpu_wstate(be)->dnnl, be->threads, mm);
+    if (st) backend_set_error(be, st, sd_last_error());
+}
+#endif
+
+int cpu_linear_native(struct backend *be, float *out, const float *inp, const void *w, sd_dtype wdt, const float *b,
+                      int R, int I, int O) {
+    if (wdt != DT_BF16 || !be->native_bf16) return 0;
+#ifdef SD_HAVE_DNNL
+    const uint16_t *x = to_bf16(be, inp, R, I, I);
+    if (!x) return 1;
+    /* out = x·Wᵀ: B = Wᵀ is [I, O] with strides (1, I) over W [O, I] */
+    struct cpu_dnnl_mm mm = { R, O, I, x, I, 1, w, 1, I, out, O, b, 0 };
+    run(be, &mm);
+#else
+    (void)out; (void)inp; (void)w; (void)b; (void)R; (void)I; (void)O;
+#endif
+    return 1;
+}
+
+int cpu_conv_tile_native(struct backend *be, float *y, long long ldy, const void *w, sd_dtype wdt, int K,
+                         const float *col, int CK, int np) {
+    if (wdt != DT_BF16 || !be->native_bf16) return 0;
+#ifdef SD_HAVE_DNNL
+    const uint16_t *c = to_bf16(be, col, CK, np, np);
+    if (!c) return 1;
+    struct cpu_dnnl_mm mm = { K, np, CK, w, CK, 1, c, np, 1, y, ldy, NULL, 1 };   /* y += W·col */
+    run(be, &mm);
+#else
+    (void)y; (void)ldy; (void)w; (void)K; (void)col; (void)CK; (void)np;
+#endif
+    return 1;
+}
