@@ -61,12 +61,54 @@ static void *grow(struct backend *be, void **p, size_t *have, size_t n, size_t e
     return *p;
 }
 
-struct widen_ctx { float *dst; const void *src; sd_dtype dt; };
+/* ---- conversions, vectorised (once per op over a whole weight or activation, so they
+ * must run at memory speed: the scalar ones of core/tensor.c took longer than the AMX
+ * GEMMs they feed).  Function multiversioning keeps the binary running on any x86-64. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SD_CLONES
+#endif
+
+SD_CLONES static void bf16_to_f32(float *d, const uint16_t *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)s[i] << 16;
+        memcpy(d + i, &u, 4);
+    }
+}
+
+/* Round to nearest even; NaN stays NaN (quietened). */
+SD_CLONES __attribute__((unused)) static void f32_to_bf16(uint16_t *d, const float *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, s + i, 4);
+        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, q = (u >> 16) | 0x40u;
+        d[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+__attribute__((target("avx2,f16c"))) static void f16_to_f32_f16c(float *d, const uint16_t *s, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+    sd_convert_to_f32(d + i, s + i, DT_F16, n - i);
+}
+#endif
+
+static void f16_to_f32(float *d, const uint16_t *s, size_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2")) { f16_to_f32_f16c(d, s, n); return; }
+#endif
+    sd_convert_to_f32(d, s, DT_F16, n);
+}
+
+struct widen_ctx { float *dst; const uint16_t *src; sd_dtype dt; };
 
 static void widen_part(void *p, long long lo, long long hi) {
     struct widen_ctx *g = p;
-    const uint16_t *s = g->src;
-    sd_convert_to_f32(g->dst + lo, s + lo, g->dt, (size_t)(hi - lo));
+    if (g->dt == DT_F16) f16_to_f32(g->dst + lo, g->src + lo, (size_t)(hi - lo));
+    else bf16_to_f32(g->dst + lo, g->src + lo, (size_t)(hi - lo));
 }
 
 const float *cpu_weight_f32(struct backend *be, const void *w, sd_dtype dt, size_t n) {
@@ -89,8 +131,9 @@ struct round_ctx { uint16_t *dst; const float *src; long long ld_src, cols; };
 /* rows [lo, hi) of a cols-wide matrix with row stride ld_src, packed. */
 static void round_rows(void *p, long long lo, long long hi) {
     struct round_ctx *g = p;
-    for (long long r = lo; r < hi; r++)
-        for (long long c = 0; c < g->cols; c++) g->dst[r * g->cols + c] = sd_f32_to_bf16(g->src[r * g->ld_src + c]);
+    if (g->ld_src == g->cols) f32_to_bf16(g->dst + lo * g->cols, g->src + lo * g->cols, (size_t)((hi - lo) * g->cols));
+    else
+        for (long long r = lo; r < hi; r++) f32_to_bf16(g->dst + r * g->cols, g->src + r * g->ld_src, (size_t)g->cols);
 }
 
 /* src [rows, cols] (row stride ld) rounded to bf16, packed, in the activation buffer. */

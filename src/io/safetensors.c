@@ -410,6 +410,14 @@ void st_read_f32(const struct st_tensor *t, float *dst) {
     }
 }
 
+void st_release(const struct st_file *f, const struct st_tensor *t) {
+    uintptr_t base = (uintptr_t)f->map, lo = (uintptr_t)t->data, hi = lo + (uintptr_t)(t->end - t->begin);
+    if (!f->map || lo < base || hi > base + f->size || hi <= lo) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    lo &= ~(page - 1);   /* file-backed and never written: dropping a neighbour's page only re-reads it */
+    madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 /* ---- writer ------------------------------------------------------------------- */
 
 void st_writer_init(struct st_writer *w) { memset(w, 0, sizeof *w); }

@@ -43,6 +43,10 @@ const struct st_tensor *st_find(const struct st_file *f, const char *name);
 int64_t st_numel(const struct st_tensor *t);
 /* Convert to fp32 into dst (numel floats).  I64 converts by value. */
 void st_read_f32(const struct st_tensor *t, float *dst);
+/* Done with t's bytes for now: its pages of f's mapping leave memory (they are read from
+ * the file again if touched), so binding a model holds one tensor of the file at a time
+ * instead of the whole file.  A no-op for data outside the mapping. */
+void st_release(const struct st_file *f, const struct st_tensor *t);
 
 /* Writer: collect tensors (data is copied at add time, converted to the requested
  * storage dtype when src is fp32), then write atomically: PATH.tmp.PID, fsync, rename.

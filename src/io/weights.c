@@ -203,6 +203,7 @@ static sd_status bind_tensor(struct backend *be, const struct st_file *f, const 
     size_t n = (size_t)st_numel(x);
     SD_TRY(stage_grow(s, n));
     st_read_f32(x, s->a);
+    st_release(f, x);
     long long bad = sd_find_nonfinite(s->a, n);
     if (bad >= 0)
         return sd_fail(SD_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value (%g at element %lld)", f->path,
