@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(gcc meson ninja-build pkg-config libmicrohttpd-dev libjansson-dev libpng-dev
+      libjpeg62-turbo-dev libwebp-dev
       libopenblas-dev libdnnl-dev libsystemd-dev python3 valgrind nginx-light curl)
 
 missing=()

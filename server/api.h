@@ -27,11 +27,32 @@ enum MHD_Result api_reply_table_full(struct sdxld *d, struct req *r);
 /* Non-zero (and the 503 answer in *ret) unless the daemon is ready for jobs. */
 int api_not_ready(struct req *r, enum MHD_Result *ret);
 
-/* api_generate.c */
+/* api_generate.c: what both generation routes share. */
+/* A width or height v: a multiple of the model's granularity within size_multiple..max. */
+int api_check_size(const struct sdxld *d, const char *field, int v, int max, struct api_error *e);
+uint64_t api_random_seed(void);                         /* 0..2^63-1 */
+/* No unknown fields (known: NULL-terminated), the prompt, n; the default size. */
+int api_parse_base(struct sdxld *d, json_t *body, const char *const *known, struct gen_request *g,
+                   struct api_error *e);
+/* Queue the job (g's prompt is taken over) and answer 202 (async), or park the request
+ * until the job is final and then answer with on_done (r->job is the job). */
+enum MHD_Result api_submit(struct req *r, struct gen_request *g, int async,
+                           enum MHD_Result (*on_done)(struct req *r));
+/* In on_done: a reference on the job's images, with the X-Seed, X-Job-Id (and
+ * X-Prompt-Truncated) headers added; keep = 0 releases them from the job (delivered to
+ * its synchronous client), keep = 1 leaves them for GET /v1/jobs/{id}/images/{i} until
+ * result_ttl_s.  NULL, with the error answer in *ret, when the job ended without images. */
+struct job_result *api_take_result(struct req *r, int keep, enum MHD_Result *ret);
+/* [{"b64_json", "seed"}, ...] for the images; NULL when out of memory. */
+json_t *api_images_b64(const struct job_result *res);
 enum MHD_Result api_generate(struct req *r);            /* POST /v1/generate */
-enum MHD_Result api_images_generations(struct req *r);  /* POST /v1/images/generations */
 /* Base64 (RFC 4648, padded) into a fresh malloc'ed, NUL-terminated string. */
 char *b64_encode(const uint8_t *p, size_t n, size_t *out_len);
+
+/* api_openai.c */
+enum MHD_Result api_images_generations(struct req *r);  /* POST /v1/images/generations */
+/* The route table's error_body for the OpenAI routes: {"message", "type", "param", "code"}. */
+json_t *api_openai_error(unsigned status, const char *code, const char *field, const char *msg);
 
 /* api_train.c */
 enum MHD_Result api_train_create(struct req *r);        /* POST /v1/train */

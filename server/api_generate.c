@@ -1,9 +1,10 @@
-/* api_generate.c — POST /v1/generate and POST /v1/images/generations.
+/* api_generate.c — POST /v1/generate, and what it shares with POST /v1/images/generations
+ * (api_openai.c).
  *
  * Both parse and validate their JSON into one struct gen_request (strictly: every field
  * typed and bounded, unknown fields rejected, each error naming its field), submit a
  * job, and then either answer 202 (async) or park the connection until the job is
- * final and answer with the PNG or the JSON images.
+ * final and answer with the image or the JSON images.
  *
  * The engine's own checks (engine_check_params) run on the worker, which owns the
  * engine; everything the HTTP contract bounds is checked here, before queueing, so a
@@ -57,7 +58,7 @@ int api_check_unknown(json_t *body, const char *const *known, struct api_error *
     return 0;
 }
 
-static int check_size(const struct sdxld *d, const char *field, int v, int max,
+int api_check_size(const struct sdxld *d, const char *field, int v, int max,
                       struct api_error *e) {
     int m = d->size_multiple > 0 ? d->size_multiple : 8;
     if (v < m || v > max)
@@ -67,7 +68,7 @@ static int check_size(const struct sdxld *d, const char *field, int v, int max,
     return 0;
 }
 
-static uint64_t random_seed(void) {
+uint64_t api_random_seed(void) {
     uint64_t s = 0;
     if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s) {
         struct timespec ts;
@@ -87,8 +88,7 @@ static int parse_prompt(json_t *body, struct gen_request *g, struct api_error *e
     return 0;
 }
 
-/* What both generation bodies share: no unknown fields, the prompt, n, default size. */
-static int parse_base(struct sdxld *d, json_t *body, const char *const *known, struct gen_request *g,
+int api_parse_base(struct sdxld *d, json_t *body, const char *const *known, struct gen_request *g,
                       struct api_error *e) {
     long long x = 0;
     json_t *v;
@@ -110,24 +110,24 @@ static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, 
     static const char *const known[] = { "prompt", "n", "width", "height", "seed", "steps",
                                          "timesteps", "response_format", "async", NULL };
     const struct sdxld_config *c = &d->cfg;
-    if (parse_base(d, body, known, g, e)) return -1;
+    if (api_parse_base(d, body, known, g, e)) return -1;
     long long x = 0;
     json_t *v;
     if ((v = json_object_get(body, "width"))) {
         if (api_get_int(v, "width", 0, 1 << 30, &x, e) ||
-            check_size(d, "width", (int)x, c->max_width, e)) return -1;
+            api_check_size(d, "width", (int)x, c->max_width, e)) return -1;
         g->params.width = (int)x;
     }
     if ((v = json_object_get(body, "height"))) {
         if (api_get_int(v, "height", 0, 1 << 30, &x, e) ||
-            check_size(d, "height", (int)x, c->max_height, e)) return -1;
+            api_check_size(d, "height", (int)x, c->max_height, e)) return -1;
         g->params.height = (int)x;
     }
     if ((v = json_object_get(body, "seed"))) {
         if (api_get_int(v, "seed", 0, SEED_MAX, &x, e)) return -1;
         g->seed = (uint64_t)x;
     } else {
-        g->seed = random_seed();
+        g->seed = api_random_seed();
     }
     /* image i uses seed + i: keep the last one within 0..2^63-1 too */
     if (g->seed > (uint64_t)SEED_MAX - (uint64_t)(g->n - 1))
@@ -169,46 +169,6 @@ static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, 
     return 0;
 }
 
-/* POST /v1/images/generations (OpenAI Images API subset) → g. */
-static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
-                        struct api_error *e) {
-    /* "model" and "user" are accepted and ignored: OpenAI clients send them. */
-    static const char *const known[] = { "prompt", "n", "size", "response_format", "user",
-                                         "model", NULL };
-    const struct sdxld_config *c = &d->cfg;
-    if (parse_base(d, body, known, g, e)) return -1;
-    json_t *v;
-    if ((v = json_object_get(body, "size"))) {
-        const char *s = json_string_value(v);
-        if (!s) return api_fail(e, "size", "size: expected a string \"WIDTHxHEIGHT\", got %s",
-                            sd_json_kind(v));
-        int w, h, used = 0;
-        if (strspn(s, "0123456789") == 0 || s[strspn(s, "0123456789")] != 'x' ||
-            strspn(s + strspn(s, "0123456789") + 1, "0123456789") == 0 ||
-            sscanf(s, "%5dx%5d%n", &w, &h, &used) != 2 || s[used])
-            return api_fail(e, "size", "size: '%s' is not \"WIDTHxHEIGHT\"", s);
-        if (check_size(d, "size", w, c->max_width, e) || check_size(d, "size", h, c->max_height, e))
-            return -1;
-        g->params.width = w;
-        g->params.height = h;
-    }
-    if ((v = json_object_get(body, "response_format"))) {
-        const char *s = json_string_value(v);
-        if (!s || strcmp(s, "b64_json"))
-            return api_fail(e, "response_format", "response_format: only \"b64_json\" is supported "
-                        "(images are not stored at URLs)");
-    }
-    if ((v = json_object_get(body, "user")) && !json_is_string(v))
-        return api_fail(e, "user", "user: expected a string, got %s", sd_json_kind(v));
-    if ((v = json_object_get(body, "model")) && !json_is_string(v))
-        return api_fail(e, "model", "model: expected a string, got %s", sd_json_kind(v));
-    g->seed = random_seed();
-    if (g->seed > (uint64_t)SEED_MAX - (uint64_t)g->n) g->seed -= (uint64_t)g->n;
-    g->params.nsteps = c->default_steps;
-    engine_default_timesteps(g->params.nsteps, g->params.timesteps);
-    return 0;
-}
-
 char *b64_encode(const uint8_t *p, size_t n, size_t *out_len) {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     size_t len = 4 * ((n + 2) / 3);
@@ -238,13 +198,10 @@ char *b64_encode(const uint8_t *p, size_t n, size_t *out_len) {
 
 static void result_free_cb(void *cls) { job_result_unref(cls); }
 
-/* Which response a waiting request wants. */
-enum answer_kind { ANSWER_NATIVE, ANSWER_NATIVE_PNG, ANSWER_OPENAI };
+/* Which response a waiting POST /v1/generate wants (r->handler_data). */
+enum answer_kind { ANSWER_JSON, ANSWER_PNG };
 
-static void set_answer(struct req *r, enum answer_kind k) { r->handler_data = (int)k; }
-static enum answer_kind get_answer(struct req *r) { return (enum answer_kind)r->handler_data; }
-
-/* The job ended without images: answer with its error. */
+/* The job ended without images: answer with its error.  Jobs lock held. */
 static enum MHD_Result answer_failure(struct req *r, struct job *j) {
     if (!job_status_final(j->status))   /* the daemon is stopping under us */
         return reply_error(r, 503, "shutting_down", NULL,
@@ -258,51 +215,57 @@ static enum MHD_Result answer_failure(struct req *r, struct job *j) {
                        job_status_name(j->status), j->err_msg ? j->err_msg : "no details");
 }
 
-static enum MHD_Result on_generation_done(struct req *r) {
+struct job_result *api_take_result(struct req *r, int keep, enum MHD_Result *ret) {
     struct sdxld *d = r->d;
     struct job *j = r->job;
     jobs_lock(d->jobs);
     struct job_result *res = jobs_result_ref_locked(j);
     int truncated = j->truncated;
-    double tq = j->queue_ms, tt = j->tm.text_ms, tu = j->tm.unet_ms, tv = j->tm.vae_ms;
-    if (res) jobs_result_delivered_locked(d->jobs, j);
+    if (res && !keep) jobs_result_delivered_locked(d->jobs, j);
+    if (!res) *ret = answer_failure(r, j);
     jobs_unlock(d->jobs);
-    if (!res) {
-        jobs_lock(d->jobs);
-        enum MHD_Result ret = answer_failure(r, j);
-        jobs_unlock(d->jobs);
-        return ret;
-    }
+    if (!res) return NULL;
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)res->img[0].seed);
     req_add_header(r, "X-Seed", seed);
     req_add_header(r, "X-Job-Id", j->id);
     if (truncated) req_add_header(r, "X-Prompt-Truncated", "true");
-    enum answer_kind kind = get_answer(r);
-    if (kind == ANSWER_NATIVE_PNG)
-        return reply_buffer(r, 200, "image/png", res->img[0].png, res->img[0].len,
-                            result_free_cb, res);
+    return res;
+}
+
+json_t *api_images_b64(const struct job_result *res) {
     json_t *imgs = json_array();
-    int oom = 0;
-    for (int i = 0; i < res->n; i++) {
+    for (int i = 0; imgs && i < res->n; i++) {
         size_t bl;
         char *b = b64_encode(res->img[i].png, res->img[i].len, &bl);
         json_t *s = b ? json_stringn_nocheck(b, bl) : NULL;
         free(b);
-        if (!s) { oom = 1; break; }
-        json_array_append_new(imgs, json_pack("{s:o, s:I}", "b64_json", s,
-                                              "seed", (json_int_t)res->img[i].seed));
+        json_t *o = s ? json_pack("{s:o, s:I}", "b64_json", s, "seed", (json_int_t)res->img[i].seed) : NULL;
+        if (!o || json_array_append_new(imgs, o)) {
+            json_decref(imgs);
+            return NULL;
+        }
     }
+    return imgs;
+}
+
+static enum MHD_Result on_generation_done(struct req *r) {
+    struct job *j = r->job;
+    enum MHD_Result ret;
+    struct job_result *res = api_take_result(r, 0, &ret);
+    if (!res) return ret;
+    if ((enum answer_kind)r->handler_data == ANSWER_PNG)
+        return reply_buffer(r, 200, "image/png", res->img[0].png, res->img[0].len,
+                            result_free_cb, res);
+    json_t *imgs = api_images_b64(res);
     job_result_unref(res);
-    if (oom) {
-        json_decref(imgs);
-        return reply_error(r, 503, "resource_exhausted", NULL, "out of memory encoding the response");
-    }
-    time_t now = time(NULL);
-    if (kind == ANSWER_OPENAI)
-        return reply_json(r, 200, json_pack("{s:I, s:o}", "created", (json_int_t)now, "data", imgs));
+    if (!imgs) return reply_error(r, 503, "resource_exhausted", NULL, "out of memory encoding the response");
+    jobs_lock(r->d->jobs);
+    int truncated = j->truncated;
+    double tq = j->queue_ms, tt = j->tm.text_ms, tu = j->tm.unet_ms, tv = j->tm.vae_ms;
+    jobs_unlock(r->d->jobs);
     return reply_json(r, 200, json_pack("{s:s, s:I, s:o, s:{s:f, s:f, s:f, s:f}, s:b}",
-        "id", j->id, "created", (json_int_t)now, "images", imgs, "timings",
+        "id", j->id, "created", (json_int_t)time(NULL), "images", imgs, "timings",
         "queue_ms", (double)(long long)(tq + 0.5), "text_ms", (double)(long long)(tt + 0.5),
         "unet_ms", (double)(long long)(tu + 0.5), "vae_ms", (double)(long long)(tv + 0.5),
         "truncated", truncated));
@@ -335,8 +298,8 @@ int api_not_ready(struct req *r, enum MHD_Result *ret) {
     return 1;
 }
 
-static enum MHD_Result submit(struct req *r, struct gen_request *g, int async,
-                              enum answer_kind kind) {
+enum MHD_Result api_submit(struct req *r, struct gen_request *g, int async,
+                           enum MHD_Result (*on_done)(struct req *r)) {
     struct sdxld *d = r->d;
     g->sync = !async;
     struct job *j = job_new_generate(g);
@@ -373,8 +336,7 @@ static enum MHD_Result submit(struct req *r, struct gen_request *g, int async,
         jobs_unref(d->jobs, j);
         return reply_json(r, 202, o);
     }
-    set_answer(r, kind);
-    return req_wait_job(r, j, 1, on_generation_done);
+    return req_wait_job(r, j, 1, on_done);
 }
 
 static int wants_png(struct req *r) {
@@ -393,19 +355,7 @@ enum MHD_Result api_generate(struct req *r) {
         free(g.prompt);
         return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);
     }
-    enum answer_kind kind = ANSWER_NATIVE;
-    if (fmt == FMT_PNG || (fmt == FMT_DEFAULT && g.n == 1 && wants_png(r))) kind = ANSWER_NATIVE_PNG;
-    return submit(r, &g, async, kind);
-}
-
-enum MHD_Result api_images_generations(struct req *r) {
-    struct gen_request g = { 0 };
-    struct api_error e = { 0 };
-    enum MHD_Result ret;
-    if (api_not_ready(r, &ret)) return ret;
-    if (parse_openai(r->d, r->json, &g, &e)) {
-        free(g.prompt);
-        return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);
-    }
-    return submit(r, &g, 0, ANSWER_OPENAI);
+    int png = fmt == FMT_PNG || (fmt == FMT_DEFAULT && g.n == 1 && wants_png(r));
+    r->handler_data = png ? ANSWER_PNG : ANSWER_JSON;
+    return api_submit(r, &g, async, on_generation_done);
 }

@@ -12,6 +12,7 @@
  * because '#' is legal in paths.  An option set twice in one file is an error: the
  * second one is almost always a forgotten edit. */
 #include "config.h"
+#include "cors.h"
 #include "engine.h"
 
 #include <errno.h>
@@ -102,7 +103,7 @@ static const struct cfg_option options[] = {
     CFG_INT ("retained_jobs_mb", 1, 1048576, 256, 0, retained_jobs_mb,
              "cap on the memory of kept jobs (prompts and progress events included), evicted like retained_jobs_max"),
     CFG_INT ("encode_threads", 1, 64, 2, 0, encode_threads,
-             "threads encoding PNGs, so the worker goes straight on to the next batch"),
+             "threads encoding the images (PNG, JPEG, WebP), so the worker goes straight on to the next batch"),
     CFG_INT ("shutdown_timeout_s", 0, 3600, 30, 0, shutdown_timeout_s,
              "on SIGTERM, queued and running jobs get this long to finish before they are cancelled"),
     CFG_BOOL("warmup", "true", 0, warmup,
@@ -117,6 +118,12 @@ static const struct cfg_option options[] = {
              "training runs whose memory estimate exceeds this many MiB are refused (400); 0 = 3/4 of the physical memory"),
     CFG_INT ("train_max_iteration_s", 1, 86400, 30, 0, train_max_iteration_s,
              "training runs whose estimated iteration time exceeds this many seconds are refused (400): a generation waits for at most one iteration"),
+    CFG_STR ("public_url", "", 0, public_url,
+             "the daemon's base URL as clients reach it (e.g. https://images.example.com or https://example.com/sdxld), used for the absolute image URLs of OpenAI response_format url answers; empty = http://HOST from the request's Host header (or X-Forwarded-Proto and X-Forwarded-Host with trust_proxy)"),
+    CFG_BOOL("trust_proxy", "false", 0, trust_proxy,
+             "build absolute URLs from the X-Forwarded-Proto and X-Forwarded-Host headers; set it only behind a proxy that sets (or strips) them, since clients can send them too"),
+    CFG_STR ("cors_origins", "", 0, cors_origins,
+             "browser origins allowed to call the API from another site (CORS), comma-separated, e.g. https://app.example.com,http://localhost:3000; * = any origin; empty = none (browsers then refuse cross-origin calls)"),
     CFG_ENUM("log_level", "debug|info|warn|error", "info", 0, log_level,
              "log verbosity on stderr"),
     CFG_INT ("debug_train_pass_sleep_ms", 0, 60000, 0, 0, debug_train_pass_sleep_ms,
@@ -299,6 +306,17 @@ int config_load_file(struct sdxld_config *c, const char *path, char *err, size_t
     return rc;
 }
 
+/* public_url: http(s)://host[:port][/path], no query, fragment, space or control byte. */
+static int public_url_check(const char *u, char *err, size_t errlen) {
+    size_t skip = !strncmp(u, "http://", 7) ? 7 : !strncmp(u, "https://", 8) ? 8 : 0;
+    int bad = !skip || !u[skip] || u[skip] == '/';
+    for (const unsigned char *p = (const unsigned char *)u; *p && !bad; p++)
+        bad = *p <= 0x20 || *p >= 0x7f || *p == '?' || *p == '#' || *p == '"' || *p == '\\';
+    if (bad) snprintf(err, errlen, "public_url: '%.200s' is not an http:// or https:// URL with "
+                      "a host (and optionally a path; no query, fragment or spaces)", u);
+    return bad ? -1 : 0;
+}
+
 int config_check(const struct sdxld_config *c, char *err, size_t errlen) {
     if (!c->listen[0]) {
         snprintf(err, errlen, "listen: empty address");
@@ -327,6 +345,9 @@ int config_check(const struct sdxld_config *c, char *err, size_t errlen) {
                  c->default_height, c->max_height);
         return -1;
     }
+    if (c->public_url[0] && public_url_check(c->public_url, err, errlen)) return -1;
+    struct cors cors;
+    if (cors_parse(&cors, c->cors_origins, err, errlen)) return -1;
     return 0;
 }
 

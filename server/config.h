@@ -45,7 +45,7 @@ struct sdxld_config {
     int result_max_mb;                  /* cap on retained image bytes */
     int retained_jobs_max;              /* cap on jobs kept (live and finished) */
     int retained_jobs_mb;               /* cap on their memory (prompts, event logs) */
-    int encode_threads;                 /* PNG encoders beside the worker */
+    int encode_threads;                 /* image encoders beside the worker */
     int shutdown_timeout_s;             /* SIGTERM: finish queued work for this long */
     int warmup;                         /* bool: one generation before READY=1 */
     char api_token_file[CFG_STR_MAX];
@@ -53,6 +53,9 @@ struct sdxld_config {
     char data_root[CFG_STR_MAX];
     int train_memory_mb;                /* admission: a run's memory estimate at most this */
     int train_max_iteration_s;          /* admission: a run's iteration estimate at most this */
+    char public_url[CFG_STR_MAX];       /* base of absolute image URLs ("" = from the request) */
+    int trust_proxy;                    /* bool: honour X-Forwarded-Proto/-Host */
+    char cors_origins[CFG_STR_MAX];     /* browser origins allowed (CORS), "" = none */
     char log_level[16];                 /* debug | info | warn | error */
     int debug_train_pass_sleep_ms;      /* tests: every training pass takes this much longer */
 

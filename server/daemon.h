@@ -53,6 +53,7 @@ struct sdxld {
     /* Request defaults and bounds resolved against the model once it is loaded
      * (written by the worker before PHASE_READY, read-only afterwards). */
     int default_width, default_height;
+    int native_width, native_height;   /* the model's own size (OpenAI size "auto") */
     int size_multiple;         /* width and height must be multiples of this */
 };
 
@@ -64,7 +65,7 @@ void sdxld_wake_main(struct sdxld *d);
 void sdxld_notify(const char *state);
 void sdxld_status(struct sdxld *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* worker.c: the thread that owns the device, plus the PNG encoders. */
+/* worker.c: the thread that owns the device, plus the image encoders. */
 int worker_start(struct sdxld *d);     /* 0, or -1 (threads could not start) */
 void worker_join(struct sdxld *d);     /* after jobs_stop / jobs_cancel_all */
 

@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cors.h"
 #include "edge.h"
 #include "metrics.h"
 #include "ratelog.h"
@@ -52,6 +53,7 @@ struct http {
     struct MHD_Daemon *mhd;
     struct edge *edge;           /* accepts and checks connections (server/edge.h) */
     struct ratelog *rl;          /* repeated refusals: one log line per interval */
+    struct cors cors;            /* cfg.cors_origins */
     char address[128];
     int port;
     pthread_t watcher;
@@ -131,6 +133,7 @@ static enum MHD_Result queue(struct req *r, unsigned status, struct MHD_Response
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     for (int i = 0; i < r->nhdrs; i++)
         MHD_add_response_header(resp, r->hdr_name[i], r->hdr_value[i]);
+    http_cors_headers(r, &r->d->http->cors, resp);
     r->status = status;
     metrics_request(r->d->metrics, r->route_idx, status);
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
@@ -163,6 +166,12 @@ enum MHD_Result reply_json(struct req *r, unsigned status, json_t *body) {
     return reply_buffer(r, status, "application/json", s, n + 1, free, s);
 }
 
+static int utf8_ok(const char *s) {
+    json_t *v = json_string(s);   /* NULL when s is not UTF-8 */
+    json_decref(v);
+    return v != NULL;
+}
+
 enum MHD_Result reply_error(struct req *r, unsigned status, const char *code,
                             const char *field, const char *fmt, ...) {
     char msg[1024];
@@ -170,13 +179,14 @@ enum MHD_Result reply_error(struct req *r, unsigned status, const char *code,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    json_t *e = json_object();
-    json_object_set_new(e, "code", json_string(code));
-    json_t *m = json_string(msg);
-    json_object_set_new(e, "message", m ? m : json_string("(message not valid UTF-8)"));
-    if (field) {
-        json_t *f = json_string(field);
-        json_object_set_new(e, "field", f ? f : json_string("?"));
+    if (!utf8_ok(msg)) snprintf(msg, sizeof msg, "(message not valid UTF-8)");
+    if (field && !utf8_ok(field)) field = "?";
+    json_t *e;
+    if (r->error_body) {
+        e = r->error_body(status, code, field, msg);
+    } else {
+        e = json_pack("{s:s, s:s}", "code", code, "message", msg);
+        if (field) json_object_set_new(e, "field", json_string(field));
     }
     if (status == 401) req_add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"sdxld\"");
     if (status >= 500) {
@@ -322,9 +332,11 @@ enum MHD_Result req_sse(struct req *r, struct job *job, long last_event_id) {
 
 /* ---- request lifecycle ---- */
 
+/* The route for method and url (its '*' segments into r->params), or -1; *path_matched: the
+ * first route whose pattern matches url whatever its method, or -1. */
 static int match_route(struct req *r, const char *url, const char *method, int *path_matched) {
     const char *m = !strcmp(method, "HEAD") ? "GET" : method;
-    *path_matched = 0;
+    *path_matched = -1;
     for (int i = 0; i < sdxld_nroutes; i++) {
         const char *p = sdxld_routes[i].pattern, *u = url;
         int np = 0, ok = 1;
@@ -348,7 +360,7 @@ static int match_route(struct req *r, const char *url, const char *method, int *
             }
         }
         if (!ok || *u) continue;
-        *path_matched = 1;
+        if (*path_matched < 0) *path_matched = i;
         if (strcmp(sdxld_routes[i].method, m)) continue;
         for (int k = 0; k < np; k++) memcpy(r->params[k], caps[k], sizeof caps[k]);
         return i;
@@ -367,7 +379,7 @@ static int content_type_json(const char *ct) {
 /* Checks that need only the headers; answers early (without reading the body). */
 static enum MHD_Result on_headers(struct req *r, int path_matched) {
     if (!r->route) {
-        if (path_matched) {
+        if (path_matched >= 0) {
             char allow[64] = "";
             for (int i = 0; i < sdxld_nroutes; i++) {
                 int dummy;
@@ -375,10 +387,13 @@ static enum MHD_Result on_headers(struct req *r, int path_matched) {
                 memset(&probe, 0, sizeof probe);
                 if (match_route(&probe, r->path, sdxld_routes[i].method, &dummy) == i) {
                     size_t o = strlen(allow);
-                    snprintf(allow + o, sizeof allow - o, "%s%s", o ? ", " : "", sdxld_routes[i].method);
+                    snprintf(allow + o, sizeof allow - o, "%s, ", sdxld_routes[i].method);
                 }
             }
+            snprintf(allow + strlen(allow), sizeof allow - strlen(allow), "OPTIONS");
             req_add_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+            if (!strcmp(r->method, "OPTIONS"))   /* before auth: a preflight carries no token */
+                return http_preflight(r, &r->d->http->cors, allow);
             return reply_error(r, 405, "method_not_allowed", NULL, "%s is not allowed on %s (allowed: %s)",
                                r->method, r->path, allow);
         }
@@ -479,9 +494,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->fd = ci ? ci->connect_fd : -1;
         int path_matched;
         int idx = strlen(url) < sizeof r->path ? match_route(r, url, method, &path_matched) : -1;
-        if (strlen(url) >= sizeof r->path) path_matched = 0;
+        if (strlen(url) >= sizeof r->path) path_matched = -1;
         r->route_idx = idx >= 0 ? idx : sdxld_nroutes;
         r->route = idx >= 0 ? &sdxld_routes[idx] : NULL;
+        /* errors in the path's shape, also for a method it does not take (405, OPTIONS) */
+        r->error_body = path_matched >= 0 ? sdxld_routes[path_matched].error_body : NULL;
         return on_headers(r, path_matched);
     }
     if (*upload_size) {
@@ -674,6 +691,11 @@ struct http *http_start(struct sdxld *d, int *config_error, char *err, size_t er
     int lfd = edge_listen(cfg->listen, h->address, sizeof h->address, &h->port, config_error,
                           err, errlen);
     if (lfd < 0) goto fail;
+    if (cors_parse(&h->cors, cfg->cors_origins, err, errlen)) {   /* config_check passed it */
+        *config_error = 1;
+        close(lfd);
+        goto fail;
+    }
     h->rl = ratelog_new(cfg->log_repeat_interval_s * 1e3);
     struct edge_limits lim = { cfg->max_connections, cfg->max_connections_per_address,
                                cfg->http_head_timeout_s, cfg->http_body_timeout_s };

@@ -21,6 +21,10 @@
 
 struct req;
 typedef enum MHD_Result (*handler_fn)(struct req *r);
+/* The "error" member of an error answer, from its status, code, field (NULL if none)
+ * and message. */
+typedef json_t *(*error_body_fn)(unsigned status, const char *code, const char *field,
+                                 const char *msg);
 
 struct route {
     const char *method;        /* GET routes also answer HEAD */
@@ -29,6 +33,8 @@ struct route {
     size_t max_body;           /* > 0: a JSON object body of at most this many bytes */
     enum auth_level auth;
     int quiet;                 /* probes and scrapes: access-logged at debug level */
+    error_body_fn error_body;  /* NULL: the daemon's {"code", "message", "field"}; the OpenAI
+                                  routes answer in OpenAI's shape (api_openai_error) */
 };
 
 /* routes.c */
@@ -46,6 +52,7 @@ struct req {
     char method[16];
     char path[160];
     char params[REQ_MAX_PARAMS][80];   /* the '*' segments of the route */
+    error_body_fn error_body;  /* the error shape of the path's routes (NULL: the daemon's) */
     int fd;
     double t_start_ms;
 
@@ -114,5 +121,13 @@ enum MHD_Result req_sse(struct req *r, struct job *job, long last_event_id);
 
 /* Is the daemon stopping (parked requests must answer now)? */
 int http_closing(struct http *h);
+
+/* http_cors.c: CORS (server/cors.h).  The Vary and Access-Control-Allow-Origin/-Expose-
+ * Headers headers of every answer (queue() in http.c adds them); the answer to OPTIONS on
+ * a known path, whose methods are `allow`: 204 (with the preflight headers for an allowed
+ * origin), or 403 for a preflight from an origin not in cors_origins. */
+struct cors;
+void http_cors_headers(struct req *r, const struct cors *c, struct MHD_Response *resp);
+enum MHD_Result http_preflight(struct req *r, const struct cors *c, const char *allow);
 
 #endif

@@ -36,6 +36,18 @@ int job_status_parse(const char *s) {
     return -1;
 }
 
+static const char *const format_names[] = { "png", "jpeg", "webp" };
+static const char *const format_mimes[] = { "image/png", "image/jpeg", "image/webp" };
+
+const char *gen_format_name(enum gen_format f) { return (unsigned)f < 3 ? format_names[f] : "png"; }
+const char *gen_format_mime(enum gen_format f) { return (unsigned)f < 3 ? format_mimes[f] : "image/png"; }
+
+int gen_format_parse(const char *s) {
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(s, format_names[i])) return i;
+    return -1;
+}
+
 double jobs_unix_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

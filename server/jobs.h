@@ -1,5 +1,5 @@
 /* jobs.h — jobs, the bounded queue, batching and results: the state shared between
- * the HTTP threads, the worker and the PNG encoders.
+ * the HTTP threads, the worker and the image encoders.
  *
  * Implemented by jobs.c (the table, states, events, results), jobs_work.c (the worker's
  * side: next work, batch and training progress), jobs_json.c (the JSON view) and
@@ -57,7 +57,8 @@ struct job_waiter {
     void (*wake)(struct job_waiter *w);   /* jobs lock held; must not block */
 };
 
-struct job_image { uint8_t *png; size_t len; uint64_t seed; };
+struct job_image { uint8_t *png; size_t len; uint64_t seed; };   /* png: the encoded bytes,
+                                                                    in the job's req.format */
 
 /* The images of a finished generation.  Shared by the job and responses in flight. */
 struct job_result {
@@ -68,6 +69,12 @@ struct job_result {
 };
 void job_result_unref(struct job_result *r);
 
+/* How a job's images are encoded (PNG unless an OpenAI request asks otherwise). */
+enum gen_format { GEN_FORMAT_PNG, GEN_FORMAT_JPEG, GEN_FORMAT_WEBP };
+const char *gen_format_name(enum gen_format f);   /* "png", "jpeg", "webp" */
+const char *gen_format_mime(enum gen_format f);   /* "image/png", ... */
+int gen_format_parse(const char *s);              /* -1 if not one of the names */
+
 /* What a generation job asks for (validated by the HTTP layer). */
 struct gen_request {
     char *prompt;              /* owned by the job */
@@ -75,6 +82,11 @@ struct gen_request {
     uint64_t seed;             /* image i uses seed + i */
     struct gen_params params;
     int sync;                  /* a client waits on its connection */
+    enum gen_format format;
+    int quality;               /* JPEG/WebP encoder quality 0..100 (OpenAI output_compression) */
+    /* OpenAI "quality" and "style" as the client sent them ("" = absent): recorded in the
+     * job's request and otherwise ignored (docs/daemon.md: they never change the image) */
+    char quality_hint[16], style[16];
 };
 
 /* What a training job asks for (validated and resolved by api_train.c; immutable once

@@ -118,6 +118,13 @@ json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail) {
                                "prompt", r->prompt, "n", r->n, "width", r->params.width,
                                "height", r->params.height, "seed", (json_int_t)r->seed,
                                "steps", r->params.nsteps, "timesteps", ts, "async", !r->sync);
+        if (rq) {
+            json_object_set_new(rq, "output_format", json_string(gen_format_name(r->format)));
+            if (r->format != GEN_FORMAT_PNG)
+                json_object_set_new(rq, "output_compression", json_integer(r->quality));
+            if (r->quality_hint[0]) json_object_set_new(rq, "quality", json_string(r->quality_hint));
+            if (r->style[0]) json_object_set_new(rq, "style", json_string(r->style));
+        }
         json_object_set_new(o, "request", rq ? rq : json_null());
     }
     if (j->kind == JOB_TRAIN) {

@@ -263,7 +263,8 @@ static enum MHD_Result api_job_image(struct req *r) {
         snprintf(seed, sizeof seed, "%llu", (unsigned long long)res->img[i].seed);
         req_add_header(r, "X-Seed", seed);
         req_add_header(r, "X-Job-Id", j->id);
-        ret = reply_buffer(r, 200, "image/png", res->img[i].png, res->img[i].len, result_free_cb, res);
+        ret = reply_buffer(r, 200, gen_format_mime(j->req.format), res->img[i].png, res->img[i].len,
+                           result_free_cb, res);
     }
     jobs_unref(r->d->jobs, j);
     return ret;
@@ -272,27 +273,27 @@ static enum MHD_Result api_job_image(struct req *r) {
 #define KB(n) ((size_t)(n) << 10)
 
 const struct route sdxld_routes[] = {
-    /* method   pattern                      handler                 body     auth        quiet */
-    { "GET",    "/",                         api_webui,              0,       AUTH_NONE,  0 },
-    { "GET",    "/healthz",                  api_healthz,            0,       AUTH_NONE,  1 },
-    { "GET",    "/readyz",                   api_readyz,             0,       AUTH_NONE,  1 },
-    { "GET",    "/metrics",                  api_metrics,            0,       AUTH_NONE,  1 },
-    { "POST",   "/v1/generate",              api_generate,           KB(64),  AUTH_API,   0 },
-    { "POST",   "/v1/images/generations",    api_images_generations, KB(64),  AUTH_API,   0 },
-    { "GET",    "/v1/jobs",                  api_jobs_list,          0,       AUTH_API,   0 },
-    { "GET",    "/v1/jobs/*",                api_job_get,            0,       AUTH_API,   0 },
-    { "DELETE", "/v1/jobs/*",                api_job_cancel,         0,       AUTH_API,   0 },
-    { "POST",   "/v1/jobs/*/cancel",         api_job_cancel,         0,       AUTH_API,   0 },
-    { "GET",    "/v1/jobs/*/events",         api_job_events,         0,       AUTH_API,   0 },
-    { "GET",    "/v1/jobs/*/images/*",       api_job_image,          0,       AUTH_API,   0 },
-    { "GET",    "/v1/config",                api_config,             0,       AUTH_API,   0 },
-    { "GET",    "/v1/models",                api_models,             0,       AUTH_API,   0 },
-    { "POST",   "/v1/models/load",           api_models_load,        KB(16),  AUTH_ADMIN, 0 },
-    { "POST",   "/v1/train",                 api_train_create,       KB(64),  AUTH_ADMIN, 0 },
-    { "GET",    "/v1/train/*",               api_train_get,          0,       AUTH_API,   0 },
-    { "DELETE", "/v1/train/*",               api_train_cancel,       0,       AUTH_ADMIN, 0 },
-    { "GET",    "/v1/train/*/events",        api_train_events,       0,       AUTH_API,   0 },
-    { "GET",    "/v1/train/*/samples/*",     api_train_sample,       0,       AUTH_API,   0 },
+    /* method   pattern                      handler                 body     auth      quiet error body */
+    { "GET",    "/",                         api_webui,              0,       AUTH_NONE,  0, NULL },
+    { "GET",    "/healthz",                  api_healthz,            0,       AUTH_NONE,  1, NULL },
+    { "GET",    "/readyz",                   api_readyz,             0,       AUTH_NONE,  1, NULL },
+    { "GET",    "/metrics",                  api_metrics,            0,       AUTH_NONE,  1, NULL },
+    { "POST",   "/v1/generate",              api_generate,           KB(64),  AUTH_API,   0, NULL },
+    { "POST",   "/v1/images/generations",    api_images_generations, KB(64),  AUTH_API,   0, api_openai_error },
+    { "GET",    "/v1/jobs",                  api_jobs_list,          0,       AUTH_API,   0, NULL },
+    { "GET",    "/v1/jobs/*",                api_job_get,            0,       AUTH_API,   0, NULL },
+    { "DELETE", "/v1/jobs/*",                api_job_cancel,         0,       AUTH_API,   0, NULL },
+    { "POST",   "/v1/jobs/*/cancel",         api_job_cancel,         0,       AUTH_API,   0, NULL },
+    { "GET",    "/v1/jobs/*/events",         api_job_events,         0,       AUTH_API,   0, NULL },
+    { "GET",    "/v1/jobs/*/images/*",       api_job_image,          0,       AUTH_API,   0, NULL },
+    { "GET",    "/v1/config",                api_config,             0,       AUTH_API,   0, NULL },
+    { "GET",    "/v1/models",                api_models,             0,       AUTH_API,   0, NULL },
+    { "POST",   "/v1/models/load",           api_models_load,        KB(16),  AUTH_ADMIN, 0, NULL },
+    { "POST",   "/v1/train",                 api_train_create,       KB(64),  AUTH_ADMIN, 0, NULL },
+    { "GET",    "/v1/train/*",               api_train_get,          0,       AUTH_API,   0, NULL },
+    { "DELETE", "/v1/train/*",               api_train_cancel,       0,       AUTH_ADMIN, 0, NULL },
+    { "GET",    "/v1/train/*/events",        api_train_events,       0,       AUTH_API,   0, NULL },
+    { "GET",    "/v1/train/*/samples/*",     api_train_sample,       0,       AUTH_API,   0, NULL },
 };
 
 const int sdxld_nroutes = (int)(sizeof sdxld_routes / sizeof sdxld_routes[0]);

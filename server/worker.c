@@ -1,9 +1,9 @@
-/* worker.c — the one thread that owns the engine (and so the GPU), and the PNG encoders.
+/* worker.c — the one thread that owns the engine (and so the GPU), and the image encoders.
  *
  * The worker loads the model, runs a warm-up generation (so "ready" means an image can
  * be made and the first request does not pay for lazy initialisation), then loops:
  * take a batch of compatible jobs from the queue, run engine_generate once for all of
- * them with per-image seeds, and hand the pixels to the encoder threads.  Encoding PNGs
+ * them with per-image seeds, and hand the pixels to the encoder threads.  Encoding images
  * off the worker keeps the device busy with the next batch meanwhile.  When no
  * generation waits, it advances the training job by one iteration, and it swaps the
  * served UNet between batches (worker_train.c; the order is jobs_next_work's).
@@ -60,6 +60,23 @@ static void model_name(struct sdxld *d, char *out, size_t n) {
     pthread_mutex_unlock(&d->info_lock);
 }
 
+/* One image in the job's format; the "parameters" text goes into the PNG's text chunk
+ * and the JPEG's COM marker (a WebP carries none). */
+static sd_status encode_image(const struct gen_request *g, const uint8_t *rgb, const char *params,
+                              struct job_image *out) {
+    const int w = g->params.width, h = g->params.height;
+    switch (g->format) {
+    case GEN_FORMAT_JPEG:
+        return jpeg_encode(rgb, w, h, g->quality, params, &out->png, &out->len);
+    case GEN_FORMAT_WEBP:
+        return webp_encode(rgb, w, h, g->quality, &out->png, &out->len);
+    case GEN_FORMAT_PNG:
+        break;
+    }
+    const struct png_text texts[] = { { "parameters", params }, { "Software", "sdxld " SDXLD_VERSION } };
+    return png_encode(rgb, w, h, texts, 2, &out->png, &out->len);
+}
+
 static void encode_task(struct sdxld *d, struct enc_task *t) {
     struct job *j = t->job;
     const int w = j->req.params.width, h = j->req.params.height;
@@ -77,14 +94,13 @@ static void encode_task(struct sdxld *d, struct enc_task *t) {
     for (int i = 0; i < t->count; i++) {
         uint64_t seed = engine_image_seed(j->req.seed, t->first + i);
         engine_parameters_text(params, plen, j->req.prompt, seed, &j->req.params, model, NULL);
-        const struct png_text texts[] = { { "parameters", params },
-                                          { "Software", "sdxld " SDXLD_VERSION } };
         imgs[i].seed = seed;
-        sd_status st = png_encode(t->buf->data + t->offset + (size_t)i * img_bytes, w, h,
-                                  texts, 2, &imgs[i].png, &imgs[i].len);
+        sd_status st = encode_image(&j->req, t->buf->data + t->offset + (size_t)i * img_bytes,
+                                    params, &imgs[i]);
         if (st != SD_OK) {
             char msg[512];
-            snprintf(msg, sizeof msg, "PNG encoding failed: %s", sd_last_error());
+            snprintf(msg, sizeof msg, "%s encoding failed: %s", gen_format_name(j->req.format),
+                     sd_last_error());
             LOG_E("job %s: %s", j->id, msg);
             for (int k = 0; k < i; k++) sd_free(imgs[k].png);
             free(params);
@@ -214,6 +230,8 @@ loaded:
 static int resolve_defaults(struct sdxld *d, struct engine *e) {
     const struct engine_info *in = engine_info(e);
     d->size_multiple = in->size_multiple;
+    d->native_width = in->default_width;
+    d->native_height = in->default_height;
     d->default_width = d->cfg.default_width ? d->cfg.default_width : in->default_width;
     d->default_height = d->cfg.default_height ? d->cfg.default_height : in->default_height;
     const char *bad = NULL;

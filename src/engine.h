@@ -18,7 +18,9 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/rng.h"
+#include "io/jpeg.h"
 #include "io/png.h"
+#include "io/webp.h"
 #include "io/safetensors.h"
 #include "sample/timesteps.h"
 

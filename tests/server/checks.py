@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 
-from harness import png_text
+from harness import png_info, png_text
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -136,12 +136,19 @@ def check_openai(t, c):
     ok = r.status == 200 and len(r.json()["data"]) == 2 and "created" in r.json()
     t.ok(ok, "POST /v1/images/generations returns data[n] with b64_json", r)
     if ok:
-        t.ok(all(b64png(d).startswith(PNG_MAGIC) for d in r.json()["data"]), "OpenAI images are PNGs")
-    r = c.post("/v1/images/generations", {"prompt": "x", "response_format": "url"})
-    t.ok(r.status == 400 and r.error().get("field") == "response_format",
-         "OpenAI response_format url is a 400 naming the field", r)
+        t.ok(all(png_info(b64png(d)) == (64, 64) for d in r.json()["data"]), "OpenAI images are 64x64 PNGs")
+    # url: absolute, built from the Host the client used (through nginx too), and it serves
+    r = c.post("/v1/images/generations", {"prompt": "x", "size": "64x64", "response_format": "url"})
+    origin = f"http://{c.host}:{c.port}"
+    url = r.json()["data"][0].get("url", "") if r.status == 200 else ""
+    t.ok(url.startswith(origin + "/v1/jobs/"), "OpenAI response_format url: an absolute URL on the host "
+         "the client called", r)
+    img = c.get(url[len(origin):]) if url.startswith(origin + "/") else None
+    t.ok(img is not None and img.status == 200 and img.headers.get("content-type") == "image/png"
+         and png_info(img.body) == (64, 64), "the URL serves the image", img)
     r = c.post("/v1/images/generations", {"prompt": "x", "size": "64by64"})
-    t.ok(r.status == 400 and r.error().get("field") == "size", "a bad size is a 400 naming size", r)
+    t.ok(r.status == 400 and r.error().get("param") == "size" and r.error().get("type") == "invalid_request_error",
+         "a bad size is a 400 in OpenAI's error shape naming param size", r)
 
 
 def check_async(t, c, png42):

@@ -179,6 +179,53 @@ def png_text(data, key):
     return None
 
 
+def png_info(data):
+    """(width, height) of an 8-bit RGB PNG whose pixel data inflates to exactly the rows
+    its header promises (so it decodes), else None."""
+    import zlib
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    idat, i = b"", 8
+    while i + 8 <= len(data):
+        n = int.from_bytes(data[i:i + 4], "big")
+        if data[i + 4:i + 8] == b"IDAT":
+            idat += data[i + 8:i + 8 + n]
+        i += 12 + n
+    try:
+        raw = zlib.decompress(idat)
+    except zlib.error:
+        return None
+    return (w, h) if data[24:26] == b"\x08\x02" and len(raw) == h * (1 + 3 * w) else None
+
+
+def jpeg_info(data):
+    """{"size": (w, h), "comment": text or None} of a JPEG with SOI, a frame header and
+    EOI, walking its marker segments up to the scan; else None."""
+    if data[:2] != b"\xff\xd8" or data[-2:] != b"\xff\xd9":
+        return None
+    out, i = {"size": None, "comment": None}, 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        m, n = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+        seg = data[i + 4:i + 2 + n]
+        if m in (0xC0, 0xC1, 0xC2):
+            out["size"] = (int.from_bytes(seg[3:5], "big"), int.from_bytes(seg[1:3], "big"))
+        elif m == 0xFE:
+            out["comment"] = seg.decode("utf-8", "replace")
+        elif m == 0xDA:
+            return out if out["size"] else None
+        i += 2 + n
+    return None
+
+
+def webp_info(data):
+    """(width, height) of a lossy WebP (RIFF size field, VP8 key frame start code), else None."""
+    if (len(data) < 30 or data[:4] != b"RIFF" or data[8:16] != b"WEBPVP8 "
+            or int.from_bytes(data[4:8], "little") != len(data) - 8 or data[23:26] != b"\x9d\x01\x2a"):
+        return None
+    return (int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
