@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(gcc meson ninja-build pkg-config libmicrohttpd-dev libjansson-dev libpng-dev
-      libopenblas-dev libsystemd-dev python3 valgrind nginx-light curl)
+      libopenblas-dev libsystemd-dev python3 valgrind nginx-light curl dpkg-dev)
 
 missing=()
 for p in "${PKGS[@]}"; do
