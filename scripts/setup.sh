@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(gcc meson ninja-build pkg-config libmicrohttpd-dev libjansson-dev libpng-dev
       libjpeg62-turbo-dev libwebp-dev
-      libopenblas-dev libdnnl-dev libsystemd-dev python3 valgrind nginx-light curl)
+      libopenblas-dev libdnnl-dev libsystemd-dev python3 valgrind nginx-light curl dpkg-dev)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -321,47 +321,51 @@ out:
     return rc;
 }
 
-/* The built-in model: $SDXLD_MODEL, else models/shapes-small next to the build tree
- * (build/server/sdxld -> ../../models), else the installed copy under the data dir. */
-const char *cli_default_model(void) {
-    static char buf[8192];
-    const char *env = getenv("SDXLD_MODEL");
-    if (env && *env) return env;
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) *slash = 0;
-        struct stat sb;
-        snprintf(buf, sizeof buf, "%s/../../models/shapes-small", exe);
-        char probe[8300];
-        snprintf(probe, sizeof probe, "%s/model_index.json", buf);
-        if (!stat(probe, &sb)) return buf;
-    }
-    return SDXLD_DATADIR "/models/shapes-small";
-}
-
-/* A shipped folder: next to the build tree (build/server/sdxld -> ../../REL), else the
- * installed copy under the data dir. */
+/* A folder shipped with sdxld (REL = "models/shapes-small", "conf/models/sdxl-base"),
+ * the first that exists of:
+ *   1. SDXLD_SOURCE_DIR/REL when this binary is the one in its build folder
+ *      (SDXLD_BUILD_EXE_DIR), wherever that folder is: an uninstalled build;
+ *   2. the install's data folder relative to this binary (SDXLD_EXE_TO_DATADIR: bindir ->
+ *      datadir/sdxld), so a prefix moved as a whole (DESTDIR, dpkg --root) still works;
+ *   3. SDXLD_DATADIR/REL, the data folder of the configured prefix.
+ * None: the last, so the error names where an installed sdxld looks.  The path comes
+ * back resolved (logs and /v1/models show /usr/share/..., not /usr/bin/../share/...). */
 static const char *shipped(const char *rel, char *buf, size_t n) {
-    char exe[4096], probe[8300];
-    struct stat sb;
+    char exe[4096], build[4096];
+    char cand[3][4096] = { "", "", "" };
     ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (k > 0) {
         exe[k] = 0;
         char *slash = strrchr(exe, '/');
         if (slash) *slash = 0;
-        snprintf(buf, n, "%s/../../%s", exe, rel);
-        snprintf(probe, sizeof probe, "%s/unet", buf);
-        if (!stat(probe, &sb)) return buf;
+        if (realpath(SDXLD_BUILD_EXE_DIR, build) && !strcmp(build, exe) &&
+            snprintf(cand[0], sizeof cand[0], "%s/%s", SDXLD_SOURCE_DIR, rel) >= (int)sizeof cand[0])
+            cand[0][0] = 0;   /* too long: not a candidate */
+        if (*SDXLD_EXE_TO_DATADIR &&
+            snprintf(cand[1], sizeof cand[1], "%s/%s/%s", exe, SDXLD_EXE_TO_DATADIR, rel) >= (int)sizeof cand[1])
+            cand[1][0] = 0;
     }
-    snprintf(buf, n, "%s/%s", SDXLD_DATADIR, rel);
+    snprintf(cand[2], sizeof cand[2], "%s/%s", SDXLD_DATADIR, rel);
+    struct stat sb;
+    int i = 0;
+    while (i < 2 && (!*cand[i] || stat(cand[i], &sb) || !S_ISDIR(sb.st_mode))) i++;
+    char *real = realpath(cand[i], NULL);   /* "/usr/share/...", not "/usr/bin/../share/..." */
+    if (snprintf(buf, n, "%s", real ? real : cand[i]) >= (int)n)
+        LOG_W("%s: path cut to %zu bytes", cand[i], n - 1);   /* callers pass > PATH_MAX */
+    free(real);
     return buf;
 }
 
+/* The built-in model: $SDXLD_MODEL, else the shipped models/shapes-small. */
+const char *cli_default_model(void) {
+    static char buf[4200];
+    const char *env = getenv("SDXLD_MODEL");
+    if (env && *env) return env;
+    return shipped("models/shapes-small", buf, sizeof buf);
+}
+
 int cli_model_defaults(struct engine_config *ec) {
-    static char conf[8192];
+    static char conf[4200];
     struct stat sb;
     if (!ec->model_dir || stat(ec->model_dir, &sb) || !S_ISREG(sb.st_mode)) return 0;
     if (!ec->config_dir) {

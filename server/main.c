@@ -37,7 +37,7 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    if (!strcmp(argv[1], "--version")) { printf("sdxld 0.1.0\n"); return 0; }
+    if (!strcmp(argv[1], "--version")) { printf("sdxld %s\n", SDXLD_VERSION); return 0; }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "sdxld: unknown command '%s'\n", argv[1]);

@@ -92,7 +92,11 @@ struct gen_item {
 
 struct gen_timings { double text_ms, unet_ms, vae_ms; };
 
-#define SDXLD_VERSION "0.1.0"
+/* The version (PNG metadata, --version, /v1/health): meson's project version, given
+ * to every file on the command line (meson.build). */
+#ifndef SDXLD_VERSION
+#error "SDXLD_VERSION is defined by meson.build (project version)"
+#endif
 
 /* Fresh weights for one model component ("unet", "vae", "text_encoder" or
  * "text_encoder_2") of the config at cfg_path, each parameter drawn by its init rule from

@@ -10,6 +10,8 @@
     on core..sample, never train;
     src/training.h (the training facade) is engine.h + train.  server/ includes only the
     two facades (and its own headers): it never reaches into a layer below them.
+  - the README: its first code block is the two commands from a fresh clone (an image,
+    then the tests), and .ci/run runs the second as it stands.
 """
 import os
 import re
@@ -100,9 +102,22 @@ def layer_violations():
     return found
 
 
+def readme_commands():
+    with open(os.path.join(TOP, "README.md")) as fh:
+        m = re.search(r"```sh\n(.*?)```", fh.read(), re.S)
+    cmds = [line.split("  #")[0].strip() for line in (m.group(1) if m else "").splitlines()]
+    cmds = [c for c in cmds if c]
+    if len(cmds) != 2:
+        return [f"README.md: the first code block holds {len(cmds)} commands, not 2"]
+    with open(os.path.join(TOP, ".ci", "run")) as fh:
+        ci = fh.read()
+    return [] if cmds[1] in ci else [f".ci/run does not run the README's second command: {cmds[1]}"]
+
+
 def main():
     checks = [("src/ touches files only through core/fs.h", raw_file_calls()),
-              ("every layer includes only itself and the layers below it", layer_violations())]
+              ("every layer includes only itself and the layers below it", layer_violations()),
+              ("the README's two commands; .ci/run runs the second as it stands", readme_commands())]
     print(f"1..{len(checks)}")
     bad = 0
     for i, (name, found) in enumerate(checks, 1):
