@@ -457,8 +457,15 @@ static struct job *find_train(struct req *r) {
 }
 
 static enum MHD_Result no_train(struct req *r) {
-    return reply_error(r, 404, "not_found", NULL, "no training job '%s' (unknown, or finished "
-                       "more than result_ttl_s ago)", r->params[0]);
+    struct job *j = jobs_find(r->d->jobs, r->params[0]);
+    if (j) {   /* a job of another kind */
+        jobs_unref(r->d->jobs, j);
+        return reply_error(r, 404, "not_found", NULL, "job '%s' is not a training job (see "
+                           "/v1/jobs/%s)", r->params[0], r->params[0]);
+    }
+    char why[256];
+    jobs_gone_why(r->d->jobs, r->params[0], why, sizeof why);
+    return reply_error(r, 404, "not_found", NULL, "no training job '%s': %s", r->params[0], why);
 }
 
 enum MHD_Result api_train_get(struct req *r) {
@@ -485,9 +492,8 @@ enum MHD_Result api_train_cancel(struct req *r) {
  * with no link followed (this HTTP thread confines itself for the read, as the worker does
  * for the run). */
 enum MHD_Result api_train_sample(struct req *r) {
-    char *end;
-    long i = strtol(r->params[1], &end, 10);
-    if (*end || i < 0) return reply_error(r, 404, "not_found", NULL, "no sample '%s'", r->params[1]);
+    long i = req_param_index(r, 1, INT_MAX);
+    if (i < 0) return reply_error(r, 404, "not_found", NULL, "no sample '%s'", r->params[1]);
     struct job *j = find_train(r);
     if (!j) return no_train(r);
     char path[PATH_MAX + 2048] = "";

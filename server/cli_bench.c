@@ -124,7 +124,7 @@ int cli_bench(int argc, char **argv) {
             struct gen_params p = { .width = width, .height = height, .nsteps = steps };
             engine_default_timesteps(steps, p.timesteps);
             a = sd_now_ms();
-            if (engine_generate(e, &p, items, batch, rgb, NULL, NULL, NULL, NULL)) { cli_fail("generate"); goto done; }
+            if (engine_generate(e, &p, items, batch, rgb, NULL, NULL, NULL)) { cli_fail("generate"); goto done; }
             if (pass) record(&te, sd_now_ms() - a);
         }
         if (pass == repeat) {

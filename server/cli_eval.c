@@ -66,7 +66,7 @@ int cli_eval_shapes(int argc, char **argv) {
             wants[i * seeds + s] = wants[i * seeds];
             items[s] = (struct gen_item){ .prompt = cap, .seed = (uint64_t)(1000 * i + s) };
         }
-        if (engine_generate(e, &p, items, seeds, gen + (size_t)i * seeds * img, NULL, NULL, NULL, NULL)) { cli_fail("generate"); goto out; }
+        if (engine_generate(e, &p, items, seeds, gen + (size_t)i * seeds * img, NULL, NULL, NULL)) { cli_fail("generate"); goto out; }
     }
     double gen_s = (sd_now_ms() - t0) / 1e3;
     struct shapes_scores sc;
@@ -143,7 +143,7 @@ int cli_eval_cond(int argc, char **argv) {
     if (backend_create(&be, "cpu", threads)) return cli_fail("backend");
     struct arena_allocator al = backend_allocator(be);
     arena_init(&ar, "activations", &al, 1);
-    struct fwd f = { be, &ar, NULL };
+    struct fwd f = { .be = be, .ar = &ar };
     struct sched_config sc;
     float tid[6 * 16];
     for (int i = 0; i < 16; i++) {

@@ -205,7 +205,7 @@ int cli_generate(int argc, char **argv) {
     if (!items || !rgb) { cli_fail("generate"); goto out; }
     for (int i = 0; i < n; i++) { items[i].prompt = prompts[i]; items[i].seed = engine_image_seed(seed, i); }
     struct gen_timings tm;
-    if (engine_generate(e, &p, items, n, rgb, &tm, NULL, NULL, &tr)) { cli_fail("generate"); goto out; }
+    if (engine_generate(e, &p, items, n, rgb, &tm, NULL, &tr)) { cli_fail("generate"); goto out; }
     fprintf(stderr, "sdxld: %d image(s) %dx%d, %d steps: text %.1f ms, unet %.1f ms, vae %.1f ms\n", n,
             p.width, p.height, p.nsteps, tm.text_ms, tm.unet_ms, tm.vae_ms);
     if (write_images(&g, items, n, rgb, &p, info->model_name)) goto out;

@@ -77,6 +77,42 @@ enum edge_scan edge_head_scan(const char *buf, size_t len, size_t *pos, size_t *
     return EDGE_SCAN_MORE;
 }
 
+static int hex_value(unsigned char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* RFC 3986 unreserved characters: a percent-escape of one has a plain spelling. */
+static int is_unreserved(unsigned char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr("-._~", c) != NULL);
+}
+
+/* The percent-escapes of the target.  None may decode to a control byte: libmicrohttpd
+ * decodes the path and the query into C strings, so "%00" would cut them short
+ * ("/healthz%00zz" served as /healthz), and no other control byte names anything this API
+ * serves.  In the path none may stand for an unreserved character (RFC 3986 §2.3: such
+ * a path has a plain spelling), so every id and index has exactly one spelling
+ * (".../samples/%30" is not ".../samples/0"). */
+static int check_target_escapes(const unsigned char *t, size_t n, struct edge_verdict *v) {
+    char b[32];
+    int in_path = 1;
+    for (size_t k = 0; k < n; k++) {
+        if (t[k] == '?') in_path = 0;
+        int hi = t[k] == '%' && k + 2 < n ? hex_value(t[k + 1]) : -1;
+        int lo = hi >= 0 ? hex_value(t[k + 2]) : -1;
+        if (lo < 0) continue;
+        unsigned char c = (unsigned char)(hi << 4 | lo);
+        if (c < 0x20 || c == 0x7f)
+            return fail(v, 400, "bad_request", "%s, percent-encoded (%%%c%c), in the request target",
+                        byte_name(c, b, sizeof b), t[k + 1], t[k + 2]);
+        if (in_path && is_unreserved(c))
+            return fail(v, 400, "bad_request", "'%c' percent-encoded (%%%c%c) in the path: write it "
+                        "as is", c, t[k + 1], t[k + 2]);
+    }
+    return 0;
+}
+
 static int check_request_line(const unsigned char *s, size_t n, struct head_state *st,
                               struct edge_verdict *v) {
     char b[32];
@@ -98,6 +134,7 @@ static int check_request_line(const unsigned char *s, size_t n, struct head_stat
         return fail(v, 400, "bad_request", "malformed request line: expected one SP after the "
                     "target");
     }
+    if (check_target_escapes(s + t0, i - t0, v)) return -1;
     const unsigned char *ver = s + i + 1;
     size_t vn = n - i - 1;
     if (vn != 8 || memcmp(ver, "HTTP/", 5) || ver[5] < '0' || ver[5] > '9' || ver[6] != '.' ||

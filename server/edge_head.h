@@ -9,8 +9,10 @@
  *
  * Rules (each failure names what is wrong):
  *   - lines end in CRLF; a bare CR or LF, or an empty line before the request line, is 400;
- *   - request line: token SP target SP HTTP/d.d, the target in VCHAR (0x21-0x7e);
- *     HTTP/1.0 and HTTP/1.1 only (another version is 505);
+ *   - request line: token SP target SP HTTP/d.d, the target in VCHAR (0x21-0x7e) with no
+ *     percent-escape of a control byte (%00-%1F, %7F: decoded, a NUL would truncate the
+ *     path), nor in the path of an unreserved character (%30 for "0": one spelling per
+ *     path); HTTP/1.0 and HTTP/1.1 only (another version is 505);
  *   - header line: token ":" value, no space before the colon, no line folding; the value
  *     is HTAB, SP, VCHAR and obs-text only (no NUL, no other control byte);
  *   - Content-Length: digits, at most one header (a duplicate, even equal, is 400);

@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,6 +206,14 @@ enum MHD_Result reply_error(struct req *r, unsigned status, const char *code,
 
 const char *req_header(struct req *r, const char *name) {
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+long req_param_index(const struct req *r, int k, long max) {
+    const char *s = r->params[k];
+    size_t n = strlen(s);
+    if (n == 0 || n > 18 || strspn(s, "0123456789") != n || (s[0] == '0' && n > 1)) return -1;
+    long v = strtol(s, NULL, 10);
+    return v <= max ? v : -1;
 }
 
 const char *req_query(struct req *r, const char *key) {
@@ -598,13 +607,15 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- watcher: disconnects, SSE keep-alives, TTL sweep ---- */
 
+/* Has the client closed its side (FIN or reset)?  Asked of the socket's state, not of its
+ * next byte: bytes the client sent after its request (a stray CRLF, a pipelined request
+ * that Connection: close will never serve) sit unread while the request is parked, and a
+ * peek would see them instead of the end of the stream — and never notice the close. */
 static int peer_closed(int fd) {
     if (fd < 0) return 0;
-    char c;
-    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0) return 1;
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return 1;
-    return 0;
+    struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+    if (poll(&p, 1, 0) <= 0) return 0;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
 }
 
 static void watch_parked(struct http *h) {

@@ -105,6 +105,11 @@ enum MHD_Result reply_buffer(struct req *r, unsigned status, const char *content
                              const void *data, size_t len, void (*free_fn)(void *),
                              void *free_cls);
 
+/* The k-th '*' segment of the route as an index 0..max, or -1: canonical decimal only
+ * (digits; no sign, space or leading zero, "0" itself aside), so each index has one
+ * spelling ("+0", "00" are not 0) and a huge one is out of range, never clamped.  (The
+ * edge refuses "%30" for "0": server/edge_head.h.) */
+long req_param_index(const struct req *r, int k, long max);
 const char *req_header(struct req *r, const char *name);
 const char *req_query(struct req *r, const char *key);
 /* 400 unless every query key is in the NULL-terminated list; returns 0 if all known. */

@@ -356,7 +356,7 @@ static size_t footprint(const struct job *j) {
     return n;
 }
 
-static void table_remove_locked(struct jobs *js, struct job *j);
+static void table_remove_locked(struct jobs *js, struct job *j, enum gone_why why);
 
 /* Room for one more job of `bytes` in the table: the oldest finished jobs are evicted
  * while it is over retained_jobs_max jobs or retained_jobs_mb bytes.  0 when the live
@@ -367,7 +367,7 @@ static int make_room_locked(struct jobs *js, size_t bytes) {
     for (struct job *j = js->all_head, *nx; j && (js->njobs + 1 > max || js->jobs_bytes + bytes > cap); j = nx) {
         nx = j->all_next;
         if (!job_status_final(j->status)) continue;
-        table_remove_locked(js, j);
+        table_remove_locked(js, j, js->njobs + 1 > max ? GONE_MAX_JOBS : GONE_MAX_MB);
         js->evicted++;
     }
     return js->njobs + 1 <= max && js->jobs_bytes + bytes <= cap;
@@ -553,7 +553,12 @@ void jobs_stop(struct jobs *js) {
     pthread_mutex_unlock(&js->lock);
 }
 
-static void table_remove_locked(struct jobs *js, struct job *j) {
+/* j leaves the table (why: the reason its id will answer 404 with). */
+static void table_remove_locked(struct jobs *js, struct job *j, enum gone_why why) {
+    struct gone_entry *g = &js->gone[js->gone_next];
+    js->gone_next = (js->gone_next + 1) % GONE_REMEMBERED;
+    memcpy(g->id, j->id, sizeof g->id);
+    g->why = (unsigned char)why;
     struct job **pp = &js->buckets[hash_id(j->id)];
     while (*pp && *pp != j) pp = &(*pp)->h_next;
     if (*pp) *pp = j->h_next;
@@ -571,6 +576,33 @@ static void table_remove_locked(struct jobs *js, struct job *j) {
     jobs_unref_locked(js, j);   /* the table's reference */
 }
 
+void jobs_gone_why(struct jobs *js, const char *id, char *out, size_t n) {
+    const struct sdxld_config *c = js->cfg;
+    int why = 0;
+    pthread_mutex_lock(&js->lock);
+    for (int k = 1; k <= GONE_REMEMBERED && !why; k++) {   /* newest first */
+        const struct gone_entry *g = &js->gone[(js->gone_next + GONE_REMEMBERED - k) % GONE_REMEMBERED];
+        if (g->why && !strcmp(g->id, id)) why = g->why;
+    }
+    pthread_mutex_unlock(&js->lock);
+    switch (why) {
+    case GONE_TTL:
+        snprintf(out, n, "it finished more than result_ttl_s (%d s) ago and was dropped", c->result_ttl_s);
+        break;
+    case GONE_MAX_JOBS:
+        snprintf(out, n, "it finished and was evicted before result_ttl_s to keep the job table within "
+                 "retained_jobs_max (%d jobs)", c->retained_jobs_max);
+        break;
+    case GONE_MAX_MB:
+        snprintf(out, n, "it finished and was evicted before result_ttl_s to keep the job table within "
+                 "retained_jobs_mb (%d MiB)", c->retained_jobs_mb);
+        break;
+    default:
+        snprintf(out, n, "unknown id (never submitted to this daemon since it started, or dropped "
+                 "too long ago to say why)");
+    }
+}
+
 void jobs_housekeep(struct jobs *js) {
     double now = jobs_unix_now();
     size_t cap = (size_t)js->cfg->result_max_mb << 20;
@@ -578,7 +610,7 @@ void jobs_housekeep(struct jobs *js) {
     for (struct job *j = js->all_head, *nx; j; j = nx) {
         nx = j->all_next;
         if (job_status_final(j->status) && j->finished_at + js->cfg->result_ttl_s < now)
-            table_remove_locked(js, j);
+            table_remove_locked(js, j, GONE_TTL);
     }
     /* Event logs grow after submission: back under the table's caps (oldest finished first). */
     make_room_locked(js, 0);

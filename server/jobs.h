@@ -226,6 +226,11 @@ int jobs_retry_after_s(struct jobs *js);
 
 /* Look up by id; returns a new reference or NULL. */
 struct job *jobs_find(struct jobs *js, const char *id);
+/* Why id is not in the table, in words for its 404 (what follows "no job 'ID': "): it
+ * finished more than result_ttl_s ago, or was evicted early to keep the table within
+ * retained_jobs_max or retained_jobs_mb (the reasons of the last 1024 jobs that left are
+ * remembered), else it is unknown. */
+void jobs_gone_why(struct jobs *js, const char *id, char *out, size_t n);
 void jobs_ref_locked(struct job *j);
 void jobs_unref(struct jobs *js, struct job *j);
 void jobs_unref_locked(struct jobs *js, struct job *j);
@@ -272,6 +277,9 @@ void jobs_count_pass(struct jobs *js);
 /* Progress after sampler step `step` of `total`; returns non-zero when the engine should
  * stop (every job of the batch is finished/cancelled, or a forced stop). */
 int jobs_batch_progress(struct jobs *js, struct batch *b, int step, int total);
+/* The same stop rule without progress (no event): polled by the engine between the
+ * blocks of a pass, so a batch nobody wants any more stops within one block. */
+int jobs_batch_unwanted(struct jobs *js, const struct batch *b);
 /* The engine call finished: st == SD_OK records timings (images go to encoders next);
  * otherwise every live job of the batch fails with the engine's message. */
 void jobs_batch_done(struct jobs *js, struct batch *b, sd_status st, const char *msg,

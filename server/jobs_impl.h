@@ -24,6 +24,11 @@
 
 struct jqueue { struct job *head, *tail; int len; };
 
+/* Why a job left the table, remembered for its 404 (jobs_gone_why). */
+enum gone_why { GONE_TTL = 1, GONE_MAX_JOBS, GONE_MAX_MB };
+#define GONE_REMEMBERED 1024
+struct gone_entry { char id[JOB_ID_LEN + 1]; unsigned char why; };
+
 /* The last training progress, for /metrics. */
 struct train_gauges {
     int seen, running;
@@ -45,6 +50,8 @@ struct jobs {
     long long train_passes;          /* training passes started (jobs_count_pass) */
     size_t jobs_bytes;               /* memory of the jobs in the table (job->mem summed) */
     long long evicted;               /* finished jobs evicted to make room */
+    struct gone_entry gone[GONE_REMEMBERED];   /* the last jobs that left, a ring */
+    int gone_next;
     struct job *all_head, *all_tail; /* table in creation order (oldest first) */
     struct job *buckets[HASH_BUCKETS];
     long njobs, nrunning;

@@ -146,7 +146,7 @@ json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail) {
         if (j->result_dropped)
             json_object_set_new(res, "images_dropped", json_string(
                 j->result_dropped == 1 ? "delivered to the waiting client" :
-                                         "expired (result_max_mb)"));
+                                         "dropped to keep the kept images within result_max_mb"));
         json_object_set_new(o, "result", res);
     } else {
         json_object_set_new(o, "result", json_null());

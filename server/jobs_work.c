@@ -131,18 +131,33 @@ enum work_kind jobs_next_work(struct jobs *js, struct batch *b, struct job *trai
     }
 }
 
+/* The one rule for stopping a batch on the device: none of its jobs is still wanted (each
+ * is final: cancelled, or its sync client went away), or a forced stop.  A batch with one
+ * job still wanted runs on for it. */
+static int batch_unwanted_locked(struct jobs *js, const struct batch *b) {
+    if (js->stop_now) return 1;
+    for (int i = 0; i < b->nslices; i++)
+        if (!job_status_final(b->s[i].job->status)) return 0;
+    return 1;
+}
+
 int jobs_batch_progress(struct jobs *js, struct batch *b, int step, int total) {
     (void)total;
     pthread_mutex_lock(&js->lock);
-    int live = 0;
     for (int i = 0; i < b->nslices; i++) {
         struct job *j = b->s[i].job;
         if (job_status_final(j->status)) continue;
-        live++;
         j->step = j->steps_base + step * b->s[i].count;
         jobs_emit_locked(js, j);
     }
-    int stop = live == 0 || js->stop_now;
+    int stop = batch_unwanted_locked(js, b);
+    pthread_mutex_unlock(&js->lock);
+    return stop;
+}
+
+int jobs_batch_unwanted(struct jobs *js, const struct batch *b) {
+    pthread_mutex_lock(&js->lock);
+    int stop = batch_unwanted_locked(js, b);
     pthread_mutex_unlock(&js->lock);
     return stop;
 }

@@ -44,7 +44,7 @@ struct metrics {
     const char *const *methods, *const *patterns;
     struct route_counts *routes;   /* nroutes + 1 (unmatched) */
     struct hist queue_wait, gen_time, batch_size;
-    uint64_t images, batches, client_gone;
+    uint64_t images, batches, batches_stopped, client_gone;
     uint64_t jobs_done[5];
 };
 
@@ -122,6 +122,12 @@ void metrics_job_done(struct metrics *m, int status_index, int images) {
     pthread_mutex_lock(&m->lock);
     if (status_index >= 0 && status_index < 5) m->jobs_done[status_index]++;
     m->images += (uint64_t)images;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_batch_stopped(struct metrics *m) {
+    pthread_mutex_lock(&m->lock);
+    m->batches_stopped++;
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -272,6 +278,10 @@ char *metrics_render(struct metrics *m, const struct metrics_gauges *g, size_t *
     sb_printf(&b, "# HELP sdxld_batches_total Engine calls.\n"
                   "# TYPE sdxld_batches_total counter\nsdxld_batches_total %llu\n",
               (unsigned long long)m->batches);
+    sb_printf(&b, "# HELP sdxld_batches_stopped_total Engine calls stopped before their end: none "
+                  "of their jobs was still wanted (cancelled, or their sync clients went away), or "
+                  "a forced stop.\n# TYPE sdxld_batches_stopped_total counter\n"
+                  "sdxld_batches_stopped_total %llu\n", (unsigned long long)m->batches_stopped);
     sb_printf(&b, "# HELP sdxld_client_disconnects_total Waiting clients that went away (their "
                   "sync job is cancelled).\n# TYPE sdxld_client_disconnects_total counter\n"
                   "sdxld_client_disconnects_total %llu\n", (unsigned long long)m->client_gone);

@@ -42,6 +42,8 @@ void metrics_request(struct metrics *m, int route, unsigned status);
 void metrics_queue_wait(struct metrics *m, double seconds);
 void metrics_batch(struct metrics *m, int images, double gen_seconds);
 void metrics_job_done(struct metrics *m, int status_index /* enum job_status */, int images);
+/* An engine call stopped early (SD_ERR_CANCELLED): nobody wanted its images any more. */
+void metrics_batch_stopped(struct metrics *m);
 void metrics_client_gone(struct metrics *m);
 
 /* The whole exposition as a malloc'ed string. */

@@ -103,8 +103,9 @@ static struct job *find_job(struct req *r) {
 }
 
 static enum MHD_Result no_job(struct req *r) {
-    return reply_error(r, 404, "not_found", NULL,
-                       "no job '%s' (unknown, or finished more than result_ttl_s ago)", r->params[0]);
+    char why[256];
+    jobs_gone_why(r->d->jobs, r->params[0], why, sizeof why);
+    return reply_error(r, 404, "not_found", NULL, "no job '%s': %s", r->params[0], why);
 }
 
 static enum MHD_Result api_jobs_list(struct req *r) {
@@ -231,10 +232,8 @@ static enum MHD_Result api_job_events(struct req *r) {
 static void result_free_cb(void *cls) { job_result_unref(cls); }
 
 static enum MHD_Result api_job_image(struct req *r) {
-    char *end;
-    long i = strtol(r->params[1], &end, 10);
-    if (*end || i < 0 || i >= JOB_MAX_IMAGES)
-        return reply_error(r, 404, "not_found", NULL, "no image '%s'", r->params[1]);
+    long i = req_param_index(r, 1, JOB_MAX_IMAGES - 1);
+    if (i < 0) return reply_error(r, 404, "not_found", NULL, "no image '%s'", r->params[1]);
     struct job *j = find_job(r);
     if (!j) return no_job(r);
     if (j->kind != JOB_GENERATE) {
@@ -254,7 +253,8 @@ static enum MHD_Result api_job_image(struct req *r) {
                               j->id, job_status_name(st));
         else
             ret = reply_error(r, 404, "not_found", NULL, "the images of job %s are gone (%s)", j->id,
-                              dropped == 1 ? "delivered to its synchronous client" : "expired");
+                              dropped == 1 ? "delivered to its synchronous client"
+                                           : "dropped to keep the kept images within result_max_mb");
     } else if (i >= n) {
         job_result_unref(res);
         ret = reply_error(r, 404, "not_found", NULL, "job %s has %d image(s)", j->id, n);

@@ -8,8 +8,10 @@
  * generation waits, it advances the training job by one iteration, and it swaps the
  * served UNet between batches (worker_train.c; the order is jobs_next_work's).
  *
- * Cancellation: the engine calls back after every sampler step; the callback records
- * progress and stops the batch once no job in it is still wanted.
+ * Cancellation: the engine calls back after every sampler step (progress) and polls
+ * between the blocks of every UNet and VAE pass; both stop the batch once no job in it
+ * is still wanted (jobs_batch_unwanted: each cancelled, or its sync client gone), so an
+ * abandoned batch frees the device within one block, not one step.
  *
  * Failure policy (ARCHITECTURE.md, Errors): a failed batch fails its jobs and the
  * daemon lives; SD_ERR_CUDA means the device context may be poisoned, so the worker
@@ -150,6 +152,11 @@ static int on_progress(void *ud, int step, int total) {
     return jobs_batch_progress(c->d->jobs, c->b, step, total);
 }
 
+static int on_cancel_poll(void *ud) {
+    struct progress_ctx *c = ud;
+    return jobs_batch_unwanted(c->d->jobs, c->b);
+}
+
 static void copy_info(struct sdxld *d, const struct engine *e) {
     pthread_mutex_lock(&d->info_lock);
     d->info = *engine_info(e);
@@ -265,7 +272,7 @@ static int warm_up(struct sdxld *d, struct engine *e) {
     struct gen_item item = { .prompt = "a lighthouse at dusk", .seed = 0 };
     struct gen_timings tm = { 0 };
     double t0 = sd_now_ms();
-    st = rgb ? engine_generate(e, &p, &item, 1, rgb, &tm, NULL, NULL, NULL) : SD_ERR_NOMEM;
+    st = rgb ? engine_generate(e, &p, &item, 1, rgb, &tm, NULL, NULL) : SD_ERR_NOMEM;
     free(rgb);
     if (st != SD_OK) {
         LOG_E("warm-up generation failed: %s (%s)", sd_last_error(), sd_status_name(st));
@@ -277,8 +284,32 @@ static int warm_up(struct sdxld *d, struct engine *e) {
     return 0;
 }
 
+/* Hand each slice's pixels to the encoders; a slice whose job was cancelled meanwhile
+ * (its client gone while the batch ran on for the others) is not encoded. */
+static void encode_slices(struct sdxld *d, struct batch *b, struct rgb_buf *buf, size_t img_bytes) {
+    size_t off = 0;
+    for (int i = 0; i < b->nslices; off += img_bytes * (size_t)b->s[i].count, i++) {
+        struct job *j = b->s[i].job;
+        jobs_lock(d->jobs);
+        int wanted = !job_status_final(j->status);
+        if (wanted) jobs_ref_locked(j);   /* the encoder task's */
+        jobs_unlock(d->jobs);
+        if (!wanted) continue;
+        struct enc_task *t = calloc(1, sizeof *t);
+        if (!t) {
+            const struct api_status as = api_status_of(SD_ERR_NOMEM, API_WORK_ENCODE);
+            jobs_fail(d->jobs, j, as.code, as.http, "out of memory");
+            jobs_unref(d->jobs, j);
+            continue;
+        }
+        *t = (struct enc_task){ .job = j, .first = b->s[i].first, .count = b->s[i].count,
+                                .buf = buf, .offset = off };
+        atomic_fetch_add(&buf->refs, 1);
+        enc_push(d->worker, t);
+    }
+}
+
 static void run_batch(struct sdxld *d, struct engine *e, struct batch *b, int *stop) {
-    struct worker *w = d->worker;
     const struct gen_params *p = &b->params;
     sd_status st = engine_check_params(e, p);
     if (st != SD_OK) {
@@ -304,40 +335,25 @@ static void run_batch(struct sdxld *d, struct engine *e, struct batch *b, int *s
     atomic_init(&buf->refs, 1);
     struct gen_timings tm = { 0 };
     struct progress_ctx pc = { d, b };
+    const struct gen_hooks hooks = { on_progress, on_cancel_poll, &pc };
     LOG_D("batch: %d image(s) from %d job(s), %dx%d, %d steps", b->images, b->nslices,
           p->width, p->height, p->nsteps);
     double t0 = sd_now_ms();
-    st = engine_generate(e, p, items, b->images, buf->data, &tm, on_progress, &pc, NULL);
+    st = engine_generate(e, p, items, b->images, buf->data, &tm, &hooks, NULL);
     double gen_ms = sd_now_ms() - t0;
     const char *msg = st == SD_OK ? "" : sd_last_error();
-    if (st != SD_OK && st != SD_ERR_CANCELLED)
+    if (st == SD_ERR_CANCELLED) {
+        LOG_I("batch of %d image(s) from %d job(s) stopped after %.0f ms (%s): no job in it "
+              "was still wanted, or the daemon is stopping", b->images, b->nslices, gen_ms, msg);
+        metrics_batch_stopped(d->metrics);
+    } else if (st != SD_OK) {
         LOG_E("batch of %d image(s) failed: %s (%s)", b->images, msg, sd_status_name(st));
+    }
     for (k = 0; k < b->images; k++) truncated[k] = items[k].truncated;
     if (st == SD_OK) metrics_batch(d->metrics, b->images, gen_ms / 1e3);
     /* SD_ERR_CANCELLED with live jobs only happens on a forced stop. */
     jobs_batch_done(d->jobs, b, st, msg, &tm, truncated, gen_ms);
-    if (st == SD_OK) {
-        size_t off = 0;
-        for (int i = 0; i < b->nslices; i++) {
-            struct enc_task *t = calloc(1, sizeof *t);
-            if (!t) {
-                const struct api_status as = api_status_of(SD_ERR_NOMEM, API_WORK_ENCODE);
-                jobs_fail(d->jobs, b->s[i].job, as.code, as.http, "out of memory");
-            } else {
-                jobs_lock(d->jobs);
-                jobs_ref_locked(b->s[i].job);
-                jobs_unlock(d->jobs);
-                t->job = b->s[i].job;
-                t->first = b->s[i].first;
-                t->count = b->s[i].count;
-                t->buf = buf;
-                t->offset = off;
-                atomic_fetch_add(&buf->refs, 1);
-                enc_push(w, t);
-            }
-            off += img_bytes * (size_t)b->s[i].count;
-        }
-    }
+    if (st == SD_OK) encode_slices(d, b, buf, img_bytes);
     rgb_unref(buf);
     copy_info(d, e);
     if (st == SD_ERR_CUDA) {

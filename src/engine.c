@@ -316,7 +316,7 @@ static sd_status encode_device(struct engine *e, struct fwd *f, const char *cons
 }
 
 sd_status engine_encode(struct engine *e, const char *const *prompts, int n, struct engine_text *out) {
-    struct fwd f = { e->be, &e->acts, NULL };
+    struct fwd f = { .be = e->be, .ar = &e->acts };
     int L = tokenizer_max_length(e->k.tok1), P = e->k.te2.cfg.projection_dim, X = e->unet->cfg.cross_dim;
     float *ctx = fwd_alloc(&f, (size_t)n * L * X), *pooled = fwd_alloc(&f, (size_t)n * P);
     sd_status st = ctx && pooled ? encode_device(e, &f, prompts, n, ctx, pooled, out) : SD_OK;
@@ -336,7 +336,7 @@ static float *upload(struct fwd *f, const float *host, size_t n) {
 
 sd_status engine_unet(struct engine *e, const float *x, const float *t, const float *ctx,
                       const float *pooled, const float *time_ids, int N, int h, int w, float *out) {
-    struct fwd f = { e->be, &e->acts, NULL };
+    struct fwd f = { .be = e->be, .ar = &e->acts };
     int L = tokenizer_max_length(e->k.tok1), C = e->unet->cfg.in_ch;
     size_t n = (size_t)N * C * h * w;
     float *dx = upload(&f, x, n), *dctx = upload(&f, ctx, (size_t)N * L * e->unet->cfg.cross_dim);
@@ -347,7 +347,7 @@ sd_status engine_unet(struct engine *e, const float *x, const float *t, const fl
 }
 
 sd_status engine_vae_encode(struct engine *e, const float *img, int N, int H, int W, float *mean) {
-    struct fwd f = { e->be, &e->acts, NULL };
+    struct fwd f = { .be = e->be, .ar = &e->acts };
     int s = vae_scale(&e->vae), C = e->vae.cfg.latent_ch;
     if (H % s || W % s) return sd_fail(SD_ERR_INVALID, "image size %dx%d not a multiple of %d", W, H, s);
     size_t nm = (size_t)N * C * (H / s) * (W / s);
@@ -358,7 +358,7 @@ sd_status engine_vae_encode(struct engine *e, const float *img, int N, int H, in
 }
 
 sd_status engine_vae_decode(struct engine *e, const float *z, int N, int h, int w, float *img) {
-    struct fwd f = { e->be, &e->acts, NULL };
+    struct fwd f = { .be = e->be, .ar = &e->acts };
     int s = vae_scale(&e->vae), C = e->vae.cfg.latent_ch, O = e->vae.cfg.out_ch;
     size_t ni = (size_t)N * O * h * s * w * s;
     float *dz = upload(&f, z, (size_t)N * C * h * w), *di = fwd_alloc(&f, ni);
@@ -372,7 +372,7 @@ sd_status engine_unet_backward(struct engine *e, const float *x, const float *t,
                                const float *dout, float *out, float *dx, float *dctx, float *dpooled,
                                int recompute, engine_grad_fn each, void *ud) {
     struct backend *be = e->be;
-    struct fwd f = { be, &e->acts, NULL };
+    struct fwd f = { .be = be, .ar = &e->acts };
     const struct unet *u = e->unet;
     int L = tokenizer_max_length(e->k.tok1), C = u->cfg.in_ch, O = u->cfg.out_ch;
     size_t nx = (size_t)N * C * h * w, no = (size_t)N * O * h * w, nc = (size_t)N * L * u->cfg.cross_dim;
@@ -425,8 +425,7 @@ struct gen_ctx {
     int N;
     size_t per;                      /* floats per image */
     struct gen_trace *trace;
-    gen_progress_fn progress;
-    void *ud;
+    const struct gen_hooks *hooks;   /* may be NULL */
 };
 
 static void gen_noise(void *ud, int step, float *host, size_t n) {
@@ -437,7 +436,7 @@ static void gen_noise(void *ud, int step, float *host, size_t n) {
 
 static int gen_step(void *ud, int step, int total) {
     struct gen_ctx *g = ud;
-    return g->progress ? g->progress(g->ud, step, total) : 0;
+    return g->hooks && g->hooks->progress ? g->hooks->progress(g->hooks->ud, step, total) : 0;
 }
 
 /* A generation whose numbers went NaN or infinite fails instead of serving a black
@@ -450,12 +449,13 @@ static sd_status check_finite(const float *x, size_t total, size_t per, const ch
 }
 
 sd_status engine_generate(struct engine *e, const struct gen_params *p, struct gen_item *items, int n,
-                          uint8_t *rgb, struct gen_timings *tm, gen_progress_fn progress, void *ud,
+                          uint8_t *rgb, struct gen_timings *tm, const struct gen_hooks *hooks,
                           struct gen_trace *trace) {
     SD_TRY(engine_check_params(e, p));
     if (n < 1 || n > 256) return sd_fail(SD_ERR_INVALID, "batch of %d images outside [1, 256]", n);
     struct backend *be = e->be;
-    struct fwd f = { be, &e->acts, NULL };
+    struct fwd f = { .be = be, .ar = &e->acts, .cancelled = hooks ? hooks->cancelled : NULL,
+                    .cancel_ud = hooks ? hooks->ud : NULL };
     int s = e->info.vae_scale, C = e->unet->cfg.in_ch, h = p->height / s, w = p->width / s;
     int L = tokenizer_max_length(e->k.tok1), X = e->unet->cfg.cross_dim, P = e->unet->pooled_dim;
     size_t per = (size_t)C * h * w, npix = (size_t)p->width * p->height;
@@ -497,7 +497,7 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     if (trace && trace->init_noise) memcpy(host, trace->init_noise, per * n * sizeof(float));
     else for (int i = 0; i < n; i++) sd_rng_normal(&rngs[i], host + per * i, per);
     be->ops->upload(be, x, host, per * n * sizeof(float));
-    struct gen_ctx g = { rngs, n, per, trace, progress, ud };
+    struct gen_ctx g = { rngs, n, per, trace, hooks };
     struct sampler_job j = {
         .unet = e->unet, .sched = &e->sched, .ctx = ctx, .pooled = pooled, .time_ids = tid,
         .N = n, .h = h, .w = w, .Lk = L, .nsteps = p->nsteps, .timesteps = p->timesteps,

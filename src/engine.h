@@ -130,6 +130,17 @@ void engine_parameters_text(char *out, size_t n, const char *prompt, uint64_t se
 /* Called after each sampler step (step = 1..total) with the batch done so far; return
  * non-zero to cancel (engine_generate then returns SD_ERR_CANCELLED). */
 typedef int (*gen_progress_fn)(void *ud, int step, int total);
+/* Polled between the blocks of every UNet and VAE pass (each ResNet and transformer
+ * block), so a cancel takes effect within one block's work rather than one step's (at
+ * 1536x1536 a step of a batch can take minutes on a CPU); non-zero cancels (SD_ERR_CANCELLED).
+ * It must be cheap and must not block: it runs hundreds of times per step. */
+typedef int (*gen_cancel_fn)(void *ud);
+/* What a generation reports to, and asks, its caller; any member may be NULL. */
+struct gen_hooks {
+    gen_progress_fn progress;
+    gen_cancel_fn cancelled;
+    void *ud;
+};
 
 /* Optional conformance hooks: fixed noises instead of seeds, and a trace of every
  * intermediate tensor (spec/conformance.md `generate`). */
@@ -152,10 +163,11 @@ sd_status engine_check_params(const struct engine *e, const struct gen_params *p
  * evenly spaced from 999 (n >= 1, n <= ENGINE_MAX_STEPS). */
 void engine_default_timesteps(int nsteps, int *timesteps);
 
-/* rgb: n * H * W * 3 bytes, image-major, row-major HWC.  trace may be NULL. */
+/* rgb: n * H * W * 3 bytes, image-major, row-major HWC.  hooks and trace may be NULL.
+ * A cancelled call leaves the engine ready for the next one. */
 sd_status engine_generate(struct engine *e, const struct gen_params *p,
                           struct gen_item *items, int n, uint8_t *rgb,
-                          struct gen_timings *tm, gen_progress_fn progress, void *ud,
+                          struct gen_timings *tm, const struct gen_hooks *hooks,
                           struct gen_trace *trace);
 
 /* ---- stage-level calls for the conformance subcommands and tests (host memory) ---- */

@@ -71,6 +71,21 @@ static void test_bytes(void) {
     ok(V("GET / HTTP/1.1\r\nHost: x\r\nX: a\x7f\r\n\r\n", &v) == 400, "DEL in a value: 400");
     ok(V("GET / HTTP/1.1\r\nHost: x\r\nX\0Y: a\r\n\r\n", &v) == 400, "NUL in a name: 400");
     ok(V("GET /\xe9 HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 400, "non-ASCII in the target: 400");
+    ok(V("GET /healthz%00zz HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 400 && strstr(v.message, "NUL") &&
+       strstr(v.message, "%00"), "an encoded NUL in the path: 400 (%s)", v.message);
+    ok(V("GET /healthz%0a HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 400 &&
+       V("GET /healthz%0D HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 400 &&
+       V("GET /healthz%1F HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 400 &&
+       V("GET /healthz%7f HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 400, "encoded LF, CR, 0x1f, DEL in the path: 400");
+    ok(V("GET /v1/jobs?status=queued%00x HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 400,
+       "an encoded NUL in the query: 400");
+    ok(V("GET /v1/train/x/samples/%30 HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 400 && strstr(v.message, "'0'"),
+       "an encoded unreserved character in the path: 400 (%s)", v.message);
+    ok(V("GET /%7e HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 400 && V("GET /%2D HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 400 &&
+       V("GET /%61 HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 400, "... '~', '-', 'a' too");
+    ok(V("GET /a%20b%2F%25%2B?q=%2541%30%7e%0 HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 0 &&
+       V("GET /a%0 HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 0 && V("GET /a% HTTP/1.1\r\nHost: x\r\n\r\n", &v) == 0,
+       "other escapes (space, slash, %%25 then 41, plus), any printable one in the query, cut-off ones: pass");
     ok(V("GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n", &v) == 400, "bare CR in a value: 400");
     ok(V("GET / HTTP/1.1\nHost: x\n\n", &v) == 400, "bare LF line ends: 400");
 }

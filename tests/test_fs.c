@@ -1,6 +1,7 @@
 /* test_fs.c — confinement of file operations (src/core/fs.h): under a root without links
  * no symbolic link is followed by any call, paths outside every root are refused, a
- * read-only root refuses changes, a trusted root follows links; the atomic writer never
+ * read-only root refuses changes, a trusted root follows links; a hard-linked file is
+ * refused under a root without links (read or written, never truncated); the atomic writer never
  * writes through a link planted at its temporary name.  Each case runs twice: with
  * openat2 and with the O_NOFOLLOW walk that stands in for it on older kernels. */
 #include <errno.h>
@@ -51,6 +52,27 @@ static void setup(void) {
     if (symlink(out_p, P("%s/run/samples", root_p)) || symlink(P("%s/victim", out_p), P("%s/run/file-link", root_p)) ||
         symlink(P("%s/run", root_p), P("%s/inner-link", root_p)))
         diag("symlink: %s", strerror(errno));
+    put(P("%s/secret", out_p), "secret");
+    if (link(P("%s/secret", out_p), P("%s/run/hard", root_p))) diag("link: %s", strerror(errno));
+}
+
+/* Hard links under a no-links root: refused for reading and writing (the other name may
+ * be outside), and a refused file is not truncated; a file with one name still is. */
+static void hardlink_case(const char *mode) {
+    char *data = NULL;
+    errno = 0;
+    ok(sd_open(P("%s/run/hard", root_p), O_RDONLY, 0) < 0 && errno == EMLINK,
+       "%s: open of a hard link to a file outside: EMLINK (%s)", mode, sd_fs_strerror(errno));
+    ok(sd_read_file(P("%s/run/hard", root_p), 100, &data, NULL) != SD_OK && !data &&
+       strstr(sd_last_error(), "hard link"), "%s: sd_read_file says so: %s", mode, sd_last_error());
+    errno = 0;
+    ok(sd_open(P("%s/run/hard", root_p), O_WRONLY | O_TRUNC, 0) < 0 && errno == EMLINK &&
+       has(P("%s/secret", out_p), "secret"), "%s: ... refused for writing too, the file not truncated", mode);
+    put(P("%s/run/one.txt", root_p), "one name");
+    int fd = sd_open(P("%s/run/one.txt", root_p), O_WRONLY | O_TRUNC, 0);
+    ok(fd >= 0 && has(P("%s/run/one.txt", root_p), ""), "%s: a file with one name opens with O_TRUNC, "
+       "truncated", mode);
+    if (fd >= 0) close(fd);
 }
 
 static void confined_case(const char *mode) {
@@ -84,6 +106,7 @@ static void confined_case(const char *mode) {
     ok(sd_open(P("%s/run/../../outside/victim", root_p), O_RDONLY, 0) < 0 && errno == EXDEV,
        "%s: '..' is refused", mode);
     ok(sd_open("run/ok.txt", O_RDONLY, 0) < 0 && errno == EXDEV, "%s: a relative path is refused", mode);
+    hardlink_case(mode);
     struct stat st;
     ok(sd_stat(P("%s/run/samples", root_p), &st) == 0 && S_ISLNK(st.st_mode),
        "%s: stat reports a link as a link", mode);
@@ -133,6 +156,9 @@ int main(void) {
        has(P("%s/plain", base), "new"), "unconfined: atomic write replaces a planted temp link");
     char *data;
     ok(sd_read_file(P("%s/run/samples/victim", root_p), 100, &data, NULL) == SD_OK, "unconfined: links are followed");
+    sd_free(data);
+    ok(sd_read_file(P("%s/run/hard", root_p), 100, &data, NULL) == SD_OK && !strcmp(data, "secret"),
+       "unconfined: a hard-linked file reads");
     sd_free(data);
     /* a FIFO where a file is expected: refused at once, never waiting for a writer */
     if (mkfifo(P("%s/run/pipe", root_p), 0644)) diag("mkfifo: %s", strerror(errno));

@@ -62,7 +62,7 @@ static char *part(const char *sub) {
 }
 
 static void test_text(struct backend *be, struct arena *ar) {
-    struct fwd f = { be, ar, NULL };
+    struct fwd f = { .be = be, .ar = ar };
     struct clip te1, te2;
     ok(clip_load(&te1, be, part("text_encoder"), 0, wdt) == SD_OK, "load text_encoder (keys without text_model.) %s", sd_last_error());
     ok(clip_load(&te2, be, part("text_encoder_2"), 1, wdt) == SD_OK, "load text_encoder_2 (keys with text_model.)");
@@ -89,7 +89,7 @@ static void test_text(struct backend *be, struct arena *ar) {
 }
 
 static void test_unet_and_sampler(struct backend *be, struct arena *ar) {
-    struct fwd f = { be, ar, NULL };
+    struct fwd f = { .be = be, .ar = ar };
     struct unet u;
     ok(unet_load(&u, be, part("unet"), NULL, wdt) == SD_OK, "load unet: %s", sd_last_error());
     ok(u.wt.total == 5242500, "unet has 5,242,500 parameters (golden.json) (got %lld)", (long long)u.wt.total);

@@ -89,7 +89,7 @@ int main(void) {
     struct arena ar;
     struct arena_allocator al = backend_allocator(be);
     arena_init(&ar, "acts", &al, 1);
-    struct fwd f = { be, &ar, NULL };
+    struct fwd f = { .be = be, .ar = &ar };
     test_names();
 
     struct unet u, g, u2;

@@ -217,7 +217,7 @@ static void test_loader(void) {
     struct arena ar;
     struct arena_allocator al = backend_allocator(be);
     arena_init(&ar, "acts", &al, 1);
-    struct fwd f = { be, &ar, NULL };
+    struct fwd f = { .be = be, .ar = &ar };
     struct vae v;
     sd_status st = vae_load(&v, be, dpath("vae"), DT_F32);
     ok(st == SD_OK, "vae_load from diffusion_pytorch_model.bin: %s", st ? sd_last_error() : "ok");

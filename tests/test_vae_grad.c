@@ -15,7 +15,7 @@ static struct vae M, Gr;
 static int N = 2, H = 8, W = 8;
 
 static double loss(int enc, const float *in, const float *R, size_t nout) {
-    struct fwd f = { be, &ar, NULL };
+    struct fwd f = { .be = be, .ar = &ar };
     float *out = malloc(sizeof(float) * nout);
     if (enc) vae_encode_moments(&f, &M, NULL, out, in, N, H, W);
     else vae_decode(&f, &M, out, in, N, H / 2, W / 2);
@@ -43,7 +43,7 @@ static double check(int enc, float *p, const float *grad, size_t n, const float 
 }
 
 static void run(int enc) {
-    struct fwd f = { be, &ar, NULL };
+    struct fwd f = { .be = be, .ar = &ar };
     struct sd_rng r;
     sd_rng_init(&r, 5 + enc);
     int L = M.cfg.latent_ch;

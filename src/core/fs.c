@@ -43,6 +43,7 @@ void sd_fs_force_walk(int on) { force_walk = on; }
 const char *sd_fs_strerror(int err) {
     if (nroots && err == EXDEV) return "outside the folders this request may use";
     if (nroots && err == ELOOP) return "a symbolic link (links are not followed there)";
+    if (nroots && err == EMLINK) return "a file with more than one hard link (links are not followed there)";
     if (nroots && err == EROFS) return "that folder is read-only here";
     return strerror(err);
 }
@@ -111,7 +112,7 @@ static int walk(int root, const char *rest, int flags, mode_t mode) {
     }
 }
 
-static int beneath(const struct sd_root *r, const char *rest, int flags, mode_t mode) {
+static int resolve_beneath(const struct sd_root *r, const char *rest, int flags, mode_t mode) {
     if (!*rest) rest = ".";
     if (!force_walk) {
         struct open_how how = { .flags = (uint64_t)(flags | O_CLOEXEC),
@@ -121,6 +122,22 @@ static int beneath(const struct sd_root *r, const char *rest, int flags, mode_t 
         if (fd >= 0 || errno != ENOSYS) return (int)fd;
     }
     return walk(r->fd, rest, flags, mode);
+}
+
+/* Open rest beneath r, no symbolic link followed, and no hard-linked file either: a
+ * regular file with more than one name may have its other name outside the root (a hard
+ * link made inside data_root to a file elsewhere has no link on its path for the resolver
+ * to refuse), so a confined open of one fails with EMLINK.  O_TRUNC is applied only after
+ * that check, so a refused file is never truncated.  O_PATH opens (folders on the way,
+ * parents of a name) touch no content and are not checked. */
+static int beneath(const struct sd_root *r, const char *rest, int flags, mode_t mode) {
+    int fd = resolve_beneath(r, rest, flags & ~O_TRUNC, mode);
+    if (fd < 0 || (flags & O_PATH)) return fd;
+    struct stat st;
+    if (fstat(fd, &st)) return fail_errno(fd, errno);
+    if (S_ISREG(st.st_mode) && st.st_nlink > 1) return fail_errno(fd, EMLINK);
+    if ((flags & O_TRUNC) && S_ISREG(st.st_mode) && ftruncate(fd, 0)) return fail_errno(fd, errno);
+    return fd;
 }
 
 static int writes(int flags) {

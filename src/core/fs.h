@@ -7,11 +7,14 @@
  * middle of a path or at its end (openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or
  * an O_NOFOLLOW walk from the root where the kernel lacks openat2), and creates, renames
  * and removals act on a directory opened that way — so a link planted anywhere inside a
- * run folder cannot make the daemon read, write or delete outside.  A root with
+ * run folder cannot make the daemon read, write or delete outside.  Nor is a hard link: a
+ * regular file with more than one name (st_nlink > 1) is refused there (EMLINK), since its
+ * other name may lie outside the root and nothing on the path shows it.  A root with
  * SD_ROOT_LINKS is trusted (the operator's served model, which may be a Hugging Face cache
  * of links): paths there are opened as given.  A root without SD_ROOT_WRITE refuses every
- * change.  A path under no root fails with EACCES, a link with ELOOP, a write to a
- * read-only root with EROFS; sd_fs_strerror says so in words.
+ * change.  A path under no root fails with EXDEV, a symbolic link with ELOOP, a
+ * hard-linked file with EMLINK, a write to a read-only root with EROFS; sd_fs_strerror
+ * says so in words.
  *
  * Read-only opens never block (O_NONBLOCK): a FIFO in place of a file opens at once and is
  * refused by its reader as not a regular file, instead of hanging the thread.

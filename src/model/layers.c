@@ -11,6 +11,11 @@ float *fwd_alloc(struct fwd *f, size_t n) {
     return p;
 }
 
+void fwd_poll(struct fwd *f) {
+    if (f->cancelled && !f->be->err && f->cancelled(f->cancel_ud))
+        backend_set_error(f->be, SD_ERR_CANCELLED, "cancelled in the middle of a pass");
+}
+
 void keep_push(struct fwd *f, float *p) {
     if (f->keep->n == KEEP_MAX) {
         backend_set_error(f->be, SD_ERR_UNSUPPORTED, "too many kept activations for one tape: "
@@ -87,6 +92,7 @@ void resnet_declare(struct weight_table *t, struct resnet *r, int cin, int cout,
 void resnet_forward(struct fwd *f, float *out, const float *x, const float *temb_act,
                     const struct resnet *r, int N, int H, int W) {
     struct backend *be = f->be;
+    fwd_poll(f);
     uint64_t m = arena_mark(f->ar);
     int HW = H * W;
     float *h = fwd_alloc(f, (size_t)N * r->cin * HW);
@@ -191,6 +197,7 @@ static void keep_copy(struct fwd *f, const float *x, size_t n) {
 void tblock_forward(struct fwd *f, float *x, const float *ctx, const struct tblock *b,
                            int N, int L, int Lk, int C) {
     struct backend *be = f->be;
+    fwd_poll(f);
     uint64_t m = arena_mark(f->ar);
     size_t R = (size_t)N * L, n = R * C;
     int k = f->keep != NULL;

@@ -24,8 +24,19 @@
  * transformer block), saves one forward's worth of compute per training step. */
 #define KEEP_MAX 8192
 struct keep_stack { int n; float *p[KEEP_MAX]; };
-struct fwd { struct backend *be; struct arena *ar; struct keep_stack *keep; };
+struct fwd {
+    struct backend *be;
+    struct arena *ar;
+    struct keep_stack *keep;
+    /* Optional (NULL: never): polled by fwd_poll between blocks; non-zero cancels the pass. */
+    int (*cancelled)(void *ud);
+    void *cancel_ud;
+};
 float *fwd_alloc(struct fwd *f, size_t nfloats);
+/* Between blocks (resnet_forward and tblock_forward begin with it): when f->cancelled
+ * says so, the backend's sticky error becomes SD_ERR_CANCELLED, so the rest of the pass
+ * is skipped op by op and its caller sees the status at its next backend_status(). */
+void fwd_poll(struct fwd *f);
 /* Push / pop one kept activation (overflow and underflow are sticky backend errors). */
 void keep_push(struct fwd *f, float *p);
 float *keep_pop(struct fwd *f);

@@ -246,7 +246,8 @@ void unet_up(struct fwd *f, const struct unet *m, struct unet_tape *tp, float *o
     const struct unet_config *c = &m->cfg;
     int n = c->nlevels, G = c->groups, N = tp->N, ns = tp->nskip, h = tp->mid_h, w = tp->mid_w, C = tp->mid_c;
     float *cur = tp->mid_out;
-    struct fwd fk = { f->be, f->ar, tp->keep };
+    struct fwd fk = *f;   /* the caller's, cancel poll included, with the tape's keep stack */
+    fk.keep = tp->keep;
     f = &fk;
     for (int i = 0; i < n; i++) {
         const struct unet_level *l = &m->up[i];

@@ -31,7 +31,7 @@ void unet_up_backward(struct fwd *f, const struct unet *m, struct unet *g, struc
     struct backend *be = f->be;
     const struct unet_config *c = &m->cfg;
     int n = c->nlevels, G = c->groups, N = tp->N, h = tp->out_h, w = tp->out_w, C = tp->out_c;
-    struct fwd fk = { f->be, f->ar, tp->keep };   /* blocks pop what their forward kept */
+    struct fwd fk = { .be = f->be, .ar = f->ar, .keep = tp->keep };   /* blocks pop what their forward kept */
     f = &fk;
     unet_tape_begin_backward(f, m, tp);
     if (!tp->dtemb || !tp->dmid) return;
@@ -102,7 +102,7 @@ void unet_down_backward(struct fwd *f, const struct unet *m, struct unet *g, str
     const struct unet_config *c = &m->cfg;
     int n = c->nlevels, G = c->groups, N = tp->N, h = tp->mid_h, w = tp->mid_w, C = tp->mid_c;
     int E = m->temb_dim, A = c->addition_time_embed_dim;
-    struct fwd fk = { f->be, f->ar, tp->keep };
+    struct fwd fk = { .be = f->be, .ar = f->ar, .keep = tp->keep };
     f = &fk;
     uint64_t mk = arena_mark(f->ar);
     size_t maxn = (size_t)N * c->ch[0] * tp->H * tp->W;

@@ -170,7 +170,7 @@ static sd_status open_models(struct dmd2 *d) {
     SD_TRY(backend_create(&d->be, c->backend ? c->backend : "cpu", c->threads));
     struct arena_allocator al = backend_allocator(d->be);
     arena_init(&d->acts, "activations", &al, 1);
-    d->f = (struct fwd){ d->be, &d->acts, NULL };
+    d->f = (struct fwd){ .be = d->be, .ar = &d->acts };
     SD_TRY(cond_load(&d->k, d->be, c->teacher_dir));
     d->loaded[0] = 1;
     SD_TRY(open_yield(d));

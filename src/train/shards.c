@@ -34,13 +34,13 @@ sd_status shards_init(struct shards *sh, struct backend *be, struct arena *acts,
         shard_range(batch, i, n, &s->lo, &s->hi);
         if (n == 1) {
             s->be = be;
-            s->f = (struct fwd){ be, acts, NULL };
+            s->f = (struct fwd){ .be = be, .ar = acts };
         } else {
             sd_status st = backend_create(&s->be, "cpu", 1);
             if (st) { shards_free(sh); return st; }
             struct arena_allocator al = backend_allocator(s->be);
             arena_init(&s->acts, "shard activations", &al, 1);
-            s->f = (struct fwd){ s->be, &s->acts, NULL };
+            s->f = (struct fwd){ .be = s->be, .ar = &s->acts };
         }
         sh->n = i + 1;
     }

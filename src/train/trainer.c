@@ -111,7 +111,7 @@ static sd_status export_part(struct run *r, const struct weight_table *wt, const
  * write scaling_factor = 1/std into the exported config.json. */
 static sd_status set_scaling_factor(struct run *r, const struct vae *m) {
     const struct train_config *c = r->c;
-    struct fwd f = { r->be, &r->acts, NULL };
+    struct fwd f = { .be = r->be, .ar = &r->acts };
     int S = dataset_resolution(c->data), s = vae_scale(m), L = m->cfg.latent_ch, h = S / s, n = 16, rounds = 16;
     size_t ni = (size_t)n * 3 * S * S, nl = (size_t)n * L * h * h;
     float *host = sd_malloc(sizeof(float) * (ni + nl));
@@ -468,7 +468,7 @@ sd_status train_teacher(const struct train_config *c) {
     char *p = NULL;
     SD_TRY(run_init(&r, c));
     sd_status st;
-    struct fwd f = { r.be, &r.acts, NULL };
+    struct fwd f = { .be = r.be, .ar = &r.acts };
     if ((st = cond_load(&k, r.be, c->model_dir))) goto out;
     have_k = 1;
     if ((st = load_in(c->model_dir, "vae", &p)) || (st = vae_load(&v, r.be, p, DT_F32))) goto out;

@@ -89,7 +89,7 @@ static char *part(const char *sub) {
 }
 
 static void test_text(struct backend *be, struct arena *ar) {
-    struct fwd f = { be, ar, NULL };
+    struct fwd f = { .be = be, .ar = ar };
     struct clip te1, te2;
     ok(clip_load(&te1, be, part("text_encoder"), 0, DT_F32) == SD_OK, "%s load text_encoder: %s", MODE, sd_last_error());
     ok(clip_load(&te2, be, part("text_encoder_2"), 1, DT_F32) == SD_OK, "%s load text_encoder_2", MODE);
@@ -117,7 +117,7 @@ static void test_text(struct backend *be, struct arena *ar) {
 void noise_fn(void *ud, int step, float *host, size_t cnt);
 
 static void test_unet_and_sampler(struct backend *be, struct arena *ar) {
-    struct fwd f = { be, ar, NULL };
+    struct fwd f = { .be = be, .ar = ar };
     struct unet u;
     ok(unet_load(&u, be, part("unet"), NULL, DT_F32) == SD_OK, "%s load unet: %s", MODE, sd_last_error());
     const struct st_tensor *tx = st_find(&G, "unet_x");

@@ -168,6 +168,10 @@ def check_async(t, c, png42):
     t.ok(img["seed"] == 42 and b64png(img) == png42, "job result carries the image (b64_json) and seed")
     r = c.get(img["url"])
     t.ok(r.status == 200 and r.body == png42, "GET /v1/jobs/{id}/images/0 returns the PNG", r)
+    odd = ["+0", "00", "-0", "0x0", "99999999999999999999"]
+    codes = [c.get(f"/v1/jobs/{jid}/images/{i}").status for i in odd]
+    t.ok(codes == [404] * len(odd), "only canonical decimal names an image: +0, 00, a huge index are 404",
+         list(zip(odd, codes)))
     r = c.get("/v1/jobs?status=succeeded&limit=5")
     t.ok(r.status == 200 and any(x["id"] == jid for x in r.json()["jobs"]),
          "GET /v1/jobs?status=succeeded lists the job", r)

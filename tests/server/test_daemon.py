@@ -7,12 +7,14 @@ Daemons started here:
      413/415/404/405, disconnects, metrics;
   2. queue_max 2, max_batch 1: 429 + Retry-After, then SIGTERM with queued work;
   3. bearer-token auth (api and admin tokens, SIGHUP reload);
+  4. the job table's bounds (eviction and its 404), abandoned running sync requests;
 plus configuration handling (exit codes, the shipped config file).
 """
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import checks  # noqa: E402
-from harness import BIN, MODEL, Daemon, run_main  # noqa: E402
+from harness import BIN, MODEL, SCALE, Daemon, run_main  # noqa: E402
 
 REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
@@ -222,8 +224,65 @@ def check_retained_cap(t, tmp):
         m = c.get("/metrics").body.decode()
         t.ok((metric(m, "sdxld_jobs_evicted_total") or 0) >= 44, "finished jobs were evicted to make room",
              metric(m, "sdxld_jobs_evicted_total"))
-        t.eq(c.get(f"/v1/jobs/{ids[0]}").status, 404, "the oldest evicted job answers 404")
+        r = c.get(f"/v1/jobs/{ids[0]}")
+        msg = r.error().get("message", "")
+        t.ok(r.status == 404 and "retained_jobs_" in msg and "result_ttl_s ago" not in msg,
+             "the oldest evicted job answers 404 naming the bound that evicted it, not the TTL", r)
+        r = c.get("/v1/jobs/gen_00000000000000000000")
+        t.ok(r.status == 404 and "unknown" in r.error().get("message", ""), "an id never seen is 404 unknown", r)
         t.eq(c.get(f"/v1/jobs/{ids[-1]}").status, 200, "the newest is kept")
+
+
+def running_job(c, seen):
+    """The id of a running generation job not in seen (polled; None after a generous wait)."""
+    end = time.time() + 300 * SCALE
+    while time.time() < end:
+        for j in c.get("/v1/jobs?status=running&limit=10").json()["jobs"]:
+            if j["id"] not in seen:
+                return j["id"]
+        time.sleep(0.05)
+    return None
+
+
+def check_abandoned_running(t, tmp):
+    """Hostile-testing finding: a sync 1536x1536 n=4 request whose client went away once its
+    batch ran kept the worker busy to the end (>10 min).  A byte the client sent after its
+    body hid the close from the watcher (it peeked at the byte, not at the end of the
+    stream), and a batch stopped only between sampler steps.  Now each route's job ends
+    cancelled (client_gone), its batch stops in the middle of a pass (the engine polls
+    between blocks), no image is made, and the worker serves the next request."""
+    with Daemon("--max_batch", "4", "--batch_window_ms", "0", tmp=tmp) as d:
+        c = d.client
+        bodies = [("/v1/generate", {"prompt": "abandoned", "width": 1536, "height": 1536, "n": 4,
+                                    "response_format": "b64_json"}),
+                  ("/v1/images/generations", {"prompt": "abandoned too", "size": "1536x1536", "n": 4})]
+        seen = set()
+        for route, body in bodies:
+            raw = json.dumps(body).encode()
+            s = socket.create_connection((c.host, c.port))
+            s.sendall(f"POST {route} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+            jid = running_job(c, seen)
+            s.sendall(b"\r\n")   # a stray CRLF after the body, as some clients send
+            s.close()
+            if not t.ok(jid, f"{route}: the sync job runs", d.log_text()[-2000:]):
+                continue
+            seen.add(jid)
+            j = c.wait_job(jid, timeout=900)
+            t.ok(j["status"] == "cancelled" and (j["error"] or {}).get("code") == "client_gone",
+                 f"{route}: the abandoned running job ends cancelled (client_gone)", j)
+        end = time.time() + 300 * SCALE   # the job is final at once; its batch stops a moment later
+        while True:
+            m = c.get("/metrics").body.decode()
+            if (metric(m, "sdxld_batches_stopped_total") or 0) >= 2 or time.time() > end:
+                break
+            time.sleep(0.05)
+        t.ok((metric(m, "sdxld_batches_stopped_total") or 0) >= 2 and metric(m, "sdxld_images_generated_total") == 0,
+             "both batches stopped early and made no image (/metrics)",
+             [ln for ln in m.splitlines() if "batches" in ln or "images_generated" in ln])
+        t.ok(d.log_text().count("stopped after") >= 2, "the stopped batches are logged")
+        r = c.generate(prompt="the next one", width=64, height=64)
+        t.eq(r.status, 200, "the worker serves the next request")
 
 
 def main(t):
@@ -242,6 +301,7 @@ def main(t):
         checks.check_sigterm(t, d, d.client, d.log_text)
     check_auth(t, tmp)
     check_retained_cap(t, tmp)
+    check_abandoned_running(t, tmp)
     check_single_file(t, tmp)
     if not t.failed:
         shutil.rmtree(tmp, ignore_errors=True)   # kept on failure: the daemon logs are there

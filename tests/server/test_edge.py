@@ -4,8 +4,9 @@ clients, over raw sockets on loopback.  TAP output; regression tests for the fin
 of the hardening issue:
 
   - framing: duplicate and conflicting Content-Length, Content-Length with
-    Transfer-Encoding, an unknown transfer coding (501), NUL in the request line, NUL in
-    a header value (the bearer-token bypass), control bytes in a header, HTTP/1.1
+    Transfer-Encoding, an unknown transfer coding (501), NUL in the request line (raw or
+    percent-encoded: /healthz%00zz), NUL in a header value (the bearer-token bypass),
+    control bytes in a header, HTTP/1.1
     without Host (400; HTTP/1.0 without it is fine), obs-fold, bare LF, HTTP/2.0 (505);
     each answered with a JSON error and the connection closed; a second request on the
     same connection is never served;
@@ -113,6 +114,14 @@ def check_framing(t, port):
         (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400, "bare LF line ends are 400"),
         (b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", 505, "HTTP/2.0 in an HTTP/1 request line is 505"),
         (b"GET /heal\xffthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "a non-ASCII byte in the target is 400"),
+        (b"GET /healthz%00zz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "an encoded NUL (%00) in the path is 400, "
+         "not /healthz"),
+        (b"GET /healthz%0d%0aX: y HTTP/1.1\r\nHost: x\r\n\r\n", 400, "an encoded CR LF in the path is 400"),
+        (b"GET /healthz%7F HTTP/1.1\r\nHost: x\r\n\r\n", 400, "an encoded DEL in the path is 400"),
+        (b"GET /v1/jobs?status=queued%00x HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n", 400,
+         "an encoded NUL in the query is 400"),
+        (b"GET /v1/jobs/gen_0/images/%30 HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n", 400,
+         "'0' percent-encoded (%30) in the path is 400: one spelling per path"),
     ]
     for data, want, desc in cases:
         st, hdrs, body, closed = exchange(port, data)

@@ -200,6 +200,11 @@ def check_samples(t, c, root, tmp):
     s0 = c.get(f"/v1/train/{j['id']}/samples/0")
     t.ok(s0.status == 200 and s0.body[:8] == b"\x89PNG\r\n\x1a\n", "GET .../samples/0 is the PNG", s0)
     t.eq(c.get(f"/v1/train/{j['id']}/samples/7").status, 404, "a sample that does not exist is 404")
+    odd = ["+0", "00", "-0", "0x0", "0.0", "1e0", "99999999999999999999", "9223372036854775807"]
+    codes = [c.get(f"/v1/train/{j['id']}/samples/{i}").status for i in odd]
+    t.ok(codes == [404] * len(odd), "only canonical decimal names a sample: +0, 00, 0x0, a huge index "
+         "(not clamped) are 404", list(zip(odd, codes)))
+    t.eq(c.get(f"/v1/train/{j['id']}/samples/%30").status, 400, "'0' percent-encoded (%30) is 400")
     outside = os.path.join(tmp, "outside-sample.png")
     with open(outside, "wb") as f:
         f.write(s0.body)
@@ -207,6 +212,10 @@ def check_samples(t, c, root, tmp):
     os.unlink(first)
     os.symlink(outside, first)
     t.eq(c.get(f"/v1/train/{j['id']}/samples/0").status, 404, "a sample replaced by a link out is not followed")
+    os.unlink(first)
+    os.link(outside, first)
+    t.eq(c.get(f"/v1/train/{j['id']}/samples/0").status, 404,
+         "a sample replaced by a hard link to a file outside is refused too (st_nlink > 1)")
     second = os.path.join(root, sm[1])
     os.unlink(second)
     os.mkfifo(second)
