@@ -67,7 +67,9 @@ depends_cover_needed() {
   local -A pkg=([libc.so.6]=libc6 [libm.so.6]=libc6 [ld-linux-x86-64.so.2]=libc6
                 [libmicrohttpd.so.12]=libmicrohttpd12 [libjansson.so.4]=libjansson4
                 [libpng16.so.16]=libpng16-16 [libopenblas.so.0]=libopenblas0
-                [libsystemd.so.0]=libsystemd0)
+                [libsystemd.so.0]=libsystemd0 [libjpeg.so.62]=libjpeg62-turbo [libwebp.so.7]=libwebp7
+                [libdnnl.so.2]=libdnnl2 [libgomp.so.1]=libgomp1 [libstdc++.so.6]=libstdc++6
+                [libgcc_s.so.1]=libgcc-s1)
   local field lib
   field=" $(dpkg-deb -f "$DEB" Depends | tr ',|' '  ') "
   dpkg-deb -x "$DEB" "$T/x"

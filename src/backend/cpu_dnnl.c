@@ -1,12 +1,17 @@
 /* cpu_dnnl.c — bf16 GEMMs through oneDNN's matmul (its JIT kernels: AMX tiles or
  * AVX512-BF16 dot products, fp32 accumulation), for the CPU backend's BF16 weights.
  *
- * Primitives are made once per shape and kept in a small per-backend table (making one
- * costs far more than running a small one); their scratch memory is one grow-only buffer
- * of ours (user scratchpad mode), so a model with a hundred shapes does not hold a
- * hundred scratch buffers.  oneDNN threads with OpenMP: each call sets the thread count
- * to the backend's.  Compiled only with SD_HAVE_DNNL (meson option `dnnl`). */
+ * Primitives are made once per shape and kept in a per-backend table (making one costs
+ * far more than running a small one); their scratch memory is one grow-only buffer per
+ * calling slot (user scratchpad mode), so a model with a hundred shapes does not hold a
+ * hundred scratch buffers.  Each call runs on one thread (OpenMP's team size 1): the CPU
+ * backend splits a product into panels over its own pool (cpu_weights.c), because a
+ * second thread pool on the same cores (OpenMP's, spinning between oneDNN calls) cost a
+ * quarter of a bf16 UNet step, measured with perf.  Calls from several threads at once are
+ * safe: the table is locked, memory objects are per call, scratch is per slot.  Compiled
+ * only with SD_HAVE_DNNL (meson option `dnnl`). */
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,7 +20,7 @@
 #include "../core/core.h"
 #include "cpu_dnnl.h"
 
-#define CACHE_MAX 256
+#define CACHE_MAX 512
 
 struct mm_key {
     int M, N, K;
@@ -26,17 +31,17 @@ struct mm_key {
 struct mm_entry {
     struct mm_key key;
     dnnl_primitive_t prim;
-    dnnl_memory_t a, b, bias, c, pad;
+    dnnl_memory_desc_t a, b, bias, c, pad;
     size_t pad_bytes;
 };
 
 struct cpu_dnnl {
     dnnl_engine_t eng;
-    dnnl_stream_t stream;
+    pthread_mutex_t mu;           /* the table */
     struct mm_entry e[CACHE_MAX];
-    int n, next;                  /* entries in use; the next one to recycle when full */
-    void *pad;                    /* the shared scratchpad */
-    size_t pad_bytes;
+    int n;                        /* entries in use */
+    void *pad[CPU_DNNL_SLOTS];    /* scratchpads, one per slot */
+    size_t pad_bytes[CPU_DNNL_SLOTS];
 };
 
 static const char *isa_name(dnnl_cpu_isa_t isa) {
@@ -68,35 +73,23 @@ sd_status cpu_dnnl_create(struct cpu_dnnl **out) {
     struct cpu_dnnl *d = sd_calloc(1, sizeof *d);
     if (!d) return SD_ERR_NOMEM;
     if (dnnl_engine_create(&d->eng, dnnl_cpu, 0) != dnnl_success) { sd_free(d); return SD_OK; }
-    if (dnnl_stream_create(&d->stream, d->eng, dnnl_stream_default_flags) != dnnl_success) {
-        dnnl_engine_destroy(d->eng);
-        sd_free(d);
-        return SD_OK;
-    }
+    pthread_mutex_init(&d->mu, NULL);
     *out = d;
     return SD_OK;
 }
 
 static void entry_free(struct mm_entry *e) {
     if (e->prim) dnnl_primitive_destroy(e->prim);
-    dnnl_memory_t m[5] = { e->a, e->b, e->bias, e->c, e->pad };
-    for (int i = 0; i < 5; i++)
-        if (m[i]) dnnl_memory_destroy(m[i]);
     memset(e, 0, sizeof *e);
 }
 
 void cpu_dnnl_destroy(struct cpu_dnnl *d) {
     if (!d) return;
     for (int i = 0; i < d->n; i++) entry_free(&d->e[i]);
-    dnnl_stream_destroy(d->stream);
     dnnl_engine_destroy(d->eng);
-    sd_free(d->pad);
+    for (int i = 0; i < CPU_DNNL_SLOTS; i++) sd_free(d->pad[i]);
+    pthread_mutex_destroy(&d->mu);
     sd_free(d);
-}
-
-/* A memory object for md with no buffer yet (handles are set per call). */
-static dnnl_status_t mem(dnnl_memory_t *m, const dnnl_memory_desc_t *md, dnnl_engine_t eng) {
-    return dnnl_memory_create(m, md, eng, DNNL_MEMORY_NONE);
 }
 
 static dnnl_status_t entry_make(struct cpu_dnnl *d, struct mm_entry *e, const struct mm_key *k) {
@@ -122,11 +115,9 @@ static dnnl_status_t entry_make(struct cpu_dnnl *d, struct mm_entry *e, const st
     if ((s = dnnl_matmul_desc_init(&md, &a, &b, k->bias ? &bias : NULL, &c)) ||
         (s = dnnl_primitive_desc_create(&pd, &md, attr, d->eng, NULL)) || (s = dnnl_primitive_create(&e->prim, pd)))
         goto out;
-    const dnnl_memory_desc_t *pmd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    e->pad_bytes = dnnl_memory_desc_get_size(pmd);
-    if ((s = mem(&e->a, &a, d->eng)) || (s = mem(&e->b, &b, d->eng)) || (s = mem(&e->c, &c, d->eng)) ||
-        (k->bias && (s = mem(&e->bias, &bias, d->eng))) || (s = mem(&e->pad, pmd, d->eng)))
-        goto out;
+    e->pad = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    e->pad_bytes = dnnl_memory_desc_get_size(&e->pad);
+    e->a = a; e->b = b; e->c = c; e->bias = bias;
 out:
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (po) dnnl_post_ops_destroy(po);
@@ -135,45 +126,62 @@ out:
     return s;
 }
 
-static struct mm_entry *lookup(struct cpu_dnnl *d, const struct mm_key *k, dnnl_status_t *s) {
+/* The primitive for k: from the table, or made and added; when the table is full, made
+ * for this call only (*owned: the caller frees it).  Entries are never replaced, so one
+ * that another thread is running stays valid. */
+static dnnl_status_t find(struct cpu_dnnl *d, const struct mm_key *k, struct mm_entry *out, int *owned) {
+    *owned = 0;
+    pthread_mutex_lock(&d->mu);
     for (int i = 0; i < d->n; i++)
-        if (!memcmp(&d->e[i].key, k, sizeof *k)) return &d->e[i];
-    struct mm_entry *e;
-    if (d->n < CACHE_MAX) e = &d->e[d->n++];
-    else { e = &d->e[d->next]; d->next = (d->next + 1) % CACHE_MAX; entry_free(e); }
-    if ((*s = entry_make(d, e, k))) {
-        *e = d->e[--d->n];   /* give the slot back (the last entry moves into it) */
-        memset(&d->e[d->n], 0, sizeof d->e[d->n]);
-        return NULL;
-    }
-    return e;
+        if (!memcmp(&d->e[i].key, k, sizeof *k)) {
+            *out = d->e[i];
+            pthread_mutex_unlock(&d->mu);
+            return dnnl_success;
+        }
+    dnnl_status_t s = entry_make(d, out, k);
+    if (!s && d->n < CACHE_MAX) d->e[d->n++] = *out;
+    else if (!s) *owned = 1;
+    pthread_mutex_unlock(&d->mu);
+    return s;
 }
 
-sd_status cpu_dnnl_gemm(struct cpu_dnnl *d, int nthreads, const struct cpu_dnnl_mm *p) {
+/* A memory object over buf with descriptor md (freed by the caller). */
+static dnnl_status_t wrap(dnnl_memory_t *m, const dnnl_memory_desc_t *md, dnnl_engine_t eng, const void *buf) {
+    return dnnl_memory_create(m, md, eng, (void *)buf);
+}
+
+sd_status cpu_dnnl_gemm(struct cpu_dnnl *d, int slot, const struct cpu_dnnl_mm *p) {
     struct mm_key k;
     memset(&k, 0, sizeof k);   /* the key is compared bytewise: no stray padding bits */
     k.M = p->M; k.N = p->N; k.K = p->K;
     k.sa0 = p->sa0; k.sa1 = p->sa1; k.sb0 = p->sb0; k.sb1 = p->sb1; k.ldc = p->ldc;
     k.bias = p->bias != NULL;
     k.accumulate = p->accumulate;
-    dnnl_status_t s = dnnl_success;
-    struct mm_entry *e = lookup(d, &k, &s);
-    if (!e) return sd_fail(SD_ERR_UNSUPPORTED, "oneDNN bf16 matmul %dx%dx%d: status %d", p->M, p->N, p->K, (int)s);
-    if (e->pad_bytes > d->pad_bytes) {
-        void *q = sd_realloc(d->pad, e->pad_bytes);
-        if (!q) return sd_fail(SD_ERR_NOMEM, "oneDNN scratchpad: %zu bytes", e->pad_bytes);
-        d->pad = q;
-        d->pad_bytes = e->pad_bytes;
+    struct mm_entry e;
+    int owned;
+    dnnl_status_t s = find(d, &k, &e, &owned);
+    if (s) return sd_fail(SD_ERR_UNSUPPORTED, "oneDNN bf16 matmul %dx%dx%d: status %d", p->M, p->N, p->K, (int)s);
+    if (e.pad_bytes > d->pad_bytes[slot]) {
+        void *q = sd_realloc(d->pad[slot], e.pad_bytes);
+        if (!q) return sd_fail(SD_ERR_NOMEM, "oneDNN scratchpad: %zu bytes", e.pad_bytes);
+        d->pad[slot] = q;
+        d->pad_bytes[slot] = e.pad_bytes;
     }
-    dnnl_memory_set_data_handle(e->a, (void *)p->A);
-    dnnl_memory_set_data_handle(e->b, (void *)p->B);
-    dnnl_memory_set_data_handle(e->c, p->C);
-    dnnl_memory_set_data_handle(e->pad, d->pad);
-    if (e->bias) dnnl_memory_set_data_handle(e->bias, (void *)p->bias);
-    dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, e->a }, { DNNL_ARG_WEIGHTS, e->b }, { DNNL_ARG_DST, e->c },
-                                { DNNL_ARG_SCRATCHPAD, e->pad }, { DNNL_ARG_BIAS, e->bias } };
-    omp_set_num_threads(nthreads);
-    s = dnnl_primitive_execute(e->prim, d->stream, e->bias ? 5 : 4, args);
-    if (!s) s = dnnl_stream_wait(d->stream);
+    dnnl_memory_t m[5] = { NULL };
+    dnnl_stream_t stream = NULL;
+    omp_set_num_threads(1);
+    if (!(s = wrap(&m[0], &e.a, d->eng, p->A)) && !(s = wrap(&m[1], &e.b, d->eng, p->B)) &&
+        !(s = wrap(&m[2], &e.c, d->eng, p->C)) && !(s = wrap(&m[3], &e.pad, d->eng, d->pad[slot])) &&
+        !(p->bias && (s = wrap(&m[4], &e.bias, d->eng, p->bias))) &&
+        !(s = dnnl_stream_create(&stream, d->eng, dnnl_stream_default_flags))) {
+        dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, m[0] }, { DNNL_ARG_WEIGHTS, m[1] }, { DNNL_ARG_DST, m[2] },
+                                    { DNNL_ARG_SCRATCHPAD, m[3] }, { DNNL_ARG_BIAS, m[4] } };
+        s = dnnl_primitive_execute(e.prim, stream, p->bias ? 5 : 4, args);
+        if (!s) s = dnnl_stream_wait(stream);
+    }
+    if (stream) dnnl_stream_destroy(stream);
+    if (owned) entry_free(&e);
+    for (int i = 0; i < 5; i++)
+        if (m[i]) dnnl_memory_destroy(m[i]);
     return s ? sd_fail(SD_ERR_UNSUPPORTED, "oneDNN matmul %dx%dx%d failed: status %d", p->M, p->N, p->K, (int)s) : SD_OK;
 }

@@ -29,6 +29,9 @@ void cpu_dnnl_destroy(struct cpu_dnnl *d);
 int cpu_dnnl_has_bf16(void);
 /* "oneDNN 2.6.3 (avx512_core_amx)". */
 void cpu_dnnl_describe(char *buf, size_t n);
-sd_status cpu_dnnl_gemm(struct cpu_dnnl *d, int nthreads, const struct cpu_dnnl_mm *p);
+/* Runs on the calling thread alone; slot (0 .. CPU_DNNL_SLOTS-1) picks the scratchpad, so
+ * concurrent callers pass different slots. */
+#define CPU_DNNL_SLOTS 64
+sd_status cpu_dnnl_gemm(struct cpu_dnnl *d, int slot, const struct cpu_dnnl_mm *p);
 
 #endif

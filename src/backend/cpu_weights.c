@@ -146,9 +146,33 @@ static const uint16_t *to_bf16(struct backend *be, const float *src, long long r
     return dst;
 }
 
+/* One product split into column panels over the backend's threads, each a one-thread
+ * oneDNN call on its own scratch slot (cpu_dnnl.c says why). */
+struct panel_ctx { struct cpu_dnnl *d; const struct cpu_dnnl_mm *mm; int width; sd_status st[CPU_DNNL_SLOTS]; };
+
+static void panel_part(void *p, long long lo, long long hi) {
+    struct panel_ctx *g = p;
+    for (long long t = lo; t < hi; t++) {
+        struct cpu_dnnl_mm mm = *g->mm;
+        int n0 = (int)t * g->width, n1 = n0 + g->width < mm.N ? n0 + g->width : mm.N;
+        if (n1 <= n0) continue;
+        mm.N = n1 - n0;
+        mm.B += n0 * mm.sb1;
+        mm.C += n0;
+        if (mm.bias) mm.bias += n0;
+        g->st[t] = cpu_dnnl_gemm(g->d, (int)t, &mm);
+    }
+}
+
 static void run(struct backend *be, const struct cpu_dnnl_mm *mm) {
-    sd_status st = cpu_dnnl_gemm(cpu_wstate(be)->dnnl, be->threads, mm);
-    if (st) backend_set_error(be, st, sd_last_error());
+    int k = be->threads < CPU_DNNL_SLOTS ? be->threads : CPU_DNNL_SLOTS;
+    if ((long long)mm->M * mm->N * mm->K < (1LL << 22)) k = 1;   /* too small to split */
+    struct panel_ctx g = { cpu_wstate(be)->dnnl, mm, (mm->N + k - 1) / k, { SD_OK } };
+    g.width = (g.width + 31) / 32 * 32;                            /* whole kernel blocks */
+    k = (mm->N + g.width - 1) / g.width;
+    cpu_parallel(k, k, panel_part, &g);
+    for (int t = 0; t < k; t++)
+        if (g.st[t]) { backend_set_error(be, g.st[t], sd_last_error()); return; }
 }
 #endif
 
