@@ -66,6 +66,9 @@ enum MHD_Result api_models_load(struct req *r);         /* POST /v1/models/load 
  * job stops at its next iteration after a final checkpoint: the request waits for that
  * and answers with the final job. */
 enum MHD_Result api_cancel_job(struct req *r, struct job *j);
+/* 404 for the job id in the route's first '*' (what: "job", "training job"): one that
+ * names another replica says which (replica.h), others are unknown or expired. */
+enum MHD_Result api_no_job(struct req *r, const char *what);
 /* The job's event stream as SSE, resuming after the request's Last-Event-ID. */
 enum MHD_Result api_job_sse(struct req *r, struct job *j);
 

@@ -302,7 +302,7 @@ enum MHD_Result api_submit(struct req *r, struct gen_request *g, int async,
                            enum MHD_Result (*on_done)(struct req *r)) {
     struct sdxld *d = r->d;
     g->sync = !async;
-    struct job *j = job_new_generate(g);
+    struct job *j = job_new_generate(d->jobs, g);
     if (!j) {
         free(g->prompt);
         return reply_error(r, 503, "resource_exhausted", NULL, "out of memory");

@@ -410,7 +410,7 @@ enum MHD_Result api_train_create(struct req *r) {
     snprintf(out, sizeof out, "%s", shown(t.root, t.out));
     int resume = t.resume, steps = t.steps;
     double est_mem = t.est_memory_bytes, est_it = t.est_iteration_s;
-    struct job *j = job_new_train(&t);   /* takes the strings */
+    struct job *j = job_new_train(d->jobs, &t);   /* takes the strings */
     if (!j) return reply_error(r, 503, "resource_exhausted", NULL, "out of memory");
     int pos = 0;
     char other[JOB_ID_LEN + 1] = "";
@@ -463,9 +463,7 @@ static enum MHD_Result no_train(struct req *r) {
         return reply_error(r, 404, "not_found", NULL, "job '%s' is not a training job (see "
                            "/v1/jobs/%s)", r->params[0], r->params[0]);
     }
-    char why[256];
-    jobs_gone_why(r->d->jobs, r->params[0], why, sizeof why);
-    return reply_error(r, 404, "not_found", NULL, "no training job '%s': %s", r->params[0], why);
+    return api_no_job(r, "training job");
 }
 
 enum MHD_Result api_train_get(struct req *r) {
@@ -570,7 +568,7 @@ enum MHD_Result api_models_load(struct req *r) {
         return reply_api_error(r, &e);
     int k = snprintf(what, sizeof what, "%s", v ? shown(root, p) : "(the model's own UNet)");
     if (vl) snprintf(what + k, sizeof what - (size_t)k, " + LoRA %s × %g", shown(root, pl), (double)scale);
-    struct job *j = job_new_load(v ? p : NULL, vl ? pl : NULL, scale, what);
+    struct job *j = job_new_load(d->jobs, v ? p : NULL, vl ? pl : NULL, scale, what);
     if (!j) return reply_error(r, 503, "resource_exhausted", NULL, "out of memory");
     int pos;
     switch (jobs_submit(d->jobs, j, &pos, NULL)) {

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "cors.h"
 #include "engine.h"
+#include "replica.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -47,6 +48,8 @@ static const struct cfg_option options[] = {
     /*        name                default / bounds                          field */
     CFG_STR ("listen", "127.0.0.1:8080", 0, listen,
              "address to listen on: HOST:PORT or [IPV6]:PORT (port 0 picks a free one)"),
+    CFG_STR ("replica", "", 0, replica,
+             "this daemon's name among several behind one proxy (docs/deploy.md): 1 to " REPLICA_NAME_MAX_TEXT " of a-z, 0-9 and '-'; it starts every job and training id (r1-gen_...) so the proxy can route an id to its replica, labels every /metrics series and is shown by /healthz and /readyz; empty = none"),
     CFG_STR ("model", "", 0, model,
              "model folder in diffusers layout (unet/, vae/, text_encoder*/, tokenizer*/), or one checkpoint file in the original layout (safetensors or torch); empty = the built-in shapes model"),
     CFG_STR ("model_config", "", 0, model_config,
@@ -345,6 +348,7 @@ int config_check(const struct sdxld_config *c, char *err, size_t errlen) {
                  c->default_height, c->max_height);
         return -1;
     }
+    if (replica_name_check(c->replica, err, errlen)) return -1;
     if (c->public_url[0] && public_url_check(c->public_url, err, errlen)) return -1;
     struct cors cors;
     if (cors_parse(&cors, c->cors_origins, err, errlen)) return -1;

@@ -19,6 +19,8 @@
 
 struct sdxld_config {
     char listen[CFG_STR_MAX];           /* host:port, [v6]:port */
+    char replica[64];                   /* this daemon's name behind a proxy ("" = none;
+                                           replica.h: checked by config_check) */
     char model[CFG_STR_MAX];            /* diffusers model folder */
     char unet[CFG_STR_MAX];             /* optional separate UNet file ("" = none) */
     char model_config[CFG_STR_MAX];     /* a single-file model's config folder ("" = by its shapes) */

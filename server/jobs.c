@@ -126,8 +126,8 @@ void jobs_free(struct jobs *js) {
 void jobs_lock(struct jobs *js) { pthread_mutex_lock(&js->lock); }
 void jobs_unlock(struct jobs *js) { pthread_mutex_unlock(&js->lock); }
 
-/* A fresh job of this kind with a random id: prefix + 20 hex digits. */
-static struct job *job_alloc(enum job_kind kind, const char *prefix) {
+/* A fresh job of this kind with a random id: [replica-]prefix + 20 hex digits. */
+static struct job *job_alloc(struct jobs *js, enum job_kind kind, const char *prefix) {
     struct job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
     uint8_t rnd[10];
@@ -137,7 +137,8 @@ static struct job *job_alloc(enum job_kind kind, const char *prefix) {
         uint64_t x = (uint64_t)sd_now_ms() ^ (uint64_t)(uintptr_t)j;
         for (int i = 0; i < 10; i++) rnd[i] = (uint8_t)(x >> (8 * (i % 8)));
     }
-    int o = snprintf(j->id, sizeof j->id, "%s", prefix);
+    const char *replica = js->cfg->replica;
+    int o = snprintf(j->id, sizeof j->id, "%s%s%s", replica, replica[0] ? "-" : "", prefix);
     for (int i = 0; i < 10; i++) o += snprintf(j->id + o, sizeof j->id - (size_t)o, "%02x", rnd[i]);
     j->kind = kind;
     j->status = JOB_QUEUED;
@@ -146,8 +147,8 @@ static struct job *job_alloc(enum job_kind kind, const char *prefix) {
     return j;
 }
 
-struct job *job_new_generate(struct gen_request *req) {
-    struct job *j = job_alloc(JOB_GENERATE, "gen_");
+struct job *job_new_generate(struct jobs *js, struct gen_request *req) {
+    struct job *j = job_alloc(js, JOB_GENERATE, "gen_");
     if (!j) return NULL;
     j->req = *req;
     req->prompt = NULL;
@@ -165,8 +166,8 @@ void train_request_free(struct train_request *r) {
     memset(r, 0, sizeof *r);
 }
 
-struct job *job_new_train(struct train_request *req) {
-    struct job *j = job_alloc(JOB_TRAIN, "train_");
+struct job *job_new_train(struct jobs *js, struct train_request *req) {
+    struct job *j = job_alloc(js, JOB_TRAIN, "train_");
     struct train_state *t = j ? calloc(1, sizeof *t) : NULL;
     if (!t) {
         free(j);
@@ -181,8 +182,9 @@ struct job *job_new_train(struct train_request *req) {
     return j;
 }
 
-struct job *job_new_load(const char *path, const char *lora, float lora_scale, const char *shown) {
-    struct job *j = job_alloc(JOB_LOAD, "load_");
+struct job *job_new_load(struct jobs *js, const char *path, const char *lora, float lora_scale,
+                         const char *shown) {
+    struct job *j = job_alloc(js, JOB_LOAD, "load_");
     if (!j) return NULL;
     j->load_generator = path ? strdup(path) : NULL;
     j->load_lora = lora ? strdup(lora) : NULL;

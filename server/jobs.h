@@ -37,6 +37,7 @@
 #include <jansson.h>
 
 #include "engine.h"
+#include "replica.h"
 
 struct sdxld_config;
 struct metrics;
@@ -45,7 +46,9 @@ struct metrics_gauges;
 enum job_status { JOB_QUEUED, JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED };
 enum job_kind { JOB_GENERATE, JOB_TRAIN, JOB_LOAD };
 
-#define JOB_ID_LEN 26          /* "gen_" / "train_" / "load_" + 20 hex digits */
+/* "gen_" / "train_" / "load_" + 20 hex digits, after "REPLICA-" when the daemon has a
+ * replica name (replica.h) */
+#define JOB_ID_LEN (REPLICA_NAME_MAX + 1 + 26)
 #define JOB_MAX_IMAGES 64
 
 static inline int job_status_final(enum job_status s) { return s >= JOB_SUCCEEDED; }
@@ -204,12 +207,14 @@ void jobs_lock(struct jobs *js);
 void jobs_unlock(struct jobs *js);
 
 /* A new generation job (not yet submitted) holding one reference for the caller.
- * Takes ownership of req->prompt.  NULL on allocation failure. */
-struct job *job_new_generate(struct gen_request *req);
+ * Takes ownership of req->prompt.  NULL on allocation failure.  The table js names it:
+ * a random id, prefixed with the configured replica name (replica.h). */
+struct job *job_new_generate(struct jobs *js, struct gen_request *req);
 /* A new training job; takes ownership of the strings in *req (also on failure). */
-struct job *job_new_train(struct train_request *req);
+struct job *job_new_train(struct jobs *js, struct train_request *req);
 /* A new model-load job; copies the strings. */
-struct job *job_new_load(const char *path, const char *lora, float lora_scale, const char *shown);
+struct job *job_new_load(struct jobs *js, const char *path, const char *lora, float lora_scale,
+                         const char *shown);
 void train_request_free(struct train_request *r);
 
 enum submit_result { SUBMIT_OK, SUBMIT_FULL, SUBMIT_DRAINING, SUBMIT_CONFLICT, SUBMIT_TABLE_FULL };

@@ -217,6 +217,25 @@ static void render_train(struct sbuf *b, const struct metrics_gauges *g) {
     }
 }
 
+/* The exposition in text with label replica="name" added to every sample line (comment
+ * lines copied): done once on the whole text, so no series can be left without it. */
+static void label_all(struct sbuf *out, const char *text, const char *name) {
+    for (const char *line = text; *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t n = nl ? (size_t)(nl - line) + 1 : strlen(line);
+        size_t k = strcspn(line, "{ \n");   /* the metric name */
+        if (line[0] == '#' || k == 0 || k >= n) {
+            sb_printf(out, "%.*s", (int)n, line);
+        } else {
+            int braces = line[k] == '{';
+            sb_printf(out, "%.*s{replica=\"", (int)k, line);
+            sb_label(out, name);
+            sb_printf(out, "\"%s%.*s", braces ? "," : "}", (int)(n - k - braces), line + k + braces);
+        }
+        line += n;
+    }
+}
+
 char *metrics_render(struct metrics *m, const struct metrics_gauges *g, size_t *len) {
     struct sbuf b = { malloc(8192), 0, 8192, 0 };
     if (!b.p) return NULL;
@@ -292,6 +311,16 @@ char *metrics_render(struct metrics *m, const struct metrics_gauges *g, size_t *
     render_hist(&b, "sdxld_batch_size", "Images per engine call.", &m->batch_size);
     pthread_mutex_unlock(&m->lock);
 
+    if (!b.oom && g->replica && g->replica[0]) {
+        struct sbuf l = { malloc(b.len + 8192), 0, b.len + 8192, 0 };
+        if (l.p) {
+            l.p[0] = 0;
+            label_all(&l, b.p, g->replica);
+        }
+        l.oom |= !l.p;
+        free(b.p);
+        b = l;
+    }
     if (b.oom) {
         free(b.p);
         return NULL;

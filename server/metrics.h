@@ -25,6 +25,7 @@ struct metrics_gauges {
     size_t rss_bytes;                   /* this process */
     double start_time;                  /* unix seconds */
     const char *version, *model, *backend;
+    const char *replica;                /* "" or NULL: none; else a label on every series */
     /* the running training job, else the last one (train_seen 0: none yet) */
     int train_seen, train_running;
     double train_step, train_total_steps, train_generator_steps, train_it_per_s;

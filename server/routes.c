@@ -13,9 +13,17 @@
 
 #include "api.h"
 #include "metrics.h"
+#include "replica.h"
+
+/* A probe's answer names the replica (when there is one), so a checker polling through
+ * the balancer, or an operator, sees which daemon answered. */
+static json_t *with_replica(struct req *r, json_t *o) {
+    if (o && r->d->cfg.replica[0]) json_object_set_new(o, "replica", json_string(r->d->cfg.replica));
+    return o;
+}
 
 static enum MHD_Result api_healthz(struct req *r) {
-    return reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
+    return reply_json(r, 200, with_replica(r, json_pack("{s:s}", "status", "ok")));
 }
 
 static const char *phase_name(int p) {
@@ -25,13 +33,13 @@ static const char *phase_name(int p) {
 
 static enum MHD_Result api_readyz(struct req *r) {
     int p = atomic_load(&r->d->phase);
-    if (p == PHASE_READY) return reply_json(r, 200, json_pack("{s:s}", "status", "ready"));
+    if (p == PHASE_READY) return reply_json(r, 200, with_replica(r, json_pack("{s:s}", "status", "ready")));
     json_t *body = json_pack("{s:{s:s, s:s}, s:s}", "error", "code", "not_ready", "message",
                              p == PHASE_DRAINING ? "the daemon is shutting down"
                                                  : "the model is loading or warming up",
                              "status", phase_name(p));
     req_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "5");
-    return reply_json(r, 503, body);
+    return reply_json(r, 503, with_replica(r, body));
 }
 
 static size_t rss_bytes(void) {
@@ -64,6 +72,7 @@ static enum MHD_Result api_metrics(struct req *r) {
     g.version = SDXLD_VERSION;
     g.model = model;
     g.backend = backend;
+    g.replica = d->cfg.replica;
     size_t len;
     char *text = metrics_render(d->metrics, &g, &len);
     if (!text) return reply_error(r, 503, "resource_exhausted", NULL, "out of memory");
@@ -102,10 +111,21 @@ static struct job *find_job(struct req *r) {
     return jobs_find(r->d->jobs, r->params[0]);
 }
 
-static enum MHD_Result no_job(struct req *r) {
+enum MHD_Result api_no_job(struct req *r, const char *what) {
+    const char *id = r->params[0], *self = r->d->cfg.replica;
+    char owner[REPLICA_NAME_MAX + 1];
+    if (replica_of_id(id, owner, sizeof owner) && strcmp(owner, self))
+        return reply_error(r, 404, "not_found", NULL, "%s '%s' belongs to replica '%s', and this is %s%s%s: "
+                           "send it to that replica (a proxy routes ids by their prefix, docs/deploy.md)",
+                           what, id, owner, self[0] ? "replica '" : "a daemon without a replica name",
+                           self, self[0] ? "'" : "");
     char why[256];
-    jobs_gone_why(r->d->jobs, r->params[0], why, sizeof why);
-    return reply_error(r, 404, "not_found", NULL, "no job '%s': %s", r->params[0], why);
+    jobs_gone_why(r->d->jobs, id, why, sizeof why);
+    return reply_error(r, 404, "not_found", NULL, "no %s '%s': %s", what, id, why);
+}
+
+static enum MHD_Result no_job(struct req *r) {
+    return api_no_job(r, "job");
 }
 
 static enum MHD_Result api_jobs_list(struct req *r) {

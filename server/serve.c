@@ -296,8 +296,8 @@ static int run(struct sdxld *d, const struct serve_opts *o) {
         rc = config_error ? SDXLD_EXIT_CONFIG : 1;
         goto out;
     }
-    LOG_I("sdxld " SDXLD_VERSION " listening on http://%s (auth %s)", http_address(d->http),
-          auth_enabled(d->auth) ? "on" : "off");
+    LOG_I("sdxld " SDXLD_VERSION " listening on http://%s (auth %s%s%s)", http_address(d->http),
+          auth_enabled(d->auth) ? "on" : "off", d->cfg.replica[0] ? ", replica " : "", d->cfg.replica);
     if (worker_start(d)) {
         LOG_E("cannot start the worker threads");
         rc = 1;

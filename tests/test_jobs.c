@@ -11,7 +11,7 @@
 #include "metrics.h"
 #include "tap.h"
 
-static struct job *new_gen(size_t prompt_len, char fill) {
+static struct job *new_gen(struct jobs *js, size_t prompt_len, char fill) {
     struct gen_request g = { 0 };
     g.prompt = malloc(prompt_len + 1);
     memset(g.prompt, fill, prompt_len);
@@ -19,7 +19,7 @@ static struct job *new_gen(size_t prompt_len, char fill) {
     g.n = 1;
     g.params.width = g.params.height = 64;
     g.params.nsteps = 4;
-    return job_new_generate(&g);
+    return job_new_generate(js, &g);
 }
 
 /* Each way out of the table answers 404 with its own reason: evicted by the job-count
@@ -36,7 +36,7 @@ static void test_gone_reasons(struct metrics *m) {
     struct jobs *js = jobs_new(&cfg, m);
     char ids[6][JOB_ID_LEN + 1], why[256];
     for (int i = 0; i < 6; i++) {
-        struct job *j = new_gen(10, 'a');
+        struct job *j = new_gen(js, 10, 'a');
         int pos;
         ok(jobs_submit(js, j, &pos, NULL) == SUBMIT_OK, "small job %d accepted", i);
         memcpy(ids[i], j->id, sizeof ids[i]);
@@ -73,7 +73,7 @@ int main(void) {
     int submitted = 0, within = 1;
     struct metrics_gauges g;
     for (int i = 0; i < 3000; i++) {
-        struct job *j = new_gen(60000, 'a' + i % 26);
+        struct job *j = new_gen(js, 60000, 'a' + i % 26);
         int pos;
         if (!j || jobs_submit(js, j, &pos, NULL) != SUBMIT_OK) { if (j) jobs_unref(js, j); break; }
         submitted++;
@@ -106,7 +106,7 @@ int main(void) {
     enum submit_result r = SUBMIT_OK;
     struct job *keep[600];
     while (live < 600) {
-        struct job *j = new_gen(60000, 'x');
+        struct job *j = new_gen(js, 60000, 'x');
         int pos;
         r = jobs_submit(js, j, &pos, NULL);
         if (r != SUBMIT_OK) { jobs_unref(js, j); break; }
@@ -117,7 +117,7 @@ int main(void) {
        g.retained_jobs_bytes + 60000 > cap, "live jobs fill the table: refused at %d live jobs, every finished one "
        "evicted (%ld kept, %zu bytes)", live, g.retained_jobs, g.retained_jobs_bytes);
     jobs_cancel(js, keep[0], "cancelled", 200, "client cancelled");
-    struct job *j = new_gen(60000, 'y');
+    struct job *j = new_gen(js, 60000, 'y');
     int pos;
     ok(jobs_submit(js, j, &pos, NULL) == SUBMIT_OK, "one finishes: the next is accepted again");
     jobs_unref(js, j);

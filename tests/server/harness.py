@@ -1,7 +1,7 @@
 """harness.py — start `sdxld serve` on loopback, talk HTTP to it, report TAP.
 
-Python standard library only.  Used by test_daemon.py, test_nginx.py and
-tests/bench/load.py.
+Python standard library only.  Used by test_daemon.py, test_nginx.py,
+test_replicas.py and tests/bench/load.py (and the other daemon tests).
 """
 import http.client
 import json
@@ -237,13 +237,14 @@ def free_port():
 class Daemon:
     """`sdxld serve` on 127.0.0.1 with an ephemeral port and the tiny model."""
 
-    def __init__(self, *args, model=MODEL, wait_ready=True, tmp=None):
+    def __init__(self, *args, model=MODEL, wait_ready=True, tmp=None, port=None):
+        """port: listen there (a restarted daemon keeps its address); default: a free one."""
         self.tmp = tmp or tempfile.mkdtemp(prefix="sdxld-test-")
         self.quiet = any(a in ("warn", "error") for a in args)
         for attempt in range(5):
             # A free port chosen here (not port 0) so the test works at any log level;
             # another process may grab it first, hence the retries.
-            self.port = free_port()
+            self.port = port or free_port()
             self.log_path = os.path.join(self.tmp, f"sdxld-{time.time_ns()}.log")
             self.args = [BIN, "serve", "--model", model, "--listen", f"127.0.0.1:{self.port}",
                          "--threads", "1", "--log_level", "debug"] + list(args)
@@ -325,6 +326,63 @@ def find_nginx():
         if p and os.access(p, os.X_OK):
             return p
     return None
+
+
+class Nginx:
+    """nginx as a child of the test, unprivileged, serving `site` (an http-context file as
+    shipped in systemd/, its addresses already rewritten) with its pid, logs and temp paths
+    under tmp.  `error` is nginx -t's complaint, None when the config is accepted."""
+
+    def __init__(self, binary, tmp, site):
+        self.binary, self.tmp, self.proc = binary, tmp, None
+        temps = []
+        for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            # Started as root, nginx runs its worker as an unprivileged user: let it write here.
+            os.makedirs(os.path.join(tmp, k), exist_ok=True)
+            os.chmod(os.path.join(tmp, k), 0o777)
+            temps.append(f"    {k}_temp_path {tmp}/{k};")
+        os.chmod(tmp, 0o755)
+        temps = "\n".join(temps)
+        self.conf = os.path.join(tmp, "nginx.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {tmp}/nginx-access.log;
+{temps}
+{site}
+}}
+""")
+        p = subprocess.run([binary, "-t", "-e", "stderr", "-p", tmp, "-c", self.conf],
+                           capture_output=True, text=True)
+        self.error = None if p.returncode == 0 else p.stderr
+
+    def start(self, port, timeout=20):
+        """Run it and wait until it accepts connections on port."""
+        self.proc = subprocess.Popen([self.binary, "-e", "stderr", "-p", self.tmp, "-c", self.conf],
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(self.tmp, "nginx.stderr"), "w"))
+        end = time.time() + timeout * SCALE
+        while time.time() < end and self.proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"nginx did not start listening on {port}; see {self.tmp}/nginx.stderr")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def run_main(fn):

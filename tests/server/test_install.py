@@ -3,7 +3,7 @@
 installed tree would use it.  TAP output.
 
   - every part lands under the configured prefix: binary, built-in model, SDXL-base
-    configs, sdxld.conf, both units, the sysusers.d entry, sdxld(1), the nginx example;
+    configs, sdxld.conf, both units, the sysusers.d entry, sdxld(1), the nginx examples;
   - the installed binary finds the installed built-in model (not this source tree's)
     and makes an image with it;
   - the generated units: ExecStart and --config from the configured paths, the per-GPU
@@ -79,10 +79,11 @@ def check_units(t, destdir, paths):
              f"{name} is Type=notify and does not restart on exit status 78 (bad config)")
     u = unit_text(destdir, paths, "sdxld@.service")
     want = ["Environment=CUDA_VISIBLE_DEVICES=%i", "Environment=SDXLD_LISTEN=127.0.0.1:808%i",
-            "--listen ${SDXLD_LISTEN} --data_root /var/lib/sdxld/gpu%i",
+            "Environment=SDXLD_REPLICA=gpu%i",
+            "--listen ${SDXLD_LISTEN} --data_root /var/lib/sdxld/gpu%i --replica ${SDXLD_REPLICA}",
             "StateDirectory=sdxld/gpu%i", "RuntimeDirectory=sdxld/gpu%i"]
     t.ok(all(w in u for w in want), "sdxld@.service: instance N sees GPU N, listens on 808N, "
-         "keeps its own state and runtime folders", [w for w in want if w not in u])
+         "is replica gpuN, keeps its own state and runtime folders", [w for w in want if w not in u])
     p = subprocess.run([os.path.join(REPO, "scripts", "verify-units.sh"), destdir],
                        capture_output=True, text=True)
     if p.returncode == 77:
@@ -100,7 +101,8 @@ def main(t):
              "units": o["systemdunitdir"] or join("lib", "systemd", "system"),
              "sysusers": join("lib", "sysusers.d", "sdxld.conf"),
              "man": join(o["mandir"], "man1", "sdxld.1"),
-             "nginx": join(o["datadir"], "doc", "sdxld", "examples", "nginx-sdxld.conf")}
+             "nginx": join(o["datadir"], "doc", "sdxld", "examples", "nginx-sdxld.conf"),
+             "nginx-replicas": join(o["datadir"], "doc", "sdxld", "examples", "nginx-sdxld-replicas.conf")}
     with tempfile.TemporaryDirectory(prefix="sdxld-install-") as tmp:
         destdir = os.path.join(tmp, "root")
         p = subprocess.run(["meson", "install", "-C", BUILD, "--destdir", destdir, "--no-rebuild",

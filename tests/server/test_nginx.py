@@ -7,45 +7,24 @@ whole test is one SKIP (install the Debian package nginx-light or nginx).
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import checks  # noqa: E402
-from harness import Client, Daemon, find_nginx, free_port, run_main  # noqa: E402
+from harness import Client, Daemon, Nginx, find_nginx, free_port, run_main  # noqa: E402
 
 REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 
-def nginx_config(tmp, upstream_port, listen_port):
+def nginx_site(upstream_port, listen_port):
     with open(os.path.join(REPO, "systemd", "nginx-sdxld.conf")) as f:
         site = f.read()
     site, n1 = re.subn(r"server 127\.0\.0\.1:8080", f"server 127.0.0.1:{upstream_port}", site)
     site, n2 = re.subn(r"listen 80;", f"listen 127.0.0.1:{listen_port};", site)
     site = re.sub(r"\n\s*listen \[::\]:80;", "", site)
     assert n1 == 1 and n2 == 1, "systemd/nginx-sdxld.conf: upstream or listen line not found"
-    temps = []
-    for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        # Started as root, nginx runs its worker as an unprivileged user: let it write here.
-        os.makedirs(os.path.join(tmp, k), exist_ok=True)
-        os.chmod(os.path.join(tmp, k), 0o777)
-        temps.append(f"    {k}_temp_path {tmp}/{k};")
-    os.chmod(tmp, 0o755)
-    temps = "\n".join(temps)
-    return f"""
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log info;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {tmp}/nginx-access.log;
-{temps}
-{site}
-}}
-"""
+    return site
 
 
 def main(t):
@@ -57,23 +36,12 @@ def main(t):
     with Daemon("--max_batch", "4", "--batch_window_ms", "60", "--queue_max", "64",
                 "--shutdown_timeout_s", "1", tmp=tmp) as d:
         port = free_port()
-        conf = os.path.join(tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(nginx_config(tmp, d.port, port))
-        p = subprocess.run([nginx, "-t", "-e", "stderr", "-p", tmp, "-c", conf], capture_output=True, text=True)
-        if not t.ok(p.returncode == 0, "nginx accepts systemd/nginx-sdxld.conf", p.stderr):
+        ng = Nginx(nginx, tmp, nginx_site(d.port, port))
+        if not t.ok(ng.error is None, "nginx accepts systemd/nginx-sdxld.conf", ng.error):
             return
-        ng = subprocess.Popen([nginx, "-e", "stderr", "-p", tmp, "-c", conf],
-                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "nginx.stderr"), "w"))
         try:
+            ng.start(port)
             c = Client("127.0.0.1", port)
-            end = time.time() + 20
-            while time.time() < end:
-                try:
-                    if c.get("/healthz", timeout=2).status == 200:
-                        break
-                except OSError:
-                    time.sleep(0.05)
             t.diag(f"nginx {port} -> sdxld {d.port}")
             checks.run_api_suite(t, c)
             r = c.get("/v1/jobs/gen_00000000000000000000/events")
@@ -83,11 +51,7 @@ def main(t):
             t.ok(r.status == 503 and r.error().get("code") == "unavailable",
                  "sdxld down: nginx answers 503 in the API's JSON error format", r)
         finally:
-            ng.terminate()
-            try:
-                ng.wait(10)
-            except subprocess.TimeoutExpired:
-                ng.kill()
+            ng.stop()
     if not t.failed:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
