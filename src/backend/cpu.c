@@ -210,11 +210,7 @@ static void gn_groups(void *p, long long lo, long long hi) {
         for (int c = 0; c < cpg; c++) {
             int ch = (int)grp * cpg + c;
             float sc = rstd * (g->w ? g->w[ch] : 1.0f), sh = g->b ? g->b[ch] : 0.0f;
-            for (int i = 0; i < g->HW; i++) {
-                float v = (x[(size_t)c * g->HW + i] - m) * sc + sh;
-                if (g->silu) v = v / (1.0f + expf(-v));
-                y[(size_t)c * g->HW + i] = v;
-            }
+            cpu_vnorm(y + (size_t)c * g->HW, x + (size_t)c * g->HW, (size_t)g->HW, m, sc, sh, g->silu);
         }
     }
 }
@@ -226,19 +222,28 @@ static void cpu_group_norm(struct backend *be, float *out, const float *inp, con
     cpu_parallel((long long)N * C * HW > 65536 ? be->threads : 1, (long long)N * G, gn_groups, &g);
 }
 
-static void cpu_layer_norm(struct backend *be, float *out, const float *inp, const float *w,
-                           const float *b, int R, int C, float eps) {
-    BAIL(be);
-    for (int r = 0; r < R; r++) {
-        const float *x = inp + (size_t)r * C;
-        float *y = out + (size_t)r * C;
+struct ln_ctx { float *out; const float *inp, *w, *b; int C; float eps; };
+
+static void ln_rows(void *p, long long lo, long long hi) {
+    struct ln_ctx *g = p;
+    int C = g->C;
+    for (long long r = lo; r < hi; r++) {
+        const float *x = g->inp + (size_t)r * C;
+        float *y = g->out + (size_t)r * C;
         double s = 0, ss = 0;
         for (int i = 0; i < C; i++) s += x[i];
         double mean = s / C;
         for (int i = 0; i < C; i++) { double d = x[i] - mean; ss += d * d; }
-        float rstd = (float)(1.0 / sqrt(ss / C + eps)), m = (float)mean;
-        for (int i = 0; i < C; i++) y[i] = (x[i] - m) * rstd * w[i] + b[i];
+        float rstd = (float)(1.0 / sqrt(ss / C + g->eps)), m = (float)mean;
+        for (int i = 0; i < C; i++) y[i] = (x[i] - m) * rstd * g->w[i] + g->b[i];
     }
+}
+
+static void cpu_layer_norm(struct backend *be, float *out, const float *inp, const float *w,
+                           const float *b, int R, int C, float eps) {
+    BAIL(be);
+    struct ln_ctx g = { out, inp, w, b, C, eps };
+    cpu_parallel((long long)R * C > 65536 ? be->threads : 1, R, ln_rows, &g);
 }
 
 /* ---- attention ---- */
@@ -250,12 +255,41 @@ void cpu_softmax_rows(float *s, int rows, int L, int causal_from) {
         if (n > L) n = L;
         float mx = -INFINITY;
         for (int j = 0; j < n; j++) mx = r[j] > mx ? r[j] : mx;
-        double sum = 0;
-        for (int j = 0; j < n; j++) { r[j] = expf(r[j] - mx); sum += r[j]; }
+        double sum = cpu_vexp_sub(r, (size_t)n, mx);
         float inv = (float)(1.0 / sum);
         for (int j = 0; j < n; j++) r[j] *= inv;
         for (int j = n; j < L; j++) r[j] = 0.0f;
     }
+}
+
+/* Attention is many small products: (image, head, query tile) items, each run whole by
+ * one thread (its own score tile, single-threaded GEMMs and softmax), so the softmax runs
+ * on every core and not between two parallel GEMMs. */
+struct att_ctx {
+    const float *q, *k, *v;
+    float *out, *s;
+    int H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal, tile, ntiles, nthreads;
+    float scale;
+    long long items;
+};
+
+static void att_item(const struct att_ctx *g, long long it, float *s, int threads) {
+    int n = (int)(it / ((long long)g->H * g->ntiles)), h = (int)(it / g->ntiles % g->H), i0 = (int)(it % g->ntiles) * g->tile;
+    int rows = g->Lq - i0 < g->tile ? g->Lq - i0 : g->tile;
+    const float *qn = g->q + (size_t)n * g->Lq * g->ldq + (size_t)h * g->D;
+    const float *kn = g->k + (size_t)n * g->Lk * g->ldk + (size_t)h * g->D;
+    const float *vn = g->v + (size_t)n * g->Lk * g->ldv + (size_t)h * g->D;
+    float *on = g->out + (size_t)n * g->Lq * g->ldo + (size_t)h * g->D;
+    cpu_sgemm(threads, 0, 1, rows, g->Lk, g->D, g->scale, qn + (size_t)i0 * g->ldq, g->ldq, kn, g->ldk, 0.0f, s, g->Lk);
+    cpu_softmax_rows(s, rows, g->Lk, g->causal ? i0 : -1);
+    cpu_sgemm(threads, 0, 0, rows, g->D, g->Lk, 1.0f, s, g->Lk, vn, g->ldv, 0.0f, on + (size_t)i0 * g->ldo, g->ldo);
+}
+
+static void att_part(void *p, long long lo, long long hi) {
+    const struct att_ctx *g = p;
+    for (long long t = lo; t < hi; t++)
+        for (long long it = t; it < g->items; it += g->nthreads)
+            att_item(g, it, g->s + (size_t)t * g->tile * g->Lk, 1);
 }
 
 static void cpu_attention(struct backend *be, float *out, const float *q, const float *k,
@@ -263,59 +297,50 @@ static void cpu_attention(struct backend *be, float *out, const float *q, const 
                           int ldv, int ldo, float scale, int causal) {
     BAIL(be);
     if (Lk <= 0 || Lq <= 0) { backend_set_error(be, SD_ERR_INVALID, "attention over an empty sequence"); return; }
-    int tile = (int)(((struct cpu *)be->impl)->tile_floats / (size_t)Lk);
-    if (tile < 1) tile = 1;
-    if (tile > Lq) tile = Lq;
-    float *s = scratch(be, (size_t)tile * Lk);
-    if (!s) return;
-    for (int n = 0; n < N; n++)
-        for (int h = 0; h < H; h++) {
-            const float *qn = q + (size_t)n * Lq * ldq + h * D;
-            const float *kn = k + (size_t)n * Lk * ldk + h * D;
-            const float *vn = v + (size_t)n * Lk * ldv + h * D;
-            float *on = out + (size_t)n * Lq * ldo + h * D;
-            for (int i0 = 0; i0 < Lq; i0 += tile) {
-                int rows = Lq - i0 < tile ? Lq - i0 : tile;
-                cpu_sgemm(be->threads, 0, 1, rows, Lk, D, scale, qn + (size_t)i0 * ldq, ldq, kn, ldk,
-                          0.0f, s, Lk);
-                cpu_softmax_rows(s, rows, Lk, causal ? i0 : -1);
-                cpu_sgemm(be->threads, 0, 0, rows, D, Lk, 1.0f, s, Lk, vn, ldv, 0.0f,
-                          on + (size_t)i0 * ldo, ldo);
-            }
-        }
+    struct att_ctx g = { q, k, v, out, NULL, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal, 0, 0, 1, scale, 0 };
+    size_t tf = ((struct cpu *)be->impl)->tile_floats;
+    for (int pass = 0; pass < 2; pass++) {   /* one thread per item when there are enough items */
+        g.nthreads = pass ? 1 : be->threads;
+        g.tile = (int)(tf / (size_t)g.nthreads / (size_t)Lk);
+        if (g.tile < 1) g.tile = 1;
+        if (g.tile > Lq) g.tile = Lq;
+        g.ntiles = (Lq + g.tile - 1) / g.tile;
+        g.items = (long long)N * H * g.ntiles;
+        if (g.items >= g.nthreads) break;
+    }
+    if (!(g.s = scratch(be, (size_t)g.nthreads * g.tile * Lk))) return;
+    if (g.nthreads > 1) cpu_parallel(g.nthreads, g.nthreads, att_part, &g);
+    else
+        for (long long it = 0; it < g.items; it++) att_item(&g, it, g.s, be->threads);
 }
 
 /* ---- elementwise ---- */
 
-static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
-
-struct act_ctx { float *out; const float *inp; enum act_kind kind; };
+struct act_ctx { float *out; const float *inp; enum act_kind kind; int C; };
 
 static void act_range(void *p, long long lo, long long hi) {
     struct act_ctx *g = p;
-    for (long long i = lo; i < hi; i++) {
-        float x = g->inp[i];
-        switch (g->kind) {
-        case ACT_SILU: g->out[i] = x / (1.0f + expf(-x)); break;
-        case ACT_GELU: g->out[i] = gelu_erf(x); break;
-        case ACT_QUICK_GELU: g->out[i] = x / (1.0f + expf(-1.702f * x)); break;
-        }
+    cpu_vact(g->out + lo, g->inp + lo, (size_t)(hi - lo), g->kind);
+}
+
+static void geglu_rows(void *p, long long lo, long long hi) {
+    struct act_ctx *g = p;
+    for (long long r = lo; r < hi; r++) {
+        const float *a = g->inp + (size_t)r * 2 * g->C;
+        cpu_vgeglu(g->out + (size_t)r * g->C, a, a + g->C, (size_t)g->C);
     }
 }
 
 static void cpu_act(struct backend *be, float *out, const float *inp, long long n, enum act_kind kind) {
     BAIL(be);
-    struct act_ctx g = { out, inp, kind };
+    struct act_ctx g = { out, inp, kind, 0 };
     cpu_parallel(n > 65536 ? be->threads : 1, n, act_range, &g);
 }
 
 static void cpu_geglu(struct backend *be, float *out, const float *inp, int R, int C) {
     BAIL(be);
-    for (int r = 0; r < R; r++) {
-        const float *a = inp + (size_t)r * 2 * C, *g = a + C;
-        float *y = out + (size_t)r * C;
-        for (int i = 0; i < C; i++) y[i] = a[i] * gelu_erf(g[i]);
-    }
+    struct act_ctx g = { out, inp, ACT_GELU, C };
+    cpu_parallel((long long)R * C > 65536 ? be->threads : 1, R, geglu_rows, &g);
 }
 
 static void cpu_upsample2x(struct backend *be, float *out, const float *inp, int N, int C, int H, int W) {

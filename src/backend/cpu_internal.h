@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "../core/tensor.h"
+#include "backend.h"
 
 struct backend;
 
@@ -44,6 +45,23 @@ static inline double cpu_sum8(const double *a) { return ((a[0] + a[1]) + (a[2] +
  * pointer is valid until the next call) and its bound on one im2col / score tile. */
 float *cpu_scratch(struct backend *be, size_t n);
 size_t cpu_tile_floats(struct backend *be);
+
+/* Function multiversioning: a loop built for AVX-512, AVX2 and plain x86-64, one picked at
+ * run time (GCC on x86-64; elsewhere one plain build). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SD_CLONES
+#endif
+
+/* ---- vectorised transcendental loops (cpu_math.c) ---- */
+void cpu_vact(float *out, const float *in, size_t n, enum act_kind kind);
+/* y = a·GELU(g) */
+void cpu_vgeglu(float *y, const float *a, const float *g, size_t n);
+/* y = (x − m)·sc + sh, then SiLU when silu (GroupNorm's affine step) */
+void cpu_vnorm(float *y, const float *x, size_t n, float m, float sc, float sh, int silu);
+/* r = exp(r − mx) in place; returns the sum (fixed order, in double) */
+double cpu_vexp_sub(float *r, size_t n, float mx);
 
 /* ---- weights in their stored precision (cpu_weights.c) ---- */
 struct cpu_wstate;

@@ -64,12 +64,6 @@ static void *grow(struct backend *be, void **p, size_t *have, size_t n, size_t e
 /* ---- conversions, vectorised (once per op over a whole weight or activation, so they
  * must run at memory speed: the scalar ones of core/tensor.c took longer than the AMX
  * GEMMs they feed).  Function multiversioning keeps the binary running on any x86-64. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SD_CLONES
-#endif
-
 SD_CLONES static void bf16_to_f32(float *d, const uint16_t *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         uint32_t u = (uint32_t)s[i] << 16;
