@@ -277,7 +277,7 @@ static int linear_bufs(const struct op_case *c, struct op_buf *d) {
 }
 
 static void linear_fwd(struct backend *be, const struct op_case *c, float *const *b) {
-    be->ops->linear(be, b[3], b[0], b[1], DT_F32, b[2], c->linear.R, c->linear.I, c->linear.O);
+    be->ops->linear(be, b[3], b[0], b[1], DT_F32, b[2], c->linear.R, c->linear.R, c->linear.I, c->linear.O);
 }
 
 static void linear_bwd(struct backend *be, const struct op_case *c, float *const *g, const float *dout,

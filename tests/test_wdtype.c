@@ -43,7 +43,7 @@ static void run(struct backend *be, const struct shape *s, float *out, const flo
     if (s->conv)
         be->ops->conv2d(be, out, x, w, dt, b, s->N, s->C, s->H, s->W, s->K, s->k, s->k, s->stride, s->pad, s->pad,
                         s->pad, s->pad);
-    else be->ops->linear(be, out, x, w, dt, b, s->N * s->H * s->W, s->C, s->K);
+    else be->ops->linear(be, out, x, w, dt, b, s->N * s->H * s->W, s->H * s->W, s->C, s->K);
 }
 
 static size_t out_size(const struct shape *s) {

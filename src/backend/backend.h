@@ -52,9 +52,12 @@ struct backend_ops {
                  const float *A, int lda, long long sA, const float *B, int ldb, long long sB,
                  float beta, float *C, int ldc, long long sC, int batch);
     /* out[R, O] = inp[R, I]·w[O, I]ᵀ + b[O] (b may be NULL).  w holds wdt elements (see
-     * "Weight precision" above). */
+     * "Weight precision" above).  The R rows come in samples of S rows (S divides R: an
+     * image's HW tokens, a prompt's 77, 1 for per-sample vectors): a backend computes a
+     * sample's rows the same way whatever R is, so an image does not depend on what it is
+     * batched with. */
     void (*linear)(struct backend *be, float *out, const float *inp, const void *w, sd_dtype wdt,
-                   const float *b, int R, int I, int O);
+                   const float *b, int R, int S, int I, int O);
     /* out[N,K,Ho,Wo] = conv(inp[N,C,H,W], w[K,C,kh,kw]) + b[K]; padding per side (top,
      * left, bottom, right) so the VAE encoder's right/bottom-only padding is expressible.
      * Ho = (H + pt + pb - kh)/stride + 1.  b may be NULL; w holds wdt elements. */

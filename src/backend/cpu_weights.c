@@ -172,7 +172,7 @@ static void run(struct backend *be, const struct cpu_dnnl_mm *mm) {
 
 int cpu_linear_native(struct backend *be, float *out, const float *inp, const void *w, sd_dtype wdt, const float *b,
                       int R, int I, int O) {
-    if (wdt != DT_BF16 || !be->native_bf16) return 0;
+    if (wdt != DT_BF16 || !be->native_bf16) return 0;   /* (cpu.c calls it for native weights only) */
 #ifdef SD_HAVE_DNNL
     const uint16_t *x = to_bf16(be, inp, R, I, I);
     if (!x) return 1;

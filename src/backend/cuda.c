@@ -235,8 +235,9 @@ static int f32_weights(struct backend *be, const char *op, sd_dtype wdt) {
 }
 
 static void cuda_linear(struct backend *be, float *out, const float *inp, const void *wv, sd_dtype wdt,
-                        const float *b, int R, int nin, int nout) {
+                        const float *b, int R, int S, int nin, int nout) {
     BAIL(be);
+    (void)S;   /* one cuBLAS call for all R rows: not batch-invariant yet (docs/cuda.md) */
     if (!f32_weights(be, "linear", wdt)) return;
     const float *w = wv;
     struct cuda *c = be->impl;

@@ -100,9 +100,9 @@ void clip_forward(struct fwd *f, const struct clip *m, const int *ids, int N, in
         be->ops->layer_norm(be, h, x, l->ln1.w, l->ln1.b, (int)R, D, c->ln_eps);
         attention_forward_add(f, x, h, h, &l->attn, N, L, L, 1);
         be->ops->layer_norm(be, h, x, l->ln2.w, l->ln2.b, (int)R, D, c->ln_eps);
-        linear_forward(f, ff, h, &l->fc1, (int)R);
+        linear_forward(f, ff, h, &l->fc1, (int)R, L);
         be->ops->act(be, ff, ff, (long long)R * c->intermediate, (enum act_kind)c->act);
-        linear_forward(f, h, ff, &l->fc2, (int)R);
+        linear_forward(f, h, ff, &l->fc2, (int)R, L);
         be->ops->axpby(be, x, 1.0f, x, 1.0f, h, (long long)R * D);
         if (i == c->layers - 2 && penult) be->ops->copy(be, penult, x, R * D * sizeof(float));
     }
@@ -125,7 +125,7 @@ void clip_forward(struct fwd *f, const struct clip *m, const int *ids, int N, in
             }
             be->ops->copy(be, rows + (size_t)n * D, h + ((size_t)n * L + pos) * D, D * sizeof(float));
         }
-        linear_forward(f, pooled, rows, &m->proj, N);
+        linear_forward(f, pooled, rows, &m->proj, N, 1);
     }
     arena_reset(f->ar, mk);
 }

@@ -64,8 +64,13 @@ sd_status cond_encode(struct cond *k, struct fwd *f, const char *const *prompts,
         uint64_t mk = arena_mark(f->ar);
         float *p1 = fwd_alloc(f, R * D1), *p2 = fwd_alloc(f, R * D2);
         float *last1 = tr && tr->te1_last ? fwd_alloc(f, R * D1) : NULL;
-        clip_forward(f, &k->te1, ids32, n, L, p1, last1, NULL);
-        clip_forward(f, &k->te2, ids32 + R, n, L, p2, NULL, pooled);
+        /* prompt by prompt: every GEMM has L rows whatever the batch, so a prompt encodes to
+         * the same bits alone or batched (and short products are not padded: cpu.c) */
+        for (int i = 0; i < n; i++) {
+            size_t o = (size_t)i * L;
+            clip_forward(f, &k->te1, ids32 + o, 1, L, p1 + o * D1, last1 ? last1 + o * D1 : NULL, NULL);
+            clip_forward(f, &k->te2, ids32 + R + o, 1, L, p2 + o * D2, NULL, pooled + (size_t)i * k->P);
+        }
         be->ops->concat_channels(be, ctx, p1, D1, p2, D2, (int)R, 1);
         st = backend_status(be);
         if (!st && tr && tr->te1_penult) be->ops->download(be, tr->te1_penult, p1, R * D1 * sizeof(float));

@@ -61,8 +61,8 @@ void norm_declare(struct weight_table *t, struct norm *n, int C, const char *pre
     wt_add(t, &n->b, WT_INIT_ZERO, 0, 1, (int64_t[]){ C }, "%s.bias", prefix);
 }
 
-void linear_forward(struct fwd *f, float *out, const float *inp, const struct linear *l, int R) {
-    f->be->ops->linear(f->be, out, inp, l->w, l->wdt, l->b, R, l->in, l->out);
+void linear_forward(struct fwd *f, float *out, const float *inp, const struct linear *l, int R, int S) {
+    f->be->ops->linear(f->be, out, inp, l->w, l->wdt, l->b, R, S, l->in, l->out);
 }
 
 void conv_forward(struct fwd *f, float *out, const float *inp, const struct conv *c, int N, int H, int W) {
@@ -102,7 +102,7 @@ void resnet_forward(struct fwd *f, float *out, const float *x, const float *temb
     conv_forward(f, h2, h, &r->conv1, N, H, W);
     if (r->temb.w && temb_act) {
         float *tp = fwd_alloc(f, (size_t)N * r->cout);
-        linear_forward(f, tp, temb_act, &r->temb, N);
+        linear_forward(f, tp, temb_act, &r->temb, N, 1);
         be->ops->add_channel(be, h2, tp, N, r->cout, HW);
     }
     be->ops->group_norm(be, g2, h2, r->norm2.w, r->norm2.b, N, r->cout, HW, r->groups, r->eps, 1);
@@ -138,12 +138,12 @@ void attention_forward_add(struct fwd *f, float *x_out, const float *x, const fl
     int C = a->C, D = C / a->heads;
     float *q = fwd_alloc(f, (size_t)N * L * C), *k = fwd_alloc(f, (size_t)N * Lk * C);
     float *v = fwd_alloc(f, (size_t)N * Lk * C), *o = fwd_alloc(f, (size_t)N * L * C);
-    linear_forward(f, q, x, &a->q, N * L);
-    linear_forward(f, k, ctx, &a->k, N * Lk);
-    linear_forward(f, v, ctx, &a->v, N * Lk);
+    linear_forward(f, q, x, &a->q, N * L, L);
+    linear_forward(f, k, ctx, &a->k, N * Lk, Lk);
+    linear_forward(f, v, ctx, &a->v, N * Lk, Lk);
     be->ops->attention(be, o, q, k, v, N, a->heads, L, Lk, D, C, C, C, C, 1.0f / sqrtf((float)D), causal);
     float *y = f->keep ? fwd_alloc(f, (size_t)N * L * C) : q;   /* else q is free again: reuse it */
-    linear_forward(f, y, o, &a->out, N * L);
+    linear_forward(f, y, o, &a->out, N * L, L);
     be->ops->axpby(be, x_out, 1.0f, x_out, 1.0f, y, (long long)N * L * C);
     if (f->keep) { keep_push(f, q); keep_push(f, k); keep_push(f, v); keep_push(f, o); }
     else arena_reset(f->ar, m);
@@ -211,9 +211,9 @@ void tblock_forward(struct fwd *f, float *x, const float *ctx, const struct tblo
     if (k) { keep_push(f, h); keep_copy(f, x, n); h = fwd_alloc(f, n); }
     be->ops->layer_norm(be, h, x, b->ln3.w, b->ln3.b, (int)R, C, 1e-5f);
     float *ff = fwd_alloc(f, R * 8 * C), *g = fwd_alloc(f, R * 4 * C), *y = k ? fwd_alloc(f, n) : h;
-    linear_forward(f, ff, h, &b->ff1, (int)R);
+    linear_forward(f, ff, h, &b->ff1, (int)R, L);
     be->ops->geglu(be, g, ff, (int)R, 4 * C);
-    linear_forward(f, y, g, &b->ff2, (int)R);
+    linear_forward(f, y, g, &b->ff2, (int)R, L);
     be->ops->axpby(be, x, 1.0f, x, 1.0f, y, (long long)n);
     if (k) { keep_push(f, h); keep_push(f, ff); keep_push(f, g); }
     else arena_reset(f->ar, m);
@@ -228,10 +228,10 @@ void transformer2d_forward(struct fwd *f, float *x, const float *ctx, const stru
     float *h = fwd_alloc(f, n), *t = fwd_alloc(f, n), *u = fwd_alloc(f, n);
     be->ops->group_norm(be, h, x, tr->gn.w, tr->gn.b, N, C, HW, groups, 1e-6f, 0);
     be->ops->transpose(be, t, h, N, C, HW);            /* NCHW -> [N, HW, C] */
-    linear_forward(f, u, t, &tr->proj_in, N * HW);
+    linear_forward(f, u, t, &tr->proj_in, N * HW, HW);
     if (f->keep) { keep_push(f, t); t = fwd_alloc(f, n); }   /* kept: proj_in's input, then ... */
     for (int d = 0; d < tr->depth; d++) tblock_forward(f, u, ctx, &tr->blocks[d], N, HW, Lk, C);
-    linear_forward(f, t, u, &tr->proj_out, N * HW);
+    linear_forward(f, t, u, &tr->proj_out, N * HW, HW);
     be->ops->transpose(be, h, t, N, HW, C);            /* back to NCHW */
     be->ops->axpby(be, x, 1.0f, x, 1.0f, h, (long long)n);
     if (f->keep) keep_push(f, u);                      /* ... the blocks', then proj_out's input */

@@ -51,7 +51,9 @@ void linear_declare(struct weight_table *t, struct linear *l, int in, int out, i
 void conv_declare(struct weight_table *t, struct conv *c, int cin, int cout, int k, const char *prefix);
 void norm_declare(struct weight_table *t, struct norm *n, int C, const char *prefix);
 
-void linear_forward(struct fwd *f, float *out, const float *inp, const struct linear *l, int R);
+/* R rows in samples of S rows each (S divides R): the CPU backend computes a sample's rows
+ * the same way whatever R is, so batching never changes an image (backend.h). */
+void linear_forward(struct fwd *f, float *out, const float *inp, const struct linear *l, int R, int S);
 /* Same-size conv (pad k/2), stride 1. */
 void conv_forward(struct fwd *f, float *out, const float *inp, const struct conv *c, int N, int H, int W);
 

@@ -41,7 +41,7 @@ void resnet_backward(struct fwd *f, float *dx, float *dtemb_act, const float *do
         conv_forward(f, h2, h, &r->conv1, N, H, W);
         if (has_temb) {
             float *tp = fwd_alloc(f, (size_t)N * r->cout);
-            linear_forward(f, tp, temb_act, &r->temb, N);
+            linear_forward(f, tp, temb_act, &r->temb, N, 1);
             be->ops->add_channel(be, h2, tp, N, r->cout, HW);
         }
         be->ops->group_norm(be, g2, h2, r->norm2.w, r->norm2.b, N, r->cout, HW, r->groups, r->eps, 1);
@@ -82,9 +82,9 @@ void attention_backward_add(struct fwd *f, float *dx, float *dctx, const float *
         if (!q) { arena_reset(f->ar, m); return; }
     } else {
         q = fwd_alloc(f, nq); k = fwd_alloc(f, nk); v = fwd_alloc(f, nk); o = fwd_alloc(f, nq);
-        linear_forward(f, q, x, &a->q, N * L);
-        linear_forward(f, k, ctx, &a->k, N * Lk);
-        linear_forward(f, v, ctx, &a->v, N * Lk);
+        linear_forward(f, q, x, &a->q, N * L, L);
+        linear_forward(f, k, ctx, &a->k, N * Lk, Lk);
+        linear_forward(f, v, ctx, &a->v, N * Lk, Lk);
         be->ops->attention(be, o, q, k, v, N, a->heads, L, Lk, D, C, C, C, C, scale, causal);
     }
     float *d_o = fwd_alloc(f, nq), *dq = fwd_alloc(f, nq), *dk = fwd_alloc(f, nk), *dv = fwd_alloc(f, nk);
@@ -122,7 +122,7 @@ static void tblock_backward(struct fwd *f, float *dx, float *dctx, const float *
         be->ops->layer_norm(be, h, x1, b->ln2.w, b->ln2.b, (int)R, C, 1e-5f);
         attention_forward_add(f, x2, h, ctx, &b->attn2, N, L, Lk, 0);
         be->ops->layer_norm(be, h, x2, b->ln3.w, b->ln3.b, (int)R, C, 1e-5f);
-        linear_forward(f, ff, h, &b->ff1, (int)R);
+        linear_forward(f, ff, h, &b->ff1, (int)R, L);
         be->ops->geglu(be, gg, ff, (int)R, 4 * C);
     }
     /* feed-forward (h = LN3 x2) */
@@ -166,7 +166,7 @@ void transformer2d_backward(struct fwd *f, float *dx, float *dctx, const float *
         for (d = 0; d <= tr->depth; d++) u[d] = fwd_alloc(f, n);
         be->ops->group_norm(be, gn, x, tr->gn.w, tr->gn.b, N, C, HW, groups, 1e-6f, 0);
         be->ops->transpose(be, t, gn, N, C, HW);
-        linear_forward(f, u[0], t, &tr->proj_in, N * HW);
+        linear_forward(f, u[0], t, &tr->proj_in, N * HW, HW);
         for (d = 0; d < tr->depth; d++) {
             be->ops->copy(be, u[d + 1], u[d], n * sizeof(float));
             tblock_forward(f, u[d + 1], ctx, &tr->blocks[d], N, HW, Lk, C);

@@ -259,7 +259,7 @@ void lora_grads(struct lora *l, struct backend *be) {
         const struct lora_module *m = &l->m[i];
         float *dw = *l->unet_grads->rows[m->row].dst;
         be->ops->axpby(be, dw, l->scale, dw, 0.0f, NULL, (long long)m->cout * m->K);
-        be->ops->linear(be, m->db, dw, m->a, DT_F32, NULL, m->cout, m->K, l->rank);                 /* dB = s·dW·Aᵀ */
+        be->ops->linear(be, m->db, dw, m->a, DT_F32, NULL, m->cout, m->cout, m->K, l->rank);                 /* dB = s·dW·Aᵀ */
         be->ops->zero(be, m->da, (size_t)l->rank * m->K * sizeof(float));
         be->ops->linear_backward(be, NULL, m->da, NULL, m->b, dw, NULL, m->cout, m->K, l->rank);   /* dA = s·Bᵀ·dW */
     }

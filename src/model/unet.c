@@ -190,14 +190,14 @@ void unet_down(struct fwd *f, const struct unet *m, struct unet_tape *tp, int tr
     float *add_in = fwd_alloc(f, (size_t)N * c->add_in_dim), *b1 = fwd_alloc(f, (size_t)N * E);
     float *add = fwd_alloc(f, (size_t)N * E), *temb = fwd_alloc(f, (size_t)N * E);
     be->ops->timestep_embedding(be, ts, t, N, c->ch[0], c->flip_sin_to_cos, c->freq_shift, 10000.0f);
-    linear_forward(f, a1, ts, &m->time1, N);
+    linear_forward(f, a1, ts, &m->time1, N, 1);
     be->ops->act(be, s1, a1, (long long)N * E, ACT_SILU);
-    linear_forward(f, emb, s1, &m->time2, N);
+    linear_forward(f, emb, s1, &m->time2, N, 1);
     be->ops->timestep_embedding(be, tid, time_ids, N * 6, A, c->flip_sin_to_cos, c->freq_shift, 10000.0f);
     be->ops->concat_channels(be, add_in, pooled, m->pooled_dim, tid, 6 * A, N, 1);
-    linear_forward(f, b1, add_in, &m->add1, N);
+    linear_forward(f, b1, add_in, &m->add1, N, 1);
     be->ops->act(be, s1, b1, (long long)N * E, ACT_SILU);
-    linear_forward(f, add, s1, &m->add2, N);
+    linear_forward(f, add, s1, &m->add2, N, 1);
     be->ops->axpby(be, emb, 1.0f, emb, 1.0f, add, (long long)N * E);
     be->ops->act(be, temb, emb, (long long)N * E, ACT_SILU);   /* what every resnet projects */
     tp->ts = ts; tp->a1 = a1; tp->add_in = add_in; tp->b1 = b1; tp->emb = emb; tp->temb = temb;

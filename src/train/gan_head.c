@@ -53,7 +53,7 @@ void head_forward(struct fwd *f, const struct head *hd, struct head_save *sv, fl
         x = z; s = so;
     }
     sv->x[hd->nd + 1] = (float *)x;
-    be->ops->linear(be, logits, x, hd->out.w, hd->out.wdt, hd->out.b, N, C, 1);
+    be->ops->linear(be, logits, x, hd->out.w, hd->out.wdt, hd->out.b, N, 1, C, 1);
 }
 
 /* dfeat = from dlogits [N]; g (may be NULL) += parameter gradients. */
