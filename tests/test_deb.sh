@@ -26,7 +26,7 @@ unset SDXLD_MODEL
 "$T/b/server/sdxld" generate --help | grep -qF "built-in model ($REPO/models/shapes-small)"
 ok $? "that build folder's binary takes the built-in model from the source tree"
 (cd "$T" && "$T/b/server/sdxld" generate --prompt "a red circle in the center, on a white background" \
-   --seed 1 -o circle.png 2>"$T/gen.log") && [ "$(head -c 4 "$T/circle.png" | tail -c 3)" = PNG ]
+   --seed 1 -o circle.png >"$T/gen.out" 2>"$T/gen.log") && [ "$(head -c 4 "$T/circle.png" | tail -c 3)" = PNG ]
 ok $? "and makes an image with it" || sed 's/^/# /' "$T/gen.log"
 
 # check-deb.sh's own TAP lines (unnumbered), renumbered into this plan
