@@ -124,7 +124,8 @@ enum MHD_Result api_a1111_set_options(struct req *r) {
     const char *key;
     json_t *val, *v = json_object_get(r->json, "sd_model_checkpoint");
     json_object_foreach(r->json, key, val)
-        if (strcmp(key, "sd_model_checkpoint") && strlen(keys) + strlen(key) + 3 < sizeof keys)
+        if (strcmp(key, "sd_model_checkpoint") && !key[strcspn(key, "\r\n")] &&   /* one log line */
+            strlen(keys) + strlen(key) + 3 < sizeof keys)
             snprintf(keys + strlen(keys), sizeof keys - strlen(keys), "%s%s", keys[0] ? ", " : "", key);
     if (keys[0]) LOG_I("POST /sdapi/v1/options: ignored (no such setting in sdxld): %s", keys);
     model_titles(d, served, own, sizeof served);
