@@ -203,14 +203,14 @@ def idle(c):
 
 
 def watch_progress(c, job_id):
-    """Progress answers while job_id is reported, until it no longer is (the job ended)."""
+    """The progress answers that report job_id, polled until the job has ended."""
     seen, end = [], time.time() + 120
     while time.time() < end:
         p = c.get("/sdapi/v1/progress?skip_current_image=false").json()
         time.sleep(0.01)   # not a bound: spares the daemon a flood of connections
         if p["state"]["job"] == job_id:
             seen.append(p)
-        elif seen or c.get(f"/v1/jobs/{job_id}?b64_json=false").json()["status"] != "queued":
+        elif c.get(f"/v1/jobs/{job_id}?b64_json=false").json()["status"] in ("succeeded", "failed", "cancelled"):
             break
     return seen
 
