@@ -27,7 +27,12 @@ enum MHD_Result api_reply_table_full(struct sdxld *d, struct req *r);
 /* Non-zero (and the 503 answer in *ret) unless the daemon is ready for jobs. */
 int api_not_ready(struct req *r, enum MHD_Result *ret);
 
-/* api_generate.c: what both generation routes share. */
+/* api_generate.c: what the generation routes share. */
+#define API_MAX_STEPS 4          /* spec/api.md: steps 1..4 (the DMD2 generator's schedule) */
+#define API_SEED_MAX INT64_MAX   /* seeds are 0..2^63-1 */
+/* The seed of a request of n images (image i uses seed + i, so seed + n - 1 must fit in
+ * 0..2^63-1 too): v, or a random one when v is NULL (or -1 where minus_one_random). */
+int api_parse_seed(json_t *v, int n, int minus_one_random, uint64_t *seed, struct api_error *e);
 /* A width or height v: a multiple of the model's granularity within size_multiple..max. */
 int api_check_size(const struct sdxld *d, const char *field, int v, int max, struct api_error *e);
 uint64_t api_random_seed(void);                         /* 0..2^63-1 */
@@ -51,8 +56,20 @@ char *b64_encode(const uint8_t *p, size_t n, size_t *out_len);
 
 /* api_openai.c */
 enum MHD_Result api_images_generations(struct req *r);  /* POST /v1/images/generations */
-/* The route table's error_body for the OpenAI routes: {"message", "type", "param", "code"}. */
+/* The route table's error_body for the OpenAI routes: {"error": {"message", "type", "param",
+ * "code"}}. */
 json_t *api_openai_error(unsigned status, const char *code, const char *field, const char *msg);
+
+/* api_a1111.c: the AUTOMATIC1111 API subset (docs/daemon.md). */
+enum MHD_Result api_a1111_txt2img(struct req *r);       /* POST /sdapi/v1/txt2img */
+enum MHD_Result api_a1111_sd_models(struct req *r);     /* GET /sdapi/v1/sd-models */
+enum MHD_Result api_a1111_get_options(struct req *r);   /* GET /sdapi/v1/options */
+enum MHD_Result api_a1111_set_options(struct req *r);   /* POST /sdapi/v1/options */
+enum MHD_Result api_a1111_progress(struct req *r);      /* GET /sdapi/v1/progress */
+enum MHD_Result api_a1111_interrupt(struct req *r);     /* POST /sdapi/v1/interrupt */
+/* The route table's error_body for the A1111 routes: {"error", "detail", "body", "errors"}
+ * as A1111's middleware answers (422: FastAPI's validation shape). */
+json_t *api_a1111_error(unsigned status, const char *code, const char *field, const char *msg);
 
 /* api_train.c */
 enum MHD_Result api_train_create(struct req *r);        /* POST /v1/train */
@@ -61,6 +78,16 @@ enum MHD_Result api_train_cancel(struct req *r);        /* DELETE /v1/train/{id}
 enum MHD_Result api_train_events(struct req *r);        /* GET /v1/train/{id}/events */
 enum MHD_Result api_train_sample(struct req *r);        /* GET /v1/train/{id}/samples/{i} */
 enum MHD_Result api_models_load(struct req *r);         /* POST /v1/models/load */
+/* Queue a model-load job (the worker swaps the served UNet between batches) and park the
+ * request until it is done; on_done answers, with r->job the load job.  generator: a JSON
+ * string naming a UNet file under data_root, or NULL for the model folder's own UNet;
+ * lora: an adapter file, or NULL.  Path errors name `field` (the request's name for
+ * generator).  Does not check auth. */
+enum MHD_Result api_load_submit(struct req *r, json_t *generator, const char *field, json_t *lora,
+                                float lora_scale, enum MHD_Result (*on_done)(struct req *r));
+/* In on_done of api_load_submit: non-zero, with the error answer in *ret, unless the load
+ * succeeded. */
+int api_load_failed(struct req *r, enum MHD_Result *ret);
 
 /* routes.c: cancel job j (the caller's reference is taken over).  A running training
  * job stops at its next iteration after a final checkpoint: the request waits for that

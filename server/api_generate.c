@@ -18,8 +18,6 @@
 
 #include "api.h"
 
-#define MAX_STEPS 4          /* spec/api.md: steps 1..4 */
-#define SEED_MAX INT64_MAX   /* 2^63 - 1 */
 
 enum fmt { FMT_DEFAULT, FMT_PNG, FMT_B64 };
 
@@ -75,7 +73,22 @@ uint64_t api_random_seed(void) {
         clock_gettime(CLOCK_REALTIME, &ts);
         s = (uint64_t)ts.tv_nsec * 6364136223846793005ull ^ (uint64_t)ts.tv_sec;
     }
-    return s & (uint64_t)SEED_MAX;
+    return s & (uint64_t)API_SEED_MAX;
+}
+
+int api_parse_seed(json_t *v, int n, int minus_one_random, uint64_t *seed, struct api_error *e) {
+    const uint64_t last = (uint64_t)API_SEED_MAX - (uint64_t)(n - 1);   /* the largest that fits */
+    long long x = -1;
+    if (v && api_get_int(v, "seed", minus_one_random ? -1 : 0, API_SEED_MAX, &x, e)) return -1;
+    if (x == -1) {
+        *seed = api_random_seed();
+        if (*seed > last) *seed -= (uint64_t)(n - 1);
+        return 0;
+    }
+    if ((uint64_t)x > last)
+        return api_fail(e, "seed", "seed: seed + %d (image i uses seed + i) must not exceed 2^63-1", n - 1);
+    *seed = (uint64_t)x;
+    return 0;
 }
 
 static int parse_prompt(json_t *body, struct gen_request *g, struct api_error *e) {
@@ -123,23 +136,15 @@ static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, 
             api_check_size(d, "height", (int)x, c->max_height, e)) return -1;
         g->params.height = (int)x;
     }
-    if ((v = json_object_get(body, "seed"))) {
-        if (api_get_int(v, "seed", 0, SEED_MAX, &x, e)) return -1;
-        g->seed = (uint64_t)x;
-    } else {
-        g->seed = api_random_seed();
-    }
-    /* image i uses seed + i: keep the last one within 0..2^63-1 too */
-    if (g->seed > (uint64_t)SEED_MAX - (uint64_t)(g->n - 1))
-        return api_fail(e, "seed", "seed: seed + n - 1 must not exceed 2^63-1");
+    if (api_parse_seed(json_object_get(body, "seed"), g->n, 0, &g->seed, e)) return -1;
     int steps = 0;
     if ((v = json_object_get(body, "steps"))) {
-        if (api_get_int(v, "steps", 1, MAX_STEPS, &x, e)) return -1;
+        if (api_get_int(v, "steps", 1, API_MAX_STEPS, &x, e)) return -1;
         steps = (int)x;
     }
     if ((v = json_object_get(body, "timesteps"))) {
         char why[160];
-        int n = timesteps_from_json(v, g->params.timesteps, MAX_STEPS, 1000, "timesteps", why, sizeof why);
+        int n = timesteps_from_json(v, g->params.timesteps, API_MAX_STEPS, 1000, "timesteps", why, sizeof why);
         if (n < 0) return api_fail(e, "timesteps", "%s", why);
         if (steps && steps != n)
             return api_fail(e, "timesteps", "timesteps: %d entries but steps is %d", n, steps);
@@ -305,6 +310,7 @@ enum MHD_Result api_submit(struct req *r, struct gen_request *g, int async,
     struct job *j = job_new_generate(d->jobs, g);
     if (!j) {
         free(g->prompt);
+        free(g->ignored);
         return reply_error(r, 503, "resource_exhausted", NULL, "out of memory");
     }
     int pos = 0;

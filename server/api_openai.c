@@ -23,8 +23,6 @@
 
 #include "api.h"
 
-#define SEED_MAX INT64_MAX
-
 enum openai_answer { OPENAI_B64, OPENAI_URL };   /* r->handler_data */
 
 json_t *api_openai_error(unsigned status, const char *code, const char *field, const char *msg) {
@@ -32,8 +30,8 @@ json_t *api_openai_error(unsigned status, const char *code, const char *field, c
                      : status == 403 ? "permission_error"
                      : status == 429 ? "rate_limit_error"
                      : status >= 500 ? "server_error" : "invalid_request_error";
-    return json_pack("{s:s, s:s, s:s?, s:s}", "message", msg, "type", type, "param", field,
-                     "code", code);
+    return json_pack("{s:{s:s, s:s, s:s?, s:s}}", "error", "message", msg, "type", type,
+                     "param", field, "code", code);
 }
 
 /* v must be a string equal to one of the NULL-terminated choices; *out (may be NULL) gets it. */
@@ -126,8 +124,7 @@ static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
         return -1;
     *answer = !strcmp(a, "url") ? OPENAI_URL : OPENAI_B64;
     if (parse_output(body, g, e) || parse_hints(body, g, e)) return -1;
-    g->seed = api_random_seed();
-    if (g->seed > (uint64_t)SEED_MAX - (uint64_t)g->n) g->seed -= (uint64_t)g->n;
+    api_parse_seed(NULL, g->n, 0, &g->seed, e);   /* random: cannot fail */
     g->params.nsteps = d->cfg.default_steps;
     engine_default_timesteps(g->params.nsteps, g->params.timesteps);
     return 0;

@@ -524,7 +524,7 @@ enum MHD_Result api_train_events(struct req *r) {
 
 /* ---- POST /v1/models/load ---- */
 
-static enum MHD_Result on_load_done(struct req *r) {
+int api_load_failed(struct req *r, enum MHD_Result *ret) {
     struct sdxld *d = r->d;
     struct job *j = r->job;
     jobs_lock(d->jobs);
@@ -536,9 +536,17 @@ static enum MHD_Result on_load_done(struct req *r) {
     snprintf(msg, sizeof msg, "%s", j->err_msg ? j->err_msg : "no details");
     jobs_unlock(d->jobs);
     if (!job_status_final(st) || st == JOB_CANCELLED)
-        return reply_error(r, 503, "shutting_down", NULL, "the daemon is shutting down; the "
+        *ret = reply_error(r, 503, "shutting_down", NULL, "the daemon is shutting down; the "
                            "generator was not loaded");
-    if (st != JOB_SUCCEEDED) return reply_error(r, http, code, field[0] ? field : NULL, "%s", msg);
+    else if (st != JOB_SUCCEEDED)
+        *ret = reply_error(r, http, code, field[0] ? field : NULL, "%s", msg);
+    return st != JOB_SUCCEEDED;
+}
+
+static enum MHD_Result on_load_done(struct req *r) {
+    struct sdxld *d = r->d;
+    enum MHD_Result ret;
+    if (api_load_failed(r, &ret)) return ret;
     pthread_mutex_lock(&d->info_lock);
     json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "status", "loaded", "id", d->info.model_name,
                           "model", d->cfg.model, "generator", d->generator);
@@ -546,29 +554,18 @@ static enum MHD_Result on_load_done(struct req *r) {
     return reply_json(r, 200, o);
 }
 
-enum MHD_Result api_models_load(struct req *r) {
+enum MHD_Result api_load_submit(struct req *r, json_t *generator, const char *field, json_t *lora,
+                                float lora_scale, enum MHD_Result (*on_done)(struct req *r)) {
     struct sdxld *d = r->d;
-    enum MHD_Result ret;
-    if (api_not_ready(r, &ret)) return ret;
-    static const char *const known[] = { "generator", "lora", "lora_scale", NULL };
     struct api_error e = { 0 };
     char root[PATH_MAX], p[PATH_MAX], pl[PATH_MAX], what[2 * PATH_MAX + 64];
-    json_t *v = json_object_get(r->json, "generator"), *vl = json_object_get(r->json, "lora");
-    json_t *vs = json_object_get(r->json, "lora_scale");
-    float scale = 1.0f;
-    if (api_check_unknown(r->json, known, &e)) return reply_api_error(r, &e);
-    if (!v && !vl) return reply_error(r, 400, "invalid_argument", "generator", "generator: required (a "
-                                      "UNet safetensors file under data_root), or lora (an adapter file)");
-    if (vs && (!vl || get_num(vs, "lora_scale", 0, 10, 1, &scale, &e)))
-        return vl ? reply_api_error(r, &e)
-                  : reply_error(r, 400, "invalid_argument", "lora_scale", "lora_scale: given without lora");
-    if (real_root(d, "generator", root, &e) ||
-        (v && resolve_path(root, "generator", v, PATH_FILE, p, &e)) ||
-        (vl && resolve_path(root, "lora", vl, PATH_FILE, pl, &e)))
+    if (real_root(d, field, root, &e) ||
+        (generator && resolve_path(root, field, generator, PATH_FILE, p, &e)) ||
+        (lora && resolve_path(root, "lora", lora, PATH_FILE, pl, &e)))
         return reply_api_error(r, &e);
-    int k = snprintf(what, sizeof what, "%s", v ? shown(root, p) : "(the model's own UNet)");
-    if (vl) snprintf(what + k, sizeof what - (size_t)k, " + LoRA %s × %g", shown(root, pl), (double)scale);
-    struct job *j = job_new_load(d->jobs, v ? p : NULL, vl ? pl : NULL, scale, what);
+    int k = snprintf(what, sizeof what, "%s", generator ? shown(root, p) : "(the model's own UNet)");
+    if (lora) snprintf(what + k, sizeof what - (size_t)k, " + LoRA %s × %g", shown(root, pl), (double)lora_scale);
+    struct job *j = job_new_load(d->jobs, generator ? p : NULL, lora ? pl : NULL, lora_scale, what);
     if (!j) return reply_error(r, 503, "resource_exhausted", NULL, "out of memory");
     int pos;
     switch (jobs_submit(d->jobs, j, &pos, NULL)) {
@@ -585,5 +582,22 @@ enum MHD_Result api_models_load(struct req *r) {
         return api_reply_draining(r);
     }
     /* The worker swaps the UNet between batches; the request waits parked (no thread). */
-    return req_wait_job(r, j, 0, on_load_done);
+    return req_wait_job(r, j, 0, on_done);
+}
+
+enum MHD_Result api_models_load(struct req *r) {
+    enum MHD_Result ret;
+    if (api_not_ready(r, &ret)) return ret;
+    static const char *const known[] = { "generator", "lora", "lora_scale", NULL };
+    struct api_error e = { 0 };
+    json_t *v = json_object_get(r->json, "generator"), *vl = json_object_get(r->json, "lora");
+    json_t *vs = json_object_get(r->json, "lora_scale");
+    float scale = 1.0f;
+    if (api_check_unknown(r->json, known, &e)) return reply_api_error(r, &e);
+    if (!v && !vl) return reply_error(r, 400, "invalid_argument", "generator", "generator: required (a "
+                                      "UNet safetensors file under data_root), or lora (an adapter file)");
+    if (vs && (!vl || get_num(vs, "lora_scale", 0, 10, 1, &scale, &e)))
+        return vl ? reply_api_error(r, &e)
+                  : reply_error(r, 400, "invalid_argument", "lora_scale", "lora_scale: given without lora");
+    return api_load_submit(r, v, "generator", vl, scale, on_load_done);
 }

@@ -182,12 +182,13 @@ enum MHD_Result reply_error(struct req *r, unsigned status, const char *code,
     va_end(ap);
     if (!utf8_ok(msg)) snprintf(msg, sizeof msg, "(message not valid UTF-8)");
     if (field && !utf8_ok(field)) field = "?";
-    json_t *e;
+    json_t *body;
     if (r->error_body) {
-        e = r->error_body(status, code, field, msg);
+        body = r->error_body(status, code, field, msg);
     } else {
-        e = json_pack("{s:s, s:s}", "code", code, "message", msg);
+        json_t *e = json_pack("{s:s, s:s}", "code", code, "message", msg);
         if (field) json_object_set_new(e, "field", json_string(field));
+        body = json_pack("{s:o}", "error", e);
     }
     if (status == 401) req_add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"sdxld\"");
     if (status >= 500) {
@@ -201,7 +202,7 @@ enum MHD_Result reply_error(struct req *r, unsigned status, const char *code,
             LOG_W("%s %s: %u %s: %s%s", r->method, r->path, status, code, msg,
                   suppressed_text(suppressed));
     }
-    return reply_json(r, status, json_pack("{s:o}", "error", e));
+    return reply_json(r, status, body);
 }
 
 const char *req_header(struct req *r, const char *name) {

@@ -21,8 +21,8 @@
 
 struct req;
 typedef enum MHD_Result (*handler_fn)(struct req *r);
-/* The "error" member of an error answer, from its status, code, field (NULL if none)
- * and message. */
+/* A route's own error shape: the whole JSON body of an error answer, from its status,
+ * code, field (NULL if none) and message. */
 typedef json_t *(*error_body_fn)(unsigned status, const char *code, const char *field,
                                  const char *msg);
 
@@ -33,8 +33,9 @@ struct route {
     size_t max_body;           /* > 0: a JSON object body of at most this many bytes */
     enum auth_level auth;
     int quiet;                 /* probes and scrapes: access-logged at debug level */
-    error_body_fn error_body;  /* NULL: the daemon's {"code", "message", "field"}; the OpenAI
-                                  routes answer in OpenAI's shape (api_openai_error) */
+    error_body_fn error_body;  /* NULL: the daemon's {"error": {"code", "message", "field"}};
+                                  the OpenAI routes answer in OpenAI's shape (api_openai_error),
+                                  the A1111 routes in A1111's (api_a1111_error) */
 };
 
 /* routes.c */

@@ -95,6 +95,7 @@ static void train_state_free(struct train_state *t) {
 
 static void job_free(struct job *j) {
     free(j->req.prompt);
+    free(j->req.ignored);
     train_state_free(j->train);
     free(j->load_generator);
     free(j->load_lora);
@@ -152,6 +153,7 @@ struct job *job_new_generate(struct jobs *js, struct gen_request *req) {
     if (!j) return NULL;
     j->req = *req;
     req->prompt = NULL;
+    req->ignored = NULL;
     j->total = j->req.n * j->req.params.nsteps;
     return j;
 }
@@ -348,7 +350,8 @@ static struct job *train_conflict_locked(struct jobs *js, const char *out) {
 /* What a job holds before its first event: the struct, its strings, a training run's
  * state (its loss history and lists grow to bounded sizes: counted at their bound). */
 static size_t footprint(const struct job *j) {
-    size_t n = sizeof *j + (j->req.prompt ? strlen(j->req.prompt) + 1 : 0);
+    size_t n = sizeof *j + (j->req.prompt ? strlen(j->req.prompt) + 1 : 0) +
+               (j->req.ignored ? strlen(j->req.ignored) + 1 : 0);
     if (j->train) {
         const struct train_request *r = &j->train->req;
         const char *s[] = { r->teacher, r->generator_init, r->out, r->data, r->root, r->echo };

@@ -90,6 +90,10 @@ struct gen_request {
     /* OpenAI "quality" and "style" as the client sent them ("" = absent): recorded in the
      * job's request and otherwise ignored (docs/daemon.md: they never change the image) */
     char quality_hint[16], style[16];
+    /* Fields the client sent that do not change the image (A1111's negative_prompt,
+     * sampler_name, cfg_scale, ...), as JSON object text, or NULL: owned by the job,
+     * shown in its request as "ignored" (docs/daemon.md: recorded, never used) */
+    char *ignored;
 };
 
 /* What a training job asks for (validated and resolved by api_train.c; immutable once

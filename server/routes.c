@@ -1,5 +1,6 @@
 /* routes.c — the route table and the handlers for jobs and operations (generation is
- * in api_generate.c, training and model loading in api_train.c).
+ * in api_generate.c and api_openai.c, the A1111 API in api_a1111.c, training and model
+ * loading in api_train.c).
  *
  * One static table: method, path pattern, handler, body limit (0 = no body; > 0 = a JSON
  * object of at most that many bytes), auth level.  http.c enforces limits, content
@@ -300,6 +301,12 @@ const struct route sdxld_routes[] = {
     { "GET",    "/metrics",                  api_metrics,            0,       AUTH_NONE,  1, NULL },
     { "POST",   "/v1/generate",              api_generate,           KB(64),  AUTH_API,   0, NULL },
     { "POST",   "/v1/images/generations",    api_images_generations, KB(64),  AUTH_API,   0, api_openai_error },
+    { "POST",   "/sdapi/v1/txt2img",         api_a1111_txt2img,      KB(64),  AUTH_API,   0, api_a1111_error },
+    { "GET",    "/sdapi/v1/sd-models",       api_a1111_sd_models,    0,       AUTH_API,   0, api_a1111_error },
+    { "GET",    "/sdapi/v1/options",         api_a1111_get_options,  0,       AUTH_API,   0, api_a1111_error },
+    { "POST",   "/sdapi/v1/options",         api_a1111_set_options,  KB(16),  AUTH_API,   0, api_a1111_error },
+    { "GET",    "/sdapi/v1/progress",        api_a1111_progress,     0,       AUTH_API,   0, api_a1111_error },
+    { "POST",   "/sdapi/v1/interrupt",       api_a1111_interrupt,    0,       AUTH_API,   0, api_a1111_error },
     { "GET",    "/v1/jobs",                  api_jobs_list,          0,       AUTH_API,   0, NULL },
     { "GET",    "/v1/jobs/*",                api_job_get,            0,       AUTH_API,   0, NULL },
     { "DELETE", "/v1/jobs/*",                api_job_cancel,         0,       AUTH_API,   0, NULL },

@@ -16,6 +16,7 @@
  * Failure policy (ARCHITECTURE.md, Errors): a failed batch fails its jobs and the
  * daemon lives; SD_ERR_CUDA means the device context may be poisoned, so the worker
  * fails the batch, stops, and the main thread exits non-zero for systemd to restart. */
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -183,8 +184,12 @@ static int load_exit_code(sd_status st) {
 
 static struct engine *load_engine(struct sdxld *d) {
     const struct sdxld_config *c = &d->cfg;
+    /* The engine reads the model folder again when a generator is loaded, confined to
+     * data_root and the model's real path (src/core/fs.h), which matches absolute paths
+     * only: give it the real path of a relative `model`. */
+    char model[PATH_MAX];
     struct engine_config ec = {
-        .model_dir = c->model,
+        .model_dir = realpath(c->model, model) ? model : c->model,
         .unet_path = c->unet[0] ? c->unet : NULL,
         .config_dir = c->model_config[0] ? c->model_config : NULL,
         .tokenizer_dir = c->tokenizers[0] ? c->tokenizers : NULL,
