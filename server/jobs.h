@@ -90,6 +90,8 @@ struct gen_request {
     /* OpenAI "quality" and "style" as the client sent them ("" = absent): recorded in the
      * job's request and otherwise ignored (docs/daemon.md: they never change the image) */
     char quality_hint[16], style[16];
+    char warning[256];         /* advice_size's line when the size is far above the model's
+                                  native one, else "" (the job's `warnings`) */
 };
 
 /* What a training job asks for (validated and resolved by api_train.c; immutable once
@@ -258,6 +260,9 @@ void jobs_result_delivered_locked(struct jobs *js, struct job *j);
 /* The job as JSON (no image bytes; images appear as seed + url); detail adds the
  * request's parameters.  Lock held. */
 json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail);
+/* A generation's `warnings` array (its request's warning, if any): the job's JSON and
+ * the answers of POST /v1/generate carry it. */
+json_t *gen_warnings_json(const struct gen_request *r);
 /* Recent jobs, newest first; status_filter -1 for all. */
 json_t *jobs_list_json(struct jobs *js, int status_filter, int limit);
 
