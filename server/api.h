@@ -28,7 +28,7 @@ enum MHD_Result api_reply_table_full(struct sdxld *d, struct req *r);
 int api_not_ready(struct req *r, enum MHD_Result *ret);
 
 /* api_generate.c: what the generation routes share. */
-#define API_MAX_STEPS 4          /* spec/api.md: steps 1..4 (the DMD2 generator's schedule) */
+#define API_MAX_STEPS 4          /* docs/api.md: steps 1..4 (the DMD2 generator's schedule) */
 #define API_SEED_MAX INT64_MAX   /* seeds are 0..2^63-1 */
 /* The seed of a request of n images (image i uses seed + i, so seed + n - 1 must fit in
  * 0..2^63-1 too): v, or a random one when v is NULL (or -1 where minus_one_random). */

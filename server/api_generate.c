@@ -16,6 +16,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "advice.h"
 #include "api.h"
 
 
@@ -235,6 +236,7 @@ struct job_result *api_take_result(struct req *r, int keep, enum MHD_Result *ret
     req_add_header(r, "X-Seed", seed);
     req_add_header(r, "X-Job-Id", j->id);
     if (truncated) req_add_header(r, "X-Prompt-Truncated", "true");
+    if (j->req.warning[0]) req_add_header(r, "X-Warning", j->req.warning);   /* immutable once queued */
     return res;
 }
 
@@ -269,11 +271,11 @@ static enum MHD_Result on_generation_done(struct req *r) {
     int truncated = j->truncated;
     double tq = j->queue_ms, tt = j->tm.text_ms, tu = j->tm.unet_ms, tv = j->tm.vae_ms;
     jobs_unlock(r->d->jobs);
-    return reply_json(r, 200, json_pack("{s:s, s:I, s:o, s:{s:f, s:f, s:f, s:f}, s:b}",
+    return reply_json(r, 200, json_pack("{s:s, s:I, s:o, s:{s:f, s:f, s:f, s:f}, s:b, s:o}",
         "id", j->id, "created", (json_int_t)time(NULL), "images", imgs, "timings",
         "queue_ms", (double)(long long)(tq + 0.5), "text_ms", (double)(long long)(tt + 0.5),
         "unet_ms", (double)(long long)(tu + 0.5), "vae_ms", (double)(long long)(tv + 0.5),
-        "truncated", truncated));
+        "truncated", truncated, "warnings", gen_warnings_json(&j->req)));
 }
 
 enum MHD_Result api_reply_table_full(struct sdxld *d, struct req *r) {
@@ -307,6 +309,8 @@ enum MHD_Result api_submit(struct req *r, struct gen_request *g, int async,
                            enum MHD_Result (*on_done)(struct req *r)) {
     struct sdxld *d = r->d;
     g->sync = !async;
+    advice_size(g->params.width, g->params.height, d->native_width, d->native_height,
+                g->warning, sizeof g->warning);
     struct job *j = job_new_generate(d->jobs, g);
     if (!j) {
         free(g->prompt);
@@ -333,12 +337,14 @@ enum MHD_Result api_submit(struct req *r, struct gen_request *g, int async,
         jobs_unref(d->jobs, j);
         return api_reply_draining(r);
     }
+    if (j->req.warning[0]) LOG_W("job %s: %s", j->id, j->req.warning);
     if (async) {
         char loc[96];
         snprintf(loc, sizeof loc, "/v1/jobs/%s", j->id);
         req_add_header(r, MHD_HTTP_HEADER_LOCATION, loc);
-        json_t *o = json_pack("{s:s, s:s, s:i, s:I}", "id", j->id, "status", "queued",
-                              "queue_position", pos, "seed", (json_int_t)j->req.seed);
+        json_t *o = json_pack("{s:s, s:s, s:i, s:I, s:o}", "id", j->id, "status", "queued",
+                              "queue_position", pos, "seed", (json_int_t)j->req.seed,
+                              "warnings", gen_warnings_json(&j->req));
         jobs_unref(d->jobs, j);
         return reply_json(r, 202, o);
     }

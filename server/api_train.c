@@ -1,5 +1,5 @@
 /* api_train.c — distillation over HTTP: POST /v1/train, GET and DELETE /v1/train/{id},
- * GET /v1/train/{id}/events, and POST /v1/models/load (spec/api.md, Distillation).
+ * GET /v1/train/{id}/events, and POST /v1/models/load (docs/api.md, Distillation).
  *
  * A training request is validated as strictly as a generation: unknown fields, wrong
  * types, out-of-range values and impossible sizes are 400s naming the field, and so is
@@ -12,8 +12,8 @@
  * run); the rest (weights that do not load, a broken PNG) fails the job with the
  * trainer's message.
  *
- * spec/api.md's `prompts` + `real_data` map onto our dataset: the generator's prompts
- * are the captions that come with the images (as in DMD2's 4-step SDXL run, spec/dmd2.md
+ * docs/api.md's `prompts` + `real_data` map onto our dataset: the generator's prompts
+ * are the captions that come with the images (as in DMD2's 4-step SDXL run, docs/dmd2.md
  * §9.3).  `real_data` is an image folder (PNG files + captions.txt, src/train/data.h) or
  * "shapes", the built-in procedural dataset; `prompts` may be omitted, or name the same
  * source (which changes nothing); a separate prompt list is refused, not ignored.
@@ -278,7 +278,7 @@ static int resume_merge(const struct sdxld *d, const char *root, const char *out
     return rc;
 }
 
-/* prompts: only the real_data source itself (spec/api.md's pair maps onto our dataset). */
+/* prompts: only the real_data source itself (docs/api.md's pair maps onto our dataset). */
 static int check_prompts(const char *root, json_t *body, const struct train_options *o,
                          struct api_error *e) {
     json_t *v = json_object_get(body, "prompts");

@@ -1,4 +1,4 @@
-/* cli.c — the conformance subcommands (spec/conformance.md) and `sdxld init`.
+/* cli.c — the conformance subcommands (docs/conformance.md) and `sdxld init`.
  * Each reads safetensors/JSON inputs, runs one stage through the engine facade and
  * writes safetensors outputs named as in the golden file, so a golden file is a valid
  * input and outputs compare tensor by tensor. */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "advice.h"
 #include "cli.h"
 #include "cli_util.h"
 
@@ -193,6 +194,8 @@ int cli_generate(int argc, char **argv) {
     else if (p.nsteps >= 1 && p.nsteps <= ENGINE_MAX_STEPS) engine_default_timesteps(p.nsteps, p.timesteps);
     memcpy(p.time_ids, g.tid, sizeof g.tid);
     if (engine_check_params(e, &p)) { cli_fail("parameters"); goto out; }
+    char warn[256];
+    if (advice_size(p.width, p.height, info->default_width, info->default_height, warn, sizeof warn)) LOG_W("%s", warn);
     int C = info->latent_channels, h = p.height / info->vae_scale, w = p.width / info->vae_scale;
     if (g.noise_path && load_noise(g.noise_path, &nf, &tr, &p, C, h, w, &n)) { cli_fail("noise"); goto out; }
     size_t per = (size_t)n * C * h * w;

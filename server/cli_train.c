@@ -167,7 +167,7 @@ int cli_train(int argc, char **argv) {
     struct train_options *o = malloc(sizeof *o);
     if (!o) return 1;
     int rc = run_options("train dmd2", "usage: sdxld train dmd2 --teacher DIR --out RUN [--resume] [options]\n"
-                         "Defaults are the DMD2 paper's SDXL settings (spec/dmd2.md); small models want larger LRs.",
+                         "Defaults are the DMD2 paper's SDXL settings (docs/dmd2.md); small models want larger LRs.",
                          TRAIN_DMD2, argc, argv, 2, o, &cfg);
     if (rc >= 0) { free(o); return rc; }
     struct dmd2_config c = {

@@ -26,6 +26,12 @@
 enum cfg_type { CFG_T_STR, CFG_T_INT, CFG_T_BOOL, CFG_T_ENUM };
 
 #define CFG_SECRET   1u   /* masked in GET /v1/config */
+#define CFG_BUILTIN  2u   /* empty = the built-in model (serve.c puts its path in at start) */
+
+/* What an empty CFG_BUILTIN option means, in --help (with the path this binary resolves)
+ * and in the config file (without: the file is the same on every machine). */
+#define BUILTIN_TEXT "\"\" = the built-in model"
+#define BUILTIN_WHERE "models/shapes-small of the installation or source tree (docs/deploy.md), or $SDXLD_MODEL; --check-config and GET /v1/config show its path"
 
 struct cfg_option {
     const char *name;
@@ -50,8 +56,8 @@ static const struct cfg_option options[] = {
              "address to listen on: HOST:PORT or [IPV6]:PORT (port 0 picks a free one)"),
     CFG_STR ("replica", "", 0, replica,
              "this daemon's name among several behind one proxy (docs/deploy.md): 1 to " REPLICA_NAME_MAX_TEXT " of a-z, 0-9 and '-'; it starts every job and training id (r1-gen_...) so the proxy can route an id to its replica, labels every /metrics series and is shown by /healthz and /readyz; empty = none"),
-    CFG_STR ("model", "", 0, model,
-             "model folder in diffusers layout (unet/, vae/, text_encoder*/, tokenizer*/), or one checkpoint file in the original layout (safetensors or torch); empty = the built-in shapes model"),
+    CFG_STR ("model", "", CFG_BUILTIN, model,
+             "model folder in diffusers layout (unet/, vae/, text_encoder*/, tokenizer*/), or one checkpoint file in the original layout (safetensors or torch)"),
     CFG_STR ("model_config", "", 0, model_config,
              "for a single-file model: the folder of its configs (unet/, vae/, text_encoder/, text_encoder_2/ config.json); empty = the shipped SDXL-base ones when the file's shapes are SDXL base's"),
     CFG_STR ("tokenizers", "", 0, tokenizers,
@@ -365,7 +371,7 @@ static const char *type_text(const struct cfg_option *o, char *buf, size_t n) {
     return "?";
 }
 
-void config_print_help(FILE *f) {
+void config_print_help(FILE *f, const char *builtin_model) {
     char buf[64];
     fprintf(f,
         "usage: sdxld serve [--config FILE] [--OPTION VALUE ...]\n"
@@ -384,8 +390,12 @@ void config_print_help(FILE *f) {
     for (int i = 0; i < NOPTIONS; i++) {
         const struct cfg_option *o = &options[i];
         fprintf(f, "  --%-20s %s\n", o->name, o->help);
-        fprintf(f, "  %-22s (%s; default: %s)\n", "", type_text(o, buf, sizeof buf),
-                o->dflt[0] ? o->dflt : "\"\"");
+        if (o->flags & CFG_BUILTIN)
+            fprintf(f, "  %-22s (%s; default: " BUILTIN_TEXT ", here %s)\n", "", type_text(o, buf, sizeof buf),
+                    builtin_model);
+        else
+            fprintf(f, "  %-22s (%s; default: %s)\n", "", type_text(o, buf, sizeof buf),
+                    o->dflt[0] ? o->dflt : "\"\"");
     }
     fprintf(f, "\nExit status: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a runtime failure,\n"
                "2 on a usage error, %d on an invalid configuration.\n", SDXLD_EXIT_CONFIG);
@@ -421,6 +431,8 @@ void config_print_file(FILE *f) {
         const struct cfg_option *o = &options[i];
         fprintf(f, "\n");
         print_comment(f, o->help);
+        if (o->flags & CFG_BUILTIN)
+            print_comment(f, "(" BUILTIN_TEXT ": " BUILTIN_WHERE ")");
         fprintf(f, "# (%s)\n", type_text(o, buf, sizeof buf));
         if (o->type == CFG_T_STR && !o->dflt[0]) fprintf(f, "%s = \"\"\n", o->name);
         else fprintf(f, "%s = %s\n", o->name, o->dflt);

@@ -80,8 +80,9 @@ int config_check(const struct sdxld_config *c, char *err, size_t errlen);
  * others, 0 for unknown. */
 int config_is_option(const char *name);
 
-/* `sdxld serve --help`: the options with type, bounds, default and help. */
-void config_print_help(FILE *f);
+/* `sdxld serve --help`: the options with type, bounds, default and help; builtin_model is
+ * the path an empty `model` stands for (cli_default_model()). */
+void config_print_help(FILE *f, const char *builtin_model);
 /* The example config file: every option, its help as a comment, its default. */
 void config_print_file(FILE *f);
 /* Effective values as a JSON object (secrets masked) with where each came from. */

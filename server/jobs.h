@@ -94,6 +94,8 @@ struct gen_request {
      * sampler_name, cfg_scale, ...), as JSON object text, or NULL: owned by the job,
      * shown in its request as "ignored" (docs/daemon.md: recorded, never used) */
     char *ignored;
+    char warning[256];         /* advice_size's line when the size is far above the model's
+                                  native one, else "" (the job's `warnings`) */
 };
 
 /* What a training job asks for (validated and resolved by api_train.c; immutable once
@@ -262,6 +264,9 @@ void jobs_result_delivered_locked(struct jobs *js, struct job *j);
 /* The job as JSON (no image bytes; images appear as seed + url); detail adds the
  * request's parameters.  Lock held. */
 json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail);
+/* A generation's `warnings` array (its request's warning, if any): the job's JSON and
+ * the answers of POST /v1/generate carry it. */
+json_t *gen_warnings_json(const struct gen_request *r);
 /* Recent jobs, newest first; status_filter -1 for all. */
 json_t *jobs_list_json(struct jobs *js, int status_filter, int limit);
 

@@ -1,6 +1,6 @@
 /* jobs_json.c — the API's JSON view of jobs: GET /v1/jobs/{id} and /v1/train/{id}, the
  * job list, and the snapshots that make the SSE event log (contracts in jobs.h and
- * jobs_impl.h; the shapes are spec/api.md's).
+ * jobs_impl.h; the shapes are docs/api.md's).
  *
  * Only reads jobs, with the jobs lock held: a view never changes the table.  Image bytes
  * are never in here (images appear as seed + url; GET /v1/jobs/{id} adds base64 outside
@@ -24,11 +24,17 @@ const char *jobs_shown_path(const struct train_request *r, const char *abs) {
     return abs;
 }
 
+json_t *gen_warnings_json(const struct gen_request *r) {
+    json_t *a = json_array();
+    if (r->warning[0]) json_array_append_new(a, json_string(r->warning));
+    return a;
+}
+
 static const char *kind_name(enum job_kind k) {
     return k == JOB_GENERATE ? "generate" : k == JOB_TRAIN ? "train" : "load";
 }
 
-/* The training fields of GET /v1/train/{id} (spec/api.md), added to the job object. */
+/* The training fields of GET /v1/train/{id} (docs/api.md), added to the job object. */
 static void train_to_json_locked(struct job *j, json_t *o, int detail) {
     const struct train_state *t = j->train;
     const struct train_request *r = &t->req;
@@ -129,6 +135,7 @@ json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail) {
         }
         json_object_set_new(o, "request", rq ? rq : json_null());
     }
+    if (j->kind == JOB_GENERATE) json_object_set_new(o, "warnings", gen_warnings_json(&j->req));
     if (j->kind == JOB_TRAIN) {
         train_to_json_locked(j, o, detail);
     } else if (j->kind == JOB_GENERATE && j->status == JOB_SUCCEEDED) {

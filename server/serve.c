@@ -72,7 +72,7 @@ static int parse_args(int argc, char **argv, struct sdxld_config *cfg, struct se
         else if (!strncmp(a, "--single-request=", 17)) o->single_request = a + 17;
     }
     if (o->help) {
-        config_print_help(stdout);
+        config_print_help(stdout, cli_default_model());
         return 0;
     }
     if (o->print_config) {

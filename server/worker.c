@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "advice.h"
 #include "api_status.h"
 #include "cli_util.h"
 #include "daemon.h"
@@ -210,10 +211,15 @@ static struct engine *load_engine(struct sdxld *d) {
         st = engine_load(&e, &ec);
         if (st == SD_OK) goto loaded;
         if (st != SD_ERR_CUDA && st != SD_ERR_UNSUPPORTED) goto failed;
-        if (strstr(sd_last_error(), "no usable GPU"))   /* the usual case on a machine without one */
-            LOG_I("no GPU found, serving on the CPU (%s)", sd_last_error());
-        else
-            LOG_W("cuda backend unavailable (%s); falling back to cpu", sd_last_error());
+        char line[600];
+        if (advice_cpu_fallback(sd_last_error(), advice_gpu_device_seen(), line, sizeof line)) {
+            LOG_I("%s", line);   /* the usual case on a machine without one (advice.h) */
+            LOG_D("cuda: %s", sd_last_error());
+        } else {
+            LOG_W("%s", line);
+        }
+#else
+        LOG_I("serving on the CPU (this build has no CUDA backend)");
 #endif
         ec.backend = "cpu";
     } else {

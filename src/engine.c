@@ -69,7 +69,7 @@ static void engine_mem_report(struct engine *e) {
     e->info.device_peak_bytes = o->mem_peak ? o->mem_peak(e->be) : 0;
 }
 
-/* Cross-checks between the parts' configs (spec/sdxl.md §8). */
+/* Cross-checks between the parts' configs (docs/sdxl.md §8). */
 static sd_status check_consistency(struct engine *e) {
     const struct unet_config *u = &e->unet->cfg;
     int cross = e->k.te1.cfg.hidden + e->k.te2.cfg.hidden;

@@ -143,7 +143,7 @@ struct gen_hooks {
 };
 
 /* Optional conformance hooks: fixed noises instead of seeds, and a trace of every
- * intermediate tensor (spec/conformance.md `generate`). */
+ * intermediate tensor (docs/conformance.md `generate`). */
 struct gen_trace {
     const float *init_noise;        /* [B,C,h,w] or NULL */
     const float *step_noise[ENGINE_MAX_STEPS]; /* [B,C,h,w] per re-noise, or NULL */
@@ -191,7 +191,7 @@ sd_status engine_vae_encode(struct engine *e, const float *img, int N, int H, in
 /* z [N, C, h, w] fed straight to post_quant_conv (no ÷ scaling) -> img [N, 3, h·s, w·s]. */
 sd_status engine_vae_decode(struct engine *e, const float *z, int N, int h, int w, float *img);
 
-/* Gradients of L = Σ out ⊙ dout through the UNet (spec/conformance.md `unet
+/* Gradients of L = Σ out ⊙ dout through the UNet (docs/conformance.md `unet
  * --backward`): writes out, dx [N,C,h,w], dctx [N,L,cross], dpooled [N,P] (any may be
  * NULL), then calls each() once per UNet parameter with its gradient (host memory, valid
  * during the call), in declaration order, under its diffusers name.  recompute: block-level

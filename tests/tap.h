@@ -33,7 +33,7 @@ static inline int done_testing(void) {
     return tap_fail ? 1 : 0;
 }
 
-/* max|a-b| / max|b|: the tolerance measure of spec/conformance.md. */
+/* max|a-b| / max|b|: the tolerance measure of docs/conformance.md. */
 static inline double rel_err(const float *a, const float *b, size_t n) {
     double md = 0, mb = 0;
     for (size_t i = 0; i < n; i++) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_cli.sh — the offline subcommands end to end against the golden run
-# (spec/conformance.md): encode, unet, vae, generate --noise, the PNG pixels, seeds and
+# (docs/conformance.md): encode, unet, vae, generate --noise, the PNG pixels, seeds and
 # batching, init + reload, and clear failures on bad input.  TAP output.
 set -u
 BIN=${SDXLD_BIN:?} CMP=${ST_COMPARE:?} DATA=${SDXLD_TEST_DATA:?}
@@ -82,6 +82,12 @@ done
 [ $same -eq 4 ]; ok $? "a batch of 4 is byte-identical to the 4 images made alone ($same/4)"
 run "$BIN" generate --model "$M" --prompt "x" --steps 1 --seed 3 -o "$T/one.png"; ok $? "1-step generation (t=399)"
 run "$BIN" generate --model "$M" --prompt "x" --timesteps 999,500,20 --seed 3 -o "$T/three.png"; ok $? "arbitrary decreasing timesteps"
+# a size far above the native one (the tiny model's is 64x64) is made, with a warning in the log
+run "$BIN" generate --model "$M" --prompt "x" --width 96 --height 96 --seed 3 -o "$T/s96.png"
+[ $? -eq 0 ] && ! grep -q "more than 1.5x" "$T/err"; ok $? "96x96 (1.5x the native side): no size warning"
+run "$BIN" generate --model "$M" --prompt "x" --width 128 --height 64 --seed 3 -o "$T/s128.png"
+[ $? -eq 0 ] && [ -s "$T/s128.png" ] && grep -q " W .*128x64 is more than 1.5x the model's native 64x64.*tiled" "$T/err"
+ok $? "128x64: made, and the log warns of tiling: $(grep -o "128x64 is .*" "$T/err")"
 
 # bad input: clear one-line errors and non-zero exits, never a crash
 run "$BIN" generate --model "$M" --prompt "x" --timesteps 500,600 -o "$T/x.png"

@@ -1,7 +1,7 @@
 /* test_golden.c — every stage against the reference implementation's tensors in
- * tests/data/tiny-sdxl-a/golden.safetensors (spec/sdxl.md §9): text encoders from the
+ * tests/data/tiny-sdxl-a/golden.safetensors (docs/sdxl.md §9): text encoders from the
  * golden token ids, UNet, VAE encoder/decoder, the ᾱ table and the full 4-step sampler
- * with the golden noises.  Tolerances from spec/conformance.md: 1e-4 relative per stage,
+ * with the golden noises.  Tolerances from docs/conformance.md: 1e-4 relative per stage,
  * 1e-3 for the sampler.  With SDXLD_TEST_WDT=f16 or bf16 the models keep their GEMM
  * weights in that precision (io/weights.h) and every stage must stay within 1e-2 (f16) or
  * 2e-2 (bf16, native where the CPU can) of the reference.  (The tokenizer's ids are checked in test_tokenizer.c, and the

@@ -27,6 +27,52 @@ falls "$T/vae.log"; ok $? "VAE reconstruction loss falls"
 [ -f "$T/vae/samples/0000060-recon.png" ] && [ -f "$T/vae/vae/diffusion_pytorch_model.safetensors" ]
 ok $? "VAE samples and exported weights written"
 
+# sample grids carry each cell's caption (the PNG's "captions" text chunk, a JSON array
+# left to right): from a folder dataset whose captions are known, one non-ASCII (iTXt)
+python3 - "$T/cap" <<'PY'
+import os, struct, sys, zlib
+d = sys.argv[1]; os.makedirs(d)
+def png(path, rgb):
+    raw = b"".join(b"\0" + bytes(rgb) * 16 for _ in range(16))
+    chunk = lambda t, b: struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b))
+    open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
+                          + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+caps = ["a red square", "a blue circle", "une étoile jaune"]
+for i, c in enumerate(caps):
+    png(os.path.join(d, f"{i}.png"), [(200, 30, 30), (30, 30, 200), (240, 220, 40)][i])
+open(os.path.join(d, "captions.txt"), "w", encoding="utf-8").write("".join(f"{i}.png\t{c}\n" for i, c in enumerate(caps)))
+PY
+caps() {  # PNG: print the grid's "captions" (tEXt or iTXt) as compact JSON; exit 1 if it has none
+    python3 - "$1" <<'PY'
+import json, sys
+b = open(sys.argv[1], "rb").read(); i = 8; got = None
+while i < len(b):
+    n = int.from_bytes(b[i:i + 4], "big"); t = b[i + 4:i + 8]; c = b[i + 8:i + 8 + n]
+    if t == b"tEXt" and c.startswith(b"captions\0"): got = c[9:].decode("latin-1")
+    if t == b"iTXt" and c.startswith(b"captions\0\0\0"): got = c[11:].split(b"\0", 2)[2].decode("utf-8")
+    i += 12 + n
+print(json.dumps(json.loads(got), ensure_ascii=False, separators=(",", ":")) if got else "none")
+sys.exit(0 if got else 1)
+PY
+}
+"$BIN" train-vae --model "$T/m" --data "$T/cap" --out "$T/cv" --resolution 16 --batch 4 --steps 1 \
+    --sample-every 1 --checkpoint-every 0 2>/dev/null && a=$(caps "$T/cv/samples/0000001-input.png") &&
+[ "$a" = "$(caps "$T/cv/samples/0000001-recon.png")" ] && python3 -c "
+import json, sys; c = json.loads(sys.argv[1]); print('#', c)
+sys.exit(0 if len(c) == 4 and set(c) <= {'a red square', 'a blue circle', 'une étoile jaune'} else 1)" "$a"
+ok $? "train-vae on a 3-image folder runs to its export; its sample grids carry each cell's caption (inputs and reconstructions alike)"
+"$BIN" train-teacher --model "$T/m" --data "$T/cap" --out "$T/ct" --resolution 16 --batch 2 --steps 1 --cache-size 8 \
+    --sample-every 1 --sample-steps 2 --checkpoint-every 0 2>/dev/null &&
+[ "$(caps "$T/ct/samples/0000001.png")" = '["a red square","a blue circle","une étoile jaune"]' ]
+ok $? "teacher sample grid: the prompt of each cell, the first cached captions (UTF-8 intact)"
+"$BIN" train dmd2 --teacher "$T/m" --data "$T/cap" --out "$T/cd" --resolution 16 --batch 2 --steps 1 --cache-size 8 \
+    --sample-every 1 --checkpoint-every 0 2>/dev/null &&
+[ "$(caps "$T/cd/samples/0000001.png")" = '["a red square","a blue circle"]' ]
+ok $? "DMD2 sample grid: the prompt of each cell"
+caps "$T/vae/samples/0000060-recon.png" | python3 -c "
+import json, sys; c = json.loads(sys.stdin.read()); sys.exit(0 if len(c) == 4 and all(c) else 1)"
+ok $? "shapes-dataset grids carry their 4 captions too"
+
 train() {  # OUT STEPS [extra]
     local out=$1 steps=$2; shift 2
     "$BIN" train-teacher --model "$T/m" --out "$out" --resolution 16 --batch 8 --steps "$steps" --cache-size 8 \

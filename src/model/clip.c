@@ -7,7 +7,7 @@
 
 static const char *const clip_attn_names[4] = { "q_proj", "k_proj", "v_proj", "out_proj" };
 
-/* Checkpoints carry keys with or without "text_model." (spec/sdxl.md §5.1); the table is
+/* Checkpoints carry keys with or without "text_model." (docs/sdxl.md §5.1); the table is
  * declared without it.  position_ids is a stray buffer some exporters keep. */
 static int clip_name_map(const char *key, char *buf, size_t n) {
     if (strstr(key, "position_ids")) return 1;

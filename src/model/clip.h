@@ -1,6 +1,6 @@
 /* clip.h — CLIP text encoders (CLIP-L and OpenCLIP-bigG in their HF layout).
  *
- * Pre-LN causal transformer (spec/sdxl.md §2).  SDXL uses the penultimate hidden states
+ * Pre-LN causal transformer (docs/sdxl.md §2).  SDXL uses the penultimate hidden states
  * (output after layers-1 layers, no final LN) as context, and, for the encoder with a
  * projection, the final-LN row at the first EOS times text_projection as the pooled
  * vector. */

@@ -1,4 +1,4 @@
-/* config.c — config.json parsers (jansson).  Rules from spec/sdxl.md §3.1 and §8:
+/* config.c — config.json parsers (jansson).  Rules from docs/sdxl.md §3.1 and §8:
  * attention_head_dim is a head count when num_attention_heads is null; scalar per-level
  * keys broadcast; the up path uses reversed lists. */
 #include <jansson.h>

@@ -1,7 +1,7 @@
 /* config.h — model dimensions, read from each folder's config.json.
  *
  * Nothing in src/model/ hard-codes SDXL's sizes: real SDXL, the golden tiny model and
- * any other SDXL-shaped config load through these structs (spec/sdxl.md §8).  Each
+ * any other SDXL-shaped config load through these structs (docs/sdxl.md §8).  Each
  * parser checks what it reads (types, ranges, consistency between keys) and names the
  * key and file when something is wrong. */
 #ifndef SD_MODEL_CONFIG_H

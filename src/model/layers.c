@@ -1,4 +1,4 @@
-/* layers.c — see layers.h.  Names follow diffusers (spec/sdxl.md §5.1). */
+/* layers.c — see layers.h.  Names follow diffusers (docs/sdxl.md §5.1). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>

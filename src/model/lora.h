@@ -1,4 +1,4 @@
-/* lora.h — low-rank adapters on a UNet's weights (spec/dmd2.md §9.6).
+/* lora.h — low-rank adapters on a UNet's weights (docs/dmd2.md §9.6).
  *
  * An adapted module's weight W [cout, K] (K = cin for a linear, cin·k·k for a conv) is
  * W0 + s·B·A with A [r, K] ("lora_down"), B [cout, r] ("lora_up") and s = alpha / r.

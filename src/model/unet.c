@@ -1,5 +1,5 @@
 /* unet.c — see unet.h.  Block order and skip handling follow diffusers'
- * UNet2DConditionModel.forward (spec/sdxl.md §3.4): skips are pushed after conv_in, after
+ * UNet2DConditionModel.forward (docs/sdxl.md §3.4): skips are pushed after conv_in, after
  * every down resnet(+transformer) and after every downsampler, popped LIFO by the up
  * resnets, concatenated as [current, skip] on channels. */
 #include <stdio.h>

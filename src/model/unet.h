@@ -1,6 +1,6 @@
 /* unet.h — the SDXL UNet (diffusers UNet2DConditionModel with text_time conditioning),
  * any number of levels, per-level heads and transformer depth, all from config.json
- * (spec/sdxl.md §3 and §8).  Forward predicts ε. */
+ * (docs/sdxl.md §3 and §8).  Forward predicts ε. */
 #ifndef SD_UNET_H
 #define SD_UNET_H
 

@@ -12,7 +12,7 @@
 
 static const char *const vae_attn_names[4] = { "to_q", "to_k", "to_v", "to_out.0" };
 
-/* Older files name the mid attention query/key/value/proj_attn (spec/sdxl.md §5.1). */
+/* Older files name the mid attention query/key/value/proj_attn (docs/sdxl.md §5.1). */
 static int vae_name_map(const char *key, char *buf, size_t n) {
     static const char *const from[] = { ".query.", ".key.", ".value.", ".proj_attn." };
     static const char *const to[] = { ".to_q.", ".to_k.", ".to_v.", ".to_out.0." };

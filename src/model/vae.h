@@ -1,4 +1,4 @@
-/* vae.h — AutoencoderKL (diffusers layout; spec/sdxl.md §4): encoder to the posterior
+/* vae.h — AutoencoderKL (diffusers layout; docs/sdxl.md §4): encoder to the posterior
  * mean, decoder from latents to pixels.  Levels, channels and flags from config.json. */
 #ifndef SD_VAE_H
 #define SD_VAE_H

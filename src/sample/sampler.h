@@ -1,8 +1,8 @@
 /* sampler.h — the noise schedule and the DMD2 few-step sampler.
  *
  * Schedule: scaled-linear betas (√β linear from β_start to β_end over T steps, squared),
- * ᾱ_t = ∏(1 − β_i), in float64 (spec/sdxl.md §6.1).
- * Sampler (spec/sdxl.md §6.2): for each timestep t_k, ε = UNet(x, t_k); x0 = (x −
+ * ᾱ_t = ∏(1 − β_i), in float64 (docs/sdxl.md §6.1).
+ * Sampler (docs/sdxl.md §6.2): for each timestep t_k, ε = UNet(x, t_k); x0 = (x −
  * √(1−ᾱ)ε)/√ᾱ; denoised = c_out·x0 + c_skip·x (LCM boundary condition); if another
  * step follows, x = √ᾱ_next·denoised + √(1−ᾱ_next)·z with fresh z.  Works for any
  * strictly decreasing timesteps, one step included. */

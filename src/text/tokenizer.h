@@ -7,7 +7,7 @@
  * from special_tokens_map.json / tokenizer_config.json ("<|endoftext|>" -> 49407 for
  * `tokenizer`, "!" -> 0 for `tokenizer_2`).  When the pad token is an ordinary
  * character such as "!", it is a registered special token: every literal occurrence in
- * the text becomes its id, and the text between is tokenized separately (spec/sdxl.md
+ * the text becomes its id, and the text between is tokenized separately (docs/sdxl.md
  * §1.2).  Output is framed [BOS] tokens [EOS] and padded/truncated to model_max_length
  * (77).  Immutable after load: safe to share between threads. */
 #ifndef SD_TOKENIZER_H

@@ -1,4 +1,4 @@
-/* dmd2.c — see dmd2.h and spec/dmd2.md (section numbers below refer to it).
+/* dmd2.c — see dmd2.h and docs/dmd2.md (section numbers below refer to it).
  *
  * Conventions: B = batch; every tensor [B, C, h, w] latent-shaped; per-sample timesteps
  * live in host arrays and per-sample scalings are applied one sample at a time.  The
@@ -728,7 +728,8 @@ static sd_status samples(struct dmd2 *d, const struct iter *it) {
             snprintf(d->sample, sizeof d->sample, "%s/samples", c->out_dir);
             sd_mkdir(d->sample, 0755);
             snprintf(d->sample, sizeof d->sample, "%s/samples/%07d.png", c->out_dir, d->step);
-            st = save_grid(d->sample, hbuf, n, d->S);
+            long items[8];   /* n <= 8: the first cached prompts */
+            st = save_grid(d->sample, hbuf, n, d->S, c->data, grid_first_items(items, n));
         }
     }
     sd_free(hbuf);

@@ -1,4 +1,4 @@
-/* dmd2.h — DMD2 distillation (spec/dmd2.md): a few-step generator trained against a
+/* dmd2.h — DMD2 distillation (docs/dmd2.md): a few-step generator trained against a
  * frozen teacher ("real score", with CFG) and a trainable "fake score" UNet with a GAN
  * head on its mid-block features.
  *

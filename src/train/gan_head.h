@@ -1,4 +1,4 @@
-/* gan_head.h — DMD2's GAN classifier head (spec/dmd2.md §7) on the fake score UNet's
+/* gan_head.h — DMD2's GAN classifier head (docs/dmd2.md §7) on the fake score UNet's
  * mid-block output, with its explicit backward. */
 #ifndef SD_GAN_HEAD_H
 #define SD_GAN_HEAD_H

@@ -4,7 +4,7 @@
  * Each row: name, type, the run kinds it applies to, flags, the field, bounds, the
  * default as text (parsed by the same code as a user's value, bounds aside: 0 may mean
  * "the model decides"), the default as the docs show it, and the help.  Defaults are the
- * DMD2 paper's SDXL 4-step run (spec/dmd2.md §3) where the model does not decide, and
+ * DMD2 paper's SDXL 4-step run (docs/dmd2.md §3) where the model does not decide, and
  * the small built-in model's recipe (scripts/train-builtin.sh) for the VAE and teacher. */
 #include "options.h"
 #include "../core/core.h"
@@ -94,7 +94,7 @@ static const struct topt_row rows[] = {
         "the generator's 1..4 timesteps, strictly decreasing"),
     ROW("backward_simulation", T_BOOL, D, 0,      backward_simulation, 0, 1, "true", NULL, "false: the ablation that noises real latents instead"),
     ROW("lora_rank",  T_INT,   D, 0,              lora_rank,       0, 4096, "0", NULL,
-        "> 0 trains rank-r LoRA adapters on the generator instead of all its weights (spec/dmd2.md §9.6 targets; `src/model/lora.h`): the fake score stays fully trainable, the generator's base weights stay frozen, checkpoints hold only the adapters, and the run also writes `OUT/generator_lora.safetensors` (kohya-style, DMD2's export format) next to the merged `OUT/generator.safetensors`"),
+        "> 0 trains rank-r LoRA adapters on the generator instead of all its weights (docs/dmd2.md §9.6 targets; `src/model/lora.h`): the fake score stays fully trainable, the generator's base weights stay frozen, checkpoints hold only the adapters, and the run also writes `OUT/generator_lora.safetensors` (kohya-style, DMD2's export format) next to the merged `OUT/generator.safetensors`"),
     ROW("lora_alpha", T_FLOAT, D, LO_OPEN,        lora_alpha,      0, 1e6, "8", NULL, "LoRA scale = `lora_alpha / lora_rank` (DMD2: rank 64, alpha 8)"),
     ROW("cfg_dropout", T_FLOAT, T, 0,             cfg_dropout,     0, 1, "0.1", NULL, "probability of training with the null condition"),
     ROW("p2_gamma",   T_FLOAT, T, 0,              p2_gamma,        0, 4, "0", NULL, "loss weight (1+SNR)^-G: the coarse, high-noise steps count more"),

@@ -1,7 +1,9 @@
 /* train_common.c — see train_common.h. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "../core/json.h"
 #include "../core/rng.h"
 #include "../io/png.h"
 #include "train_common.h"
@@ -103,10 +105,28 @@ sd_status eval_conditioning(struct fwd *f, const struct unet *u, const struct sc
     return st;
 }
 
-/* Write n images [n, 3, S, S] in [-1, 1] side by side as one PNG. */
-sd_status save_grid(const char *path, const float *img, int n, int S) {
-    uint8_t *rgb = sd_malloc((size_t)n * S * S * 3);
-    if (!rgb) return SD_ERR_NOMEM;
+/* The "captions" text of a grid: a JSON array of the captions of items[0..n-1]
+ * (fresh, free()), or NULL with the status in *st. */
+static char *grid_captions(const struct dataset *d, const long *items, int n, sd_status *st) {
+    char *cap = sd_malloc(DATASET_CAPTION_MAX), *out = NULL;
+    json_t *a = json_array();
+    *st = cap && a ? SD_OK : SD_ERR_NOMEM;
+    for (int i = 0; i < n && !*st; i++)
+        if (!(*st = dataset_get(d, items[i], NULL, NULL, cap, DATASET_CAPTION_MAX, NULL)) &&
+            json_array_append_new(a, json_string(cap)))
+            *st = sd_fail(SD_ERR_FORMAT, "sample grid: caption of item %ld is not UTF-8", items[i]);
+    if (!*st && !(out = json_dumps(a, JSON_COMPACT))) *st = SD_ERR_NOMEM;
+    json_decref(a);
+    sd_free(cap);
+    return out;
+}
+
+/* Write n images [n, 3, S, S] in [-1, 1] side by side as one PNG, with their captions. */
+sd_status save_grid(const char *path, const float *img, int n, int S, const struct dataset *d, const long *items) {
+    sd_status st = SD_OK;
+    char *caps = d && items ? grid_captions(d, items, n, &st) : NULL;
+    uint8_t *rgb = st ? NULL : sd_malloc((size_t)n * S * S * 3);
+    if (!rgb) { free(caps); return st ? st : SD_ERR_NOMEM; }
     for (int i = 0; i < n; i++)
         for (int y = 0; y < S; y++)
             for (int x = 0; x < S; x++)
@@ -115,9 +135,17 @@ sd_status save_grid(const char *path, const float *img, int n, int S) {
                     v = v < 0 ? 0 : v > 1 ? 1 : v;
                     rgb[((size_t)y * n * S + (size_t)i * S + x) * 3 + ch] = (uint8_t)nearbyintf(v * 255.0f);
                 }
-    sd_status st = png_write_file(path, rgb, n * S, S, NULL, 0);
+    const struct png_text txt = { "captions", caps };
+    st = png_write_file(path, rgb, n * S, S, caps ? &txt : NULL, caps ? 1 : 0);
     sd_free(rgb);
+    free(caps);
     return st;
+}
+
+/* Items 0..n-1 (a grid of the first cached items) into items[]; returns items. */
+const long *grid_first_items(long *items, int n) {
+    for (int i = 0; i < n; i++) items[i] = i;
+    return items;
 }
 
 

@@ -41,7 +41,13 @@ sd_status eval_conditioning(struct fwd *f, const struct unet *u, const struct sc
  * (S, S), crop (0, 0), target size (S, S). */
 void time_ids_square(float *tid, int n, int S);
 
-/* Write n images [n, 3, S, S] (host, in [-1, 1]) side by side as one PNG. */
-sd_status save_grid(const char *path, const float *img, int n, int S);
+/* Write n images [n, 3, S, S] (host, in [-1, 1]) side by side as one PNG.  Cell i shows
+ * dataset item items[i] (its caption was the prompt, or it is that item's picture): the
+ * PNG's "captions" text chunk holds their captions, a JSON array left to right (tEXt
+ * when ASCII, else iTXt).  d and items NULL: no captions. */
+sd_status save_grid(const char *path, const float *img, int n, int S, const struct dataset *d, const long *items);
+/* items[i] = i for i < n (a grid of the first n cached items, cache_build's order);
+ * returns items. */
+const long *grid_first_items(long *items, int n);
 
 #endif

@@ -118,8 +118,9 @@ static sd_status set_scaling_factor(struct run *r, const struct vae *m) {
     if (!host) return SD_ERR_NOMEM;
     double sum = 0, sq = 0, cnt = 0;
     sd_status st = SD_OK;
+    long D = dataset_size(c->data);   /* a folder may hold fewer than rounds * n items: wrap */
     for (int k = 0; k < rounds && !st; k++) {
-        for (int i = 0; i < n && !st; i++) st = dataset_get(c->data, (long)(k * n + i), host + (size_t)i * 3 * S * S, NULL, NULL, 0, NULL);
+        for (int i = 0; i < n && !st; i++) st = dataset_get(c->data, (k * n + i) % D, host + (size_t)i * 3 * S * S, NULL, NULL, 0, NULL);
         if (st) break;
         float *img = fwd_alloc(&f, ni), *mean = fwd_alloc(&f, nl);
         if (!img || !mean) { st = backend_status(r->be); break; }
@@ -261,9 +262,11 @@ sd_status train_vae(const struct train_config *c) {
     }
     if (sh.n > 1) LOG_I("vae: %d shards of %d-%d rows (one thread each)", sh.n, B / sh.n, (B + sh.n - 1) / sh.n);
     long long D = dataset_size(c->data);
+    long shown[8];   /* the items of the sample grids' cells */
     for (int step = r.start_step + 1; step <= c->steps; step++) {
         for (int i = 0; i < B; i++, r.cursor++) {
             long idx = (long)(sd_rng_u32(&r.rng) % (uint32_t)(D < 0xffffffffLL ? D : 0xffffffffLL));
+            if (i < 8) shown[i] = idx;
             if ((st = dataset_get(c->data, idx, vs.himg + (size_t)i * 3 * S * S, NULL, NULL, 0, NULL))) goto out;
         }
         sd_rng_normal(&r.rng, vs.heps, nl);
@@ -284,9 +287,9 @@ sd_status train_vae(const struct train_config *c) {
             sd_mkdir(sample, 0755);
             int n = B < 8 ? B : 8;
             snprintf(sample, sizeof sample, "%s/samples/%07d-input.png", c->out_dir, step);
-            if ((st = save_grid(sample, vs.himg, n, S))) goto out;
+            if ((st = save_grid(sample, vs.himg, n, S, c->data, shown))) goto out;
             snprintf(sample, sizeof sample, "%s/samples/%07d-recon.png", c->out_dir, step);
-            if ((st = save_grid(sample, vs.hrec, n, S))) goto out;
+            if ((st = save_grid(sample, vs.hrec, n, S, c->data, shown))) goto out;
         }
         if (step == r.start_step + 1 || step % (c->log_every > 0 ? c->log_every : 10) == 0)
             LOG_I("vae: recon %s %.5f kl %.4f", c->l1 ? "L1" : "L2", rl, kl);
@@ -346,7 +349,8 @@ static sd_status teacher_samples(struct run *r, struct fwd *f, const struct unet
         vae_decode(f, v, img, x, n, h, h);
         if (!(st = backend_status(be))) {
             be->ops->download(be, host, img, (size_t)n * 3 * S * S * sizeof(float));
-            st = save_grid(path, host, n, S);
+            long items[8];   /* n <= 8: the first cached captions */
+            st = save_grid(path, host, n, S, c->data, grid_first_items(items, n));
         }
     }
     sd_free(host);

@@ -1,4 +1,4 @@
-/* test_gpu_golden.c — the golden tiny model (tests/data/tiny-sdxl-a, spec/sdxl.md §9)
+/* test_gpu_golden.c — the golden tiny model (tests/data/tiny-sdxl-a, docs/sdxl.md §9)
  * through every stage on the CUDA backend: both text encoders from the golden token ids,
  * the UNet, the ᾱ table, the 4-step sampler with the golden noises, the decode of its
  * result to the final image, and the VAE encoder and decoder on their own.  The same
@@ -6,7 +6,7 @@
  * into the activation arena and the outputs downloaded for comparison.
  *
  * Run twice: with TF32 GEMM/convolutions (the default) every stage must be within 2e-2
- * of the reference (max |gpu − ref| / max |ref|, spec/conformance.md's measure), and with
+ * of the reference (max |gpu − ref| / max |ref|, docs/conformance.md's measure), and with
  * TF32 off within 1e-3 (the CPU gets 1e-4; the GPU's fp32 sums run in another order).
  * Also checks that a second UNet pass reuses the activation arena and allocates no
  * device memory (nothing is allocated in the step loop).

@@ -5,7 +5,7 @@ test_gpt2.c pins its losses to a PyTorch run).
 
 Written from the DMD2 paper (arXiv 2405.14867), the DMD2 repository (tianweiy/DMD2 @
 8d8fa55: main/train_sd.py, main/sd_guidance.py, main/sd_unified_model.py,
-main/sd_unet_forward.py) and spec/dmd2.md, not from src/train/dmd2.c:
+main/sd_unet_forward.py) and docs/dmd2.md, not from src/train/dmd2.c:
 
   real score  the teacher UNet (diffusers UNet2DConditionModel), frozen; CFG scale G with
               all-zero ctx and pooled embeddings as the unconditional input (§5)
@@ -28,7 +28,7 @@ pooled_embeds (reference text-encoder outputs) as the captions' conditioning.
 Choices, and where they come from:
   * Precision: the reference runs in float64 (inputs and initial weights are fp32 values,
     the UNet's fp16 file values), so it is the exact answer for sdxld's fp32 CPU path.
-    DMD2 runs the real UNet and several passes in bf16 (spec §9.4); sdxld documents fp32
+    DMD2 runs the real UNet and several passes in bf16 (docs/dmd2.md §9.4); sdxld documents fp32
     on the CPU backend, and a bf16 reference could not hold anything to 1e-4.
   * GroupNorm groups of the head: sdxld's gan_head.c (32 as DMD2, but never fewer than 8
     channels per group: 12 groups for the tiny model's 96 channels).
@@ -40,7 +40,7 @@ Choices, and where they come from:
     steps from 1/warmup: the two differ during warmup, so the fixture avoids it.
   * Gradient clipping: torch.nn.utils.clip_grad_norm_ (max_norm / (norm + 1e-6)), as DMD2
     via accelerate; sdxld uses max_norm / norm: 1e-7 relative, far below the tolerances.
-  * Schedule: ᾱ from the scheduler config in float64 (sdxl.md §6.1).
+  * Schedule: ᾱ from the scheduler config in float64 (docs/sdxl.md §6.1).
   * Test values, not DMD2's: the GAN weights (0.3, 0.7: DMD2's 5e-3 / 1e-2 would leave the
     GAN gradients below what the comparison resolves; distinct, so a swap shows), the
     learning rates (1e-4 / 2e-4, distinct) and the clip (0.3: the generator's norm is
@@ -127,7 +127,7 @@ class Stage(torch.nn.Module):
 
 
 class Head(torch.nn.Module):
-    """DMD2's cls_pred_branch (spec §7), named as sdxld's weight table names it."""
+    """DMD2's cls_pred_branch (docs/dmd2.md §7), named as sdxld's weight table names it."""
 
     def __init__(self, c, s):
         super().__init__()

@@ -2,7 +2,7 @@
 """Write tests/data/tiny-sdxl-a/lora/: a LoRA on the tiny UNet in DMD2's export format and
 the UNet output the reference computes with it, for tests/test_lora.c.
 
-The adapters are peft's (what DMD2 trains, spec/dmd2.md §9.6): LoraConfig(r=2, alpha=4,
+The adapters are peft's (what DMD2 trains, docs/dmd2.md §9.6): LoraConfig(r=2, alpha=4,
 DMD2's target modules) added to diffusers' UNet2DConditionModel; lora_A random (peft's
 default init), lora_B random too (peft starts it at zero, which would test nothing).  The
 file is written the way DMD2's main/sdxl/extract_lora_module.py names things (kohya

@@ -1,4 +1,4 @@
-"""checks.py — the HTTP contract checks (spec/api.md), run against any endpoint: the
+"""checks.py — the HTTP contract checks (docs/api.md), run against any endpoint: the
 daemon itself (test_daemon.py) or nginx in front of it (test_nginx.py).
 
 Each check takes a TAP object and a Client.  The daemon under test is expected to run
@@ -73,6 +73,33 @@ def check_json(t, c, png42):
     t.ok(isinstance(seed, int) and 0 <= seed < 2 ** 63, "a random seed is chosen and returned", r)
     r = c.generate(prompt="word " * 120, seed=1)
     t.ok(r.status == 200 and r.json().get("truncated") is True, "a long prompt says truncated: true", r)
+
+
+def check_size_warning(t, c):
+    """A size far above the model's native one (over 1.5x a side; the tiny model draws
+    64x64) still makes the image, and says so: `warnings` in every JSON answer and the
+    job, X-Warning on a PNG answer.  The native size has none."""
+    r = c.generate(prompt="a red cube", seed=3)
+    t.ok(r.status == 200 and r.json().get("warnings") == [], "the native size: warnings is []", r)
+    r = c.generate(prompt="a red cube", seed=3, width=128, height=64)
+    w = r.json().get("warnings") if r.status == 200 else None
+    t.ok(w and len(w) == 1 and "128x64" in w[0] and "native 64x64" in w[0] and "tiled" in w[0],
+         "128x64 on a 64x64 model: the JSON answer warns, naming both sizes", r)
+    r = c.generate(prompt="a red cube", seed=3, width=128, height=64, response_format="png")
+    t.ok(r.status == 200 and "native 64x64" in r.headers.get("x-warning", ""),
+         "... and the PNG answer carries it as X-Warning", r.headers)
+    r = c.generate(prompt="a red cube", seed=3, width=64, height=128, **{"async": True})
+    ok = r.status == 202 and len(r.json().get("warnings", [])) == 1
+    t.ok(ok, "an async 64x128 job: the 202 answer warns", r)
+    if ok:
+        j = c.wait_job(r.json()["id"])
+        t.ok(j.get("status") == "succeeded" and len(j.get("warnings", [])) == 1
+             and "64x128" in j["warnings"][0], "... and so does GET /v1/jobs/{id}", j)
+    r = c.post("/v1/images/generations", {"prompt": "a red cube", "size": "64x64"})
+    t.ok(r.status == 200 and "x-warning" not in r.headers, "OpenAI route at the native size: no X-Warning", r)
+    r = c.post("/v1/images/generations", {"prompt": "a red cube", "size": "128x128"})
+    t.ok(r.status == 200 and "128x128" in r.headers.get("x-warning", ""),
+         "OpenAI route at 128x128: X-Warning (the job carries the warning too)", r.headers)
 
 
 def check_seeds(t, c):
@@ -432,6 +459,7 @@ def run_api_suite(t, c):
     check_health(t, c)
     png42 = check_png(t, c)
     check_json(t, c, png42)
+    check_size_warning(t, c)
     check_seeds(t, c)
     check_batching(t, c)
     check_openai(t, c)

@@ -199,6 +199,40 @@ def png_info(data):
     return (w, h) if data[24:26] == b"\x08\x02" and len(raw) == h * (1 + 3 * w) else None
 
 
+def png_rgb(data):
+    """(width, height, pixels) of an 8-bit RGB non-interlaced PNG, pixels a bytes object
+    of height rows of width RGB triples (every row filter undone); None if it is not one."""
+    import zlib
+    if not png_info(data) or data[28] != 0:
+        return None
+    w, h = png_info(data)
+    idat, i = b"", 8
+    while i + 8 <= len(data):
+        n = int.from_bytes(data[i:i + 4], "big")
+        if data[i + 4:i + 8] == b"IDAT":
+            idat += data[i + 8:i + 8 + n]
+        i += 12 + n
+    raw, stride, out = zlib.decompress(idat), 3 * w, bytearray()
+    prev = bytearray(stride)
+    for y in range(h):
+        f, row = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for x in range(stride):
+            a = row[x - 3] if x >= 3 else 0
+            b, c = prev[x], prev[x - 3] if x >= 3 else 0
+            if f == 1:
+                row[x] = (row[x] + a) & 255
+            elif f == 2:
+                row[x] = (row[x] + b) & 255
+            elif f == 3:
+                row[x] = (row[x] + (a + b) // 2) & 255
+            elif f == 4:
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                row[x] = (row[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        out += row
+        prev = row
+    return w, h, bytes(out)
+
+
 def jpeg_info(data):
     """{"size": (w, h), "comment": text or None} of a JPEG with SOI, a frame header and
     EOI, walking its marker segments up to the scan; else None."""

@@ -8,10 +8,13 @@ Daemons started here:
   2. queue_max 2, max_batch 1: 429 + Retry-After, then SIGTERM with queued work;
   3. bearer-token auth (api and admin tokens, SIGHUP reload);
   4. the job table's bounds (eviction and its 404), abandoned running sync requests;
-plus configuration handling (exit codes, the shipped config file).
+  5. the built-in model (empty `model`): its path in /v1/config, the CPU start line, the
+     web page's default prompt drawn;
+plus configuration handling (exit codes, the shipped config file, the built-in default).
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import checks  # noqa: E402
-from harness import BIN, MODEL, SCALE, Daemon, run_main  # noqa: E402
+from harness import BIN, MODEL, SCALE, Daemon, png_rgb, run_main  # noqa: E402
 
 REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
@@ -42,6 +45,7 @@ def check_config(t, tmp):
          "(every option, default and comment)", "regenerate with: sdxld serve --print-config > conf/sdxld.conf")
     rc, out, err = run("--config", os.path.join(REPO, "conf", "sdxld.conf"), "--check-config")
     t.ok(rc == 0 and '"max_batch"' in out, "the shipped config file validates", err)
+    check_builtin_default(t)
     rc, out, err = run("--max_batch", "0", "--check-config")
     t.ok(rc == 78 and "max_batch" in err, "an out-of-range flag exits 78 naming the option", (rc, err))
     rc, out, err = run("--no-such-option", "1")
@@ -68,6 +72,86 @@ def check_config(t, tmp):
                         "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
     t.ok(p.returncode == 78 and "no-such-model" in p.stderr, "a missing model folder exits 78",
          (p.returncode, p.stderr[-500:]))
+
+
+def check_builtin_default(t):
+    """An empty `model` is the built-in model, and every view of the config table says
+    so: --help names the path this binary resolves, --check-config (and GET /v1/config,
+    the same JSON) shows that path as the effective value, the shipped config file and
+    docs/daemon.md say what empty means (never a made-up /var/lib/... folder)."""
+    env = {k: v for k, v in os.environ.items() if k != "SDXLD_MODEL"}
+    builtin = os.path.realpath(os.path.join(REPO, "models", "shapes-small"))
+    p = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=60, env=env)
+    m = re.search(r"^  --model .*\n +\(string; default: (.*)\)$", p.stdout, re.M)
+    t.eq(m and m.group(1), f'"" = the built-in model, here {builtin}',
+         "serve --help: model's default is the built-in model, with its resolved path")
+    p = subprocess.run([BIN, "serve", "--check-config"], capture_output=True, text=True, timeout=60, env=env)
+    eff = json.loads(p.stdout) if p.returncode == 0 else {}
+    t.eq(eff.get("model"), builtin, "--check-config: the effective model is that path")
+    with open(os.path.join(REPO, "conf", "sdxld.conf")) as f:
+        conf = f.read()
+    t.ok(re.search(r'^# \("" = the built-in model: models/shapes-small[^)]*\n(#[^\n]*\n)*model = ""$', conf, re.M),
+         "conf/sdxld.conf: model = \"\" with what empty means", conf[:200])
+    with open(os.path.join(REPO, "docs", "daemon.md")) as f:
+        row = [line for line in f if line.startswith("| `model`, `unet` |")]
+    t.ok(len(row) == 1 and '`""` = the built-in model' in row[0] and "/var/lib" not in row[0],
+         "docs/daemon.md's option table: model's default is the built-in model", row)
+
+
+# The shapes dataset's words and colours (src/train/data.c): what the built-in model
+# learnt to draw.
+SHAPE_COLOURS = {"red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 70, 220),
+                 "yellow": (245, 220, 40), "purple": (150, 50, 190), "orange": (245, 130, 20),
+                 "white": (245, 245, 245), "black": (20, 20, 20)}
+BACKGROUNDS = {"white": (245, 245, 245), "black": (20, 20, 20), "gray": (128, 128, 128),
+               "light blue": (150, 200, 240), "beige": (225, 205, 160)}
+POSITIONS = ["at the top left", "at the top", "at the top right", "on the left", "in the center",
+             "on the right", "at the bottom left", "at the bottom", "at the bottom right"]
+
+
+def nearest(rgb):
+    pal = list(SHAPE_COLOURS.values()) + list(BACKGROUNDS.values())
+    return min(pal, key=lambda q: sum((a - b) ** 2 for a, b in zip(rgb, q)))
+
+
+def mean_rgb(w, px, points):
+    return tuple(sum(px[3 * (y * w + x) + k] for x, y in points) / len(points) for k in range(3))
+
+
+def check_builtin_daemon(t, tmp):
+    """A daemon with an empty `model`: the built-in model, its path in GET /v1/config; it
+    says once that it serves on the CPU (no CUDA warning); the web page's default prompt
+    is one of the shapes dataset's captions (one shape) and the model draws it: at seed 1
+    the named cell's centre has the named colour and the border the named background."""
+    with Daemon(model="", tmp=tmp) as d:
+        c = d.client
+        cfg = c.get("/v1/config").json()
+        t.eq(cfg["options"]["model"], os.path.realpath(os.path.join(REPO, "models", "shapes-small")),
+             "GET /v1/config: an empty model shows as the built-in model's path")
+        log = d.log_text()
+        warned = [line for line in log.splitlines() if " W " in line and re.search("cuda|driver", line, re.I)]
+        t.ok(log.count("serving on the CPU") == 1 and not warned,
+             "the start log says once that it serves on the CPU, and warns nothing about CUDA", warned)
+        page = c.get("/").body.decode()
+        m = re.search(r'<textarea id="prompt">([^<]*)</textarea>', page)
+        prompt = m.group(1) if m else ""
+        g = re.fullmatch(r"an? (\w+) (circle|square|triangle|star|cross) (.+), on a (.+) background", prompt)
+        ok = g and g.group(1) in SHAPE_COLOURS and g.group(3) in POSITIONS and g.group(4) in BACKGROUNDS
+        t.ok(ok, "the web page's default prompt is a shapes caption (colour, shape, position, background)", prompt)
+        r = c.generate(prompt=prompt, seed=1, response_format="png")
+        img = png_rgb(r.body) if r.status == 200 else None
+        if not (ok and img):
+            t.ok(False, "the built-in model draws the web page's default prompt", r)
+            return
+        w, h, px = img
+        cell = POSITIONS.index(g.group(3))
+        cx, cy = int((cell % 3 + 0.5) * w / 3), int((cell // 3 + 0.5) * h / 3)
+        centre = mean_rgb(w, px, [(cx + dx, cy + dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)])
+        border = mean_rgb(w, px, [(x, 0) for x in range(w)] + [(x, h - 1) for x in range(w)])
+        t.ok(nearest(centre) == SHAPE_COLOURS[g.group(1)] and nearest(border) == BACKGROUNDS[g.group(4)],
+             f"the built-in model draws it (seed 1): {g.group(1)} at the centre of the cell "
+             f"{g.group(3)}, {g.group(4)} at the border", (centre, border))
+        t.eq(d.stop(), 0, "the built-in model's daemon exits 0 on SIGTERM")
 
 
 def check_single_request(t, tmp):
@@ -294,6 +378,8 @@ def main(t):
         checks.run_api_suite(t, d.client)
         check_strict_fields(t, d.client)
         t.ok("POST /v1/generate 200" in d.log_text(), "requests are access-logged")
+        t.ok(re.search(r" W .*job \S*gen_\w+: 128x64 is more than 1\.5x the model's native 64x64", d.log_text()),
+             "a size far above the native one is logged as a warning naming the job")
         t.eq(d.stop(), 0, "daemon 1 exits 0 on SIGTERM")
     with Daemon("--max_batch", "1", "--queue_max", "2", "--shutdown_timeout_s", "30", tmp=tmp) as d:
         checks.check_queue_full(t, d.client)
@@ -303,6 +389,7 @@ def main(t):
     check_retained_cap(t, tmp)
     check_abandoned_running(t, tmp)
     check_single_file(t, tmp)
+    check_builtin_daemon(t, tmp)
     if not t.failed:
         shutil.rmtree(tmp, ignore_errors=True)   # kept on failure: the daemon logs are there
     else:
