@@ -5,7 +5,7 @@
  *
  * exp: Cody–Waite reduction by ln 2 and Cephes' degree-6 polynomial (max relative error
  * about 2e-7 over the clamped range [-87, 88]; below -87 it returns exp(-87) ≈ 1.6e-38
- * instead of a subnormal).  erf: 1 − erfc with Numerical Recipes' Chebyshev erfc
+ * instead of a subnormal, and above 88 it returns exp(88), not infinity; NaN stays NaN).  erf: 1 − erfc with Numerical Recipes' Chebyshev erfc
  * (fractional error below 1.2e-7), its exp from above.  Both well inside the goldens'
  * 1e-4; test_ops checks each op against double-precision loops. */
 #include <stdint.h>
@@ -25,7 +25,7 @@ static inline float vexp(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
+    int32_t e = ((n == n ? (int32_t)n : 0) + 127) << 23;   /* NaN in, NaN out (through p), no UB */
     float s;
     memcpy(&s, &e, 4);
     return p * s;
