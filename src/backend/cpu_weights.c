@@ -81,7 +81,7 @@ SD_CLONES __attribute__((unused)) static void f32_to_bf16(uint16_t *d, const flo
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)   /* (clang 14: no "f16c" check) */
 #include <immintrin.h>
 __attribute__((target("avx2,f16c"))) static void f16_to_f32_f16c(float *d, const uint16_t *s, size_t n) {
     size_t i = 0;
@@ -91,7 +91,7 @@ __attribute__((target("avx2,f16c"))) static void f16_to_f32_f16c(float *d, const
 #endif
 
 static void f16_to_f32(float *d, const uint16_t *s, size_t n) {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)   /* (clang 14: no "f16c" check) */
     if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2")) { f16_to_f32_f16c(d, s, n); return; }
 #endif
     sd_convert_to_f32(d, s, DT_F16, n);
