@@ -36,6 +36,7 @@ int cli_engine_opt(struct engine_config *ec, const char *a, const char *v) {
     if (slot) *slot = v;
     else if (!strcmp(a, "--threads")) ec->threads = atoi(v);
     else if (!strcmp(a, "--lora-scale")) ec->lora_scale = (float)atof(v);
+    else if (!strcmp(a, "--vae-tile")) ec->vae_tile = atoi(v);
     else return 0;
     return 1;
 }

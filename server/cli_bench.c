@@ -2,7 +2,9 @@
  * table.  Inputs are random (the numbers measure speed, not quality); each stage runs
  * once to warm up (sizing the activation arena) and then --repeat times, reporting the
  * best and the mean, and the process CPU time of the best run (all threads: on a machine
- * shared with other work the wall time varies, the CPU time much less). */
+ * shared with other work the wall time varies, the CPU time much less).  With --vae-tile
+ * and --vae-error, the last tiled decode is compared with one untiled decode of the same
+ * latents afterwards (its memory comes after the figures printed for the tiled runs). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +39,7 @@ static void row(const char *stage, int batch, int w, int h, const struct timing 
 
 struct bench_args {
     struct engine_config ec;
-    int width, height, batch, repeat, steps;
+    int width, height, batch, repeat, steps, vae_error;
     const char *stages;
 };
 
@@ -48,9 +50,11 @@ static int parse_bench_args(int argc, char **argv, struct bench_args *b) {
         if (!strcmp(a, "--help")) {
             printf("sdxld bench --model DIR " CLI_ENGINE_USAGE "\n"
                    "            [--unet FILE] [--width W] [--height H]\n"
-                   "            [--batch N] [--steps 4] [--repeat N] [--stages text,unet,vae,e2e]\n");
+                   "            [--batch N] [--steps 4] [--repeat N] [--stages text,unet,vae,e2e]\n"
+                   "            [--vae-error]   (with --vae-tile: the tiled decode against an untiled one)\n");
             return 0;
         }
+        if (!strcmp(a, "--vae-error")) { b->vae_error = 1; continue; }
         if (!(v = cli_value(argc, argv, &i))) return 2;
         if (cli_engine_opt(&b->ec, a, v)) continue;
         else if (!strcmp(a, "--width")) b->width = atoi(v);
@@ -66,7 +70,30 @@ static int parse_bench_args(int argc, char **argv, struct bench_args *b) {
         fprintf(stderr, "sdxld bench: bad --batch/--repeat\n");
         return 2;
     }
+    if (b->vae_error && (!b->ec.vae_tile || !strstr(b->stages, "vae"))) {
+        fprintf(stderr, "sdxld bench: --vae-error needs --vae-tile N and the vae stage\n");
+        return 2;
+    }
     return -1;
+}
+
+/* The tiled decode img of x against one untiled decode of it, in 8-bit pixels. */
+static int vae_error(struct engine *e, const float *x, int batch, int h, int w, const float *img) {
+    const struct engine_info *info = engine_info(e);
+    int s = info->vae_scale;
+    size_t n = (size_t)batch * 3 * h * s * w * s;
+    float *ref = sd_malloc(n * sizeof(float));
+    if (!ref) return cli_fail("vae error");
+    int tile = info->vae_tile, overlap = info->vae_tile_overlap;
+    double t0 = sd_now_ms();
+    if (engine_set_vae_tile(e, 0, 0) || engine_vae_decode(e, x, batch, h, w, ref)) { sd_free(ref); return cli_fail("vae"); }
+    double ms = sd_now_ms() - t0;
+    struct engine_pixel_error pe;
+    engine_pixel_error(img, ref, n, &pe);
+    printf("tiled decode (tiles of %d, overlap %d) vs untiled: max |diff| %d/255, PSNR %.2f dB, max |diff| %.4g of "
+           "[-1, 1] (the untiled decode, cold: %.1f ms)\n", tile, overlap, pe.max_abs, pe.psnr_db, pe.max_abs_float, ms);
+    sd_free(ref);
+    return engine_set_vae_tile(e, tile, overlap) ? cli_fail("vae") : 0;
 }
 
 int cli_bench(int argc, char **argv) {
@@ -108,9 +135,11 @@ int cli_bench(int argc, char **argv) {
         items[i].prompt = prompts[i];
         items[i].seed = (uint64_t)i;
     }
-    printf("sdxld bench: %s on %s (%s threads), load %.0f ms, weights %.1f MiB (UNet %s)\nkernels: %s\n\n",
+    printf("sdxld bench: %s on %s (%s threads), load %.0f ms, weights %.1f MiB (UNet %s)\nkernels: %s\n",
            info->model_name, info->backend, ec.threads ? "set" : "all", load_ms, info->param_bytes / 1048576.0,
            info->weights_dtype, info->kernels);
+    if (info->vae_tile) printf("vae decode tiled: tiles of %d latent pixels, overlap %d\n", info->vae_tile, info->vae_tile_overlap);
+    printf("\n");
     printf("| %-18s | %5s | %-9s | %10s | %10s | %10s |\n", "stage", "batch", "size", "best ms", "mean ms", "cpu ms");
     printf("|%s|%s|%s|%s|%s|%s|\n", "--------------------", "-------", "-----------", "------------", "------------",
            "------------");
@@ -154,7 +183,8 @@ int cli_bench(int argc, char **argv) {
     if (info->device_peak_bytes)   /* backends that count their memory (cuda) */
         printf("device memory held by sdxld: peak %.1f MiB, now %.1f MiB (weights %.1f MiB)\n",
                info->device_peak_bytes / 1048576.0, info->device_bytes / 1048576.0, info->param_bytes / 1048576.0);
-    rc = 0;
+    fflush(stdout);
+    rc = b.vae_error ? vae_error(e, x, batch, h, w, img) : 0;
 done:
     sd_free(x); sd_free(out); sd_free(ctx); sd_free(pooled); sd_free(tid); sd_free(tv);
     sd_free(img); sd_free(rgb); sd_free(prompts); sd_free(items);

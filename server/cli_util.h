@@ -8,10 +8,10 @@
 /* argv[*i] is opt: take its value (advancing *i) or print an error. */
 const char *cli_value(int argc, char **argv, int *i);
 /* The engine options every model-loading subcommand takes (--model, --config,
- * --tokenizers, --unet, --lora, --lora-scale, --backend, --threads, --weights-dtype):
- * a = argv[i], v its value.  1 when a is one of them. */
+ * --tokenizers, --unet, --lora, --lora-scale, --backend, --threads, --weights-dtype,
+ * --vae-tile): a = argv[i], v its value.  1 when a is one of them. */
 int cli_engine_opt(struct engine_config *ec, const char *a, const char *v);
-#define CLI_ENGINE_USAGE "[--backend cpu|cuda] [--threads N] [--weights-dtype auto|f32|f16|bf16]"
+#define CLI_ENGINE_USAGE "[--backend cpu|cuda] [--threads N] [--weights-dtype auto|f32|f16|bf16] [--vae-tile N]"
 /* Read tensor `name` as fp32 (fresh sd_malloc) with ndim dims; shape out; required or NULL. */
 float *cli_tensor(const struct st_file *f, const char *name, int ndim, int64_t *shape, int required);
 /* A JSON array of strings (or a file with one). */

@@ -49,6 +49,8 @@ struct cfg_option {
 #define CFG_INT(n, lo, hi, d, fl, f, h) { n, CFG_T_INT, lo, hi, #d, NULL, fl, FIELD(f), h }
 #define CFG_BOOL(n, d, fl, f, h)       { n, CFG_T_BOOL, 0, 1, d, NULL, fl, FIELD(f), h }
 #define CFG_ENUM(n, ch, d, fl, f, h)   { n, CFG_T_ENUM, 0, 0, d, ch, fl, FIELD(f), h }
+#define CFG_TEXT_(x) #x
+#define CFG_TEXT(x) CFG_TEXT_(x)    /* a number from a header, for a help text */
 
 static const struct cfg_option options[] = {
     /*        name                default / bounds                          field */
@@ -70,6 +72,8 @@ static const struct cfg_option options[] = {
              "precision the GEMM weights are kept in: auto = as the files store them (an fp16 release stays fp16, half the memory of f32, same images); bf16 = computed with the CPU's bf16 dot products (AVX512-BF16/AMX), fastest, within 2e-2; f32 = the exact reference mode; the CUDA backend takes f32 only for now"),
     CFG_INT ("threads", 0, 1024, 0, 0, threads,
              "CPU threads for the cpu backend (0 = all cores)"),
+    CFG_INT ("vae_tile", 0, ENGINE_VAE_TILE_MAX, 0, 0, vae_tile,
+             "tiled VAE decode: 0 = off; else images whose latent is wider or taller than this many latent pixels (8 pixels each for SDXL; at least " CFG_TEXT(ENGINE_VAE_TILE_MIN) ") are decoded in tiles of that size overlapping by a quarter, blended across the overlap, so the decode's activation memory is one tile's (tiles of 64: about a 512x512 decode) at any image size; the pixels differ somewhat from the untiled decode (docs/benchmarks.md, \"Tiled VAE decode\"); images within one tile are unchanged"),
     CFG_INT ("http_threads", 1, 64, 2, 0, http_threads,
              "HTTP event-loop threads (connections waiting for images hold no thread)"),
     CFG_INT ("max_connections", 4, 65536, 1024, 0, max_connections,

@@ -196,6 +196,7 @@ static struct engine *load_engine(struct sdxld *d) {
         .tokenizer_dir = c->tokenizers[0] ? c->tokenizers : NULL,
         .threads = c->threads,
         .weights_dtype = c->weights_dtype,
+        .vae_tile = c->vae_tile,
     };
     struct engine *e = NULL;
     sd_status st;

@@ -3,6 +3,7 @@
  * activation arena at the end; the first call sizes it, later calls allocate nothing. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -230,6 +231,7 @@ sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
     sd_free(p); p = NULL;
     cond_set_dims(&e->k);
     if ((st = check_consistency(e))) goto fail;
+    if ((st = engine_set_vae_tile(e, cfg->vae_tile, cfg->vae_tile_overlap))) goto fail;
     struct arena_allocator al = backend_allocator(e->be);
     arena_init(&e->acts, "activations", &al, 1);
 
@@ -258,6 +260,22 @@ fail:
 }
 
 const struct engine_info *engine_info(const struct engine *e) { return &e->info; }
+
+sd_status engine_set_vae_tile(struct engine *e, int tile, int overlap) {
+    if (tile && (tile < ENGINE_VAE_TILE_MIN || tile > ENGINE_VAE_TILE_MAX))
+        return sd_fail(SD_ERR_INVALID, "vae_tile %d: 0 (untiled) or %d..%d latent pixels", tile,
+                       ENGINE_VAE_TILE_MIN, ENGINE_VAE_TILE_MAX);
+    if (overlap < 0 || (tile && overlap > tile / 4))
+        return sd_fail(SD_ERR_INVALID, "vae_tile overlap %d: 0 (= tile / 4) or 1..%d", overlap, tile / 4);
+    e->info.vae_tile = tile;
+    e->info.vae_tile_overlap = !tile ? 0 : overlap ? overlap : tile / 4;
+    return SD_OK;
+}
+
+/* Is a latent of h × w decoded tile by tile?  Only when it does not fit in one tile. */
+static int vae_tiled(const struct engine *e, int h, int w) {
+    return e->info.vae_tile && (h > e->info.vae_tile || w > e->info.vae_tile);
+}
 
 void engine_dims(const struct engine *e, struct engine_dims *d) {
     d->L = tokenizer_max_length(e->k.tok1);
@@ -359,6 +377,10 @@ sd_status engine_vae_encode(struct engine *e, const float *img, int N, int H, in
 
 sd_status engine_vae_decode(struct engine *e, const float *z, int N, int h, int w, float *img) {
     struct fwd f = { .be = e->be, .ar = &e->acts };
+    if (vae_tiled(e, h, w)) {   /* host to host, one tile on the backend at a time */
+        vae_decode_tiled(&f, &e->vae, img, z, N, h, w, e->info.vae_tile, e->info.vae_tile_overlap);
+        return finish(e, SD_OK);
+    }
     int s = vae_scale(&e->vae), C = e->vae.cfg.latent_ch, O = e->vae.cfg.out_ch;
     size_t ni = (size_t)N * O * h * s * w * s;
     float *dz = upload(&f, z, (size_t)N * C * h * w), *di = fwd_alloc(&f, ni);
@@ -448,6 +470,53 @@ static sd_status check_finite(const float *x, size_t total, size_t per, const ch
                    "weights or the request's numbers overflow", bad / (long long)per, what);
 }
 
+/* A decoded value in [-1, 1] as a pixel in [0, 1] (NaN-safe: anything not above 0 is 0),
+ * and that as an 8-bit level (round half to even): the one place these rules live. */
+static float unit_pixel(float v) {
+    v = v * 0.5f + 0.5f;
+    return v > 0 ? (v < 1 ? v : 1) : 0;
+}
+static uint8_t level8(float unit) { return (uint8_t)nearbyintf(unit * 255.0f); }
+
+void engine_pixel_error(const float *a, const float *b, size_t n, struct engine_pixel_error *out) {
+    double se = 0, mf = 0;
+    int m8 = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = abs((int)level8(unit_pixel(a[i])) - (int)level8(unit_pixel(b[i])));
+        double df = fabs((double)a[i] - b[i]);
+        if (d > m8) m8 = d;
+        if (!(df <= mf)) mf = df;
+        se += (double)d * d;
+    }
+    out->max_abs = m8;
+    out->max_abs_float = mf;
+    out->psnr_db = se > 0 ? 10.0 * log10(255.0 * 255.0 / (se / (double)n)) : INFINITY;
+}
+
+/* decode: the latents x [n, C, h, w] on the device ÷ scaling_factor -> the VAE (tiled
+ * when vae_tiled says so) -> [-1, 1] -> pixels in [0, 1] in host (3·npix·n floats). */
+static sd_status decode_latents(struct engine *e, struct fwd *f, float *x, float *host, int n, int h, int w) {
+    struct backend *be = e->be;
+    int s = e->info.vae_scale;
+    size_t per = (size_t)e->vae.cfg.latent_ch * h * w, npix = (size_t)h * s * w * s;
+    be->ops->axpby(be, x, 1.0f / e->vae.cfg.scaling_factor, x, 0.0f, NULL, (long long)(per * n));
+    if (vae_tiled(e, h, w)) {
+        float *z = sd_malloc(per * n * sizeof(float));
+        if (!z) return SD_ERR_NOMEM;
+        be->ops->download(be, z, x, per * n * sizeof(float));
+        vae_decode_tiled(f, &e->vae, host, z, n, h, w, e->info.vae_tile, e->info.vae_tile_overlap);
+        sd_free(z);
+    } else {
+        float *img = fwd_alloc(f, 3 * npix * n);
+        vae_decode(f, &e->vae, img, x, n, h, w);
+        if (!be->err) be->ops->download(be, host, img, 3 * npix * n * sizeof(float));
+    }
+    SD_TRY(backend_status(be));
+    SD_TRY(check_finite(host, 3 * npix * n, 3 * npix, "decoded image"));
+    for (size_t i = 0; i < 3 * npix * n; i++) host[i] = unit_pixel(host[i]);
+    return SD_OK;
+}
+
 sd_status engine_generate(struct engine *e, const struct gen_params *p, struct gen_item *items, int n,
                           uint8_t *rgb, struct gen_timings *tm, const struct gen_hooks *hooks,
                           struct gen_trace *trace) {
@@ -512,23 +581,12 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     be->ops->download(be, host, x, per * n * sizeof(float));   /* host holds 3·npix·n >= per·n */
     if ((st = check_finite(host, per * n, per, "latent"))) goto out;
 
-    /* decode: latents / scaling_factor -> VAE -> [-1,1] -> [0,1] -> uint8 */
     double t2 = sd_now_ms();
-    float *img = fwd_alloc(&f, 3 * npix * n);
-    be->ops->axpby(be, x, 1.0f / e->vae.cfg.scaling_factor, x, 0.0f, NULL, (long long)(per * n));
-    vae_decode(&f, &e->vae, img, x, n, h, w);
-    if ((st = backend_status(be))) goto out;
-    be->ops->download(be, host, img, 3 * npix * n * sizeof(float));
-    if ((st = check_finite(host, 3 * npix * n, 3 * npix, "decoded image"))) goto out;
-    for (size_t i = 0; i < 3 * npix * n; i++) {   /* NaN-safe: anything not above 0 is 0 */
-        float v = host[i] * 0.5f + 0.5f;
-        host[i] = v > 0 ? (v < 1 ? v : 1) : 0;
-    }
+    if ((st = decode_latents(e, &f, x, host, n, h, w))) goto out;
     if (trace && trace->image) memcpy(trace->image, host, 3 * npix * n * sizeof(float));
-    for (int i = 0; i < n; i++)        /* CHW float -> HWC uint8, round half to even */
+    for (int i = 0; i < n; i++)        /* CHW float -> HWC uint8 */
         for (size_t q = 0; q < npix; q++)
-            for (int c = 0; c < 3; c++)
-                rgb[(i * npix + q) * 3 + c] = (uint8_t)nearbyintf(host[(i * 3 + c) * npix + q] * 255.0f);
+            for (int c = 0; c < 3; c++) rgb[(i * npix + q) * 3 + c] = level8(host[(i * 3 + c) * npix + q]);
     t.vae_ms = sd_now_ms() - t2;
 out:
     if (tm) *tm = t;

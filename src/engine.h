@@ -44,7 +44,13 @@ struct engine_config {
                                 precision), "f32", "f16" or "bf16" (io/weights.h; how each is
                                 computed: backend/backend.h, "Weight precision").  On CUDA
                                 auto is f32 (F32 weights only, until its bf16 stage) */
+    int vae_tile;            /* tiled VAE decode: 0 = off, else the tile's size in latent
+                                pixels (ENGINE_VAE_TILE_MIN..MAX); engine_set_vae_tile */
+    int vae_tile_overlap;    /* latent pixels neighbouring tiles share; 0 = vae_tile / 4 */
 };
+
+#define ENGINE_VAE_TILE_MIN 8
+#define ENGINE_VAE_TILE_MAX 2048
 
 struct engine_info {
     char model_name[256];    /* basename of model_dir (+ ":" unet file basename) */
@@ -60,6 +66,7 @@ struct engine_info {
     size_t scratch_bytes;    /* activation arena high-water mark */
     size_t device_bytes;     /* backend memory held now, and the most held at once (weights, */
     size_t device_peak_bytes;/* arenas, scratch); 0 where the backend does not count (cpu) */
+    int vae_tile, vae_tile_overlap; /* the tiled VAE decode in force (0 = untiled) */
 };
 
 #define ENGINE_MAX_STEPS 16
@@ -156,6 +163,15 @@ sd_status engine_load(struct engine **out, const struct engine_config *cfg);
 void engine_free(struct engine *e);
 const struct engine_info *engine_info(const struct engine *e);
 
+/* Tiled VAE decode for every later decode (engine_generate, engine_vae_decode): a latent
+ * wider or taller than `tile` latent pixels is decoded tile by tile, neighbours sharing
+ * `overlap` (0 = tile / 4; at most tile / 4) and blended with linear ramps across it
+ * (model/vae.h, vae_decode_tiled), so the activation memory is one tile's decode, not
+ * the image's; a latent within one tile decodes untiled, bit for bit.  The pixels
+ * differ a little from the untiled decode (docs/benchmarks.md, "Tiled VAE decode").
+ * tile 0 turns it off.  SD_ERR_INVALID naming "vae_tile" out of bounds. */
+sd_status engine_set_vae_tile(struct engine *e, int tile, int overlap);
+
 /* Validate params against the model (sizes, steps, timesteps); SD_ERR_INVALID with a
  * message naming the field ("width", "timesteps", ...) on failure. */
 sd_status engine_check_params(const struct engine *e, const struct gen_params *p);
@@ -190,6 +206,12 @@ sd_status engine_unet(struct engine *e, const float *x, const float *t, const fl
 sd_status engine_vae_encode(struct engine *e, const float *img, int N, int H, int W, float *mean);
 /* z [N, C, h, w] fed straight to post_quant_conv (no ÷ scaling) -> img [N, 3, h·s, w·s]. */
 sd_status engine_vae_decode(struct engine *e, const float *z, int N, int h, int w, float *img);
+/* How far decoded image a is from b (n floats each, as engine_vae_decode writes them, in
+ * [-1, 1]), in the 8-bit pixels engine_generate makes of them: the largest difference in
+ * levels, the PSNR in dB over all n values (infinite when equal), and the largest
+ * difference of the floats themselves.  (Tiled against untiled decode: tests, sdxld bench.) */
+struct engine_pixel_error { int max_abs; double psnr_db, max_abs_float; };
+void engine_pixel_error(const float *a, const float *b, size_t n, struct engine_pixel_error *out);
 
 /* Gradients of L = Σ out ⊙ dout through the UNet (docs/conformance.md `unet
  * --backward`): writes out, dx [N,C,h,w], dctx [N,L,cross], dpooled [N,P] (any may be

@@ -89,6 +89,19 @@ run "$BIN" generate --model "$M" --prompt "x" --width 128 --height 64 --seed 3 -
 [ $? -eq 0 ] && [ -s "$T/s128.png" ] && grep -q " W .*128x64 is more than 1.5x the model's native 64x64.*tiled" "$T/err"
 ok $? "128x64: made, and the log warns of tiling: $(grep -o "128x64 is .*" "$T/err")"
 
+# --vae-tile (tests/test_vae_tile.c tests the decode): one tile is the untiled image, a
+# larger latent is tiled; bench --vae-error reports the tiled decode against the untiled
+run "$BIN" generate --model "$M" --prompt "a red cube" --seed 7 --vae-tile 8 -o "$T/tile1.png"
+cmp -s "$T/a.png" "$T/tile1.png"; ok $? "--vae-tile 8 at 64x64 (one tile of 8x8 latent pixels): the same PNG bytes"
+run "$BIN" generate --model "$M" --prompt "a red cube" --seed 7 --width 128 --height 96 -o "$T/big.png"
+run "$BIN" generate --model "$M" --prompt "a red cube" --seed 7 --width 128 --height 96 --vae-tile 8 -o "$T/bigt.png"
+[ $? -eq 0 ] && ! cmp -s "$T/big.png" "$T/bigt.png"; ok $? "--vae-tile 8 at 128x96: tiled, the pixels differ"
+run "$BIN" generate --model "$M" --prompt "x" --vae-tile 3 -o "$T/x.png"
+[ $? -eq 1 ] && grep -q "vae_tile 3" "$T/err"; ok $? "--vae-tile 3 rejected: $(cat "$T/err")"
+run "$BIN" bench --model "$M" --width 128 --height 128 --stages vae --vae-tile 8 --vae-error --threads 1
+[ $? -eq 0 ] && grep -q "tiled decode (tiles of 8, overlap 2) vs untiled: max |diff| [0-9]*/255, PSNR" "$T/out"
+ok $? "bench --vae-tile 8 --vae-error: $(grep "vs untiled" "$T/out" | cut -d'(' -f1-2)"
+
 # bad input: clear one-line errors and non-zero exits, never a crash
 run "$BIN" generate --model "$M" --prompt "x" --timesteps 500,600 -o "$T/x.png"
 [ $? -eq 1 ] && grep -q "timesteps" "$T/err"; ok $? "increasing timesteps rejected: $(cat "$T/err")"

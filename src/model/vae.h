@@ -69,4 +69,27 @@ void vae_encode(struct fwd *f, const struct vae *m, float *mean, const float *im
 /* z [N, latent_ch, h, w] (already divided by scaling_factor) -> img [N, out_ch, h·s, w·s]. */
 void vae_decode(struct fwd *f, const struct vae *m, float *img, const float *z, int N, int h, int w);
 
+/* ---- tiled decode (vae_tile.c) ----
+ * One axis of n latent pixels cut into k tiles of at most `tile`, neighbours sharing
+ * exactly `overlap` latent pixels: sizes base or base + 1 (the first rem tiles), so
+ * tile i starts at i·(base − overlap) + min(i, rem).  n <= tile is one tile of n.
+ * overlap is taken in [1, tile/4], which keeps every pixel inside at most two tiles of
+ * an axis (base >= 2·overlap). */
+struct vae_tiling { int n, k, base, rem, overlap; };
+void vae_tiling_plan(struct vae_tiling *t, int n, int tile, int overlap);
+static inline int vae_tile_start(const struct vae_tiling *t, int i) {
+    return i * (t->base - t->overlap) + (i < t->rem ? i : t->rem);
+}
+static inline int vae_tile_size(const struct vae_tiling *t, int i) { return t->base + (i < t->rem); }
+/* The blend weight, along one axis, of pixel q (0 .. s·size−1) of tile i at s pixels per
+ * latent: a linear ramp across each overlap shared with a neighbour (s·overlap pixels),
+ * 1 elsewhere; the two tiles over a pixel weigh 1 together. */
+float vae_tile_weight(const struct vae_tiling *t, int i, int q, int s);
+/* z [N, latent_ch, h, w] and img [N, out_ch, h·s, w·s] in HOST memory: every tile of
+ * the latent decoded on its own by vae_decode (its activations taken and given back
+ * from f->ar, so the arena peaks at one tile's worth), downloaded and blended into img
+ * with the product of its two axes' weights.  Errors are the backend's sticky error. */
+void vae_decode_tiled(struct fwd *f, const struct vae *m, float *img, const float *z, int N, int h, int w,
+                      int tile, int overlap);
+
 #endif
