@@ -41,6 +41,7 @@ struct cpu_dnnl {
     struct mm_entry e[CACHE_MAX];
     int n;                        /* entries in use */
     void *pad[CPU_DNNL_SLOTS];    /* scratchpads, one per slot */
+    dnnl_stream_t stream[CPU_DNNL_SLOTS];   /* made on a slot's first call, kept */
     size_t pad_bytes[CPU_DNNL_SLOTS];
 };
 
@@ -87,7 +88,10 @@ void cpu_dnnl_destroy(struct cpu_dnnl *d) {
     if (!d) return;
     for (int i = 0; i < d->n; i++) entry_free(&d->e[i]);
     dnnl_engine_destroy(d->eng);
-    for (int i = 0; i < CPU_DNNL_SLOTS; i++) sd_free(d->pad[i]);
+    for (int i = 0; i < CPU_DNNL_SLOTS; i++) {
+        sd_free(d->pad[i]);
+        if (d->stream[i]) dnnl_stream_destroy(d->stream[i]);
+    }
     pthread_mutex_destroy(&d->mu);
     sd_free(d);
 }
@@ -168,18 +172,20 @@ sd_status cpu_dnnl_gemm(struct cpu_dnnl *d, int slot, const struct cpu_dnnl_mm *
         d->pad_bytes[slot] = e.pad_bytes;
     }
     dnnl_memory_t m[5] = { NULL };
-    dnnl_stream_t stream = NULL;
     omp_set_num_threads(1);
+    if (!d->stream[slot] && (s = dnnl_stream_create(&d->stream[slot], d->eng, dnnl_stream_default_flags))) {
+        d->stream[slot] = NULL;
+        if (owned) entry_free(&e);
+        return sd_fail(SD_ERR_UNSUPPORTED, "oneDNN stream: status %d", (int)s);
+    }
     if (!(s = wrap(&m[0], &e.a, d->eng, p->A)) && !(s = wrap(&m[1], &e.b, d->eng, p->B)) &&
         !(s = wrap(&m[2], &e.c, d->eng, p->C)) && !(s = wrap(&m[3], &e.pad, d->eng, d->pad[slot])) &&
-        !(p->bias && (s = wrap(&m[4], &e.bias, d->eng, p->bias))) &&
-        !(s = dnnl_stream_create(&stream, d->eng, dnnl_stream_default_flags))) {
+        !(p->bias && (s = wrap(&m[4], &e.bias, d->eng, p->bias)))) {
         dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, m[0] }, { DNNL_ARG_WEIGHTS, m[1] }, { DNNL_ARG_DST, m[2] },
                                     { DNNL_ARG_SCRATCHPAD, m[3] }, { DNNL_ARG_BIAS, m[4] } };
-        s = dnnl_primitive_execute(e.prim, stream, p->bias ? 5 : 4, args);
-        if (!s) s = dnnl_stream_wait(stream);
+        s = dnnl_primitive_execute(e.prim, d->stream[slot], p->bias ? 5 : 4, args);
+        if (!s) s = dnnl_stream_wait(d->stream[slot]);
     }
-    if (stream) dnnl_stream_destroy(stream);
     if (owned) entry_free(&e);
     for (int i = 0; i < 5; i++)
         if (m[i]) dnnl_memory_destroy(m[i]);
