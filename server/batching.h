@@ -10,7 +10,7 @@
  *
  * Batching rule: the oldest live queued job (the head) always goes into the next batch,
  * so nothing starves; compatible jobs behind it (same size, timesteps and conditioning:
- * sched_compatible) join it up to max_batch images, even from behind incompatible ones.
+ * sched_compatible, and the same model: models.h) join it up to max_batch images, even from behind incompatible ones.
  * The head waits at most batch_window_ms after its submission for companions — under
  * load the queue is already full and nobody waits; when idle a lone request pays the
  * window once; while the daemon drains nobody waits.  A job with more images than fit
