@@ -40,6 +40,11 @@ static void strip_root(char *msg, const char *root) {
     }
 }
 
+void models_strip_dir(const struct sdxld *d, char *msg) {
+    char root[PATH_MAX];
+    if (d->cfg.models_dir[0] && realpath(d->cfg.models_dir, root) && strcmp(root, "/")) strip_root(msg, root);
+}
+
 static int entry_cmp(const void *a, const void *b) {
     return strcmp(((const struct model_entry *)a)->name, ((const struct model_entry *)b)->name);
 }

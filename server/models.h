@@ -61,6 +61,8 @@ int models_resolve(const struct sdxld *d, const char *name, const char *field, s
 /* The name of the model at path (the catalog's when it lies in models_dir, else its
  * basename). */
 void models_name_of(const struct sdxld *d, const char *path, char *out, size_t n);
+/* msg with every "MODELS_DIR/" cut out (clients name models relative to it). */
+void models_strip_dir(const struct sdxld *d, char *msg);
 /* The weights budget (model_memory_mb, or 3/4 of the physical memory). */
 uint64_t models_budget_bytes(const struct sdxld *d);
 /* Does a model of new_bytes fit next to (or instead of) the served one of old_bytes?

@@ -119,6 +119,7 @@ sd_status worker_switch_model(struct sdxld *d, struct engine **e, const char *pa
     if (st) {
         snprintf(msg, n, "model '%s' does not load (%s keeps serving): %s", name, old_name,
                  sd_last_error()[0] ? sd_last_error() : sd_status_name(st));
+        models_strip_dir(d, msg);
         if (*freed_first && load_at(d, old_path, e)) {
             LOG_E("model %s does not load again after %s failed: %s; stopping", old_name, name, sd_last_error());
             return SD_ERR_CUDA;   /* no model to serve: fatal, as a poisoned device */
