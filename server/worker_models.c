@@ -61,9 +61,13 @@ static sd_status load_at(struct sdxld *d, const char *path, struct engine **out)
     };
     struct load_roots lr = { .n = 0 };
     sd_status st = SD_OK;
+    char cdir[PATH_MAX], tdir[PATH_MAX];
     if (!startup && (st = roots_add(&lr, c->models_dir, 0))) return st;
     roots_confine(&lr);
     if (cli_model_defaults(&ec)) st = SD_ERR_INVALID;   /* a single file: its configs */
+    /* Confinement matches absolute paths: the real paths of relative folders. */
+    if (ec.config_dir && realpath(ec.config_dir, cdir)) ec.config_dir = cdir;
+    if (ec.tokenizer_dir && realpath(ec.tokenizer_dir, tdir)) ec.tokenizer_dir = tdir;
     if (!st && !startup && !(st = roots_add(&lr, ec.config_dir, SD_ROOT_LINKS)) &&
         (!ec.tokenizer_dir || strcmp(ec.tokenizer_dir, ec.config_dir ? ec.config_dir : "")))
         st = roots_add(&lr, ec.tokenizer_dir, SD_ROOT_LINKS);
