@@ -49,7 +49,8 @@ struct sched_policy {
 /* What the worker's next step depends on. */
 struct sched_state {
     struct job *queue;        /* generation queue, oldest first through q_next; reads
-                                 status, req.params, req.n, dispatched, t_submit_ms */
+                                 status, req.params, req.model, req.n, dispatched,
+                                 t_submit_ms */
     int load_waiting;         /* a model load is queued */
     int training;             /* the worker holds a training run ... */
     int training_ending;      /* ... that is final or was asked to stop */
