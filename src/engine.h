@@ -243,7 +243,7 @@ sd_status engine_load_unet(struct engine *e, const char *unet_path, const char *
  *   error       anything else, or what does not open: `error` says why.
  * file_bytes: the bytes on disk (a folder: its regular files, no link followed under a
  * confined root).  resident_bytes: an estimate of the weights a loaded model holds, with
- * the GEMM weights (tensors of 2 or more dimensions but the text encoders' embedding
+ * the GEMM weights (tensors of 2 or more dimensions but the text encoders' position
  * tables) stored in weights_dtype ("auto": the precision the files hold, as engine_load
  * decides it) and every other tensor in f32; 0 for unet and lora entries (they load into the served model).  Runs on any
  * thread (fs.h's confinement of the caller applies). */

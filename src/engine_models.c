@@ -25,15 +25,14 @@ const char *engine_model_kind_name(enum engine_model_kind k) {
     return (unsigned)k < sizeof n / sizeof n[0] ? n[k] : "error";
 }
 
-/* The text encoders' embedding tables: 2-D, but not GEMM weights (io/weights.h: they stay
- * F32), in diffusers and both original spellings. */
-static int is_embedding(const char *name) {
-    return strstr(name, "token_embedding") || strstr(name, "position_embedding") ||
-           strstr(name, "positional_embedding");
+/* The text encoders' position embeddings: 2-D, but kept F32 (model/clip.c; the token
+ * tables are stored like the GEMM weights), in diffusers and both original spellings. */
+static int is_f32_table(const char *name) {
+    return strstr(name, "position_embedding") || strstr(name, "positional_embedding");
 }
 
 /* Bytes a loaded table holds for these files: GEMM weights (2+ dimensions) in the
- * storage engine_load picks (wfiles_dtype), the rest (biases, norms, embeddings) in f32. */
+ * storage engine_load picks (wfiles_dtype), the rest (biases, norms, position tables) in f32. */
 static uint64_t resident_of(const struct wfiles *w, sd_dtype want) {
     sd_dtype gemm = wfiles_dtype(w, want);
     uint64_t sum = 0;
@@ -41,7 +40,7 @@ static uint64_t resident_of(const struct wfiles *w, sd_dtype want) {
         for (int k = 0; k < w->f[i].ntensors; k++) {
             const struct st_tensor *t = &w->f[i].tensors[k];
             if (t->dtype == DT_I64) continue;   /* position ids: not weights */
-            sum += (uint64_t)st_numel(t) * (t->ndim >= 2 && !is_embedding(t->name) ? sd_dtype_size(gemm) : 4);
+            sum += (uint64_t)st_numel(t) * (t->ndim >= 2 && !is_f32_table(t->name) ? sd_dtype_size(gemm) : 4);
         }
     return sum;
 }

@@ -8,9 +8,9 @@ LoRA, a model that does not load, and hostile entries).  Daemons started here:
   1. tiny-a served, models_dir, model_config for the single file, max_batch 4: the listing,
      reference images per model, refusals, switching, queued jobs across a switch, a failed
      load, A1111's sd-models / options / override_settings, and a short switching load run;
-  2. the same with model_memory_mb 40 (one tiny model fits beside another only if the
-     other is freed; the single f32 file not at all): free-first switches, a refusal, and a
-     failed free-first load that reloads the old model.
+  2. the same with a model_memory_mb holding one tiny model but not two (so a switch frees
+     the old model first; the single f32 file not at all): free-first switches, a refusal,
+     and a failed free-first load that reloads the old model.
 Images are compared by their inflated pixel data (the encoder is deterministic).
 """
 import os
@@ -202,13 +202,25 @@ def check_a1111(t, c, refs):
     t.eq(c.get("/v1/models").json()["default"], "tiny-a", "... and leaves the default alone")
 
 
-def check_budget(t, tmp, md, refs):
-    with Daemon("--models_dir", md, "--model_config", MODEL, "--model_memory_mb", "40", tmp=tmp,
+def budget_mb(by):
+    """A budget holding any one of tiny-a, tiny-b and broken, no two of them, and not the f32
+    single file (its weights are twice tiny-a's f16 ones)."""
+    mib = 1 << 20
+    one = max(by[n]["resident_bytes"] for n in ("tiny-a", "tiny-b", "broken"))
+    two = min(by["tiny-a"]["resident_bytes"], by["broken"]["resident_bytes"]) + one
+    mb = -(-one // mib)
+    ok = mb * mib < two and mb * mib < by["tiny.safetensors"]["resident_bytes"]
+    return mb if ok else None
+
+
+def check_budget(t, tmp, md, refs, mb):
+    t.ok(mb is not None, f"a budget that holds one tiny model but not two: {mb} MiB")
+    with Daemon("--models_dir", md, "--model_config", MODEL, "--model_memory_mb", str(mb or 40), tmp=tmp,
                 model=os.path.join(md, "tiny-a")) as d:
         c = d.client
         r = c.post("/v1/models/load", {"model": "tiny-b"})
         t.ok(r.status == 200 and r.json().get("freed_first") is True,
-             "budget 40 MiB: tiny-b fits only instead of tiny-a: the old model is freed first", r)
+             f"budget {mb} MiB: tiny-b fits only instead of tiny-a: the old model is freed first", r)
         t.ok(pixels(gen(c, 11).body) == refs[11]["tiny-b"], "... and serves", None)
         r = c.post("/v1/models/load", {"model": "tiny.safetensors"})
         t.ok(r.status == 400 and "model_memory_mb" in r.error().get("message", ""),
@@ -230,6 +242,7 @@ def main(t):
                 model=os.path.join(md, "tiny-a")) as d:
         c = d.client
         check_listing(t, c, md)
+        mb = budget_mb(listing(c)[1])
         refs = references(c)
         check_named(t, c, refs)
         check_load_errors(t, c)
@@ -242,7 +255,7 @@ def main(t):
         t.ok(stats["lost"] == 0 and stats["wrong"] == 0 and stats["unexplained"] == 0,
              "load run: every job finished on the model it asked for, or failed naming the broken model", stats)
         t.ok(stats["ok"] > 0 and stats["switches_ok"] > 0, "load run: jobs ran and models switched", stats)
-    check_budget(t, tmp, md, refs)
+    check_budget(t, tmp, md, refs, mb)
     if not t.failed:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
