@@ -425,6 +425,14 @@ static int parse_txt2img(struct sdxld *d, json_t *body, struct gen_request *g, i
 
 /* ---- txt2img: the answer ---- */
 
+/* The model an infotext names ("..., Model: NAME, ..."): what made the images, which is
+ * not the served one when the request named another (override_settings, models.h). */
+static void infotext_model(json_t *infotexts, char *out, size_t n) {
+    const char *s = json_string_value(json_array_get(infotexts, 0));
+    const char *m = s ? strstr(s, ", Model: ") : NULL;
+    if (m) snprintf(out, n, "%.*s", (int)strcspn(m + 9, ","), m + 9);
+}
+
 /* A1111's Processed.js() for the job: what made the images (sampler_name "DMD2",
  * cfg_scale 1, the steps run, no negative prompt: the same as each infotext), and
  * "ignored", the request's fields that changed nothing.  Steals infotexts. */
@@ -432,6 +440,7 @@ static json_t *info_json(struct req *r, json_t *infotexts) {
     const struct gen_request *g = &r->job->req;   /* immutable once submitted */
     char served[256], own[256], ts[32];
     model_titles(r->d, served, own, sizeof served);
+    infotext_model(infotexts, served, sizeof served);
     job_timestamp(r->job->created_at, ts, sizeof ts);
     json_t *v = used(r->json, "batch_size");
     json_int_t batch = v ? json_integer_value(v) : 1;
