@@ -21,6 +21,7 @@
  * read as at startup (the operator's path). */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "api_status.h"
 #include "cli_util.h"
@@ -64,11 +65,14 @@ static sd_status load_at(struct sdxld *d, const char *path, struct engine **out)
     char cdir[PATH_MAX], tdir[PATH_MAX];
     if (!startup && (st = roots_add(&lr, c->models_dir, 0))) return st;
     roots_confine(&lr);
+    struct stat sb;
+    const int single = sd_stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+    if (!single) ec.config_dir = ec.tokenizer_dir = NULL;   /* a folder has its own */
     if (cli_model_defaults(&ec)) st = SD_ERR_INVALID;   /* a single file: its configs */
     /* Confinement matches absolute paths: the real paths of relative folders. */
     if (ec.config_dir && realpath(ec.config_dir, cdir)) ec.config_dir = cdir;
     if (ec.tokenizer_dir && realpath(ec.tokenizer_dir, tdir)) ec.tokenizer_dir = tdir;
-    if (!st && !startup && !(st = roots_add(&lr, ec.config_dir, SD_ROOT_LINKS)) &&
+    if (!st && !startup && single && !(st = roots_add(&lr, ec.config_dir, SD_ROOT_LINKS)) &&
         (!ec.tokenizer_dir || strcmp(ec.tokenizer_dir, ec.config_dir ? ec.config_dir : "")))
         st = roots_add(&lr, ec.tokenizer_dir, SD_ROOT_LINKS);
     if (!st) {
