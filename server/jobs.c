@@ -96,6 +96,8 @@ static void train_state_free(struct train_state *t) {
 static void job_free(struct job *j) {
     free(j->req.prompt);
     free(j->req.ignored);
+    free(j->req.model);
+    free(j->load_model);
     train_state_free(j->train);
     free(j->load_generator);
     free(j->load_lora);
@@ -154,6 +156,7 @@ struct job *job_new_generate(struct jobs *js, struct gen_request *req) {
     j->req = *req;
     req->prompt = NULL;
     req->ignored = NULL;
+    req->model = NULL;
     j->total = j->req.n * j->req.params.nsteps;
     return j;
 }
@@ -417,6 +420,7 @@ enum submit_result jobs_submit(struct jobs *js, struct job *j, int *queue_positi
     /* Queue: one reference until fully dispatched, started or cancelled. */
     queue_push_locked(js, j);
     j->t_submit_ms = sd_now_ms();
+    j->seq = ++js->submit_seq;
     j->passes_at_submit = js->train_passes;
     *queue_position = q->len;
     jobs_emit_locked(js, j);

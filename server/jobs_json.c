@@ -130,6 +130,10 @@ json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail) {
                 json_object_set_new(rq, "output_compression", json_integer(r->quality));
             if (r->quality_hint[0]) json_object_set_new(rq, "quality", json_string(r->quality_hint));
             if (r->style[0]) json_object_set_new(rq, "style", json_string(r->style));
+            if (r->model) {   /* the model's folder or file name (models.h) */
+                const char *b = strrchr(r->model, '/');
+                json_object_set_new(rq, "model", json_string(b && b[1] ? b + 1 : r->model));
+            }
             json_t *ig = r->ignored ? json_loads(r->ignored, 0, NULL) : NULL;
             if (ig) json_object_set_new(rq, "ignored", ig);
         }
