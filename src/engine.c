@@ -584,6 +584,8 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
 
     double t2 = sd_now_ms();
     be->ops->trim(be);   /* the UNet's widened weights and tiles are not the VAE's */
+    arena_reset(&e->acts, 0);   /* nor its activations: the decode starts from an empty arena */
+    if (!(x = upload(&f, host, per * n))) { st = backend_status(be) ? backend_status(be) : SD_ERR_NOMEM; goto out; }
     if ((st = decode_latents(e, &f, x, host, n, h, w))) goto out;
     if (trace && trace->image) memcpy(trace->image, host, 3 * npix * n * sizeof(float));
     for (int i = 0; i < n; i++)        /* CHW float -> HWC uint8 */
