@@ -376,6 +376,15 @@ sd_status engine_vae_encode(struct engine *e, const float *img, int N, int H, in
     return finish(e, SD_OK);
 }
 
+/* Before an untiled decode from an empty arena: one block for all it will take (the
+ * latents, the image, the decoder's buffers), not the UNet's block plus a new one. */
+static void expect_decode(struct engine *e, int N, int h, int w) {
+    int s = vae_scale(&e->vae);
+    size_t io = (size_t)N * (e->vae.cfg.latent_ch * h * w + e->vae.cfg.out_ch * (size_t)h * s * w * s) * sizeof(float);
+    size_t dec = vae_decode_bytes(&e->vae, N, h, w);
+    if (dec && !vae_tiled(e, h, w)) arena_expect(&e->acts, dec + io + 4096);
+}
+
 sd_status engine_vae_decode(struct engine *e, const float *z, int N, int h, int w, float *img) {
     struct fwd f = { .be = e->be, .ar = &e->acts };
     if (vae_tiled(e, h, w)) {   /* host to host, one tile on the backend at a time */
@@ -384,6 +393,7 @@ sd_status engine_vae_decode(struct engine *e, const float *z, int N, int h, int 
     }
     int s = vae_scale(&e->vae), C = e->vae.cfg.latent_ch, O = e->vae.cfg.out_ch;
     size_t ni = (size_t)N * O * h * s * w * s;
+    expect_decode(e, N, h, w);
     float *dz = upload(&f, z, (size_t)N * C * h * w), *di = fwd_alloc(&f, ni);
     vae_decode(&f, &e->vae, di, dz, N, h, w);
     if (!e->be->err) e->be->ops->download(e->be, img, di, ni * sizeof(float));
@@ -585,6 +595,7 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     double t2 = sd_now_ms();
     be->ops->trim(be);   /* the UNet's widened weights and tiles are not the VAE's */
     arena_reset(&e->acts, 0);   /* nor its activations: the decode starts from an empty arena */
+    expect_decode(e, n, h, w);
     if (!(x = upload(&f, host, per * n))) { st = backend_status(be) ? backend_status(be) : SD_ERR_NOMEM; goto out; }
     if ((st = decode_latents(e, &f, x, host, n, h, w))) goto out;
     if (trace && trace->image) memcpy(trace->image, host, 3 * npix * n * sizeof(float));

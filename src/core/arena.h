@@ -42,6 +42,11 @@ size_t arena_capacity(const struct arena *a);
 size_t arena_in_use(const struct arena *a);
 uint64_t arena_mark(const struct arena *a);             /* an opaque position */
 void arena_reset(struct arena *a, uint64_t mark);       /* free everything after mark */
+/* An empty growable arena about to hold `bytes`: when its blocks are smaller, they are
+ * replaced by one block as large as both, so no capacity is stranded beside a new block
+ * (a VAE decode after a UNet pass).  A no-op when anything is in use; a failed
+ * allocation leaves the arena empty (arena_alloc grows it later). */
+void arena_expect(struct arena *a, size_t bytes);
 void arena_free(struct arena *a);
 
 #endif

@@ -470,6 +470,18 @@ void vae_decode_t(struct fwd *f, const struct vae *m, struct vae_tape *tp, float
     run_chain(f, m, tp, tp != &local, z, img, m->band_bytes);
 }
 
+size_t vae_decode_bytes(const struct vae *m, int N, int h, int w) {
+    struct vae_tape *tp = sd_malloc(sizeof *tp);
+    if (!tp) { sd_clear_error(); return 0; }
+    tp->n = 0;
+    tp->N = N;
+    plan_decoder(tp, m, h, w);
+    size_t mid = (size_t)N * m->cfg.ch[m->cfg.nlevels - 1] * h * w;
+    size_t bytes = (2 * infer_cap(tp) + 3 * mid) * sizeof(float) + 4 * UP_BAND_BYTES + 64 * 1024;
+    sd_free(tp);
+    return bytes;
+}
+
 void vae_decode(struct fwd *f, const struct vae *m, float *img, const float *z, int N, int h, int w) {
     vae_decode_t(f, m, NULL, img, z, N, h, w);
 }

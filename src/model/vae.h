@@ -67,6 +67,9 @@ void vae_backward(struct fwd *f, const struct vae *m, struct vae *g, const struc
 
 /* img [N, in_ch, H, W] in [-1, 1] -> mean [N, latent_ch, H/s, W/s] (not scaled). */
 void vae_encode(struct fwd *f, const struct vae *m, float *mean, const float *img, int N, int H, int W);
+/* Activation bytes an untiled inference decode of [N, latent_ch, h, w] takes (an upper
+ * bound, for arena_expect); 0 when it cannot tell. */
+size_t vae_decode_bytes(const struct vae *m, int N, int h, int w);
 /* z [N, latent_ch, h, w] (already divided by scaling_factor) -> img [N, out_ch, h·s, w·s]. */
 void vae_decode(struct fwd *f, const struct vae *m, float *img, const float *z, int N, int h, int w);
 
