@@ -1,0 +1,169 @@
+/* fuzz_api_body.c — libFuzzer harness: any bytes as the request body of a JSON route, through
+ * the parsers the handlers call (server/api.h, "the request parsers"): the body as http.c
+ * reads it (api_parse_body), then the route's validation.  The first byte picks the route:
+ *   0 POST /v1/generate            3 POST /sdapi/v1/options (and the model-load paths)
+ *   1 POST /v1/images/generations  4 POST /v1/models/load (and its paths under data_root)
+ *   2 POST /sdapi/v1/txt2img       5 POST /v1/train
+ * No model is loaded: the daemon context carries the built-in model's description (what the
+ * worker would copy from the engine), and data_root is a scratch folder with a few files,
+ * folders and an outward symlink.  What a parser accepts must hold the bounds the API
+ * promises (docs/api.md); a request that breaks them, an error without a status or message,
+ * a crash, a leak or UB are findings. */
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "cli_util.h"
+#include "training.h"
+
+static struct sdxld D;
+static char root[128];
+
+static void put_file(const char *name, const char *text) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", root, name);
+    FILE *f = fopen(p, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static void scratch_root(void) {
+    snprintf(root, sizeof root, "/tmp/sdxld-fuzz-api-%d", (int)getpid());
+    char p[256];
+    const char *dirs[] = { "", "/runs", "/data", "/teacher", "/teacher/unet", "/models" };
+    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
+        snprintf(p, sizeof p, "%s%s", root, dirs[i]);
+        mkdir(p, 0700);
+    }
+    put_file("gen.safetensors", "not weights");
+    put_file("models/lora.safetensors", "not weights");
+    put_file("data/captions.txt", "a.png\ta red circle\n");
+    snprintf(p, sizeof p, "%s/outside", root);
+    if (symlink("/etc", p)) { /* already there */ }
+}
+
+static void remove_root(void) {
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    if (system(cmd)) { /* best effort */ }
+}
+
+static void init(void) {
+    config_defaults(&D.cfg);
+    snprintf(D.cfg.model, sizeof D.cfg.model, "%s", cli_default_model());
+    scratch_root();
+    atexit(remove_root);
+    snprintf(D.cfg.data_root, sizeof D.cfg.data_root, "%s", root);
+    pthread_mutex_init(&D.info_lock, NULL);
+    atomic_init(&D.phase, PHASE_READY);
+    /* models/shapes-small as the worker describes it after load: 64x64 native, sizes in
+     * multiples of 16 (VAE scale 4 x 2^(3 UNet levels - 1)); served with a separate UNet */
+    D.have_info = 1;
+    snprintf(D.info.model_name, sizeof D.info.model_name, "shapes-small:gen.safetensors");
+    D.info.default_width = D.info.default_height = 64;
+    D.info.size_multiple = 16;
+    D.size_multiple = 16;
+    D.native_width = D.native_height = 64;
+    D.default_width = D.default_height = 64;
+}
+
+/* What any accepted generation request must be (docs/api.md). */
+static void check_gen(const struct gen_request *g) {
+    const struct sdxld_config *c = &D.cfg;
+    int ok = g->prompt && g->n >= 1 && g->n <= c->max_n &&
+             g->params.width >= D.size_multiple && g->params.width <= c->max_width &&
+             g->params.width % D.size_multiple == 0 &&
+             g->params.height >= D.size_multiple && g->params.height <= c->max_height &&
+             g->params.height % D.size_multiple == 0 &&
+             g->params.nsteps >= 1 && g->params.nsteps <= API_MAX_STEPS &&
+             g->seed <= (uint64_t)API_SEED_MAX - (uint64_t)(g->n - 1) &&
+             g->quality >= 0 && g->quality <= 100;
+    for (int i = 0; ok && i < g->params.nsteps; i++)
+        ok = g->params.timesteps[i] >= 0 && g->params.timesteps[i] <= 999 &&
+             (i == 0 || g->params.timesteps[i] < g->params.timesteps[i - 1]);
+    if (!ok) {
+        fprintf(stderr, "accepted a request out of bounds: n %d, %dx%d, %d steps, seed %llu\n", g->n,
+                g->params.width, g->params.height, g->params.nsteps, (unsigned long long)g->seed);
+        abort();
+    }
+}
+
+static void check_error(const struct api_error *e) {
+    if (!e->http || !e->code || !e->msg[0]) {
+        fprintf(stderr, "an error without a status, code or message\n");
+        abort();
+    }
+}
+
+static int parse_gen(int route, json_t *body, struct api_error *e) {
+    struct gen_request g = { 0 };
+    int rc = route == 0 ? api_parse_generate_request(&D, body, &g, e)
+           : route == 1 ? api_parse_openai_request(&D, body, &g, e)
+                        : api_parse_txt2img_request(&D, body, &g, e);
+    if (!rc) check_gen(&g);
+    free(g.prompt);
+    free(g.ignored);
+    return rc;
+}
+
+static int parse_load(int route, json_t *body, struct api_error *e) {
+    json_t *gen = NULL, *lora = NULL;
+    float scale = 1.0f;
+    int to_own = 0;
+    char real_root[PATH_MAX], p[PATH_MAX], pl[PATH_MAX];
+    if (route == 3 ? api_parse_a1111_options(&D, body, &gen, &to_own, e)
+                   : api_parse_load_request(body, &gen, &lora, &scale, e))
+        return -1;
+    if (!(scale > 0 && scale <= 10)) abort();
+    if (route == 3 && (!gen || to_own)) return 0;
+    if (api_load_paths(&D, gen, route == 3 ? "sd_model_checkpoint" : "generator", lora, real_root, p,
+                       pl, e))
+        return -1;
+    /* what resolves is a regular file strictly inside data_root */
+    size_t n = strlen(real_root);
+    struct stat st;
+    const char *got[2] = { gen ? p : NULL, lora ? pl : NULL };
+    for (int i = 0; i < 2; i++)
+        if (got[i] && (strncmp(got[i], real_root, n) || got[i][n] != '/' || stat(got[i], &st) ||
+                       !S_ISREG(st.st_mode))) {
+            fprintf(stderr, "a model-load path resolved outside data_root: %s\n", got[i]);
+            abort();
+        }
+    return 0;
+}
+
+static int parse_train(json_t *body, struct api_error *e) {
+    struct train_request t = { 0 };
+    int rc = api_parse_train_request(&D, body, &t, e);
+    if (!rc && (!t.teacher || !t.out || !t.root || !t.echo || t.steps < 1)) abort();
+    train_request_free(&t);
+    return rc;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    static int ready;
+    if (!ready) {
+        init();
+        ready = 1;
+    }
+    if (size < 1) return 0;
+    int route = data[0] % 6;
+    struct api_error e = { 0 };
+    json_t *body = NULL;
+    int rc = api_parse_body((const char *)data + 1, size - 1, &body, &e);
+    if (!rc) {
+        rc = route <= 2 ? parse_gen(route, body, &e) : route <= 4 ? parse_load(route, body, &e)
+                                                                   : parse_train(body, &e);
+        json_decref(body);
+    }
+    if (rc) check_error(&e);
+    sd_clear_error();
+    return 0;
+}
