@@ -6,7 +6,7 @@
  *   2 POST /sdapi/v1/txt2img       5 POST /v1/train
  * No model is loaded: the daemon context carries the built-in model's description (what the
  * worker would copy from the engine), and data_root is a scratch folder with a few files,
- * folders and an outward symlink.  What a parser accepts must hold the bounds the API
+ * folders and an outward symlink (fuzz_daemon.h).  What a parser accepts must hold the bounds the API
  * promises (docs/api.md); a request that breaks them, an error without a status or message,
  * a crash, a leak or UB are findings. */
 #include <limits.h>
@@ -15,64 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "api.h"
-#include "cli_util.h"
+#include "fuzz_daemon.h"
 #include "training.h"
 
 static struct sdxld D;
-static char root[128];
-
-static void put_file(const char *name, const char *text) {
-    char p[256];
-    snprintf(p, sizeof p, "%s/%s", root, name);
-    FILE *f = fopen(p, "w");
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
-
-static void scratch_root(void) {
-    snprintf(root, sizeof root, "/tmp/sdxld-fuzz-api-%d", (int)getpid());
-    char p[256];
-    const char *dirs[] = { "", "/runs", "/data", "/teacher", "/teacher/unet", "/models" };
-    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
-        snprintf(p, sizeof p, "%s%s", root, dirs[i]);
-        mkdir(p, 0700);
-    }
-    put_file("gen.safetensors", "not weights");
-    put_file("models/lora.safetensors", "not weights");
-    put_file("data/captions.txt", "a.png\ta red circle\n");
-    snprintf(p, sizeof p, "%s/outside", root);
-    if (symlink("/etc", p)) { /* already there */ }
-}
-
-static void remove_root(void) {
-    char cmd[200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    if (system(cmd)) { /* best effort */ }
-}
-
-static void init(void) {
-    config_defaults(&D.cfg);
-    snprintf(D.cfg.model, sizeof D.cfg.model, "%s", cli_default_model());
-    scratch_root();
-    atexit(remove_root);
-    snprintf(D.cfg.data_root, sizeof D.cfg.data_root, "%s", root);
-    pthread_mutex_init(&D.info_lock, NULL);
-    atomic_init(&D.phase, PHASE_READY);
-    /* models/shapes-small as the worker describes it after load: 64x64 native, sizes in
-     * multiples of 16 (VAE scale 4 x 2^(3 UNet levels - 1)); served with a separate UNet */
-    D.have_info = 1;
-    snprintf(D.info.model_name, sizeof D.info.model_name, "shapes-small:gen.safetensors");
-    D.info.default_width = D.info.default_height = 64;
-    D.info.size_multiple = 16;
-    D.size_multiple = 16;
-    D.native_width = D.native_height = 64;
-    D.default_width = D.default_height = 64;
-}
 
 /* What any accepted generation request must be (docs/api.md). */
 static void check_gen(const struct gen_request *g) {
@@ -150,7 +98,7 @@ static int parse_train(json_t *body, struct api_error *e) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static int ready;
     if (!ready) {
-        init();
+        fuzz_daemon_init(&D, "api");
         ready = 1;
     }
     if (size < 1) return 0;

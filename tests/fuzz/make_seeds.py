@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """tests/fuzz/make_seeds.py — write the seed corpora of the harnesses whose inputs are built
-(tests/fuzz/corpus/{api_body,args,lora}), from the examples below and tests/data.  Run from
+(tests/fuzz/corpus/{api_body,args,lora,http}), from the examples below and tests/data.  Run from
 anywhere; rewrites those seed files (regression inputs, named regress-*, are kept).
 
 api_body: the route digit ('0'..'5', fuzz_api_body.c) and a body; args: one argument a line;
-lora: '0' + an adapter file as is, or '1' + "KEY D0 D1 ..." lines (fuzz_lora.c)."""
+lora: '0' + an adapter file as is, or '1' + "KEY D0 D1 ..." lines (fuzz_lora.c); http: whole
+requests with fuzz_http.c's tokens."""
 import json
 import os
 import struct
@@ -82,6 +83,45 @@ ARGS = [
 ]
 
 
+ROUTE_PATHS = {"0": "/v1/generate", "1": "/v1/images/generations", "2": "/sdapi/v1/txt2img",
+               "3": "/sdapi/v1/options", "4": "/v1/models/load", "5": "/v1/train"}
+API = "Authorization: Bearer fuzz-api-token-0123\r\n"
+ADMIN = "Authorization: Bearer fuzz-admin-token-0123\r\n"
+GETS = ["/healthz", "/readyz", "/metrics", "/", "/v1/models", "/v1/config", "/v1/jobs?status=queued&limit=5",
+        "/v1/jobs/gen_abc", "/v1/jobs/r1-gen_abc/images/0", "/v1/train/train_x/samples/1",
+        "/sdapi/v1/sd-models", "/sdapi/v1/options", "/sdapi/v1/progress?skip_current_image=false",
+        "/v1/nope", "/v1/jobs/%2e%2e/x"]
+RAW = [
+    "GET /v1/jobs/x/events HTTP/1.1\r\nHost: a\r\n" + API + "Last-Event-ID: 9223372036854775807\r\n\r\n",
+    "OPTIONS /v1/generate HTTP/1.1\r\nHost: a\r\nOrigin: https://a.example\r\n"
+    "Access-Control-Request-Method: POST\r\n\r\n",
+    "DELETE /v1/train/train_x HTTP/1.1\r\nHost: a\r\n" + ADMIN + "\r\n",
+    "POST /v1/jobs/gen_x/cancel HTTP/1.1\r\nHost: a\r\n" + API + "Content-Length: 0\r\n\r\n",
+    "POST /sdapi/v1/interrupt HTTP/1.1\r\nHost: a\r\n" + API + "\r\n",
+    "POST /v1/generate HTTP/1.1\r\nHost: a\r\n" + API + "Content-Type: application/json\r\n"
+    "Transfer-Encoding: chunked\r\n\r\n5\r\n{\"pro\r\n10\r\nmpt\": \"chunked\"}\r\n0\r\n\r\n",
+    "POST /v1/generate HTTP/1.1\r\nHost: a\r\n" + API + "Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
+    "POST /v1/generate HTTP/1.1\r\nHost: a\r\n" + API + "Content-Type: application/json\r\n"
+    "Content-Length: 99999999\r\n\r\n{}",
+    "POST /v1/generate HTTP/1.1\r\nHost: a\r\n" + API + "Content-Type: application/json\r\n"
+    "Expect: 100-continue\r\nContent-Length: 15\r\n\r\n{\"prompt\": \"x\"}",
+    "GET /healthz HTTP/1.0\r\n\r\n",
+    "GET /v1/models HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer wrong\r\n\r\n",
+]
+
+
+def http_seeds():
+    out = []
+    for route, bodies in BODIES.items():
+        auth = ADMIN if route in "45" else API
+        for body in bodies[:2]:
+            text = body if isinstance(body, str) else json.dumps(body)
+            out.append("POST %s HTTP/1.1\r\nHost: localhost\r\n%sContent-Type: application/json\r\n"
+                       "Content-Length: %d\r\n\r\n%s" % (ROUTE_PATHS[route], auth, len(text.encode()), text))
+    out += ["GET %s HTTP/1.1\r\nHost: localhost\r\n%s\r\n" % (p, API) for p in GETS]
+    return out + RAW
+
+
 def write(dirname, name, data):
     d = os.path.join(CORPUS, dirname)
     os.makedirs(d, exist_ok=True)
@@ -118,12 +158,14 @@ def subset(path, keep):
 
 
 def main():
-    for d in ("api_body", "args", "lora"):
+    for d in ("api_body", "args", "lora", "http"):
         clear(d)
     for route, bodies in BODIES.items():
         for i, body in enumerate(bodies):
             text = body if isinstance(body, str) else json.dumps(body)
             write("api_body", "seed-%s-%d" % (route, i), (route + text).encode())
+    for i, req in enumerate(http_seeds()):
+        write("http", "seed-%02d" % i, req.encode())
     for i, argv in enumerate(ARGS):
         write("args", "seed-%d" % i, "\n".join(argv).encode())
     kohya = os.path.join(REPO, "tests/data/tiny-sdxl-a/lora/lora_kohya.safetensors")
