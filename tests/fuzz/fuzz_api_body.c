@@ -8,7 +8,7 @@
  * worker would copy from the engine), and data_root is a scratch folder with a few files,
  * folders and an outward symlink (fuzz_daemon.h).  What a parser accepts must hold the bounds the API
  * promises (docs/api.md); a request that breaks them, an error without a status or message,
- * a crash, a leak or UB are findings. */
+ * a crash, a leak or UB are findings.  FUZZ_API_PRINT=1 prints each verdict. */
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -96,9 +96,10 @@ static int parse_train(json_t *body, struct api_error *e) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static int ready;
+    static int ready, print;
     if (!ready) {
         fuzz_daemon_init(&D, "api");
+        print = getenv("FUZZ_API_PRINT") != NULL;
         ready = 1;
     }
     if (size < 1) return 0;
@@ -112,6 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         json_decref(body);
     }
     if (rc) check_error(&e);
+    if (print) fprintf(stderr, "route %d: %s\n", route, rc ? e.msg : "accepted");
     sd_clear_error();
     return 0;
 }

@@ -8,14 +8,16 @@
 #   interpreter), tokenizer (both CLIP tokenizers), edge_head (the HTTP edge's head checks),
 #   model_config (config.json of UNet, VAE, CLIP, scheduler), config_file (the daemon's config),
 #   api_body (the request body of every JSON route through the handlers' parsers), args
-#   (`serve`'s flags and the engine options), lora (the LoRA key mapper and merge).
+#   (`serve`'s flags and the engine options), lora (the LoRA key mapper and merge), http
+#   (whole connections through the daemon's HTTP stack, in process).
 # The harnesses' output on stdout and stderr is closed (-close_fd_mask=3; libFuzzer's own
-# lines and sanitizer reports still show).  Seeds of api_body, args and lora: make_seeds.py.
+# lines and sanitizer reports still show).  Seeds of api_body, args, lora and http:
+# tests/fuzz/make_seeds.py.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 S=${1:-60}
 B=${FUZZ_BUILD_DIR:-build-fuzz}
-HARNESSES=(weights pickle tokenizer edge_head model_config config_file api_body args lora)
+HARNESSES=(weights pickle tokenizer edge_head model_config config_file api_body args lora http)
 if ! command -v clang >/dev/null; then
     echo "fuzz: clang is not installed (apt-get install clang): nothing run" >&2
     exit 2
