@@ -2,7 +2,8 @@
  * without a model (fuzz_api_body.c, fuzz_http.c): the default configuration, the built-in
  * model as the worker describes it once loaded, and data_root a scratch folder
  * (/tmp/sdxld-fuzz-TAG-PID, removed at exit) holding a UNet-named file, an adapter file, a
- * dataset folder, a teacher-shaped folder, a runs folder and a symlink out to /etc. */
+ * dataset folder, a teacher-shaped folder, a runs folder with a run to resume (runs/old: its
+ * latest checkpoint's state.json only) and a symlink out to /etc. */
 #ifndef SD_FUZZ_DAEMON_H
 #define SD_FUZZ_DAEMON_H
 
@@ -35,7 +36,8 @@ static inline void fuzz_remove_root(void) {
 
 static inline void fuzz_daemon_init(struct sdxld *d, const char *tag) {
     snprintf(fuzz_root, sizeof fuzz_root, "/tmp/sdxld-fuzz-%s-%d", tag, (int)getpid());
-    const char *dirs[] = { "", "/runs", "/data", "/teacher", "/teacher/unet", "/models" };
+    const char *dirs[] = { "", "/runs", "/runs/old", "/runs/old/step-10", "/data", "/teacher",
+                           "/teacher/unet", "/models" };
     char p[256];
     for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
         snprintf(p, sizeof p, "%s%s", fuzz_root, dirs[i]);
@@ -44,6 +46,9 @@ static inline void fuzz_daemon_init(struct sdxld *d, const char *tag) {
     fuzz_put_file("gen.safetensors", "not weights");
     fuzz_put_file("models/lora.safetensors", "not weights");
     fuzz_put_file("data/captions.txt", "a.png\ta red circle\n");
+    fuzz_put_file("runs/old/latest", "step-10\n");   /* a run to resume (its options only) */
+    fuzz_put_file("runs/old/step-10/state.json", "{\"step\": 10, \"config\": {\"real_data\": \"shapes\", "
+                  "\"steps\": 100, \"batch\": 1, \"resolution\": 64, \"lr_generator\": 1e-05}}");
     snprintf(p, sizeof p, "%s/outside", fuzz_root);
     if (symlink("/etc", p)) { /* already there */ }
     atexit(fuzz_remove_root);

@@ -62,6 +62,8 @@ BODIES = {
         {"out": "runs/d", "lora_rank": 4, "lora_alpha": 8, "gan": True, "cache_size": 8,
          "checkpoint_every": 5, "recompute": True},
         {"resume": True, "out": "runs"},
+        {"resume": True, "out": "runs/old", "steps": 200, "checkpoint_every": 50},
+        {"resume": True, "out": "runs/old", "batch": 2},
         {"out": "outside/x"},
     ],
 }
