@@ -76,8 +76,12 @@ static long exchange(const uint8_t *data, size_t size, char *answer, size_t cap)
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)http_port(D.http)),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa)) {
+        if (errno == ECONNREFUSED) {   /* the listening socket is gone */
+            fprintf(stderr, "the daemon stopped listening\n");
+            abort();
+        }
         if (fd >= 0) close(fd);
-        return 0;   /* the edge is at max_connections: not this input's doing */
+        return 0;   /* out of descriptors or ports here: not this input's doing */
     }
     fcntl(fd, F_SETFL, O_NONBLOCK);
     size_t off = 0, got = 0;
