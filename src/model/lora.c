@@ -94,39 +94,6 @@ static sd_status check_adapter(const struct weight_table *wt, const char *path, 
     return SD_OK;
 }
 
-/* Collect and validate every adapter of f against wt: nothing is applied unless all fit. */
-static sd_status collect(const struct weight_table *wt, const struct st_file *f, struct adapter *ads, int *nad) {
-    sd_status st = SD_OK;
-    char (*kohya)[LORA_NAME_MAX] = sd_calloc((size_t)wt->n, LORA_NAME_MAX);
-    int *slot = sd_malloc(sizeof(int) * (size_t)wt->n);
-    if (!kohya || !slot) { sd_free(kohya); sd_free(slot); return SD_ERR_NOMEM; }
-    for (int i = 0; i < wt->n; i++) {
-        slot[i] = -1;
-        if (wt->rows[i].ndim == 2 || wt->rows[i].ndim == 4) lora_kohya_name(wt->rows[i].name, kohya[i], LORA_NAME_MAX);
-    }
-    *nad = 0;
-    for (int t = 0; t < f->ntensors && !st; t++) {
-        const struct st_tensor *x = &f->tensors[t];
-        size_t stem;
-        int kind = suffix_kind(x->name, &stem), row = kind < 0 ? -1 : stem_row(wt, kohya, x->name, stem);
-        if (kind < 0 || row < 0 || !(wt->rows[row].ndim == 2 || wt->rows[row].ndim == 4)) {
-            st = sd_fail(SD_ERR_FORMAT, "%s: unexpected key '%s' (not an adapter of a UNet weight: text-encoder "
-                         "adapters are not supported)", f->path, x->name);
-            break;
-        }
-        if (slot[row] < 0) { slot[row] = (*nad)++; memset(&ads[slot[row]], 0, sizeof *ads); ads[slot[row]].row = row; }
-        struct adapter *ad = &ads[slot[row]];
-        const struct st_tensor **dst = kind == 0 || kind == 2 ? &ad->a : kind == 1 || kind == 3 ? &ad->b : &ad->alpha;
-        if (*dst) { st = sd_fail(SD_ERR_FORMAT, "%s: '%s' duplicates another key of the same adapter", f->path, x->name); break; }
-        *dst = x;
-    }
-    for (int i = 0; i < *nad && !st; i++) st = check_adapter(wt, f->path, wt->rows[ads[i].row].name, &ads[i]);
-    if (!st && *nad == 0) st = sd_fail(SD_ERR_FORMAT, "%s: no LoRA adapters in the file", f->path);
-    sd_free(kohya);
-    sd_free(slot);
-    return st;
-}
-
 /* The largest |x| of the n values, or -1 when one is not finite. */
 static double max_abs(const float *x, size_t n) {
     double m = 0;
@@ -162,6 +129,39 @@ static sd_status check_values(const char *path, const struct adapter *ads, int n
     return SD_OK;
 }
 
+/* Collect and validate every adapter of f against wt: nothing is applied unless all fit. */
+static sd_status collect(const struct weight_table *wt, const struct st_file *f, struct adapter *ads, int *nad) {
+    sd_status st = SD_OK;
+    char (*kohya)[LORA_NAME_MAX] = sd_calloc((size_t)wt->n, LORA_NAME_MAX);
+    int *slot = sd_malloc(sizeof(int) * (size_t)wt->n);
+    if (!kohya || !slot) { sd_free(kohya); sd_free(slot); return SD_ERR_NOMEM; }
+    for (int i = 0; i < wt->n; i++) {
+        slot[i] = -1;
+        if (wt->rows[i].ndim == 2 || wt->rows[i].ndim == 4) lora_kohya_name(wt->rows[i].name, kohya[i], LORA_NAME_MAX);
+    }
+    *nad = 0;
+    for (int t = 0; t < f->ntensors && !st; t++) {
+        const struct st_tensor *x = &f->tensors[t];
+        size_t stem;
+        int kind = suffix_kind(x->name, &stem), row = kind < 0 ? -1 : stem_row(wt, kohya, x->name, stem);
+        if (kind < 0 || row < 0 || !(wt->rows[row].ndim == 2 || wt->rows[row].ndim == 4)) {
+            st = sd_fail(SD_ERR_FORMAT, "%s: unexpected key '%s' (not an adapter of a UNet weight: text-encoder "
+                         "adapters are not supported)", f->path, x->name);
+            break;
+        }
+        if (slot[row] < 0) { slot[row] = (*nad)++; memset(&ads[slot[row]], 0, sizeof *ads); ads[slot[row]].row = row; }
+        struct adapter *ad = &ads[slot[row]];
+        const struct st_tensor **dst = kind == 0 || kind == 2 ? &ad->a : kind == 1 || kind == 3 ? &ad->b : &ad->alpha;
+        if (*dst) { st = sd_fail(SD_ERR_FORMAT, "%s: '%s' duplicates another key of the same adapter", f->path, x->name); break; }
+        *dst = x;
+    }
+    for (int i = 0; i < *nad && !st; i++) st = check_adapter(wt, f->path, wt->rows[ads[i].row].name, &ads[i]);
+    if (!st && *nad == 0) st = sd_fail(SD_ERR_FORMAT, "%s: no LoRA adapters in the file", f->path);
+    sd_free(kohya);
+    sd_free(slot);
+    return st;
+}
+
 sd_status lora_apply_file(struct weight_table *wt, struct backend *be, const char *path, float scale) {
     if (!isfinite(scale)) return sd_fail(SD_ERR_INVALID, "%s: LoRA scale is not finite", path);
     struct st_file f;
@@ -188,9 +188,12 @@ sd_status lora_apply_file(struct weight_table *wt, struct backend *be, const cha
         if (ad->alpha) st_read_f32(ad->alpha, &alpha);
         arena_reset(&scratch, 0);
         float *a = arena_floats(&scratch, na), *b = arena_floats(&scratch, nb), *p = arena_floats(&scratch, nw);
+        if (!isfinite(alpha)) { st = sd_fail(SD_ERR_NUMERIC, "%s: %s: alpha is not finite", path, ad->a->name); break; }
         st_read_f32(ad->a, host);
+        if (sd_find_nonfinite(host, na) >= 0) { st = sd_fail(SD_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value", path, ad->a->name); break; }
         be->ops->upload(be, a, host, na * sizeof(float));
         st_read_f32(ad->b, host);
+        if (sd_find_nonfinite(host, nb) >= 0) { st = sd_fail(SD_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value", path, ad->b->name); break; }
         be->ops->upload(be, b, host, nb * sizeof(float));
         be->ops->linear_backward(be, p, NULL, NULL, b, NULL, a, ad->cout, (int)ad->K, ad->rank);   /* p = B·A */
         /* 16-bit weights merge in fp32 and round once */
