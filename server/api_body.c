@@ -56,7 +56,7 @@ int api_parse_body(const char *body, size_t len, json_t **out, struct api_error 
                         "most 9223372036854775807)", field);
     if (!j)
         return invalid_json(e, "malformed JSON at line %d column %d: %s", jerr.line, jerr.column,
-                              jerr.text);
+                            jerr.text);
     if (!json_is_object(j)) {
         json_decref(j);
         return invalid_json(e, "the body must be a JSON object");

@@ -3,6 +3,7 @@
  * writes safetensors outputs named as in the golden file, so a golden file is a valid
  * input and outputs compare tensor by tensor. */
 #include <errno.h>
+#include <float.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -54,7 +55,7 @@ int cli_engine_opt(struct engine_config *ec, const char *a, const char *v) {
     else if (!strcmp(a, "--lora-scale")) {
         char *end;
         double x = strtod(v, &end);
-        if (!*v || *end || !isfinite(x) || fabs(x) > 1e6) {
+        if (!*v || *end || !isfinite(x) || fabs(x) > FLT_MAX) {   /* a float's range */
             fprintf(stderr, "sdxld: option %s: '%s' is not a finite number\n", a, v);
             return -1;
         }
