@@ -12,6 +12,34 @@ struct api_error {
     char msg[512];
 };
 
+/* ---- the request parsers of the JSON routes, apart from the connection and the job
+ * table: the handlers call them, and so does tests/fuzz/fuzz_api_body.c.  Each reads only
+ * the daemon's configuration and model description in d (and, for paths, the files under
+ * data_root); 0, or -1 with e filled.  Strings in the results are malloc'ed (the caller
+ * frees them, also on error). ---- */
+/* api_body.c: a body as http.c reads it: a JSON object (a new reference in *out). */
+int api_parse_body(const char *body, size_t len, json_t **out, struct api_error *e);
+/* POST /v1/generate, /v1/images/generations and /sdapi/v1/txt2img bodies → g. */
+int api_parse_generate_request(struct sdxld *d, json_t *body, struct gen_request *g, struct api_error *e);
+int api_parse_openai_request(struct sdxld *d, json_t *body, struct gen_request *g, struct api_error *e);
+int api_parse_txt2img_request(struct sdxld *d, json_t *body, struct gen_request *g, struct api_error *e);
+/* POST /v1/train body → t (train_request_free frees it). */
+int api_parse_train_request(struct sdxld *d, json_t *body, struct train_request *t, struct api_error *e);
+/* POST /v1/models/load body: the generator, lora and model values (borrowed from body, NULL
+ * when absent) and lora_scale; model (a models_dir name) excludes the other three. */
+int api_parse_load_request(json_t *body, json_t **generator, json_t **lora, float *scale, json_t **model,
+                           struct api_error *e);
+/* POST /sdapi/v1/options body: *target the sd_model_checkpoint to switch to (borrowed; NULL
+ * when there is nothing to switch: absent, null or the served model), *to_own when it names
+ * the model folder's own UNet. */
+int api_parse_a1111_options(struct sdxld *d, json_t *body, json_t **target, int *to_own,
+                            struct api_error *e);
+/* The files of a model load resolved under data_root into p and pl (PATH_MAX bytes each):
+ * generator (NULL: the model folder's own UNet; errors name `field`), lora (NULL: none);
+ * root gets data_root's real path (PATH_MAX bytes). */
+int api_load_paths(const struct sdxld *d, json_t *generator, const char *field, json_t *lora,
+                   char *root, char *p, char *pl, struct api_error *e);
+
 /* api_generate.c: request parsing shared by the handlers.  Each returns 0, or -1 with
  * e filled (400 invalid_argument naming the field). */
 int api_fail(struct api_error *e, const char *field, const char *fmt, ...)

@@ -124,6 +124,23 @@ static enum MHD_Result on_switch_done(struct req *r) {
     return reply_json(r, 200, json_pack("{s:s}", "sd_model_checkpoint", served));
 }
 
+int api_parse_a1111_options(struct sdxld *d, json_t *body, json_t **target, int *to_own,
+                            struct api_error *e) {
+    char served[256], own[256];
+    json_t *v = json_object_get(body, "sd_model_checkpoint");
+    *target = NULL;
+    *to_own = 0;
+    model_titles(d, served, own, sizeof served);
+    if (!v || json_is_null(v) || (json_is_string(v) && !strcmp(json_string_value(v), served)))
+        return 0;
+    if (!json_is_string(v))
+        return api_fail(e, "sd_model_checkpoint", "sd_model_checkpoint: expected a string, got %s",
+                        sd_json_kind(v));
+    *target = v;
+    *to_own = !strcmp(json_string_value(v), own);
+    return 0;
+}
+
 /* POST /sdapi/v1/options: sd_model_checkpoint names the served model (nothing to do), the
  * model folder's own UNet, or a UNet file under data_root (as POST /v1/models/load's
  * "generator"); a switch needs an admin token.  Other keys are A1111 settings sdxld does not
@@ -134,20 +151,17 @@ enum MHD_Result api_a1111_set_options(struct req *r) {
     if (api_not_ready(r, &ret)) return ret;
     char served[256], own[256], keys[512] = "";
     const char *key;
-    json_t *val, *v = json_object_get(r->json, "sd_model_checkpoint");
+    json_t *val, *v;
     json_object_foreach(r->json, key, val)
         if (strcmp(key, "sd_model_checkpoint") && !key[strcspn(key, "\r\n")] &&   /* one log line */
             strlen(keys) + strlen(key) + 3 < sizeof keys)
             snprintf(keys + strlen(keys), sizeof keys - strlen(keys), "%s%s", keys[0] ? ", " : "", key);
     if (keys[0]) LOG_I("POST /sdapi/v1/options: ignored (no such setting in sdxld): %s", keys);
+    struct api_error e = { 0 };
+    int to_own;
+    if (api_parse_a1111_options(d, r->json, &v, &to_own, &e)) return reply_invalid(r, &e);
     model_titles(d, served, own, sizeof served);
-    if (!v || json_is_null(v) || (json_is_string(v) && !strcmp(json_string_value(v), served)))
-        return reply_json(r, 200, json_pack("{s:s}", "sd_model_checkpoint", served));
-    if (!json_is_string(v)) {
-        struct api_error e = { 0 };
-        api_fail(&e, "sd_model_checkpoint", "sd_model_checkpoint: expected a string, got %s", sd_json_kind(v));
-        return reply_invalid(r, &e);
-    }
+    if (!v) return reply_json(r, 200, json_pack("{s:s}", "sd_model_checkpoint", served));
     if (auth_check(d->auth, AUTH_ADMIN, req_header(r, MHD_HTTP_HEADER_AUTHORIZATION)))
         return reply_error(r, 401, "unauthorized", NULL, "switching the model (sd_model_checkpoint) "
                            "needs a valid admin bearer token");
@@ -162,7 +176,6 @@ enum MHD_Result api_a1111_set_options(struct req *r) {
         LOG_I("POST /sdapi/v1/options: switching to model %s", ref.name);
         return api_model_load_submit(r, v, "sd_model_checkpoint", on_switch_done);
     }
-    int to_own = !strcmp(json_string_value(v), own);
     LOG_I("POST /sdapi/v1/options: switching to %s", to_own ? "the model folder's own UNet" : json_string_value(v));
     return api_load_submit(r, to_own ? NULL : v, "sd_model_checkpoint", NULL, 1.0f, on_switch_done);
 }
@@ -421,6 +434,11 @@ static int parse_txt2img(struct sdxld *d, json_t *body, struct gen_request *g, i
     v = used(body, "send_images");
     *send = !v || json_is_true(v);
     return 0;
+}
+
+int api_parse_txt2img_request(struct sdxld *d, json_t *body, struct gen_request *g, struct api_error *e) {
+    int send;
+    return parse_txt2img(d, body, g, &send, e);
 }
 
 /* ---- txt2img: the answer ---- */

@@ -176,6 +176,12 @@ static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, 
     return 0;
 }
 
+int api_parse_generate_request(struct sdxld *d, json_t *body, struct gen_request *g, struct api_error *e) {
+    enum fmt fmt;
+    int async;
+    return parse_generate(d, body, g, &fmt, &async, e);
+}
+
 char *b64_encode(const uint8_t *p, size_t n, size_t *out_len) {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     size_t len = 4 * ((n + 2) / 3);

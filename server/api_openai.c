@@ -130,6 +130,11 @@ static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
     return 0;
 }
 
+int api_parse_openai_request(struct sdxld *d, json_t *body, struct gen_request *g, struct api_error *e) {
+    enum openai_answer answer;
+    return parse_openai(d, body, g, &answer, e);
+}
+
 /* ---- absolute URLs ---- */
 
 /* A Host-style value (host name, IPv4, [IPv6], optional :port) fit to go into a URL. */

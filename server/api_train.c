@@ -390,6 +390,10 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
     return make_echo(d, root, t, e);
 }
 
+int api_parse_train_request(struct sdxld *d, json_t *body, struct train_request *t, struct api_error *e) {
+    return parse_train(d, body, t, e);
+}
+
 
 static enum MHD_Result reply_api_error(struct req *r, const struct api_error *e) {
     return reply_error(r, e->http ? e->http : 400, e->code ? e->code : "invalid_argument",
@@ -554,15 +558,19 @@ static enum MHD_Result on_load_done(struct req *r) {
     return reply_json(r, 200, o);
 }
 
+int api_load_paths(const struct sdxld *d, json_t *generator, const char *field, json_t *lora,
+                   char *root, char *p, char *pl, struct api_error *e) {
+    return real_root(d, field, root, e) ||
+           (generator && resolve_path(root, field, generator, PATH_FILE, p, e)) ||
+           (lora && resolve_path(root, "lora", lora, PATH_FILE, pl, e)) ? -1 : 0;
+}
+
 enum MHD_Result api_load_submit(struct req *r, json_t *generator, const char *field, json_t *lora,
                                 float lora_scale, enum MHD_Result (*on_done)(struct req *r)) {
     struct sdxld *d = r->d;
     struct api_error e = { 0 };
     char root[PATH_MAX], p[PATH_MAX], pl[PATH_MAX], what[2 * PATH_MAX + 64];
-    if (real_root(d, field, root, &e) ||
-        (generator && resolve_path(root, field, generator, PATH_FILE, p, &e)) ||
-        (lora && resolve_path(root, "lora", lora, PATH_FILE, pl, &e)))
-        return reply_api_error(r, &e);
+    if (api_load_paths(d, generator, field, lora, root, p, pl, &e)) return reply_api_error(r, &e);
     int k = snprintf(what, sizeof what, "%s", generator ? shown(root, p) : "(the model's own UNet)");
     if (lora) snprintf(what + k, sizeof what - (size_t)k, " + LoRA %s × %g", shown(root, pl), (double)lora_scale);
     struct job *j = job_new_load(d->jobs, generator ? p : NULL, lora ? pl : NULL, lora_scale, what);
@@ -585,25 +593,33 @@ enum MHD_Result api_load_submit(struct req *r, json_t *generator, const char *fi
     return req_wait_job(r, j, 0, on_done);
 }
 
+int api_parse_load_request(json_t *body, json_t **generator, json_t **lora, float *scale, json_t **model,
+                           struct api_error *e) {
+    static const char *const known[] = { "generator", "lora", "lora_scale", "model", NULL };
+    json_t *v = json_object_get(body, "generator"), *vl = json_object_get(body, "lora");
+    json_t *vs = json_object_get(body, "lora_scale"), *vm = json_object_get(body, "model");
+    *generator = v;
+    *lora = vl;
+    *model = vm;
+    *scale = 1.0f;
+    if (api_check_unknown(body, known, e)) return -1;
+    if (vm && (v || vl || vs))
+        return api_fail(e, "model", "model: a whole model loads alone; load its generator or LoRA with a "
+                        "second request");
+    if (vm) return 0;
+    if (!v && !vl) return api_fail(e, "generator", "generator: required (a UNet safetensors file under "
+                                   "data_root), or lora (an adapter file), or model (a model's name, GET /v1/models)");
+    if (vs && !vl) return api_fail(e, "lora_scale", "lora_scale: given without lora");
+    return vs ? get_num(vs, "lora_scale", 0, 10, 1, scale, e) : 0;
+}
+
 enum MHD_Result api_models_load(struct req *r) {
     enum MHD_Result ret;
     if (api_not_ready(r, &ret)) return ret;
-    static const char *const known[] = { "generator", "lora", "lora_scale", "model", NULL };
     struct api_error e = { 0 };
-    json_t *v = json_object_get(r->json, "generator"), *vl = json_object_get(r->json, "lora");
-    json_t *vs = json_object_get(r->json, "lora_scale");
-    float scale = 1.0f;
-    if (api_check_unknown(r->json, known, &e)) return reply_api_error(r, &e);
-    json_t *vm = json_object_get(r->json, "model");
-    if (vm && (v || vl || vs))
-        return reply_error(r, 400, "invalid_argument", "model", "model: a whole model loads alone; load "
-                           "its generator or LoRA with a second request");
+    json_t *v, *vl, *vm;
+    float scale;
+    if (api_parse_load_request(r->json, &v, &vl, &scale, &vm, &e)) return reply_api_error(r, &e);
     if (vm) return api_model_load_submit(r, vm, "model", NULL);
-    if (!v && !vl) return reply_error(r, 400, "invalid_argument", "generator", "generator: required (a "
-                                      "UNet safetensors file under data_root), or lora (an adapter file), "
-                                      "or model (a model's name, GET /v1/models)");
-    if (vs && (!vl || get_num(vs, "lora_scale", 0, 10, 1, &scale, &e)))
-        return vl ? reply_api_error(r, &e)
-                  : reply_error(r, 400, "invalid_argument", "lora_scale", "lora_scale: given without lora");
     return api_load_submit(r, v, "generator", vl, scale, on_load_done);
 }

@@ -3,7 +3,10 @@
  * writes safetensors outputs named as in the golden file, so a golden file is a valid
  * input and outputs compare tensor by tensor. */
 #include <errno.h>
+#include <float.h>
 #include <jansson.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,16 +31,36 @@ const char *cli_value(int argc, char **argv, int *i) {
     return argv[++*i];
 }
 
+/* v as a whole decimal integer in 0..INT_MAX, or -1 with the message printed. */
+static int opt_int(const char *a, const char *v, int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || errno || x < 0 || x > INT_MAX) {
+        fprintf(stderr, "sdxld: option %s: '%s' is not a whole number 0..%d\n", a, v, INT_MAX);
+        return -1;
+    }
+    *out = (int)x;
+    return 1;
+}
+
 int cli_engine_opt(struct engine_config *ec, const char *a, const char *v) {
     const char **slot = !strcmp(a, "--model") ? &ec->model_dir : !strcmp(a, "--unet") ? &ec->unet_path
                       : !strcmp(a, "--lora") ? &ec->lora_path : !strcmp(a, "--config") ? &ec->config_dir
                       : !strcmp(a, "--tokenizers") ? &ec->tokenizer_dir : !strcmp(a, "--backend") ? &ec->backend
                       : !strcmp(a, "--weights-dtype") ? &ec->weights_dtype : NULL;
     if (slot) *slot = v;
-    else if (!strcmp(a, "--threads")) ec->threads = atoi(v);
-    else if (!strcmp(a, "--lora-scale")) ec->lora_scale = (float)atof(v);
-    else if (!strcmp(a, "--vae-tile")) ec->vae_tile = atoi(v);
-    else return 0;
+    else if (!strcmp(a, "--threads")) return opt_int(a, v, &ec->threads);
+    else if (!strcmp(a, "--vae-tile")) return opt_int(a, v, &ec->vae_tile);
+    else if (!strcmp(a, "--lora-scale")) {
+        char *end;
+        double x = strtod(v, &end);
+        if (!*v || *end || !isfinite(x) || fabs(x) > FLT_MAX) {   /* a float's range */
+            fprintf(stderr, "sdxld: option %s: '%s' is not a finite number\n", a, v);
+            return -1;
+        }
+        ec->lora_scale = (float)x;
+    } else return 0;
     return 1;
 }
 
@@ -103,7 +126,7 @@ static int common_opt(struct common *c, int argc, char **argv, int *i) {
     if (!slot && !cli_engine_opt(&probe, a, "0")) return 0;
     if (!(v = cli_value(argc, argv, i))) return -1;
     if (slot) *slot = v;
-    else cli_engine_opt(&c->ec, a, v);
+    else if (cli_engine_opt(&c->ec, a, v) < 0) return -1;
     return 1;
 }
 

@@ -56,7 +56,9 @@ static int parse_bench_args(int argc, char **argv, struct bench_args *b) {
         }
         if (!strcmp(a, "--vae-error")) { b->vae_error = 1; continue; }
         if (!(v = cli_value(argc, argv, &i))) return 2;
-        if (cli_engine_opt(&b->ec, a, v)) continue;
+        int eo = cli_engine_opt(&b->ec, a, v);   /* -1: a bad value, reported */
+        if (eo < 0) return 2;
+        if (eo) continue;
         else if (!strcmp(a, "--width")) b->width = atoi(v);
         else if (!strcmp(a, "--height")) b->height = atoi(v);
         else if (!strcmp(a, "--batch")) b->batch = atoi(v);

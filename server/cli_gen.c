@@ -67,7 +67,9 @@ static int parse_gen_args(int argc, char **argv, struct gen_args *g) {
         }
         if (i + 1 >= argc) { fprintf(stderr, "sdxld generate: option %s needs a value\n", a); return 2; }
         v = argv[++i];
-        if (cli_engine_opt(&g->ec, a, v)) continue;
+        int eo = cli_engine_opt(&g->ec, a, v);   /* -1: a bad value, reported */
+        if (eo < 0) return 2;
+        if (eo) continue;
         else if (!strcmp(a, "--prompts")) g->prompts_path = v;
         else if (!strcmp(a, "--prompt")) g->prompt = v;
         else if (!strcmp(a, "-n")) {

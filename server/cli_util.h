@@ -9,7 +9,9 @@
 const char *cli_value(int argc, char **argv, int *i);
 /* The engine options every model-loading subcommand takes (--model, --config,
  * --tokenizers, --unet, --lora, --lora-scale, --backend, --threads, --weights-dtype,
- * --vae-tile): a = argv[i], v its value.  1 when a is one of them. */
+ * --vae-tile): a = argv[i], v its value.  1 when a is one of them, 0 when it is not, -1
+ * (the message printed) when its number does not parse: --threads and --vae-tile take a
+ * whole number >= 0, --lora-scale a finite one (the engine checks their ranges). */
 int cli_engine_opt(struct engine_config *ec, const char *a, const char *v);
 #define CLI_ENGINE_USAGE "[--backend cpu|cuda] [--threads N] [--weights-dtype auto|f32|f16|bf16] [--vae-tile N]"
 /* Read tensor `name` as fp32 (fresh sd_malloc) with ndim dims; shape out; required or NULL. */

@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "cors.h"
 #include "edge.h"
 #include "metrics.h"
@@ -436,49 +437,13 @@ static enum MHD_Result on_headers(struct req *r, int path_matched) {
     return MHD_YES;
 }
 
-/* A body that failed to parse only because a number is too big for jansson (an integer
- * past 2^63 - 1): the name of the member that holds it, so the 400 names the field. */
-static int json_number_field(const char *body, size_t len, const json_error_t *e, char *field,
-                             size_t n) {
-    if (strncmp(e->text, "too big integer", 15) || e->position <= 0 || (size_t)e->position > len)
-        return 0;
-    /* back from the number over "key" : to the member's name */
-    long p = e->position - 1;
-    while (p >= 0 && ((body[p] >= '0' && body[p] <= '9') || body[p] == '-')) p--;
-    while (p >= 0 && (body[p] == ' ' || body[p] == '\t' || body[p] == '\n' || body[p] == '\r')) p--;
-    if (p < 0 || body[p] != ':') return 0;
-    for (p--; p >= 0 && (body[p] == ' ' || body[p] == '\t' || body[p] == '\n' || body[p] == '\r'); p--) {}
-    if (p < 1 || body[p] != '"') return 0;
-    long end = p--;
-    while (p >= 0 && body[p] != '"') p--;
-    if (p < 0 || end - p - 1 <= 0 || (size_t)(end - p - 1) >= n) return 0;
-    memcpy(field, body + p + 1, (size_t)(end - p - 1));
-    field[end - p - 1] = 0;
-    for (const char *c = field; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_'))
-            return 0;
-    return 1;
-}
-
 static enum MHD_Result on_body_complete(struct req *r) {
     if (r->body_too_large)
         return reply_error(r, 413, "payload_too_large", NULL, "the body may be at most %zu bytes",
                            r->route->max_body);
-    if (r->route->max_body) {
-        if (!r->body_len)
-            return reply_error(r, 400, "invalid_json", NULL, "the request needs a JSON object body");
-        json_error_t jerr;
-        r->json = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
-        char field[64];
-        if (!r->json && json_number_field(r->body, r->body_len, &jerr, field, sizeof field))
-            return reply_error(r, 400, "invalid_argument", field, "%s: the number is out of range "
-                               "(integers fit in 64 bits: at most 9223372036854775807)", field);
-        if (!r->json)
-            return reply_error(r, 400, "invalid_json", NULL, "malformed JSON at line %d column %d: %s",
-                               jerr.line, jerr.column, jerr.text);
-        if (!json_is_object(r->json))
-            return reply_error(r, 400, "invalid_json", NULL, "the body must be a JSON object");
-    }
+    struct api_error e = { 0 };
+    if (r->route->max_body && api_parse_body(r->body, r->body_len, &r->json, &e))
+        return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);
     return r->route->fn(r);
 }
 

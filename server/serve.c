@@ -40,18 +40,11 @@
 
 /* ---- options ---- */
 
-struct serve_opts {
-    const char *config_file;
-    const char *single_request;
-    int check_config, print_config, help;
-};
-
 static void usage_hint(void) {
     fprintf(stderr, "sdxld serve --help lists the options\n");
 }
 
-/* Returns -1 to continue, otherwise the exit status. */
-static int parse_args(int argc, char **argv, struct sdxld_config *cfg, struct serve_opts *o) {
+int serve_parse_args(int argc, char **argv, struct sdxld_config *cfg, struct serve_opts *o) {
     char err[CFG_STR_MAX + 256];
     memset(o, 0, sizeof *o);
     config_defaults(cfg);
@@ -379,7 +372,7 @@ int serve_main(int argc, char **argv) {
     struct serve_opts o;
     if (!d) return 1;
     d->wake_fd = -1;
-    int rc = parse_args(argc, argv, &d->cfg, &o);
+    int rc = serve_parse_args(argc, argv, &d->cfg, &o);
     if (rc >= 0) {
         free(d);
         return rc;

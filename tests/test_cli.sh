@@ -98,6 +98,15 @@ run "$BIN" generate --model "$M" --prompt "a red cube" --seed 7 --width 128 --he
 [ $? -eq 0 ] && ! cmp -s "$T/big.png" "$T/bigt.png"; ok $? "--vae-tile 8 at 128x96: tiled, the pixels differ"
 run "$BIN" generate --model "$M" --prompt "x" --vae-tile 3 -o "$T/x.png"
 [ $? -eq 1 ] && grep -q "vae_tile 3" "$T/err"; ok $? "--vae-tile 3 rejected: $(cat "$T/err")"
+
+# the engine options' numbers parse strictly (tests/fuzz/fuzz_args.c: atoi/atof took "abc"
+# as 0, which meant all cores, no tiling, scale 1): a usage error naming the option
+for bad in "generate --threads abc" "generate --vae-tile -8" "generate --lora-scale nan" "bench --threads 2x" \
+           "encode --vae-tile 99999999999"; do
+  set -- $bad
+  run "$BIN" "$1" "$2" "$3" --model "$M" --prompt x -o "$T/x.png"   # the bad option comes first
+  [ $? -eq 2 ] && grep -q "option $2: '$3' is not a" "$T/err"; ok $? "$1 $2 $3 refused: $(cat "$T/err")"
+done
 run "$BIN" bench --model "$M" --width 128 --height 128 --stages vae --vae-tile 8 --vae-error --threads 1
 [ $? -eq 0 ] && grep -q "tiled decode (tiles of 8, overlap 2) vs untiled: max |diff| [0-9]*/255, PSNR" "$T/out"
 ok $? "bench --vae-tile 8 --vae-error: $(grep "vs untiled" "$T/out" | cut -d'(' -f1-2)"

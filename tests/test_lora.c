@@ -226,6 +226,27 @@ int main(void) {
         ok(lora_apply_file(&u2.wt, be, tmp, 1.0f) != SD_OK && checksum(&u2.wt) == s2, "refused: half an adapter: %s",
            sd_last_error());
     }
+    /* values are checked before anything is merged (found by tests/fuzz/fuzz_lora.c: a NaN
+     * in a later adapter used to leave the earlier ones merged), and so is an update that
+     * would overflow the weights */
+    for (int q = 0; q < 2; q++) {
+        static float one[32 * 3 * 9], poison[32 * 3 * 9];
+        for (size_t k = 0; k < sizeof one / sizeof *one; k++) {
+            one[k] = 1.0f;
+            poison[k] = q ? 1e20f : (k == 7 ? NAN : 1.0f);
+        }
+        int64_t ds[4] = { 3, 32, 3, 3 }, us[4] = { 32, 3, 1, 1 };
+        struct st_writer w;
+        st_writer_init(&w);
+        st_writer_add_f32(&w, "lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight", DT_F32, 4, ds, one);
+        st_writer_add_f32(&w, "lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight", DT_F32, 4, us, one);
+        st_writer_add_f32(&w, "lora_unet_down_blocks_0_resnets_0_conv2.lora_down.weight", DT_F32, 4, ds, poison);
+        st_writer_add_f32(&w, "lora_unet_down_blocks_0_resnets_0_conv2.lora_up.weight", DT_F32, 4, us, poison);
+        st_writer_write(&w, tmp);
+        st_writer_free(&w);
+        ok(lora_apply_file(&u2.wt, be, tmp, 1.0f) != SD_OK && checksum(&u2.wt) == s2, "refused, nothing merged: %s "
+           "in the second adapter: %s", q ? "an update beyond the float range" : "a NaN", sd_last_error());
+    }
     FILE *fp = fopen(tmp, "r+b");
     if (fp) { ftruncate(fileno(fp), 40); fclose(fp); }
     ok(lora_apply_file(&u2.wt, be, tmp, 1.0f) != SD_OK && checksum(&u2.wt) == s2, "refused: a truncated file: %s",

@@ -1,4 +1,5 @@
 /* lora.c — see lora.h. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -98,6 +99,41 @@ static sd_status check_adapter(const struct weight_table *wt, const char *path, 
     return SD_OK;
 }
 
+/* The largest |x| of the n values, or -1 when one is not finite. */
+static double max_abs(const float *x, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(x[i])) return -1;
+        if (fabs(x[i]) > m) m = fabs(x[i]);
+    }
+    return m;
+}
+
+/* Before anything is merged (a refused file leaves the weights untouched): every A, B and
+ * alpha finite, and each update scale·(alpha/r)·B·A bounded (|·| <= r·max|B|·max|A| per
+ * entry) well below the float range, so no merged weight can overflow.  host: scratch for
+ * the largest A or B. */
+static sd_status check_values(const char *path, const struct adapter *ads, int nad, float scale, float *host) {
+    for (int i = 0; i < nad; i++) {
+        const struct adapter *ad = &ads[i];
+        float alpha = (float)ad->rank;
+        if (ad->alpha) st_read_f32(ad->alpha, &alpha);
+        if (!isfinite(alpha)) return sd_fail(SD_ERR_NUMERIC, "%s: %s: alpha is not finite", path, ad->a->name);
+        const struct st_tensor *t[2] = { ad->a, ad->b };
+        size_t n[2] = { (size_t)ad->rank * ad->K, (size_t)ad->cout * ad->rank };
+        double m[2];
+        for (int k = 0; k < 2; k++) {
+            st_read_f32(t[k], host);
+            if ((m[k] = max_abs(host, n[k])) < 0)
+                return sd_fail(SD_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value", path, t[k]->name);
+        }
+        if (fabs((double)scale * alpha) * m[0] * m[1] > FLT_MAX / 4)
+            return sd_fail(SD_ERR_NUMERIC, "%s: adapter %s: scale × alpha × B·A reaches %.3g, beyond what the "
+                           "weights can hold", path, ad->a->name, fabs((double)scale * alpha) * m[0] * m[1]);
+    }
+    return SD_OK;
+}
+
 /* Collect and validate every adapter of f against wt: nothing is applied unless all fit. */
 static sd_status collect(const struct weight_table *wt, const struct st_file *f, struct adapter *ads, int *nad) {
     sd_status st = SD_OK;
@@ -149,6 +185,7 @@ sd_status lora_apply_file(struct weight_table *wt, struct backend *be, const cha
     float *host = NULL;
     if (!st && !(st = arena_reserve(&scratch, 2 * most * sizeof(float) + 512)) && !(host = sd_malloc(most * sizeof(float))))
         st = SD_ERR_NOMEM;
+    if (!st) st = check_values(path, ads, nad, scale, host);
     for (int i = 0; i < nad && !st; i++) {
         struct adapter *ad = &ads[i];
         size_t na = (size_t)ad->rank * ad->K, nb = (size_t)ad->cout * ad->rank, nw = (size_t)ad->cout * ad->K;
