@@ -378,11 +378,11 @@ static int match_route(struct req *r, const char *url, const char *method, int *
     return -1;
 }
 
-static int content_type_json(const char *ct) {
+static int content_type_is(const char *ct, const char *type) {
     if (!ct) return 0;
     while (*ct == ' ') ct++;
-    size_t n = strlen("application/json");
-    if (strncasecmp(ct, "application/json", n)) return 0;
+    size_t n = strlen(type);
+    if (strncasecmp(ct, type, n)) return 0;
     return ct[n] == 0 || ct[n] == ';' || ct[n] == ' ';
 }
 
@@ -415,10 +415,10 @@ static enum MHD_Result on_headers(struct req *r, int path_matched) {
                                                         : "a valid bearer token is required");
     if (r->route->max_body) {
         const char *ct = req_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (!content_type_json(ct))
-            return reply_error(r, 415, "unsupported_media_type", NULL,
-                               "send the body as Content-Type: application/json (got %s)",
-                               ct ? ct : "none");
+        const char *want = r->route->multipart ? MHD_HTTP_POST_ENCODING_MULTIPART_FORMDATA : "application/json";
+        if (!content_type_is(ct, want))
+            return reply_error(r, 415, "unsupported_media_type", NULL, "send the body as Content-Type: %s (got %s)",
+                               want, ct ? ct : "none");
         const char *cl = req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl) {
             char *end;
@@ -464,7 +464,7 @@ static enum MHD_Result on_body_complete(struct req *r) {
     if (r->body_too_large)
         return reply_error(r, 413, "payload_too_large", NULL, "the body may be at most %zu bytes",
                            r->route->max_body);
-    if (r->route->max_body) {
+    if (r->route->max_body && !r->route->multipart) {   /* a form is the handler's to read */
         if (!r->body_len)
             return reply_error(r, 400, "invalid_json", NULL, "the request needs a JSON object body");
         json_error_t jerr;

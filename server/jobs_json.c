@@ -130,6 +130,11 @@ json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail) {
                 json_object_set_new(rq, "output_compression", json_integer(r->quality));
             if (r->quality_hint[0]) json_object_set_new(rq, "quality", json_string(r->quality_hint));
             if (r->style[0]) json_object_set_new(rq, "style", json_string(r->style));
+            if (r->init) {   /* the images themselves are not echoed */
+                json_object_set_new(rq, "strength", json_real(nearbyint(r->params.strength * 1e4) / 1e4));
+                json_object_set_new(rq, "init_image", json_true());
+                json_object_set_new(rq, "mask", json_boolean(r->mask != NULL));
+            }
             json_t *ig = r->ignored ? json_loads(r->ignored, 0, NULL) : NULL;
             if (ig) json_object_set_new(rq, "ignored", ig);
         }
