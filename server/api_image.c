@@ -58,8 +58,9 @@ int api_b64_decode(const char *field, const char *s, size_t n, uint8_t **out, si
         int v = b64_value(c);
         if (v < 0 || pad) {
             free(o);
-            return api_fail(e, field, "%s: not base64 (character %zu is '%s')", field, i,
-                            v < 0 && c >= 32 && c < 127 ? (char[]){ (char)c, 0 } : "?");
+            if (pad) return api_fail(e, field, "%s: not base64 (data after the '=' padding)", field);
+            return api_fail(e, field, "%s: not base64 (character %zu is %s%c%s)", field, i, c >= 32 && c < 127 ? "'" : "byte ",
+                            c >= 32 && c < 127 ? (char)c : '?', c >= 32 && c < 127 ? "'" : "");
         }
         acc = acc << 6 | (uint32_t)v;
         if ((bits += 6) >= 8) o[k++] = (uint8_t)(acc >> (bits -= 8));

@@ -583,9 +583,11 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
         memcpy(tid2 + 6 * n, tid, sizeof(float) * 6 * n);
     }
     for (int i = 0; i < n; i++) items[i].truncated = trunc[i];
-    if ((st = img2img_begin(&ii, &f, &e->vae, &e->sched, p, items, n))) goto out;
     be->ops->sync(be);
     t.text_ms = sd_now_ms() - t0;
+    double te = sd_now_ms();   /* img2img: the init images' VAE encode counts as VAE time */
+    if ((st = img2img_begin(&ii, &f, &e->vae, &e->sched, p, items, n))) goto out;
+    t.vae_ms = sd_now_ms() - te;
 
     /* initial noise: each image from its own seed */
     if (trace && trace->init_noise) memcpy(host, trace->init_noise, per * n * sizeof(float));
@@ -615,7 +617,7 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     for (int i = 0; i < n; i++)        /* CHW float -> HWC uint8 */
         for (size_t q = 0; q < npix; q++)
             for (int c = 0; c < 3; c++) rgb[(i * npix + q) * 3 + c] = level8(host[(i * 3 + c) * npix + q]);
-    t.vae_ms = sd_now_ms() - t2;
+    t.vae_ms += sd_now_ms() - t2;
 out:
     if (tm) *tm = t;
     sd_free(prompts);

@@ -4,9 +4,10 @@
  * Threading: an engine is owned by one thread at a time (the daemon's worker).  Nothing
  * here is thread-safe except engine_info(), which reads immutable fields.
  *
- * A generation call takes a batch of items that share size and timesteps; each item has
- * its own prompt and seed, and draws its noise from its own seed only, so its pixels do
- * not depend on what it was batched with. */
+ * A generation call takes a batch of items that share size, timesteps and img2img
+ * strength; each item has its own prompt and seed (and init image and mask, for img2img:
+ * src/img2img.h), and draws its noise from its own seed only, so its pixels do not depend
+ * on what it was batched with. */
 #ifndef SD_ENGINE_H
 #define SD_ENGINE_H
 

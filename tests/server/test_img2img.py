@@ -86,10 +86,11 @@ def halves_differ(a, b):
 
 
 def multipart(fields):
-    """fields: name -> str, or (filename, bytes, content type).  (body, content type)."""
+    """fields: name -> str, or (filename, bytes, content type); a dict or a list of pairs.
+    (body, content type)."""
     boundary = uuid.uuid4().hex
     out = b""
-    for name, v in fields.items():
+    for name, v in (fields.items() if isinstance(fields, dict) else fields):
         out += f"--{boundary}\r\n".encode()
         if isinstance(v, tuple):
             out += (f'Content-Disposition: form-data; name="{name}"; filename="{v[0]}"\r\n'
@@ -212,6 +213,10 @@ def check_edits(t, c):
          "a JSON body on the edits route is 415 naming multipart/form-data", r)
     r = c.post("/v1/images/edits", b"garbage", headers={"Content-Type": "multipart/form-data; boundary=zz"})
     t.ok(r.status == 400 and r.error().get("code") == "invalid_form", "a body that is no form is 400", r)
+    r = edit(c, [("image", img), ("prompt", "x"), ("prompt", "y")])
+    t.ok(r.status == 400 and "twice" in r.error().get("message", ""), "a field given twice is 400", r)
+    r = edit(c, [("image", img)] + [(f"f{i}", "x") for i in range(40)])
+    t.ok(r.status == 400 and "more than 32 fields" in r.error().get("message", ""), "40 fields are 400", r)
 
 
 def check_a1111(t, c):
