@@ -58,7 +58,8 @@ char *b64_encode(const uint8_t *p, size_t n, size_t *out_len);
  * or -1 with e naming the field. */
 struct api_image { uint8_t *rgba; int w, h; };   /* decoded, RGBA */
 enum api_mask_kind {
-    API_MASK_WHITE,   /* A1111, /v1/generate: white (mean of R, G, B >= 128) = repaint */
+    API_MASK_WHITE,   /* A1111, /v1/generate: white (mean of R, G, B >= 128) = repaint; a
+                         mask with transparency: opaque (alpha > 128) = repaint (A1111) */
     API_MASK_BLACK,   /* A1111's inpainting_mask_invert: black = repaint */
     API_MASK_ALPHA,   /* OpenAI: fully transparent pixels (alpha 0) = edit */
 };

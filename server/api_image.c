@@ -150,10 +150,11 @@ int api_set_init(struct gen_request *g, const struct api_image *img, const char 
         return api_fail(e, field, "%s: out of memory", field);
     for (size_t q = 0; q < npix; q++) memcpy(g->init + q * 3, img->rgba + q * 4, 3);
     if (!mask) return 0;
-    int repaint = 0;
+    int repaint = 0, alpha = 0;   /* a white-mask with transparency: its alpha is the mask (A1111) */
+    for (size_t q = 0; q < npix && kind != API_MASK_ALPHA && !alpha; q++) alpha = mask->rgba[q * 4 + 3] != 255;
     for (size_t q = 0; q < npix; q++) {
         const uint8_t *p = mask->rgba + q * 4;
-        int r = kind == API_MASK_ALPHA ? p[3] == 0 : (p[0] + p[1] + p[2]) / 3 >= 128;
+        int r = kind == API_MASK_ALPHA ? p[3] == 0 : alpha ? p[3] > 128 : (p[0] + p[1] + p[2]) / 3 >= 128;
         if (kind == API_MASK_BLACK) r = !r;
         g->mask[q] = r ? 255 : 0;
         repaint += r;

@@ -240,6 +240,13 @@ def check_a1111(t, c):
              f"(difference {left}, right {right:.1f})")
     else:
         t.ok(False, "masked img2img", (a, b))
+    m = c.post("/sdapi/v1/img2img", {"init_images": [init], "mask": b64(alpha_left_mask()), "seed": 1,
+                                      "denoising_strength": 1.0})
+    if m.status == 200 and a.status == 200:
+        t.ok(pixels(first_b64(m)) == pixels(first_b64(a)), "an RGBA mask is read by its alpha (opaque = "
+             "repaint, as A1111): the same image as the inverted white mask, same seed")
+    else:
+        t.ok(False, "an RGBA mask", m)
     bad = [
         ({"prompt": "x"}, "init_images", "a list of one"),
         ({"init_images": [init, init]}, "init_images", "a list of one"),
