@@ -82,14 +82,57 @@ enum MHD_Result api_generate(struct req *r);            /* POST /v1/generate */
 /* Base64 (RFC 4648, padded) into a fresh malloc'ed, NUL-terminated string. */
 char *b64_encode(const uint8_t *p, size_t n, size_t *out_len);
 
+/* api_image.c: the images of img2img requests (docs/api.md, "img2img").  Each returns 0,
+ * or -1 with e naming the field. */
+struct api_image { uint8_t *rgba; int w, h; };   /* decoded, RGBA */
+enum api_mask_kind {
+    API_MASK_WHITE,   /* A1111, /v1/generate: white (mean of R, G, B >= 128) = repaint; a
+                         mask with transparency: opaque (alpha > 128) = repaint (A1111) */
+    API_MASK_BLACK,   /* A1111's inpainting_mask_invert: black = repaint */
+    API_MASK_ALPHA,   /* OpenAI: fully transparent pixels (alpha 0) = edit */
+};
+#define API_DEFAULT_STRENGTH 0.75   /* without a mask; with one 1 (the masked region from noise) */
+void api_image_free(struct api_image *im);
+/* Free what a gen_request owns (prompt, ignored, init, mask): a request that is not queued. */
+void api_request_free(struct gen_request *g);
+/* Base64 (standard or URL alphabet, padding and whitespace optional), or a data: URL
+ * (data:image/png;base64,...), into a fresh malloc'ed buffer. */
+int api_b64_decode(const char *field, const char *s, size_t n, uint8_t **out, size_t *len, struct api_error *e);
+/* PNG, JPEG or WebP bytes (by signature) into im, at most max_pixels. */
+int api_image_decode(const char *field, const uint8_t *b, size_t n, size_t max_pixels, struct api_image *im,
+                     struct api_error *e);
+/* A JSON string holding base64 image bytes into im. */
+int api_image_from_json(const char *field, json_t *v, size_t max_pixels, struct api_image *im, struct api_error *e);
+/* The strength s (in (0, 1], leaving a step of g's timesteps: set them first) into g. */
+int api_set_strength(const char *field, double s, struct gen_request *g, struct api_error *e);
+int api_parse_strength(const char *field, json_t *v, struct gen_request *g, struct api_error *e);
+/* v (when present and not null) as the strength, else the default: 1 when g has a mask,
+ * API_DEFAULT_STRENGTH without (set g->mask first). */
+int api_strength_or_default(const char *field, json_t *v, struct gen_request *g, struct api_error *e);
+/* The request's size becomes the image's (checked like a width and height). */
+int api_size_from_image(struct sdxld *d, const char *field, const struct api_image *im, struct gen_request *g,
+                        struct api_error *e);
+/* The init image (and mask, or NULL) into g->init / g->mask, both of g's size. */
+int api_set_init(struct gen_request *g, const struct api_image *img, const char *field, const struct api_image *mask,
+                 const char *mask_field, enum api_mask_kind kind, struct api_error *e);
+/* A JSON route's img2img fields, by its names for them. */
+struct api_img2img_fields { const char *init, *mask, *strength; enum api_mask_kind kind; };
+/* A request's init image, mask and strength (JSON values, NULL or null when absent) into g,
+ * after g's size and timesteps are set (size_given 0: the image's size becomes the
+ * request's).  Absent init: nothing to do (a mask or strength without it is an error). */
+int api_parse_img2img(struct sdxld *d, json_t *vi, json_t *vm, json_t *vs, const struct api_img2img_fields *f,
+                      int size_given, struct gen_request *g, struct api_error *e);
+
 /* api_openai.c */
 enum MHD_Result api_images_generations(struct req *r);  /* POST /v1/images/generations */
+enum MHD_Result api_images_edits(struct req *r);        /* POST /v1/images/edits (multipart) */
 /* The route table's error_body for the OpenAI routes: {"error": {"message", "type", "param",
  * "code"}}. */
 json_t *api_openai_error(unsigned status, const char *code, const char *field, const char *msg);
 
 /* api_a1111.c: the AUTOMATIC1111 API subset (docs/daemon.md). */
 enum MHD_Result api_a1111_txt2img(struct req *r);       /* POST /sdapi/v1/txt2img */
+enum MHD_Result api_a1111_img2img(struct req *r);       /* POST /sdapi/v1/img2img */
 enum MHD_Result api_a1111_sd_models(struct req *r);     /* GET /sdapi/v1/sd-models */
 enum MHD_Result api_a1111_get_options(struct req *r);   /* GET /sdapi/v1/options */
 enum MHD_Result api_a1111_set_options(struct req *r);   /* POST /sdapi/v1/options */

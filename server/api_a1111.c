@@ -22,6 +22,7 @@
  * field it does not list is a 422, as is any value of the wrong type.  Errors are in
  * A1111's shape (api_a1111_error).  docs/daemon.md has the contract. */
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -319,6 +320,33 @@ static const struct field txt2img_fields[] = {
 };
 #define NFIELDS (sizeof txt2img_fields / sizeof txt2img_fields[0])
 
+/* img2img's own fields (StableDiffusionImg2ImgProcessingAPI), looked up before the txt2img
+ * ones (denoising_strength drives img2img).  One init image per request; the mask and the
+ * init image have the request's size (sdxld does not resize: resize_mode changes nothing);
+ * the mask is used as sent (no blur, no "only masked" crop: inpaint_full_res is recorded,
+ * not used). */
+static const struct field img2img_fields[] = {
+    { "init_images", USED, T_LIST, NULL },        { "denoising_strength", USED, T_NUM, NULL },
+    { "mask", USED, T_STR, NULL },                { "inpainting_mask_invert", USED, T_INT, NULL },
+    { "include_init_images", USED, T_BOOL, NULL },
+    { "resize_mode", IGNORED, T_INT, NULL },      { "image_cfg_scale", IGNORED, T_NUM, NULL },
+    { "mask_blur", IGNORED, T_INT, NULL },        { "mask_blur_x", IGNORED, T_INT, NULL },
+    { "mask_blur_y", IGNORED, T_INT, NULL },      { "inpainting_fill", IGNORED, T_INT, NULL },
+    { "inpaint_full_res", IGNORED, T_ANY, NULL }, { "inpaint_full_res_padding", IGNORED, T_INT, NULL },
+    { "initial_noise_multiplier", IGNORED, T_NUM, NULL }, { "mask_round", IGNORED, T_BOOL, NULL },
+    { "latent_mask", OFF, T_STR, "a separate latent mask" },
+};
+#define NIMG2IMG (sizeof img2img_fields / sizeof img2img_fields[0])
+
+/* The rule for key: img2img's table first (when img2img), then txt2img's; NULL if unknown. */
+static const struct field *find_field(const char *key, int img2img) {
+    for (size_t i = 0; img2img && i < NIMG2IMG; i++)
+        if (!strcmp(img2img_fields[i].name, key)) return &img2img_fields[i];
+    for (size_t i = 0; i < NFIELDS; i++)
+        if (!strcmp(txt2img_fields[i].name, key)) return &txt2img_fields[i];
+    return NULL;
+}
+
 static int type_ok(const json_t *v, enum type t) {
     switch (t) {
     case T_STR: return json_is_string(v);
@@ -340,18 +368,16 @@ static int switched_off(const json_t *v) {
 
 /* Every field known, of its type, OFF ones switched off; the IGNORED ones present go to
  * *ignored (a new object). */
-static int check_fields(json_t *body, json_t **ignored, struct api_error *e) {
+static int check_fields(json_t *body, int img2img, json_t **ignored, struct api_error *e) {
     static const char *const tn[] = { "any value", "a string", "a number", "an integer",
                                       "a boolean", "a list", "an object" };
     const char *key;
     json_t *v;
     *ignored = json_object();
     json_object_foreach(body, key, v) {
-        const struct field *f = NULL;
-        for (size_t i = 0; i < NFIELDS && !f; i++)
-            if (!strcmp(txt2img_fields[i].name, key)) f = &txt2img_fields[i];
-        if (!f) return api_fail(e, key, "unknown field '%s' (sdxld takes the txt2img fields listed "
-                                "in docs/daemon.md)", key);
+        const struct field *f = find_field(key, img2img);
+        if (!f) return api_fail(e, key, "unknown field '%s' (sdxld takes the %s fields listed "
+                                "in docs/daemon.md)", key, img2img ? "img2img" : "txt2img");
         if (json_is_null(v)) continue;
         if (!type_ok(v, f->type))
             return api_fail(e, key, "%s: expected %s, got %s", key, tn[f->type], sd_json_kind(v));
@@ -397,16 +423,35 @@ static int check_overrides(struct sdxld *d, json_t *body, json_t *ignored, struc
     return 0;
 }
 
+/* img2img: init_images (one base64 image), mask (white = repaint; black with
+ * inpainting_mask_invert 1), denoising_strength (default 0.75 as in A1111; 1 with a mask);
+ * without width and height the request's size is the image's. */
+static int parse_init(struct sdxld *d, json_t *body, struct gen_request *g, struct api_error *e) {
+    json_t *list = used(body, "init_images"), *inv = used(body, "inpainting_mask_invert");
+    if (!list || json_array_size(list) != 1)
+        return api_fail(e, "init_images", "init_images: expected a list of one base64 image (sdxld takes one per "
+                        "request), got %zu", list ? json_array_size(list) : 0);
+    long long x = 0;
+    if (inv && api_get_int(inv, "inpainting_mask_invert", 0, 1, &x, e)) return -1;
+    const struct api_img2img_fields f = { "init_images", "mask", "denoising_strength",
+                                          x ? API_MASK_BLACK : API_MASK_WHITE };
+    json_t *ds = used(body, "denoising_strength"), *dflt = ds ? NULL : json_real(API_DEFAULT_STRENGTH);
+    int rc = api_parse_img2img(d, json_array_get(list, 0), used(body, "mask"), ds ? ds : dflt, &f,
+                               used(body, "width") || used(body, "height"), g, e);
+    json_decref(dflt);
+    return rc;
+}
+
 /* POST /sdapi/v1/txt2img body → g and *send.  A1111 clients ask for 20 to 50 sampler
  * steps; the DMD2 generator has at most API_MAX_STEPS: 1..4 run as asked, more run the
  * full schedule (engine_default_timesteps), absent is default_steps.  batch_size × n_iter
  * images make one job (at most max_n), image i with seed + i as in A1111's all_seeds. */
-static int parse_txt2img(struct sdxld *d, json_t *body, struct gen_request *g, int *send,
+static int parse_txt2img(struct sdxld *d, json_t *body, int img2img, struct gen_request *g, int *send,
                          struct api_error *e) {
     const struct sdxld_config *c = &d->cfg;
     json_t *ignored = NULL, *v;
     long long bs, ni, w, h, steps;
-    int rc = check_fields(body, &ignored, e) || check_overrides(d, body, ignored, g, e);
+    int rc = check_fields(body, img2img, &ignored, e) || check_overrides(d, body, ignored, g, e);
     if (!rc && json_object_size(ignored)) g->ignored = json_dumps(ignored, JSON_COMPACT);
     json_decref(ignored);
     if (rc) return -1;
@@ -433,12 +478,12 @@ static int parse_txt2img(struct sdxld *d, json_t *body, struct gen_request *g, i
     engine_default_timesteps(g->params.nsteps, g->params.timesteps);
     v = used(body, "send_images");
     *send = !v || json_is_true(v);
-    return 0;
+    return img2img ? parse_init(d, body, g, e) : 0;
 }
 
 int api_parse_txt2img_request(struct sdxld *d, json_t *body, struct gen_request *g, struct api_error *e) {
     int send;
-    return parse_txt2img(d, body, g, &send, e);
+    return parse_txt2img(d, body, 0, g, &send, e);
 }
 
 /* ---- txt2img: the answer ---- */
@@ -473,14 +518,15 @@ static json_t *info_json(struct req *r, json_t *infotexts) {
     json_object_foreach(ig, k, x) json_array_append_new(names, json_string(k));
     json_decref(ig);
     return json_pack("{s:s, s:o, s:s, s:o, s:I, s:o, s:i, s:i, s:s, s:f, s:i, s:I, s:b, s:s, s:n, s:o, "
-                     "s:i, s:o, s:o, s:s, s:b, s:s, s:o}",
+                     "s:i, s:o, s:o, s:s, s:b, s:s, s:o, s:o}",
         "prompt", g->prompt, "all_prompts", prompts, "negative_prompt", "", "all_negative_prompts", negs,
         "seed", (json_int_t)g->seed, "all_seeds", seeds, "width", g->params.width,
         "height", g->params.height, "sampler_name", "DMD2", "cfg_scale", 1.0, "steps", g->params.nsteps,
         "batch_size", batch, "restore_faces", 0, "sd_model_name", served, "sd_model_hash",
         "extra_generation_params", json_object(), "index_of_first_image", 0, "infotexts", infotexts,
         "styles", json_array(), "job_timestamp", ts, "is_using_inpainting_conditioning", 0,
-        "version", "sdxld " SDXLD_VERSION, "ignored", names);
+        "version", "sdxld " SDXLD_VERSION, "ignored", names, "denoising_strength",
+        g->init ? json_real(nearbyint(g->params.strength * 1e4) / 1e4) : json_null());
 }
 
 /* The images (base64 PNG, unless send_images was false) and each PNG's "parameters" text,
@@ -532,11 +578,32 @@ enum MHD_Result api_a1111_txt2img(struct req *r) {
     int send = 1;
     enum MHD_Result ret;
     if (api_not_ready(r, &ret)) return ret;
-    if (parse_txt2img(r->d, r->json, &g, &send, &e)) {
+    if (parse_txt2img(r->d, r->json, 0, &g, &send, &e)) {
         free(g.prompt);
         free(g.ignored);
         free(g.model);
         return reply_invalid(r, &e);
+    }
+    r->handler_data = send ? SEND_IMAGES : 0;
+    return api_submit(r, &g, 0, on_txt2img_done);
+}
+
+/* POST /sdapi/v1/img2img: txt2img's request and answer with an init image (parse_init);
+ * the answer's parameters leave the images out (null) unless include_init_images, as
+ * A1111 does. */
+enum MHD_Result api_a1111_img2img(struct req *r) {
+    struct gen_request g = { 0 };
+    struct api_error e = { 0 };
+    int send = 1;
+    enum MHD_Result ret;
+    if (api_not_ready(r, &ret)) return ret;
+    if (parse_txt2img(r->d, r->json, 1, &g, &send, &e)) {
+        api_request_free(&g);
+        return reply_invalid(r, &e);
+    }
+    if (!json_is_true(json_object_get(r->json, "include_init_images"))) {
+        json_object_set_new(r->json, "init_images", json_null());
+        if (json_object_get(r->json, "mask")) json_object_set_new(r->json, "mask", json_null());
     }
     r->handler_data = send ? SEND_IMAGES : 0;
     return api_submit(r, &g, 0, on_txt2img_done);

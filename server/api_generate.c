@@ -122,7 +122,9 @@ int api_parse_base(struct sdxld *d, json_t *body, const char *const *known, stru
 static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, enum fmt *fmt,
                           int *async, struct api_error *e) {
     static const char *const known[] = { "prompt", "n", "width", "height", "seed", "steps",
-                                         "timesteps", "response_format", "async", "model", NULL };
+                                         "timesteps", "response_format", "async", "model", "init_image",
+                                         "strength", "mask", NULL };
+    static const struct api_img2img_fields img2img = { "init_image", "mask", "strength", API_MASK_WHITE };
     const struct sdxld_config *c = &d->cfg;
     if (api_parse_base(d, body, known, g, e)) return -1;
     long long x = 0;
@@ -173,7 +175,9 @@ static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, 
     if (*fmt == FMT_PNG && g->n > 1 && !*async)
         return api_fail(e, "response_format", "response_format: \"png\" returns one image; use "
                     "\"b64_json\" for n > 1 (or async and GET /v1/jobs/{id}/images/{i})");
-    return 0;
+    int sized = json_object_get(body, "width") || json_object_get(body, "height");
+    return api_parse_img2img(d, json_object_get(body, "init_image"), json_object_get(body, "mask"),
+                             json_object_get(body, "strength"), &img2img, sized, g, e);
 }
 
 int api_parse_generate_request(struct sdxld *d, json_t *body, struct gen_request *g, struct api_error *e) {
@@ -321,9 +325,7 @@ enum MHD_Result api_submit(struct req *r, struct gen_request *g, int async,
     api_model_stamp(d, g);
     struct job *j = job_new_generate(d->jobs, g);
     if (!j) {
-        free(g->prompt);
-        free(g->ignored);
-        free(g->model);
+        api_request_free(g);
         return reply_error(r, 503, "resource_exhausted", NULL, "out of memory");
     }
     int pos = 0;
@@ -373,8 +375,7 @@ enum MHD_Result api_generate(struct req *r) {
     enum MHD_Result ret;
     if (api_not_ready(r, &ret)) return ret;
     if (parse_generate(r->d, r->json, &g, &fmt, &async, &e)) {
-        free(g.prompt);
-        free(g.model);
+        api_request_free(&g);
         return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);
     }
     int png = fmt == FMT_PNG || (fmt == FMT_DEFAULT && g.n == 1 && wants_png(r));

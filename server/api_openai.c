@@ -15,6 +15,7 @@
  * the answer is sent.  Errors on this route are in OpenAI's shape (api_openai_error,
  * named in the route table), so the clients raise their usual exceptions with our message.
  * docs/daemon.md has the contract. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "form.h"
 
 enum openai_answer { OPENAI_B64, OPENAI_URL };   /* r->handler_data */
 
@@ -110,11 +112,9 @@ static int parse_hints(json_t *body, struct gen_request *g, struct api_error *e)
     return 0;
 }
 
-static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
+/* The fields both routes take; known: the route's field names. */
+static int parse_openai(struct sdxld *d, json_t *body, const char *const *known, struct gen_request *g,
                         enum openai_answer *answer, struct api_error *e) {
-    static const char *const known[] = { "prompt", "n", "size", "response_format", "output_format",
-                                         "output_compression", "quality", "style", "user", "model",
-                                         NULL };
     static const char *const answers[] = { "b64_json", "url", NULL };
     if (api_parse_base(d, body, known, g, e)) return -1;
     json_t *v;
@@ -130,9 +130,14 @@ static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
     return 0;
 }
 
+/* The fields of POST /v1/images/generations. */
+static const char *const generations_known[] = { "prompt", "n", "size", "response_format", "output_format",
+                                                 "output_compression", "quality", "style", "user", "model",
+                                                 NULL };
+
 int api_parse_openai_request(struct sdxld *d, json_t *body, struct gen_request *g, struct api_error *e) {
     enum openai_answer answer;
-    return parse_openai(d, body, g, &answer, e);
+    return parse_openai(d, body, generations_known, g, &answer, e);
 }
 
 /* ---- absolute URLs ---- */
@@ -229,8 +234,96 @@ enum MHD_Result api_images_generations(struct req *r) {
     enum openai_answer answer = OPENAI_B64;
     enum MHD_Result ret;
     if (api_not_ready(r, &ret)) return ret;
-    if (parse_openai(r->d, r->json, &g, &answer, &e)) {
-        free(g.prompt);
+    if (parse_openai(r->d, r->json, generations_known, &g, &answer, &e)) {
+        api_request_free(&g);
+        return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);
+    }
+    r->handler_data = answer;
+    return api_submit(r, &g, 0, on_openai_done);
+}
+
+/* ---- POST /v1/images/edits ---- */
+
+/* The form's text fields as the JSON body the generation route reads: n and
+ * output_compression as integers, strength as a number, when they parse as such (else
+ * the text, which the checks refuse naming the field).  The image files are skipped. */
+static json_t *form_body(const struct form *fm, struct api_error *e) {
+    json_t *o = json_object();
+    for (int i = 0; o && i < fm->n; i++) {
+        const struct form_field *f = &fm->f[i];
+        const char *s = (const char *)f->data, *name = f->name;
+        if (!strcmp(name, "image") || !strcmp(name, "image[]") || !strcmp(name, "mask")) continue;
+        char *end;
+        json_t *v = NULL;
+        if (f->is_file) {
+            api_fail(e, name, "%s: expected a text field, got a file", name);
+        } else {
+            if (!strcmp(name, "n") || !strcmp(name, "output_compression")) {
+                errno = 0;
+                long long x = strtoll(s, &end, 10);
+                if (*s && !*end && !errno) v = json_integer(x);
+            } else if (!strcmp(name, "strength")) {
+                double x = strtod(s, &end);
+                if (*s && !*end) v = json_real(x);   /* NULL for nan and inf */
+            }
+            if (!v && !(v = json_stringn(s, f->len))) api_fail(e, name, "%s: not UTF-8 text", name);
+        }
+        if (!v || json_object_set_new(o, name, v)) {
+            if (!v && !e->msg[0]) api_fail(e, name, "%s: out of memory", name);
+            json_decref(o);
+            return NULL;
+        }
+    }
+    if (!o) api_fail(e, NULL, "out of memory reading the form");
+    return o;
+}
+
+static int has_transparent(const struct api_image *im) {
+    for (size_t q = 0; q < (size_t)im->w * im->h; q++)
+        if (im->rgba[q * 4 + 3] == 0) return 1;
+    return 0;
+}
+
+/* The image and mask files: the size is the image's unless `size` names one; without a
+ * mask file, an image with fully transparent pixels is its own mask (OpenAI's rule). */
+static int parse_edit_images(struct sdxld *d, const struct form *fm, json_t *body, struct gen_request *g,
+                             struct api_error *e) {
+    const struct form_field *fi = form_get(fm, "image"), *fk = form_get(fm, "mask");
+    if (!fi) fi = form_get(fm, "image[]");
+    if (!fi) return api_fail(e, "image", "image: required (a PNG, JPEG or WebP file)");
+    json_t *sz = json_object_get(body, "size");
+    int sized = sz && !(json_is_string(sz) && !strcmp(json_string_value(sz), "auto"));
+    size_t maxpix = (size_t)d->cfg.max_width * d->cfg.max_height;
+    struct api_image img = { 0 }, mask = { 0 };
+    int rc = api_image_decode("image", fi->data, fi->len, maxpix, &img, e) ||
+             (fk && api_image_decode("mask", fk->data, fk->len, maxpix, &mask, e)) ||
+             (!sized && api_size_from_image(d, "image", &img, g, e));
+    const struct api_image *m = fk ? &mask : !rc && has_transparent(&img) ? &img : NULL;
+    if (!rc) rc = api_set_init(g, &img, "image", m, fk ? "mask" : "image", API_MASK_ALPHA, e);
+    if (!rc) rc = api_strength_or_default("strength", json_object_get(body, "strength"), g, e);
+    api_image_free(&img);
+    api_image_free(&mask);
+    return rc ? -1 : 0;
+}
+
+enum MHD_Result api_images_edits(struct req *r) {
+    static const char *const known[] = { "prompt", "n", "size", "response_format", "output_format",
+                                         "output_compression", "quality", "style", "user", "model",
+                                         "strength", NULL };
+    struct gen_request g = { 0 };
+    struct api_error e = { 0 };
+    enum openai_answer answer = OPENAI_B64;
+    struct form fm;
+    enum MHD_Result ret;
+    if (api_not_ready(r, &ret)) return ret;
+    if (form_read(r, &fm)) return reply_error(r, 400, "invalid_form", NULL, "%s", fm.error);
+    json_t *body = form_body(&fm, &e);
+    int rc = !body || parse_openai(r->d, body, known, &g, &answer, &e) ||
+             parse_edit_images(r->d, &fm, body, &g, &e);
+    json_decref(body);
+    form_free(&fm);
+    if (rc) {
+        api_request_free(&g);
         return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);
     }
     r->handler_data = answer;

@@ -379,11 +379,11 @@ static int match_route(struct req *r, const char *url, const char *method, int *
     return -1;
 }
 
-static int content_type_json(const char *ct) {
+static int content_type_is(const char *ct, const char *type) {
     if (!ct) return 0;
     while (*ct == ' ') ct++;
-    size_t n = strlen("application/json");
-    if (strncasecmp(ct, "application/json", n)) return 0;
+    size_t n = strlen(type);
+    if (strncasecmp(ct, type, n)) return 0;
     return ct[n] == 0 || ct[n] == ';' || ct[n] == ' ';
 }
 
@@ -416,10 +416,10 @@ static enum MHD_Result on_headers(struct req *r, int path_matched) {
                                                         : "a valid bearer token is required");
     if (r->route->max_body) {
         const char *ct = req_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (!content_type_json(ct))
-            return reply_error(r, 415, "unsupported_media_type", NULL,
-                               "send the body as Content-Type: application/json (got %s)",
-                               ct ? ct : "none");
+        const char *want = r->route->multipart ? MHD_HTTP_POST_ENCODING_MULTIPART_FORMDATA : "application/json";
+        if (!content_type_is(ct, want))
+            return reply_error(r, 415, "unsupported_media_type", NULL, "send the body as Content-Type: %s (got %s)",
+                               want, ct ? ct : "none");
         const char *cl = req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl) {
             char *end;
@@ -442,7 +442,8 @@ static enum MHD_Result on_body_complete(struct req *r) {
         return reply_error(r, 413, "payload_too_large", NULL, "the body may be at most %zu bytes",
                            r->route->max_body);
     struct api_error e = { 0 };
-    if (r->route->max_body && api_parse_body(r->body, r->body_len, &r->json, &e))
+    if (r->route->max_body && !r->route->multipart &&   /* a form is the handler's to read */
+        api_parse_body(r->body, r->body_len, &r->json, &e))
         return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);
     return r->route->fn(r);
 }

@@ -36,6 +36,8 @@ struct route {
     error_body_fn error_body;  /* NULL: the daemon's {"error": {"code", "message", "field"}};
                                   the OpenAI routes answer in OpenAI's shape (api_openai_error),
                                   the A1111 routes in A1111's (api_a1111_error) */
+    int multipart;             /* the body is multipart/form-data (max_body bytes at most),
+                                  left raw in r->body for the handler (server/form.c) */
 };
 
 /* routes.c */

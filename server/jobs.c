@@ -98,6 +98,8 @@ static void job_free(struct job *j) {
     free(j->req.ignored);
     free(j->req.model);
     free(j->load_model);
+    free(j->req.init);
+    free(j->req.mask);
     train_state_free(j->train);
     free(j->load_generator);
     free(j->load_lora);
@@ -355,6 +357,8 @@ static struct job *train_conflict_locked(struct jobs *js, const char *out) {
 static size_t footprint(const struct job *j) {
     size_t n = sizeof *j + (j->req.prompt ? strlen(j->req.prompt) + 1 : 0) +
                (j->req.ignored ? strlen(j->req.ignored) + 1 : 0);
+    size_t npix = (size_t)j->req.params.width * j->req.params.height;
+    n += (j->req.init ? 3 * npix : 0) + (j->req.mask ? npix : 0);
     if (j->train) {
         const struct train_request *r = &j->train->req;
         const char *s[] = { r->teacher, r->generator_init, r->out, r->data, r->root, r->echo };

@@ -99,6 +99,9 @@ struct gen_request {
     int model_named;           /* the request named it (else: the default when queued) */
     char warning[256];         /* advice_size's line when the size is far above the model's
                                   native one, else "" (the job's `warnings`) */
+    /* img2img (api_image.c; strength in params): the init image, width × height × 3 RGB, and
+     * the mask, width × height, >= 128 = repaint; NULL when absent; owned by the job */
+    uint8_t *init, *mask;
 };
 
 /* What a training job asks for (validated and resolved by api_train.c; immutable once

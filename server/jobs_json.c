@@ -134,6 +134,11 @@ json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail) {
                 const char *b = strrchr(r->model, '/');
                 json_object_set_new(rq, "model", json_string(b && b[1] ? b + 1 : r->model));
             }
+            if (r->init) {   /* the images themselves are not echoed */
+                json_object_set_new(rq, "strength", json_real(nearbyint(r->params.strength * 1e4) / 1e4));
+                json_object_set_new(rq, "init_image", json_true());
+                json_object_set_new(rq, "mask", json_boolean(r->mask != NULL));
+            }
             json_t *ig = r->ignored ? json_loads(r->ignored, 0, NULL) : NULL;
             if (ig) json_object_set_new(rq, "ignored", ig);
         }

@@ -93,9 +93,11 @@ static void encode_task(struct sdxld *d, struct enc_task *t) {
         jobs_fail(d->jobs, j, as.code, as.http, "out of memory encoding the images");
         return;
     }
+    char extra[64];   /* A1111's img2img infotext field */
+    snprintf(extra, sizeof extra, "Denoising strength: %g", (double)j->req.params.strength);
     for (int i = 0; i < t->count; i++) {
         uint64_t seed = engine_image_seed(j->req.seed, t->first + i);
-        engine_parameters_text(params, plen, j->req.prompt, seed, &j->req.params, model, NULL);
+        engine_parameters_text(params, plen, j->req.prompt, seed, &j->req.params, model, j->req.init ? extra : NULL);
         imgs[i].seed = seed;
         sd_status st = encode_image(&j->req, t->buf->data + t->offset + (size_t)i * img_bytes,
                                     params, &imgs[i]);
@@ -350,6 +352,8 @@ static void run_batch(struct sdxld *d, struct batch *b, int *stop) {
         for (int t = 0; t < b->s[i].count; t++, k++) {
             items[k].prompt = b->s[i].job->req.prompt;
             items[k].seed = engine_image_seed(b->s[i].job->req.seed, b->s[i].first + t);
+            items[k].init = b->s[i].job->req.init;   /* immutable once queued */
+            items[k].mask = b->s[i].job->req.mask;
             items[k].truncated = 0;
         }
     const size_t img_bytes = (size_t)p->width * p->height * 3;

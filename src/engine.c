@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "engine.h"
+#include "img2img.h"
 #include "core/fs.h"
 #include "core/rng.h"
 #include "model/clip.h"
@@ -300,6 +301,7 @@ sd_status engine_check_params(const struct engine *e, const struct gen_params *p
     if (p->height < s || p->height % s || p->height > 16384)
         return sd_fail(SD_ERR_INVALID, "height %d must be a positive multiple of %d", p->height, s);
     if (p->sampler == GEN_SAMPLER_DDIM) {
+        if (p->strength != 0 && p->strength != 1) return sd_fail(SD_ERR_INVALID, "strength: the DMD2 sampler only");
         if (p->nsteps < 1 || p->nsteps > e->sched.T) return sd_fail(SD_ERR_INVALID, "steps %d outside [1, %d]", p->nsteps, e->sched.T);
         if (!(p->guidance >= 0 && p->guidance <= 100)) return sd_fail(SD_ERR_INVALID, "guidance outside [0, 100]");
         return SD_OK;
@@ -310,6 +312,9 @@ sd_status engine_check_params(const struct engine *e, const struct gen_params *p
     char why[160];
     if (timesteps_check(p->timesteps, p->nsteps, ENGINE_MAX_STEPS, e->sched.T, "timesteps", why, sizeof why))
         return sd_fail(SD_ERR_INVALID, "%s", why);
+    if (engine_img2img_start(p) < 0)
+        return sd_fail(SD_ERR_INVALID, "strength %g leaves no step: it must be in (0, 1] and above the last "
+                       "timestep / 1000 (%g)", (double)p->strength, p->timesteps[p->nsteps - 1] / 1000.0);
     return SD_OK;
 }
 
@@ -455,7 +460,7 @@ sd_status engine_unet_backward(struct engine *e, const float *x, const float *t,
 
 struct gen_ctx {
     struct sd_rng *rngs;
-    int N;
+    int N, step0;                    /* step0: the first step run (img2img) */
     size_t per;                      /* floats per image */
     struct gen_trace *trace;
     const struct gen_hooks *hooks;   /* may be NULL */
@@ -463,13 +468,14 @@ struct gen_ctx {
 
 static void gen_noise(void *ud, int step, float *host, size_t n) {
     struct gen_ctx *g = ud;
+    step += g->step0;
     if (g->trace && g->trace->step_noise[step]) { memcpy(host, g->trace->step_noise[step], n * sizeof(float)); return; }
     for (int i = 0; i < g->N; i++) sd_rng_normal(&g->rngs[i], host + (size_t)i * g->per, g->per);
 }
 
 static int gen_step(void *ud, int step, int total) {
     struct gen_ctx *g = ud;
-    return g->hooks && g->hooks->progress ? g->hooks->progress(g->hooks->ud, step, total) : 0;
+    return g->hooks && g->hooks->progress ? g->hooks->progress(g->hooks->ud, g->step0 + step, g->step0 + total) : 0;
 }
 
 /* A generation whose numbers went NaN or infinite fails instead of serving a black
@@ -528,6 +534,23 @@ static sd_status decode_latents(struct engine *e, struct fwd *f, float *x, float
     return SD_OK;
 }
 
+/* Inpainting's last word: the masked items' kept pixels in host [n, 3, H, W] become the
+ * decode of their init latents (img2img.h). */
+static sd_status decode_kept(struct engine *e, struct fwd *f, const struct img2img *ii, float *host, int h, int w) {
+    size_t npix = (size_t)h * w * ii->s * ii->s;
+    float *z = sd_malloc(sizeof(float) * ii->per * ii->nmask), *round = sd_malloc(sizeof(float) * 3 * npix * ii->nmask);
+    float *dz = z && round ? fwd_alloc(f, ii->per * ii->nmask) : NULL;
+    sd_status st = z && round ? SD_OK : SD_ERR_NOMEM;
+    if (dz) {
+        int k = img2img_kept_latents(ii, z);
+        e->be->ops->upload(e->be, dz, z, sizeof(float) * ii->per * k);
+        if (!(st = decode_latents(e, f, dz, round, k, h, w))) img2img_composite(ii, host, round);
+    }
+    sd_free(z);
+    sd_free(round);
+    return st;
+}
+
 sd_status engine_generate(struct engine *e, const struct gen_params *p, struct gen_item *items, int n,
                           uint8_t *rgb, struct gen_timings *tm, const struct gen_hooks *hooks,
                           struct gen_trace *trace) {
@@ -540,6 +563,7 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     int L = tokenizer_max_length(e->k.tok1), X = e->unet->cfg.cross_dim, P = e->unet->pooled_dim;
     size_t per = (size_t)C * h * w, npix = (size_t)p->width * p->height;
     struct gen_timings t = { 0 };
+    struct img2img ii = { 0 };
     double t0 = sd_now_ms();
     sd_status st = SD_OK;
     const char **prompts = sd_malloc(sizeof(char *) * n);
@@ -572,16 +596,21 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     for (int i = 0; i < n; i++) items[i].truncated = trunc[i];
     be->ops->sync(be);
     t.text_ms = sd_now_ms() - t0;
+    double te = sd_now_ms();   /* img2img: the init images' VAE encode counts as VAE time */
+    if ((st = img2img_begin(&ii, &f, &e->vae, &e->sched, p, items, n))) goto out;
+    t.vae_ms = sd_now_ms() - te;
 
     /* initial noise: each image from its own seed */
     if (trace && trace->init_noise) memcpy(host, trace->init_noise, per * n * sizeof(float));
     else for (int i = 0; i < n; i++) sd_rng_normal(&rngs[i], host + per * i, per);
+    img2img_start(&ii, host);
     be->ops->upload(be, x, host, per * n * sizeof(float));
-    struct gen_ctx g = { rngs, n, per, trace, hooks };
+    struct gen_ctx g = { rngs, n, ii.start, per, trace, hooks };
     struct sampler_job j = {
         .unet = e->unet, .sched = &e->sched, .ctx = ctx, .pooled = pooled, .time_ids = tid,
-        .N = n, .h = h, .w = w, .Lk = L, .nsteps = p->nsteps, .timesteps = p->timesteps,
+        .N = n, .h = h, .w = w, .Lk = L, .nsteps = p->nsteps - ii.start, .timesteps = p->timesteps + ii.start,
         .noise = gen_noise, .noise_ud = &g, .on_step = gen_step, .step_ud = &g,
+        .blend = ii.nmask ? img2img_blend : NULL, .blend_ud = &ii,
         .trace_eps = trace ? trace->eps : NULL, .trace_denoised = trace ? trace->denoised : NULL,
     };
     struct ddim_job dj = { e->unet, &e->sched, ctx, pooled, cfg ? tid2 : tid, n, h, w, L, p->nsteps, p->guidance };
@@ -598,11 +627,12 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     expect_decode(e, n, h, w);
     if (!(x = upload(&f, host, per * n))) { st = backend_status(be) ? backend_status(be) : SD_ERR_NOMEM; goto out; }
     if ((st = decode_latents(e, &f, x, host, n, h, w))) goto out;
+    if (ii.nmask && (st = decode_kept(e, &f, &ii, host, h, w))) goto out;
     if (trace && trace->image) memcpy(trace->image, host, 3 * npix * n * sizeof(float));
     for (int i = 0; i < n; i++)        /* CHW float -> HWC uint8 */
         for (size_t q = 0; q < npix; q++)
             for (int c = 0; c < 3; c++) rgb[(i * npix + q) * 3 + c] = level8(host[(i * 3 + c) * npix + q]);
-    t.vae_ms = sd_now_ms() - t2;
+    t.vae_ms += sd_now_ms() - t2;
 out:
     if (tm) *tm = t;
     sd_free(prompts);
@@ -611,6 +641,7 @@ out:
     sd_free(host);
     sd_free(tid);
     sd_free(tid2);
+    img2img_free(&ii);
     return finish(e, st);
 }
 

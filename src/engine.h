@@ -4,9 +4,10 @@
  * Threading: an engine is owned by one thread at a time (the daemon's worker).  Nothing
  * here is thread-safe except engine_info(), which reads immutable fields.
  *
- * A generation call takes a batch of items that share size and timesteps; each item has
- * its own prompt and seed, and draws its noise from its own seed only, so its pixels do
- * not depend on what it was batched with. */
+ * A generation call takes a batch of items that share size, timesteps and img2img
+ * strength; each item has its own prompt and seed (and init image and mask, for img2img:
+ * src/img2img.h), and draws its noise from its own seed only, so its pixels do not depend
+ * on what it was batched with. */
 #ifndef SD_ENGINE_H
 #define SD_ENGINE_H
 
@@ -85,7 +86,14 @@ struct gen_params {
     float guidance;          /* DDIM only; <= 1 disables CFG */
     int time_ids[6];         /* orig_h, orig_w, crop_top, crop_left, target_h, target_w;
                                 all zero = (H, W, 0, 0, H, W) */
+    float strength;          /* img2img (src/img2img.h): 0 or 1 = from noise; in (0, 1) the run
+                                starts at the first timestep below strength × 1000 from each
+                                item's noised init image (every item needs one) */
 };
+
+/* The first step an img2img run at p->strength runs (0 at strength 0 or 1), or -1 when
+ * the strength leaves no step or is outside [0, 1] (a 400 naming "strength"). */
+int engine_img2img_start(const struct gen_params *p);
 
 /* The seed of image i of a request with seed `seed`: every image is reproducible alone
  * (the one place this rule is written). */
@@ -94,6 +102,10 @@ static inline uint64_t engine_image_seed(uint64_t seed, int i) { return seed + (
 struct gen_item {
     const char *prompt;      /* in */
     uint64_t seed;           /* in: this image's seed (engine_image_seed) */
+    const uint8_t *init;     /* in, optional: the image to start from (img2img), width × height
+                                × 3 RGB bytes, row-major; NULL = from noise */
+    const uint8_t *mask;     /* in, optional with init: width × height bytes, >= 128 = repaint
+                                (white), below = keep the init image's VAE round trip */
     int truncated;           /* out: prompt was cut to max_tokens */
 };
 

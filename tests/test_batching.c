@@ -247,6 +247,23 @@ static void test_models_never_mixed(void) {
        "then tiny-b's, together");
 }
 
+/* img2img: requests of one strength share a batch (each item brings its own init image
+ * and mask to the engine), other strengths and txt2img do not. */
+static void test_strength(void) {
+    const struct sched_policy p = { .max_batch = 8, .batch_window_ms = 20 };
+    struct gen_params txt = params(512, 512, 4), half = txt, half2 = txt, most = txt;
+    half.strength = half2.strength = 0.5f;
+    most.strength = 0.75f;
+    static struct batch b;
+    npool = 0;
+    struct job *h = job(half, 1, 0), *t = job(txt, 1, 1), *m = job(most, 1, 2), *h2 = job(half2, 2, 3);
+    struct job *q = QUEUE(h, t, m, h2);
+    ok(sched_fill_batch(&p, q, &b) == 3 && b.nslices == 2 && has_slice(&b, h, 0, 1) && has_slice(&b, h2, 0, 2),
+       "img2img at strength 0.5: the two jobs of that strength share the batch");
+    ok(!in_batch(&b, t) && !in_batch(&b, m) && !sched_compatible(&half, &txt) && !sched_compatible(&half, &most),
+       "txt2img and strength 0.75 are not in it");
+}
+
 static void test_cancelled(void) {
     const struct sched_policy p = { .max_batch = 4, .batch_window_ms = 20 };
     const struct gen_params a = params(512, 512, 4);
@@ -392,6 +409,7 @@ int main(void) {
     test_window();
     test_never_mixed();
     test_models_never_mixed();
+    test_strength();
     test_cancelled();
     test_order();
     test_simulated_worker();

@@ -10,6 +10,7 @@
 #include <webp/decode.h>
 
 #include "io/jpeg.h"
+#include "io/png.h"
 #include "io/webp.h"
 #include "tap.h"
 
@@ -148,12 +149,49 @@ static void test_nomem(const uint8_t *rgb) {
     ok(leaks == 0, "out of memory: nothing leaked through sd_malloc");
 }
 
+/* The decoders (img2img's init images and masks): each encoder's output decodes back to
+ * RGBA near the input (alpha 255), hostile bytes are SD_ERR_FORMAT, and an image over
+ * max_pixels is SD_ERR_INVALID before any allocation. */
+static void test_decode(const uint8_t *rgb) {
+    typedef sd_status (*dec_fn)(const uint8_t *, size_t, size_t, uint8_t **, int *, int *);
+    static const char *const names[] = { "jpeg", "webp", "png" };
+    const dec_fn decs[] = { jpeg_decode_rgba, webp_decode_rgba, png_decode_rgba };
+    for (int k = 0; k < 3; k++) {
+        uint8_t *enc = NULL, *px = NULL;
+        size_t len = 0;
+        sd_status st = k == 0 ? jpeg_encode(rgb, W, H, 95, NULL, &enc, &len)
+                     : k == 1 ? webp_encode(rgb, W, H, 95, &enc, &len) : png_encode(rgb, W, H, NULL, 0, &enc, &len);
+        int w = 0, h = 0;
+        if (st == SD_OK) st = decs[k](enc, len, (size_t)W * H, &px, &w, &h);
+        double d = 0;
+        int alpha = 1;
+        for (size_t q = 0; st == SD_OK && q < (size_t)W * H; q++) {
+            for (int c = 0; c < 3; c++) d += abs((int)px[q * 4 + c] - (int)rgb[q * 3 + c]);
+            alpha &= px[q * 4 + 3] == 255;
+        }
+        d /= 3.0 * W * H;
+        ok(st == SD_OK && w == W && h == H && alpha && d < (k == 2 ? 0.001 : 4.0),
+           "%s decodes to RGBA near the input (mean difference %.2f levels, alpha 255)", names[k], d);
+        sd_free(px);
+        ok(decs[k](enc, len, (size_t)W * H - 1, &px, &w, &h) == SD_ERR_INVALID && !px,
+           "%s: an image over max_pixels is refused: %s", names[k], sd_last_error());
+        uint8_t junk[64];
+        memcpy(junk, enc, sizeof junk);
+        ok(decs[k](junk, sizeof junk, (size_t)W * H, &px, &w, &h) != SD_OK && !px,
+           "%s: a cut-off file is refused: %s", names[k], sd_last_error());
+        ok(decs[k]((const uint8_t *)"GIF89a........", 14, (size_t)W * H, &px, &w, &h) == SD_ERR_FORMAT && !px,
+           "%s: another format is SD_ERR_FORMAT", names[k]);
+        sd_free(enc);
+    }
+}
+
 int main(void) {
     uint8_t *rgb = malloc((size_t)W * H * 3);
     make_image(rgb);
     test_jpeg(rgb);
     test_webp(rgb);
     test_nomem(rgb);
+    test_decode(rgb);
     free(rgb);
     return done_testing();
 }

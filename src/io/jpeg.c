@@ -136,3 +136,76 @@ sd_status jpeg_encode(const uint8_t *rgb, int width, int height, int quality,
     sd_free(e);
     return st;
 }
+
+/* ---- decoding ---- */
+
+struct jpeg_dec {
+    struct jpeg_decompress_struct c;
+    struct jpeg_error_mgr err;
+    jmp_buf jb;
+    char msg[JMSG_LENGTH_MAX];
+    uint8_t *pix;           /* RGBA */
+    int width, height;
+};
+
+static void on_dec_error_exit(j_common_ptr c) {
+    struct jpeg_dec *d = (struct jpeg_dec *)c->client_data;
+    c->err->format_message(c, d->msg);
+    longjmp(d->jb, 1);
+}
+
+/* The scanlines land RGB at the start of each RGBA row and are spread out from its end. */
+static sd_status decode_run(struct jpeg_dec *d, const uint8_t *data, size_t len, size_t max_pixels) {
+    if (setjmp(d->jb)) return sd_fail(SD_ERR_FORMAT, "jpeg: decode: %s", d->msg);
+    jpeg_create_decompress(&d->c);
+    d->c.client_data = d;
+    jpeg_mem_src(&d->c, data, (unsigned long)len);
+    jpeg_read_header(&d->c, TRUE);
+    if ((uint64_t)d->c.image_width * d->c.image_height > max_pixels)
+        return sd_fail(SD_ERR_INVALID, "jpeg: image %ux%u exceeds the limit of %zu pixels",
+                       (unsigned)d->c.image_width, (unsigned)d->c.image_height, max_pixels);
+    d->c.out_color_space = JCS_RGB;
+    jpeg_start_decompress(&d->c);
+    if (d->c.output_components != 3) return sd_fail(SD_ERR_FORMAT, "jpeg: decode: unsupported color layout");
+    d->width = (int)d->c.output_width;
+    d->height = (int)d->c.output_height;
+    if (!(d->pix = sd_malloc((size_t)d->width * d->height * 4))) return SD_ERR_NOMEM;
+    while (d->c.output_scanline < d->c.output_height) {
+        uint8_t *row = d->pix + (size_t)d->c.output_scanline * d->width * 4;
+        JSAMPROW r = row;
+        jpeg_read_scanlines(&d->c, &r, 1);
+        for (int x = d->width - 1; x >= 0; x--) {   /* backwards: dst index >= src index */
+            row[4 * x + 3] = 255;
+            row[4 * x + 2] = row[3 * x + 2];
+            row[4 * x + 1] = row[3 * x + 1];
+            row[4 * x + 0] = row[3 * x + 0];
+        }
+    }
+    jpeg_finish_decompress(&d->c);
+    return SD_OK;
+}
+
+sd_status jpeg_decode_rgba(const uint8_t *data, size_t len, size_t max_pixels,
+                           uint8_t **rgba, int *width, int *height) {
+    *rgba = NULL;
+    *width = *height = 0;
+    if (!data || len < 3 || data[0] != 0xFF || data[1] != 0xD8)
+        return sd_fail(SD_ERR_FORMAT, "jpeg: not a JPEG file (bad signature)");
+    struct jpeg_dec *d = sd_calloc(1, sizeof *d);
+    if (!d) return SD_ERR_NOMEM;
+    d->c.err = jpeg_std_error(&d->err);
+    d->err.error_exit = on_dec_error_exit;
+    d->err.output_message = on_output_message;
+    d->c.client_data = d;
+    sd_status st = decode_run(d, data, len, max_pixels);
+    jpeg_destroy_decompress(&d->c);
+    if (st == SD_OK) {
+        *rgba = d->pix;
+        *width = d->width;
+        *height = d->height;
+    } else {
+        sd_free(d->pix);
+    }
+    sd_free(d);
+    return st;
+}

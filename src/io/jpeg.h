@@ -1,4 +1,5 @@
-/* jpeg.h — baseline JPEG encoding of 8-bit RGB images into memory (libjpeg-turbo).
+/* jpeg.h — baseline JPEG encoding of 8-bit RGB images into memory, and decoding
+ * (libjpeg-turbo).
  *
  * The daemon's `output_format: "jpeg"` (docs/daemon.md).  Quality is libjpeg's 1..100
  * scale (0 is taken as 1); at 90 and above chroma is not subsampled (4:4:4), below it is
@@ -15,5 +16,11 @@
  * libjpeg reports (its message in sd_last_error). */
 sd_status jpeg_encode(const uint8_t *rgb, int width, int height, int quality,
                       const char *comment, uint8_t **out, size_t *out_len);
+
+/* Decode a baseline or progressive JPEG (any color space libjpeg converts to RGB) into
+ * RGBA (sd_malloc'ed, H*W*4, alpha 255).  Hostile input gets SD_ERR_FORMAT; an image of
+ * more than max_pixels SD_ERR_INVALID (before the allocation). */
+sd_status jpeg_decode_rgba(const uint8_t *data, size_t len, size_t max_pixels,
+                           uint8_t **rgba, int *width, int *height);
 
 #endif

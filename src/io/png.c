@@ -244,7 +244,7 @@ static void dec_free(struct png_dec *d) {
 /* Every supported layout is normalised by libpng to 8-bit RGBA (palette and low-depth
  * gray expanded, 16-bit stripped, gray widened, opaque filler added), then packed to RGB
  * in place: one code path for every input type. */
-static sd_status decode_run(struct png_dec *d, size_t max_pixels) {
+static sd_status decode_run(struct png_dec *d, size_t max_pixels, int rgba) {
     if (setjmp(png_jmpbuf(d->png))) return io_status(&d->io, "decode");
     png_read_info(d->png, d->info);
     png_uint_32 w = png_get_image_width(d->png, d->info);
@@ -271,7 +271,7 @@ static sd_status decode_run(struct png_dec *d, size_t max_pixels) {
     png_read_image(d->png, d->rows);
     png_read_end(d->png, NULL);
 
-    size_t n = (size_t)w * h;
+    size_t n = rgba ? 0 : (size_t)w * h;
     for (size_t i = 0; i < n; i++) {   /* dst index <= src index: safe in place */
         d->pix[3 * i + 0] = d->pix[4 * i + 0];
         d->pix[3 * i + 1] = d->pix[4 * i + 1];
@@ -280,13 +280,13 @@ static sd_status decode_run(struct png_dec *d, size_t max_pixels) {
     return SD_OK;
 }
 
-sd_status png_decode(const uint8_t *data, size_t len, size_t max_pixels,
-                     uint8_t **rgb, int *width, int *height) {
+static sd_status decode(const uint8_t *data, size_t len, size_t max_pixels, int rgba,
+                        uint8_t **rgb, int *width, int *height) {
     *rgb = NULL;
     *width = *height = 0;
     struct png_dec d;
     sd_status st = dec_init(&d, data, len);
-    if (st == SD_OK) st = decode_run(&d, max_pixels);
+    if (st == SD_OK) st = decode_run(&d, max_pixels, rgba);
     if (st == SD_OK) {
         *rgb = d.pix;
         *width = d.width;
@@ -295,6 +295,16 @@ sd_status png_decode(const uint8_t *data, size_t len, size_t max_pixels,
     }
     dec_free(&d);
     return st;
+}
+
+sd_status png_decode(const uint8_t *data, size_t len, size_t max_pixels,
+                     uint8_t **rgb, int *width, int *height) {
+    return decode(data, len, max_pixels, 0, rgb, width, height);
+}
+
+sd_status png_decode_rgba(const uint8_t *data, size_t len, size_t max_pixels,
+                          uint8_t **rgba, int *width, int *height) {
+    return decode(data, len, max_pixels, 1, rgba, width, height);
 }
 
 /* ---- text ----------------------------------------------------------------------- */

@@ -20,6 +20,9 @@ sd_status png_write_file(const char *path, const uint8_t *rgb, int width, int he
  * H*W*3; the caller sd_free's it).  Hostile input gets SD_ERR_FORMAT.  max_pixels bounds the allocation. */
 sd_status png_decode(const uint8_t *data, size_t len, size_t max_pixels,
                      uint8_t **rgb, int *width, int *height);
+/* The same into RGBA, H*W*4 (alpha kept; 255 where the file has none). */
+sd_status png_decode_rgba(const uint8_t *data, size_t len, size_t max_pixels,
+                          uint8_t **rgba, int *width, int *height);
 /* Read the text value of key (tEXt or uncompressed iTXt, as UTF-8) from a PNG in memory
  * into a fresh sd_malloc'ed string (NULL if absent).  (Not png_get_text: libpng owns
  * that name.) */

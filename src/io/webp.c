@@ -4,6 +4,7 @@
  * an sd_malloc'ed buffer so callers free every encoder's output the same way. */
 #include <string.h>
 
+#include <webp/decode.h>
 #include <webp/encode.h>
 
 #include "webp.h"
@@ -54,4 +55,25 @@ sd_status webp_encode(const uint8_t *rgb, int width, int height, int quality,
     WebPPictureFree(&pic);
     WebPMemoryWriterClear(&wr);
     return st;
+}
+
+sd_status webp_decode_rgba(const uint8_t *data, size_t len, size_t max_pixels,
+                           uint8_t **rgba, int *width, int *height) {
+    *rgba = NULL;
+    *width = *height = 0;
+    int w, h;
+    if (!data || !WebPGetInfo(data, len, &w, &h))
+        return sd_fail(SD_ERR_FORMAT, "webp: not a WebP image (or a damaged one)");
+    if ((uint64_t)w * (uint64_t)h > max_pixels)
+        return sd_fail(SD_ERR_INVALID, "webp: image %dx%d exceeds the limit of %zu pixels", w, h, max_pixels);
+    uint8_t *p = sd_malloc((size_t)w * h * 4);
+    if (!p) return SD_ERR_NOMEM;
+    if (!WebPDecodeRGBAInto(data, len, p, (size_t)w * h * 4, w * 4)) {
+        sd_free(p);
+        return sd_fail(SD_ERR_FORMAT, "webp: decode: the image data is damaged or unsupported");
+    }
+    *rgba = p;
+    *width = w;
+    *height = h;
+    return SD_OK;
 }

@@ -17,4 +17,10 @@
 sd_status webp_encode(const uint8_t *rgb, int width, int height, int quality,
                       uint8_t **out, size_t *out_len);
 
+/* Decode a WebP (lossy or lossless, still) into RGBA (sd_malloc'ed, H*W*4; alpha 255 where
+ * the file has none).  SD_ERR_FORMAT for anything libwebp does not take; an image of more
+ * than max_pixels SD_ERR_INVALID (before decoding). */
+sd_status webp_decode_rgba(const uint8_t *data, size_t len, size_t max_pixels,
+                           uint8_t **rgba, int *width, int *height);
+
 #endif

@@ -39,6 +39,7 @@ sd_status sampler_run(struct fwd *f, const struct sampler_job *j, float *x) {
         } else {
             be->ops->copy(be, x, x0, n * sizeof(float));
         }
+        if (j->blend) j->blend(j->blend_ud, x, k + 1 < j->nsteps ? j->timesteps[k + 1] : -1);
         if ((st = backend_status(be))) break;
         if (j->on_step && j->on_step(j->step_ud, k + 1, j->nsteps))
             st = sd_fail(SD_ERR_CANCELLED, "cancelled after step %d of %d", k + 1, j->nsteps);

@@ -27,6 +27,11 @@ void schedule_lcm_scalings(const struct schedule *s, int t, double *c_skip, doub
 typedef void (*sampler_noise_fn)(void *ud, int step, float *host, size_t n);
 /* Called after each step; non-zero cancels. */
 typedef int (*sampler_step_fn)(void *ud, int step, int total);
+/* Called after each step's re-noise (t_next: the next timestep) or, after the last step,
+ * on the final denoised latent (t_next -1), with x in backend memory [N, C, h, w]: the
+ * place to change the latent between steps (inpainting's masked blend).  Errors through
+ * the backend's sticky status. */
+typedef void (*sampler_blend_fn)(void *ud, float *x, int t_next);
 
 struct sampler_job {
     const struct unet *unet;
@@ -38,6 +43,7 @@ struct sampler_job {
     const int *timesteps;
     sampler_noise_fn noise; void *noise_ud;
     sampler_step_fn on_step; void *step_ud;
+    sampler_blend_fn blend; void *blend_ud;   /* optional */
     float **trace_eps, **trace_denoised;   /* optional host outputs per step, [N,C,h,w] */
 };
 

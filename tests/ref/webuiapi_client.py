@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """The `webuiapi` client (AUTOMATIC1111 API) against `sdxld serve` (/sdapi/v1/...): txt2img
 with seeds, batch_size x n_iter and the infotext in the PNG, the model list, switching the
-checkpoint through options, progress, interrupt, util_wait_for_ready, and a refused field
-raised as the client's error.  Not run in CI (it needs the client from PyPI); run by hand
+checkpoint through options, progress, interrupt, util_wait_for_ready, a refused field
+raised as the client's error, and img2img (denoising_strength; a mask, inverted too).  Not run in CI (it needs the client from PyPI); run by hand
 through tests/ref/webuiapi_client.sh, which makes the virtual environment.
 
 Prints one line per check and exits non-zero if one failed.
 """
+import io
 import os
 import shutil
 import sys
@@ -18,6 +19,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import webuiapi  # noqa: E402
 from harness import MODEL, Daemon  # noqa: E402
 from test_a1111 import scaled_generator  # noqa: E402
+from test_img2img import halves_differ, picture, white_left_mask  # noqa: E402
+from PIL import Image  # noqa: E402  (webuiapi's own dependency)
 
 failed = 0
 
@@ -47,6 +50,32 @@ def check_txt2img(api):
     except RuntimeError as e:
         check(e.args[0] == 422 and "enable_hr" in e.args[1], "enable_hr True: the client raises with 422 naming "
               "enable_hr", e.args)
+
+
+def check_img2img(api):
+    init = Image.open(io.BytesIO(picture()))
+    mask = Image.open(io.BytesIO(white_left_mask()))
+    r = api.img2img(images=[init], prompt="a red circle", seed=3, denoising_strength=0.5, width=64, height=64)
+    check(len(r.images) == 1 and r.image.size == (64, 64) and r.info.get("denoising_strength") == 0.5
+          and "Denoising strength: 0.5" in r.image.info.get("parameters", ""),
+          "img2img at denoising_strength 0.5: a 64x64 image, info and the PNG's infotext say the strength", r.info)
+    px = []
+    for seed in (1, 2):
+        r = api.img2img(images=[init], mask_image=mask, prompt="a red circle", seed=seed, denoising_strength=1.0,
+                        width=64, height=64)
+        px.append(r.image.convert("RGB").tobytes())
+    left, right = halves_differ(*px)
+    check(right == 0 and left > 1, f"img2img with a white-left mask: the black right half kept across seeds "
+          f"(difference {right}), the left repainted ({left:.1f})")
+    r = api.img2img(images=[init], mask_image=mask, inpainting_mask_invert=1, prompt="x", seed=4, width=64, height=64)
+    left, _ = halves_differ(r.image.convert("RGB").tobytes(), px[0])
+    check(len(r.images) == 1 and left > 1, "inpainting_mask_invert 1 repaints the other half")
+    try:
+        api.img2img(images=[init], prompt="x", denoising_strength=0.1, width=64, height=64)
+        check(False, "denoising_strength 0.1 raises")
+    except RuntimeError as e:
+        check(e.args[0] == 422 and "denoising_strength" in e.args[1], "denoising_strength 0.1 (no step left): the "
+              "client raises with 422 naming it", e.args)
 
 
 def check_models(api):
@@ -97,6 +126,7 @@ def main():
         api = webuiapi.WebUIApi(host="127.0.0.1", port=d.port)
         print(f"webuiapi against sdxld on port {d.port}")
         check_txt2img(api)
+        check_img2img(api)
         check_models(api)
         check_progress_interrupt(api)
     shutil.rmtree(tmp, ignore_errors=True)
