@@ -47,7 +47,12 @@ struct engine_config {
     int vae_tile;            /* tiled VAE decode: 0 = off, else the tile's size in latent
                                 pixels (ENGINE_VAE_TILE_MIN..MAX); engine_set_vae_tile */
     int vae_tile_overlap;    /* latent pixels neighbouring tiles share; 0 = vae_tile / 4 */
+    const char *lora_dir;    /* where run-time LoRA adapters are found by name (gen_params.lora,
+                                engine_lora_path); NULL = none */
+    size_t lora_cache_bytes; /* bound on the adapters kept loaded; 0 = ENGINE_LORA_CACHE_DEFAULT */
 };
+
+#define ENGINE_LORA_CACHE_DEFAULT ((size_t)1024 << 20)
 
 #define ENGINE_VAE_TILE_MIN 8
 #define ENGINE_VAE_TILE_MAX 2048
@@ -67,6 +72,12 @@ struct engine_info {
     size_t device_bytes;     /* backend memory held now, and the most held at once (weights, */
     size_t device_peak_bytes;/* arenas, scratch); 0 where the backend does not count (cpu) */
     int vae_tile, vae_tile_overlap; /* the tiled VAE decode in force (0 = untiled) */
+    /* run-time LoRA adapters (engine_generate with gen_params.lora): the cache's backend
+     * memory and adapters now, and since load the files read, the adapters found loaded
+     * and the ones evicted to make room */
+    size_t lora_bytes;
+    int lora_cached;
+    long long lora_loads, lora_hits, lora_evictions;
 };
 
 #define ENGINE_MAX_STEPS 16
@@ -77,6 +88,17 @@ enum gen_sampler {
                                 (`guidance`, null condition = zero embeddings): a teacher's sampler */
 };
 
+/* Run-time LoRA adapters of a generation (model/lora_rt.h): applied unmerged, y = W x +
+ * scale · (alpha/rank) · B (A x), so adapters change per batch without touching the UNet.
+ * A name is a plain file name found under engine_config.lora_dir (engine_lora_path). */
+#define ENGINE_LORA_MAX 4            /* adapters per generation */
+#define ENGINE_LORA_NAME_MAX 64      /* bytes of a name, with its NUL */
+#define ENGINE_LORA_SCALE_MAX 10.0f  /* |scale| at most this */
+struct gen_lora {
+    char name[ENGINE_LORA_NAME_MAX]; /* "" = unused */
+    float scale;
+};
+
 struct gen_params {
     int width, height;       /* pixels, multiples of vae_scale */
     int nsteps;              /* DMD2: 1..ENGINE_MAX_STEPS; DDIM: 1..1000 */
@@ -85,7 +107,21 @@ struct gen_params {
     float guidance;          /* DDIM only; <= 1 disables CFG */
     int time_ids[6];         /* orig_h, orig_w, crop_top, crop_left, target_h, target_w;
                                 all zero = (H, W, 0, 0, H, W) */
+    struct gen_lora lora[ENGINE_LORA_MAX]; /* canonical (engine_lora_add): sorted by name,
+                                unused entries all zero, so equal sets compare equal byte for
+                                byte (the daemon batches by memcmp of gen_params) */
 };
+
+/* Add LoRA `name` at `scale` to p->lora in canonical order (a scale of 0 adds nothing).
+ * SD_ERR_INVALID with a message naming "lora" for a name that is not plain (engine_lora_path's
+ * rule), a scale not finite or beyond ±ENGINE_LORA_SCALE_MAX, a name given twice, or more
+ * than ENGINE_LORA_MAX adapters. */
+sd_status engine_lora_add(struct gen_params *p, const char *name, float scale);
+/* The file of LoRA `name` under dir (dir/NAME.safetensors, else dir/loras/NAME.safetensors)
+ * into out: SD_ERR_INVALID for a name that is not a plain name (no '/', '\\', control
+ * characters, leading '.'; 1..ENGINE_LORA_NAME_MAX-1 bytes), SD_ERR_NOTFOUND when neither
+ * file exists.  The one place this rule lives (model/lora_cache.h). */
+sd_status engine_lora_path(const char *dir, const char *name, char *out, size_t n);
 
 /* The seed of image i of a request with seed `seed`: every image is reproducible alone
  * (the one place this rule is written). */
