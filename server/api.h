@@ -54,6 +54,14 @@ enum MHD_Result api_generate(struct req *r);            /* POST /v1/generate */
 /* Base64 (RFC 4648, padded) into a fresh malloc'ed, NUL-terminated string. */
 char *b64_encode(const uint8_t *p, size_t n, size_t *out_len);
 
+/* api_lora.c: a request's LoRA adapters into p->lora (docs/api.md, "LoRA per request"):
+ * the "lora" field, [{"name", "scale"}] (scale 1 when absent), and A1111's <lora:NAME:SCALE>
+ * / <lora:NAME> prompt tags, removed from prompt in place.  Every name must be a LoRA file
+ * under models_dir (400 naming "lora" or "prompt" otherwise; bad scales, a name twice and
+ * too many adapters likewise). */
+int api_parse_lora(struct sdxld *d, json_t *v, struct gen_params *p, struct api_error *e);
+int api_prompt_lora(struct sdxld *d, char *prompt, struct gen_params *p, struct api_error *e);
+
 /* api_openai.c */
 enum MHD_Result api_images_generations(struct req *r);  /* POST /v1/images/generations */
 /* The route table's error_body for the OpenAI routes: {"error": {"message", "type", "param",

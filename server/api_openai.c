@@ -114,7 +114,7 @@ static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
                         enum openai_answer *answer, struct api_error *e) {
     static const char *const known[] = { "prompt", "n", "size", "response_format", "output_format",
                                          "output_compression", "quality", "style", "user", "model",
-                                         NULL };
+                                         "lora", NULL };
     static const char *const answers[] = { "b64_json", "url", NULL };
     if (api_parse_base(d, body, known, g, e)) return -1;
     json_t *v;
@@ -124,6 +124,7 @@ static int parse_openai(struct sdxld *d, json_t *body, struct gen_request *g,
         return -1;
     *answer = !strcmp(a, "url") ? OPENAI_URL : OPENAI_B64;
     if (parse_output(body, g, e) || parse_hints(body, g, e)) return -1;
+    if ((v = json_object_get(body, "lora")) && api_parse_lora(d, v, &g->params, e)) return -1;
     api_parse_seed(NULL, g->n, 0, &g->seed, e);   /* random: cannot fail */
     g->params.nsteps = d->cfg.default_steps;
     engine_default_timesteps(g->params.nsteps, g->params.timesteps);

@@ -25,10 +25,12 @@ struct sdxld_config {
     char unet[CFG_STR_MAX];             /* optional separate UNet file ("" = none) */
     char model_config[CFG_STR_MAX];     /* a single-file model's config folder ("" = by its shapes) */
     char tokenizers[CFG_STR_MAX];       /* a single-file model's tokenizer folder ("" = default) */
+    char models_dir[CFG_STR_MAX];       /* models served by name ("" = none): LoRA files (api_lora.c) */
     char backend[16];                   /* auto | cpu | cuda */
     char weights_dtype[8];              /* auto | f32 | f16 | bf16 */
     int threads;                        /* engine CPU threads, 0 = all cores */
     int vae_tile;                       /* tiled VAE decode: tile in latent pixels, 0 = off */
+    int lora_cache_mb;                  /* run-time LoRA adapters kept loaded */
     int http_threads;                   /* libmicrohttpd event-loop threads */
     int max_connections;
     int http_timeout_s;                 /* idle keep-alive connections are closed */

@@ -702,12 +702,15 @@ sd_status engine_load_unet(struct engine *e, const char *path, const char *lora_
 
 void engine_parameters_text(char *out, size_t n, const char *prompt, uint64_t seed,
                             const struct gen_params *p, const char *model, const char *extra) {
-    char ts[ENGINE_MAX_STEPS * 5 + 1] = "";
+    char ts[ENGINE_MAX_STEPS * 5 + 1] = "", tags[ENGINE_LORA_MAX * (ENGINE_LORA_NAME_MAX + 24)] = "";
     size_t o = 0;
     for (int i = 0; i < p->nsteps && o < sizeof ts; i++)
         o += (size_t)snprintf(ts + o, sizeof ts - o, i ? ",%d" : "%d", p->timesteps[i]);
-    snprintf(out, n, "%s\nSteps: %d, Sampler: DMD2, CFG scale: 1, Seed: %llu, Size: %dx%d, Model: %s, "
-             "Timesteps: %s, Version: sdxld " SDXLD_VERSION "%s%s", prompt, p->nsteps, (unsigned long long)seed,
+    o = 0;   /* run-time LoRA adapters as A1111 writes them: tags in the prompt */
+    for (int i = 0; i < ENGINE_LORA_MAX && p->lora[i].name[0] && o < sizeof tags; i++)
+        o += (size_t)snprintf(tags + o, sizeof tags - o, " <lora:%s:%g>", p->lora[i].name, (double)p->lora[i].scale);
+    snprintf(out, n, "%s%s\nSteps: %d, Sampler: DMD2, CFG scale: 1, Seed: %llu, Size: %dx%d, Model: %s, "
+             "Timesteps: %s, Version: sdxld " SDXLD_VERSION "%s%s", prompt, tags, p->nsteps, (unsigned long long)seed,
              p->width, p->height, model, ts, extra ? ", " : "", extra ? extra : "");
 }
 
