@@ -301,49 +301,6 @@ void engine_default_timesteps(int nsteps, int *ts) {
 
 /* ---- run-time LoRA adapters ---- */
 
-static sd_status lora_scale_check(const char *name, float scale) {
-    if (!isfinite(scale) || fabsf(scale) > ENGINE_LORA_SCALE_MAX)
-        return sd_fail(SD_ERR_INVALID, "lora: '%s': scale %g is outside [-%g, %g]", name, (double)scale,
-                       (double)ENGINE_LORA_SCALE_MAX, (double)ENGINE_LORA_SCALE_MAX);
-    return SD_OK;
-}
-
-sd_status engine_lora_add(struct gen_params *p, const char *name, float scale) {
-    if (!lora_name_ok(name))
-        return sd_fail(SD_ERR_INVALID, "lora: '%.80s' is not a plain name (1 to %d bytes, no '/' or '\\', not "
-                       "starting with '.')", name, ENGINE_LORA_NAME_MAX - 1);
-    SD_TRY(lora_scale_check(name, scale));
-    int n = 0;
-    for (; n < ENGINE_LORA_MAX && p->lora[n].name[0]; n++)
-        if (!strcmp(p->lora[n].name, name)) return sd_fail(SD_ERR_INVALID, "lora: '%s' is given twice", name);
-    if (scale == 0) return SD_OK;   /* changes nothing: not part of the set */
-    if (n == ENGINE_LORA_MAX) return sd_fail(SD_ERR_INVALID, "lora: at most %d adapters per generation", ENGINE_LORA_MAX);
-    int i = n;
-    for (; i > 0 && strcmp(p->lora[i - 1].name, name) > 0; i--) p->lora[i] = p->lora[i - 1];
-    memset(&p->lora[i], 0, sizeof p->lora[i]);
-    memcpy(p->lora[i].name, name, strlen(name) + 1);   /* lora_name_ok: it fits */
-    p->lora[i].scale = scale;
-    return SD_OK;
-}
-
-sd_status engine_lora_path(const char *dir, const char *name, char *out, size_t n) {
-    return lora_find_file(dir, name, out, n);
-}
-
-/* p->lora as engine_lora_add leaves it: a prefix of used entries, each with a fitting scale. */
-static sd_status check_lora(const struct gen_params *p) {
-    for (int i = 0; i < ENGINE_LORA_MAX; i++) {
-        if (!p->lora[i].name[0]) {
-            for (int k = i + 1; k < ENGINE_LORA_MAX; k++)
-                if (p->lora[k].name[0]) return sd_fail(SD_ERR_INVALID, "lora: an unused entry before a used one");
-            break;
-        }
-        if (memchr(p->lora[i].name, 0, ENGINE_LORA_NAME_MAX) == NULL) return sd_fail(SD_ERR_INVALID, "lora: name too long");
-        SD_TRY(lora_scale_check(p->lora[i].name, p->lora[i].scale));
-    }
-    return SD_OK;
-}
-
 static void lora_info(struct engine *e) {
     e->info.lora_bytes = e->loras.bytes;
     e->info.lora_cached = e->loras.n;
@@ -377,7 +334,7 @@ sd_status engine_check_params(const struct engine *e, const struct gen_params *p
         return sd_fail(SD_ERR_INVALID, "width %d must be a positive multiple of %d", p->width, s);
     if (p->height < s || p->height % s || p->height > 16384)
         return sd_fail(SD_ERR_INVALID, "height %d must be a positive multiple of %d", p->height, s);
-    SD_TRY(check_lora(p));
+    SD_TRY(engine_lora_check(p));
     if (p->sampler == GEN_SAMPLER_DDIM) {
         if (p->nsteps < 1 || p->nsteps > e->sched.T) return sd_fail(SD_ERR_INVALID, "steps %d outside [1, %d]", p->nsteps, e->sched.T);
         if (!(p->guidance >= 0 && p->guidance <= 100)) return sd_fail(SD_ERR_INVALID, "guidance outside [0, 100]");

@@ -2,7 +2,8 @@
  * images.  Knows all of src/, nothing of HTTP.
  *
  * Threading: an engine is owned by one thread at a time (the daemon's worker).  Nothing
- * here is thread-safe except engine_info(), which reads immutable fields.
+ * here is thread-safe except engine_info(), which reads immutable fields, and the
+ * functions that take no engine (engine_lora_add, engine_lora_path, ...).
  *
  * A generation call takes a batch of items that share size and timesteps; each item has
  * its own prompt and seed, and draws its noise from its own seed only, so its pixels do
@@ -117,6 +118,9 @@ struct gen_params {
  * rule), a scale not finite or beyond ±ENGINE_LORA_SCALE_MAX, a name given twice, or more
  * than ENGINE_LORA_MAX adapters. */
 sd_status engine_lora_add(struct gen_params *p, const char *name, float scale);
+/* p->lora as engine_lora_add leaves it (a prefix of used entries, names terminated, scales
+ * in bounds); engine_check_params runs it.  SD_ERR_INVALID naming "lora". */
+sd_status engine_lora_check(const struct gen_params *p);
 /* The file of LoRA `name` under dir (dir/NAME.safetensors, else dir/loras/NAME.safetensors)
  * into out: SD_ERR_INVALID for a name that is not a plain name (no '/', '\\', control
  * characters, leading '.'; 1..ENGINE_LORA_NAME_MAX-1 bytes), SD_ERR_NOTFOUND when neither
@@ -166,7 +170,8 @@ int engine_file_is_sdxl_base(const char *path);
 /* The PNG "parameters" text of one image, in AUTOMATIC1111's infotext format (the prompt,
  * then "Steps: 4, Sampler: DMD2, CFG scale: 1, Seed: …, Size: WxH, Model: …, Timesteps:
  * 999,749,499,249, Version: sdxld …"), so any image can be regenerated from its file and
- * A1111-aware tools read it.  extra (may be NULL) is appended as ", extra". */
+ * A1111-aware tools read it; run-time LoRA adapters follow the prompt as A1111's tags
+ * (" <lora:NAME:SCALE>").  extra (may be NULL) is appended as ", extra". */
 void engine_parameters_text(char *out, size_t n, const char *prompt, uint64_t seed,
                             const struct gen_params *p, const char *model, const char *extra);
 
@@ -216,7 +221,10 @@ sd_status engine_check_params(const struct engine *e, const struct gen_params *p
 void engine_default_timesteps(int nsteps, int *timesteps);
 
 /* rgb: n * H * W * 3 bytes, image-major, row-major HWC.  hooks and trace may be NULL.
- * A cancelled call leaves the engine ready for the next one. */
+ * A cancelled call leaves the engine ready for the next one.  With p->lora the adapters
+ * are taken from the engine's cache, their files read (under lora_dir, through
+ * core/fs.h) only on a miss; SD_ERR_NOTFOUND for a name with no file, SD_ERR_NOMEM when
+ * they do not fit lora_cache_bytes, messages starting "lora". */
 sd_status engine_generate(struct engine *e, const struct gen_params *p,
                           struct gen_item *items, int n, uint8_t *rgb,
                           struct gen_timings *tm, const struct gen_hooks *hooks,

@@ -14,66 +14,18 @@ c.safetensors -> a.safetensors (refused: no link is followed in models_dir).
   3. switching adapters between requests reads each file once (sdxld_lora_loads_total);
   4. errors: unknown names, bad scales, too many, a name twice, path-like names, malformed
      tags, a link, and a daemon without models_dir: 400 (422 on the A1111 route) naming
-     the field.
+     the field; adapters beyond lora_cache_mb: 503.
 """
 import base64
 import json
 import os
-import random
 import re
-import struct
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import MODEL, Daemon, png_rgb, png_text, run_main  # noqa: E402
-
-TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
-           "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj")
-
-
-def unet_shapes():
-    path = os.path.join(MODEL, "unet", "diffusion_pytorch_model.safetensors")
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        h = json.loads(f.read(n))
-    return {k: v["shape"] for k, v in h.items() if k != "__metadata__"}
-
-
-def write_safetensors(path, tensors):
-    """tensors: {name: (shape, [floats])}, written as F32."""
-    header, blobs, off = {}, [], 0
-    for name, (shape, vals) in tensors.items():
-        b = struct.pack(f"<{len(vals)}f", *vals)
-        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
-def make_lora(path, seed, rank=2, bscale=0.05):
-    """A kohya adapter on every target module of the UNet, A and B random."""
-    rnd, t = random.Random(seed), {}
-    for key, shape in unet_shapes().items():
-        if not key.endswith(".weight") or len(shape) not in (2, 4):
-            continue
-        mod = key[:-len(".weight")]
-        if not any(mod == s or mod.endswith("." + s) for s in TARGETS):
-            continue
-        k = "lora_unet_" + mod.replace(".", "_")
-        K = 1
-        for d in shape[1:]:
-            K *= d
-        a_shape = [rank] + shape[1:]
-        b_shape = [shape[0], rank] + ([1, 1] if len(shape) == 4 else [])
-        t[k + ".lora_down.weight"] = (a_shape, [rnd.gauss(0, K ** -0.5) for _ in range(rank * K)])
-        t[k + ".lora_up.weight"] = (b_shape, [rnd.gauss(0, bscale) for _ in range(shape[0] * rank)])
-        t[k + ".alpha"] = ([], [float(rank)])
-    write_safetensors(path, t)
-
+from harness import Daemon, png_rgb, png_text, run_main  # noqa: E402
+from lora_files import make_lora  # noqa: E402
 
 def pixels(body):
     return png_rgb(body)[2] if body and png_rgb(body) else None
@@ -221,6 +173,15 @@ def main(t):
         check_routes(t, c)
         check_no_reload(t, c)
         check_errors(t, c)
+    with Daemon("--models_dir", models, "--lora_cache_mb", "1", "--warmup", "false", tmp=tmp) as d:
+        # a (rank 2) is 0.7 MiB in fp32, b (rank 3) 1 MiB: one at a time fits, both do not
+        ok_a = gen_png(d.client, lora=[{"name": "a"}]) is not None
+        r = d.client.post("/v1/generate", {"prompt": "x", "width": 64, "height": 64,
+                                           "lora": [{"name": "a"}, {"name": "b"}]})
+        t.ok(ok_a and r.status == 503 and "lora_cache_mb" in r.error().get("message", ""),
+             "adapters beyond lora_cache_mb: 503 saying so", r)
+        t.ok(gen_png(d.client, lora=[{"name": "b"}]) is not None and metric(d.client, "sdxld_lora_evictions_total") >= 1,
+             "one at a time still serves (the least recently used evicted)")
     with Daemon("--warmup", "false") as d:
         r = d.client.post("/v1/generate", {"prompt": "x", "width": 64, "height": 64, "lora": [{"name": "a"}]})
         t.ok(r.status == 400 and "no models_dir" in r.error().get("message", ""),
