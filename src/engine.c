@@ -649,6 +649,8 @@ sd_status engine_load_unet(struct engine *e, const char *path, const char *lora_
     sd_status st;
     struct unet *nu = load_unet(e, path, lora_path, lora_scale, &st, failed);
     if (!nu) return st;
+    lora_cache_clear(&e->loras);   /* run-time adapters were bound to the old UNet's table */
+    lora_info(e);
     unet_free(e->unet);
     sd_free(e->unet);
     e->unet = nu;

@@ -6,8 +6,8 @@
  *     same scale (pixels as floats in [0, 1], absolute difference);
  *   - batching under an adapter changes no image; no adapter after adapters = never any;
  *   - switching adapters between generations loads each file once (the cache's counters);
- *     a file replaced on disk is loaded again; the bound evicts least recently used and
- *     refuses a set that cannot fit;
+ *     a file replaced on disk is loaded again, a UNet swap empties the cache; the bound
+ *     evicts least recently used and refuses a set that cannot fit;
  *   - names and scales: engine_lora_add's canonical order and refusals, unknown names.
  * The built-in model models/shapes-small (64x64), weights in f32 so that the merge is
  * exact enough to compare with. */
@@ -228,6 +228,12 @@ int main(void) {
     sd_status st = gen(e, &bad, 1, NULL, rgb);
     ok(st == SD_ERR_NOTFOUND && strstr(sd_last_error(), "nope"), "unknown LoRA: %s", sd_last_error());
     ok(gen(e, &none, 1, img, NULL) == SD_OK && !memcmp(img, base, sizeof(float) * npx), "and the next one is as before");
+
+    /* a UNet swap drops the cached adapters (bound to the old UNet's table) */
+    int swapped = engine_load_unet(e, NULL, NULL, 0, NULL) == SD_OK;
+    ok(swapped && in->lora_cached == 0 && in->lora_bytes == 0, "engine_load_unet empties the adapter cache");
+    int again2 = gen(e, &pa8, 1, NULL, rgb) == SD_OK;
+    ok(again2 && in->lora_loads == 4, "and the next use of a reads its file again (%lld loads)", in->lora_loads);
     engine_free(e);
     engine_free(merged);
 

@@ -48,8 +48,12 @@ static void drop(struct lora_cache *c, int i) {
     c->n--;
 }
 
-void lora_cache_free(struct lora_cache *c) {
+void lora_cache_clear(struct lora_cache *c) {
     while (c->n) drop(c, c->n - 1);
+}
+
+void lora_cache_free(struct lora_cache *c) {
+    lora_cache_clear(c);
     sd_free(c->e);
     memset(c, 0, sizeof *c);
 }

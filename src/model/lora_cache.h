@@ -50,6 +50,9 @@ struct lora_cache {
 
 void lora_cache_init(struct lora_cache *c, size_t max_bytes);
 void lora_cache_free(struct lora_cache *c);
+/* Drop every adapter (they were checked against a UNet table that is going away); the
+ * counters and the bound stay. */
+void lora_cache_clear(struct lora_cache *c);
 /* The adapters of paths[0..n) for the UNet table wt, loaded on a miss; out[i] stays valid
  * until the next call.  Adapters of one call are never evicted by that call. */
 sd_status lora_cache_get(struct lora_cache *c, struct backend *be, const struct weight_table *wt,
