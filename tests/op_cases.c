@@ -469,7 +469,7 @@ static int emb_bufs(const struct op_case *c, struct op_buf *d) {
 static void emb_fwd(struct backend *be, const struct op_case *c, float *const *b) {
     int ids[OP_MAX_IDS];
     op_emb_ids(c, ids);
-    be->ops->embedding(be, b[1], b[0], ids, c->emb.n, c->emb.D);
+    be->ops->embedding(be, b[1], b[0], DT_F32, ids, c->emb.n, c->emb.D);
 }
 static void emb_bwd(struct backend *be, const struct op_case *c, float *const *g, const float *dout,
                     float *const *b) {

@@ -4,6 +4,8 @@
  *   - BF16 with native bf16 (oneDNN: AVX512-BF16 / AMX) rounds the activations to bf16
  *     and must stay within 1e-2 (‖a − b‖ / ‖b‖), and must really differ from the widened
  *     result (else the native path did not run);
+ *   - embedding rows from an F16 or BF16 table equal those of the F32 table of the same
+ *     values;
  *   - the weight table's storage (wt_alloc, wt_row_read/write) round-trips. */
 #include <math.h>
 #include <stdlib.h>
@@ -100,6 +102,21 @@ static void check_table(struct backend *be) {
     }
 }
 
+static void check_embedding(struct backend *be) {
+    enum { V = 50, D = 33, n = 7 };
+    const int ids[n] = { 0, 49, 3, 3, 17, 0, 25 };
+    float *t = randn((size_t)V * D, 5, 0.5f), tr[V * D], ref[n * D], got[n * D];
+    uint16_t h[V * D];
+    for (int d = DT_F16; d <= DT_BF16; d++) {
+        round_to(t, (size_t)V * D, (sd_dtype)d, h, tr);
+        be->ops->embedding(be, ref, tr, DT_F32, ids, n, D);
+        be->ops->embedding(be, got, h, (sd_dtype)d, ids, n, D);
+        ok(backend_status(be) == SD_OK && !memcmp(ref, got, sizeof got), "embedding from a %s table: the F32 "
+           "table's rows of the same values", sd_dtype_name((sd_dtype)d));
+    }
+    free(t);
+}
+
 int main(void) {
     struct backend *be;
     if (backend_create(&be, "cpu", 0)) { printf("Bail out! %s\n", sd_last_error()); return 1; }
@@ -114,6 +131,7 @@ int main(void) {
         { "conv odd 3x3 5->7", 1, 1, 5, 9, 11, 7, 3, 1, 1 },
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) check_shape(be, &shapes[i]);
+    check_embedding(be);
     check_table(be);
     backend_destroy(be);
     return done_testing();

@@ -86,8 +86,10 @@ struct backend_ops {
      * flip_sin_to_cos, exponent −ln(max_period)·i/(half − shift). */
     void (*timestep_embedding)(struct backend *be, float *out, const float *t_host, int N,
                                int dim, int flip_sin_to_cos, float shift, float max_period);
-    /* out[i] = table[ids[i]] rows of D floats; ids on the host. */
-    void (*embedding)(struct backend *be, float *out, const float *table, const int *ids_host,
+    /* out[i] = table[ids[i]] rows of D values, as floats; ids on the host.  The table holds
+     * tdt elements (F32; F16 or BF16 where the backend takes 16-bit weights, widened
+     * exactly: "Weight precision" above). */
+    void (*embedding)(struct backend *be, float *out, const void *table, sd_dtype tdt, const int *ids_host,
                       int n, int D);
     /* out = alpha·a + beta·b (b may be NULL: out = alpha·a).  In-place allowed. */
     void (*axpby)(struct backend *be, float *out, float alpha, const float *a, float beta,

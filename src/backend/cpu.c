@@ -376,10 +376,15 @@ static void cpu_timestep_embedding(struct backend *be, float *out, const float *
     }
 }
 
-static void cpu_embedding(struct backend *be, float *out, const float *table, const int *ids,
+static void cpu_embedding(struct backend *be, float *out, const void *table, sd_dtype tdt, const int *ids,
                           int n, int D) {
     BAIL(be);
-    for (int i = 0; i < n; i++) memcpy(out + (size_t)i * D, table + (size_t)ids[i] * D, sizeof(float) * D);
+    size_t es = sd_dtype_size(tdt);
+    for (int i = 0; i < n; i++) {
+        const char *row = (const char *)table + (size_t)ids[i] * D * es;
+        if (tdt == DT_F32) memcpy(out + (size_t)i * D, row, sizeof(float) * D);
+        else sd_convert_to_f32(out + (size_t)i * D, row, tdt, (size_t)D);
+    }
 }
 
 static void cpu_axpby(struct backend *be, float *out, float alpha, const float *a, float beta,

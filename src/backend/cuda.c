@@ -460,9 +460,10 @@ static void cuda_timestep_embedding(struct backend *be, float *out, const float 
               "timestep_embedding", "k_timestep_embedding");
 }
 
-static void cuda_embedding(struct backend *be, float *out, const float *table, const int *ids, int n, int D) {
+static void cuda_embedding(struct backend *be, float *out, const void *table, sd_dtype tdt, const int *ids, int n,
+                           int D) {
     BAIL(be);
-    if (n <= 0) return;
+    if (!f32_weights(be, "embedding", tdt) || n <= 0) return;
     int *idd = cuda_upload_small(be, ids, (size_t)n * sizeof(int), "embedding");
     if (idd) cuda_cu_ok(be, k_embedding(out, table, idd, n, D, ((struct cuda *)be->impl)->stream), "embedding", "k_embedding");
 }

@@ -22,6 +22,7 @@ static void clip_declare(struct clip *m, int with_projection) {
     char n[WT_NAME_MAX];
     int D = c->hidden;
     wt_add(t, &m->tok_emb, WT_INIT_NORMAL, 0.02f, 2, (int64_t[]){ c->vocab, D }, "embeddings.token_embedding.weight");
+    wt_lowp(t, &m->tok_emb_dt);   /* the largest table after the GEMM weights: kept 16-bit too */
     wt_add(t, &m->pos_emb, WT_INIT_NORMAL, 0.01f, 2, (int64_t[]){ c->max_pos, D }, "embeddings.position_embedding.weight");
     for (int i = 0; i < c->layers; i++) {
         struct clip_layer *l = &m->layers[i];
@@ -92,7 +93,7 @@ void clip_forward(struct fwd *f, const struct clip *m, const int *ids, int N, in
         if (ids[i] < 0 || ids[i] >= c->vocab) { backend_set_error(be, SD_ERR_INVALID, "token id out of vocabulary"); return; }
     uint64_t mk = arena_mark(f->ar);
     float *x = fwd_alloc(f, R * D), *h = fwd_alloc(f, R * D), *ff = fwd_alloc(f, R * c->intermediate);
-    be->ops->embedding(be, x, m->tok_emb, ids, (int)R, D);
+    be->ops->embedding(be, x, m->tok_emb, m->tok_emb_dt, ids, (int)R, D);
     for (int n = 0; n < N; n++)   /* + position embedding rows 0..L-1 */
         be->ops->axpby(be, x + (size_t)n * L * D, 1.0f, x + (size_t)n * L * D, 1.0f, m->pos_emb, (long long)L * D);
     for (int i = 0; i < c->layers; i++) {

@@ -18,7 +18,8 @@ struct clip_layer {
 
 struct clip {
     struct clip_config cfg;
-    float *tok_emb;           /* [vocab, D] */
+    float *tok_emb;           /* [vocab, D], tok_emb_dt elements (wt_lowp) */
+    sd_dtype tok_emb_dt;
     float *pos_emb;           /* [max_pos, D] */
     struct clip_layer *layers;
     struct norm final_ln;

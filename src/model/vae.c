@@ -308,27 +308,132 @@ static void plan_decoder(struct vae_tape *tp, const struct vae *m, int h, int w)
     add_step(tp, VS_CONV, &d->conv_out, C, h, w, c->out_ch, h, w);
 }
 
-/* Run the planned chain from in to out.  train: every step output is kept (the tape);
- * else two ping-pong buffers sized for the largest step. */
-static void run_chain(struct fwd *f, const struct vae *m, struct vae_tape *tp, int train, const float *in, float *out) {
+/* ---- inference: two buffers, resnets in place, upsampling in row bands ----
+ * The steps compute what step_forward computes (the same ops on the same values, so the
+ * same bits, except that a banded conv's GEMM runs over fewer columns and may round its
+ * sums differently: about 1e-7 relative), in less memory: at 512² the SDXL decoder's peak goes from 2 buffers of
+ * the largest tensor plus each step's temporaries (a resnet's 3, the 4× upsampled
+ * input) to the 2 buffers alone. */
+
+#define UP_BAND_BYTES (16u << 20)   /* one band of an upsampling conv's output */
+
+/* x (destroyed) -> the resnet's output, in x's buffer; tmp holds 2·N·cout·HW floats.
+ * With a shortcut: A = shortcut(x), x = GN+SiLU(x) in place, B = conv1(x), B =
+ * GN+SiLU(B), x = conv2(B) + A.  Without: B = GN+SiLU(x), A = conv1(B), A = GN+SiLU(A),
+ * B = conv2(A), x = x + B.  (resnet_forward's sums, in the same order: a + b == b + a.) */
+static void res_in_place(struct fwd *f, float *x, float *tmp, const struct resnet *r, int N, int H, int W) {
+    struct backend *be = f->be;
+    int HW = H * W;
+    long long n = (long long)N * r->cout * HW;
+    float *A = tmp, *B = tmp + n;
+    fwd_poll(f);
+    if (r->shortcut.w) {
+        conv_forward(f, A, x, &r->shortcut, N, H, W);
+        be->ops->group_norm(be, x, x, r->norm1.w, r->norm1.b, N, r->cin, HW, r->groups, r->eps, 1);
+        conv_forward(f, B, x, &r->conv1, N, H, W);
+        be->ops->group_norm(be, B, B, r->norm2.w, r->norm2.b, N, r->cout, HW, r->groups, r->eps, 1);
+        conv_forward(f, x, B, &r->conv2, N, H, W);
+        be->ops->axpby(be, x, 1.0f, x, 1.0f, A, n);
+    } else {
+        be->ops->group_norm(be, B, x, r->norm1.w, r->norm1.b, N, r->cin, HW, r->groups, r->eps, 1);
+        conv_forward(f, A, B, &r->conv1, N, H, W);
+        be->ops->group_norm(be, A, A, r->norm2.w, r->norm2.b, N, r->cout, HW, r->groups, r->eps, 1);
+        conv_forward(f, B, A, &r->conv2, N, H, W);
+        be->ops->axpby(be, x, 1.0f, B, 1.0f, x, n);
+    }
+}
+
+/* Rows [r0, r1) of every channel of x [C, H, W] into dst [C, r1 - r0, W]. */
+static void rows_copy(struct backend *be, float *dst, const float *x, int C, int H, int W, int r0, int r1) {
+    size_t n = (size_t)(r1 - r0) * W;
+    for (int c = 0; c < C && !be->err; c++)
+        be->ops->copy(be, dst + (size_t)c * n, x + ((size_t)c * H + r0) * W, n * sizeof(float));
+}
+
+/* out [N, K, 2H, 2W] = conv(upsample2x(x [N, C, H, W])), band by band of output rows, so
+ * the upsampled input exists a band at a time.  A band of output rows [o0, o1) reads the
+ * upsampled rows o0 - 1 .. o1 (zero outside), i.e. input rows a .. b - 1; the band's conv
+ * pads only at the image's own top and bottom and its rows j0 .. are the wanted ones. */
+static void up_conv_banded(struct fwd *f, float *out, const float *x, const struct conv *cv, int N,
+                           int H, int W, size_t band_bytes) {
+    struct backend *be = f->be;
+    int C = cv->cin, K = cv->cout, Ho = 2 * H, Wo = 2 * W;
+    int rows = (int)(band_bytes / ((size_t)K * Wo * sizeof(float))) & ~1;
+    if (rows < 2) rows = 2;
+    uint64_t mk = arena_mark(f->ar);
+    float *xb = fwd_alloc(f, (size_t)C * (rows / 2 + 2) * W), *ub = fwd_alloc(f, (size_t)C * (rows + 4) * Wo),
+          *ob = fwd_alloc(f, (size_t)K * (rows + 2) * Wo);
+    for (int n = 0; n < N && !be->err; n++)
+        for (int o0 = 0; o0 < Ho && !be->err; o0 += rows) {
+            int o1 = o0 + rows < Ho ? o0 + rows : Ho;
+            int a = (o0 > 0 ? o0 - 1 : 0) >> 1, b = ((o1 < Ho ? o1 : Ho - 1) >> 1) + 1;
+            int pt = o0 == 0, pb = o1 == Ho, hb = 2 * (b - a), hout = hb + pt + pb - 2;
+            int j0 = o0 - 2 * a - 1 + pt;
+            rows_copy(be, xb, x + (size_t)n * C * H * W, C, H, W, a, b);
+            be->ops->upsample2x(be, ub, xb, 1, C, b - a, W);
+            be->ops->conv2d(be, ob, ub, cv->w, cv->wdt, cv->b, 1, C, hb, Wo, K, 3, 3, 1, pt, 1, pb, 1);
+            for (int k = 0; k < K && !be->err; k++)
+                be->ops->copy(be, out + (((size_t)n * K + k) * Ho + o0) * Wo, ob + ((size_t)k * hout + j0) * Wo,
+                              (size_t)(o1 - o0) * Wo * sizeof(float));
+        }
+    arena_reset(f->ar, mk);
+}
+
+static int step_in_place(const struct vae_step *s) { return s->kind == VS_RES || s->kind == VS_GNSILU; }
+
+/* Floats each of the two buffers needs: every step's input and output, and a resnet's
+ * two temporaries (they live in the other buffer). */
+static size_t infer_cap(const struct vae_tape *tp) {
     size_t cap = 0;
     for (int i = 0; i < tp->n; i++) {
-        size_t o = (size_t)tp->N * tp->s[i].Co * tp->s[i].Ho * tp->s[i].Wo;
-        if (o > cap) cap = o;
+        const struct vae_step *s = &tp->s[i];
+        size_t in = (size_t)tp->N * s->C * s->H * s->W, o = (size_t)tp->N * s->Co * s->Ho * s->Wo;
+        size_t need = s->kind == VS_RES ? 2 * o : o;
+        if (in > cap) cap = in;
+        if (need > cap) cap = need;
     }
-    float *pp[2] = { NULL, NULL };
+    return cap;
+}
+
+static void infer_step(struct fwd *f, const struct vae *m, struct vae_step *s, float *cur, float *other,
+                       size_t band_bytes) {
+    size_t up = (size_t)s->N * s->C * s->H * s->W * 4 * sizeof(float);
+    if (s->kind == VS_RES) res_in_place(f, cur, other, s->res, s->N, s->H, s->W);
+    else if (s->kind == VS_GNSILU)
+        f->be->ops->group_norm(f->be, cur, cur, s->norm->w, s->norm->b, s->N, s->C, s->H * s->W, m->cfg.groups,
+                               VAE_EPS, 1);
+    else if (s->kind == VS_UP && up > band_bytes) up_conv_banded(f, other, cur, s->conv, s->N, s->H, s->W, band_bytes);
+    else { s->in = cur; step_forward(f, m, s, other); }
+}
+
+/* Run the planned chain from in to out.  train: every step output is kept (the tape);
+ * else the two buffers above.  band_bytes: the upsampling band (0 = UP_BAND_BYTES). */
+static void run_chain(struct fwd *f, const struct vae *m, struct vae_tape *tp, int train, const float *in, float *out,
+                      size_t band_bytes) {
     uint64_t mk = arena_mark(f->ar);
-    if (!train) { pp[0] = fwd_alloc(f, cap); pp[1] = fwd_alloc(f, cap); }
-    const float *cur = in;
+    if (train) {
+        const float *cur = in;
+        for (int i = 0; i < tp->n && !f->be->err; i++) {
+            struct vae_step *s = &tp->s[i];
+            float *o = i == tp->n - 1 ? out : fwd_alloc(f, (size_t)tp->N * s->Co * s->Ho * s->Wo);
+            s->in = cur;
+            step_forward(f, m, s, o);
+            cur = o;
+        }
+        return;
+    }
+    size_t cap = infer_cap(tp);
+    float *pp[2] = { fwd_alloc(f, cap), fwd_alloc(f, cap) };
+    int c = 0;
+    f->be->ops->copy(f->be, pp[0], in, (size_t)tp->N * tp->s[0].C * tp->s[0].H * tp->s[0].W * sizeof(float));
     for (int i = 0; i < tp->n && !f->be->err; i++) {
         struct vae_step *s = &tp->s[i];
-        float *o = i == tp->n - 1 ? out
-                 : train ? fwd_alloc(f, (size_t)tp->N * s->Co * s->Ho * s->Wo) : pp[i & 1];
-        s->in = cur;
-        step_forward(f, m, s, o);
-        cur = o;
+        infer_step(f, m, s, pp[c], pp[!c], band_bytes ? band_bytes : UP_BAND_BYTES);
+        if (!step_in_place(s)) c = !c;
     }
-    if (!train) arena_reset(f->ar, mk);
+    const struct vae_step *last = &tp->s[tp->n - 1];
+    f->be->ops->copy(f->be, out, pp[c], (size_t)tp->N * last->Co * last->Ho * last->Wo * sizeof(float));
+    arena_reset(f->ar, mk);
 }
 
 void vae_encode_moments(struct fwd *f, const struct vae *m, struct vae_tape *tp, float *moments,
@@ -340,7 +445,7 @@ void vae_encode_moments(struct fwd *f, const struct vae *m, struct vae_tape *tp,
     tp->N = N;
     if (H % s || W % s) { backend_set_error(f->be, SD_ERR_INVALID, "image size not divisible by the VAE scale"); return; }
     plan_encoder(tp, m, H, W);
-    run_chain(f, m, tp, tp != &local, img, moments);
+    run_chain(f, m, tp, tp != &local, img, moments, 0);
 }
 
 void vae_encode(struct fwd *f, const struct vae *m, float *mean, const float *img, int N, int H, int W) {
@@ -360,7 +465,7 @@ void vae_decode_t(struct fwd *f, const struct vae *m, struct vae_tape *tp, float
     tp->n = 0;
     tp->N = N;
     plan_decoder(tp, m, h, w);
-    run_chain(f, m, tp, tp != &local, z, img);
+    run_chain(f, m, tp, tp != &local, z, img, m->band_bytes);
 }
 
 void vae_decode(struct fwd *f, const struct vae *m, float *img, const float *z, int N, int h, int w) {
