@@ -21,6 +21,7 @@
 #include "core/rng.h"
 #include "engine.h"
 #include "model/lora.h"
+#include "model/lora_cache.h"
 #include "model/lora_rt.h"
 #include "model/unet.h"
 
@@ -91,6 +92,35 @@ static void test_unet_unmerged(struct backend *be, const char *pa, const char *p
     lora_adapter_free(&b);
     unet_free(&u);
     unet_free(&m);
+}
+
+/* Every allocation of a cache load (file, adapters, entry) and of the active set failed in
+ * turn: a clean error each time, nothing leaked, then a success. */
+static void test_alloc_failures(struct backend *be, const char *pa, const char *pb) {
+    struct unet u;
+    if (!ok(unet_load(&u, be, unet_dir, NULL, DT_F32) == SD_OK, "a UNet for the fault sweep")) return;
+    const char *paths[2] = { pa, pb };
+    int leaks = 0, n;
+    sd_status st = SD_OK;
+    for (n = 1; n < 400; n++) {
+        struct lora_cache c;
+        const struct lora_adapter *ads[2];
+        struct lora_active act;
+        const float sc[2] = { 1, 1 };
+        size_t before = sd_alloc_live_bytes();
+        lora_cache_init(&c, (size_t)1 << 30);
+        sd_fault_arm_alloc(n);
+        st = lora_cache_get(&c, be, &u.wt, paths, 2, ads);
+        if (!st && !(st = lora_active_build(&act, u.wt.n, ads, sc, 2))) lora_active_free(&act);
+        sd_fault_arm_alloc(0);
+        lora_cache_free(&c);
+        be->err = SD_OK;   /* a failed allocation may leave the backend's sticky error */
+        leaks += sd_alloc_live_bytes() != before;
+        if (st == SD_OK) break;
+    }
+    ok(leaks == 0 && st == SD_OK && n > 5, "allocation failures 1..%d while loading two adapters: clean errors, "
+       "no leaks", n - 1);
+    unet_free(&u);
 }
 
 /* One generation of n images (seeds 5, 6, ...) as floats in [0, 1] and bytes. */
@@ -170,6 +200,7 @@ int main(void) {
        "two adapter files: %s, %s", pa, pb);
     unet_free(&u);
     test_unet_unmerged(be, pa, pb);
+    test_alloc_failures(be, pa, pb);
     backend_destroy(be);
     test_names();
 
