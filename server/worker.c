@@ -188,7 +188,7 @@ static struct engine *load_engine(struct sdxld *d) {
     /* The engine reads the model folder again when a generator is loaded, confined to
      * data_root and the model's real path (src/core/fs.h), which matches absolute paths
      * only: give it the real path of a relative `model`. */
-    char model[PATH_MAX], loras[PATH_MAX];
+    char model[PATH_MAX];
     struct engine_config ec = {
         .model_dir = realpath(c->model, model) ? model : c->model,
         .unet_path = c->unet[0] ? c->unet : NULL,
@@ -197,8 +197,6 @@ static struct engine *load_engine(struct sdxld *d) {
         .threads = c->threads,
         .weights_dtype = c->weights_dtype,
         .vae_tile = c->vae_tile,
-        .lora_dir = c->models_dir[0] ? (realpath(c->models_dir, loras) ? loras : c->models_dir) : NULL,
-        .lora_cache_bytes = (size_t)c->lora_cache_mb << 20,
     };
     struct engine *e = NULL;
     sd_status st;
@@ -325,7 +323,8 @@ static void encode_slices(struct sdxld *d, struct batch *b, struct rgb_buf *buf,
 
 /* engine_generate; with LoRA adapters the engine may read their files, so the thread is
  * confined to models_dir meanwhile (src/core/fs.h: no link followed, nothing written), and
- * a request's names can reach no other file. */
+ * a request's names can reach no other file.  The engine is told models_dir's real path
+ * (what the confinement matches) and lora_cache_mb here, whichever way it was loaded. */
 static sd_status generate(struct sdxld *d, struct engine *e, const struct gen_params *p, struct gen_item *items,
                           int n, uint8_t *rgb, struct gen_timings *tm, const struct gen_hooks *hooks) {
     if (!p->lora[0].name[0]) return engine_generate(e, p, items, n, rgb, tm, hooks, NULL);
@@ -333,9 +332,11 @@ static sd_status generate(struct sdxld *d, struct engine *e, const struct gen_pa
     sd_status st = sd_root_open(&root, d->cfg.models_dir, 0);
     if (st) return sd_wrap(st, "lora: models_dir");
     const struct sd_root *rs[1] = { &root };
-    sd_fs_confine(rs, 1);
-    st = engine_generate(e, p, items, n, rgb, tm, hooks, NULL);
-    sd_fs_confine(NULL, 0);
+    if (!(st = engine_set_lora_dir(e, root.path, (size_t)d->cfg.lora_cache_mb << 20))) {
+        sd_fs_confine(rs, 1);
+        st = engine_generate(e, p, items, n, rgb, tm, hooks, NULL);
+        sd_fs_confine(NULL, 0);
+    }
     sd_root_close(&root);
     return st;
 }

@@ -301,6 +301,16 @@ void engine_default_timesteps(int nsteps, int *ts) {
 
 /* ---- run-time LoRA adapters ---- */
 
+sd_status engine_set_lora_dir(struct engine *e, const char *dir, size_t cache_bytes) {
+    e->loras.max_bytes = cache_bytes ? cache_bytes : ENGINE_LORA_CACHE_DEFAULT;
+    if (dir && e->lora_dir && !strcmp(dir, e->lora_dir)) return SD_OK;
+    char *d = dir ? sd_strdup(dir) : NULL;
+    if (dir && !d) return SD_ERR_NOMEM;
+    sd_free(e->lora_dir);
+    e->lora_dir = d;
+    return SD_OK;
+}
+
 static void lora_info(struct engine *e) {
     e->info.lora_bytes = e->loras.bytes;
     e->info.lora_cached = e->loras.n;

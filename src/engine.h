@@ -213,6 +213,11 @@ const struct engine_info *engine_info(const struct engine *e);
  * tile 0 turns it off.  SD_ERR_INVALID naming "vae_tile" out of bounds. */
 sd_status engine_set_vae_tile(struct engine *e, int tile, int overlap);
 
+/* Where run-time LoRA adapters are found and how much of them is kept (engine_config's
+ * lora_dir and lora_cache_bytes, 0 = ENGINE_LORA_CACHE_DEFAULT) for the engine as it is,
+ * however it was loaded; cached adapters stay (they are kept by path).  SD_ERR_NOMEM. */
+sd_status engine_set_lora_dir(struct engine *e, const char *dir, size_t cache_bytes);
+
 /* Validate params against the model (sizes, steps, timesteps); SD_ERR_INVALID with a
  * message naming the field ("width", "timesteps", ...) on failure. */
 sd_status engine_check_params(const struct engine *e, const struct gen_params *p);

@@ -271,6 +271,11 @@ int main(void) {
     /* the bound: room for one adapter (a now holds b's content: both are size_b) */
     e = load(NULL, 0, size_b + 1);
     in = e ? engine_info(e) : NULL;
+    st = e ? engine_set_lora_dir(e, NULL, 0) : SD_ERR_INVALID;
+    st = st ? st : gen(e, &pa8, 1, NULL, rgb);
+    ok(st == SD_ERR_NOTFOUND && strstr(sd_last_error(), "no models_dir"), "engine_set_lora_dir(NULL): %s",
+       sd_last_error());
+    ok(e && engine_set_lora_dir(e, dir, size_b + 1) == SD_OK, "engine_set_lora_dir: the folder and the bound again");
     ok(e && gen(e, &pa8, 1, NULL, rgb) == SD_OK && gen(e, &pb5, 1, NULL, rgb) == SD_OK && gen(e, &pa8, 1, NULL, rgb) == SD_OK &&
        in->lora_loads == 3 && in->lora_evictions == 2 && in->lora_cached == 1 && in->lora_bytes == size_b,
        "a cache of one adapter: a, b, a = 3 loads, 2 evictions (least recently used first)");
