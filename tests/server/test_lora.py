@@ -20,6 +20,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 
@@ -89,7 +90,7 @@ def check_routes(t, c):
          "<lora:NAME> (scale 1) is taken out too", r)
 
 
-def check_batching(t, c, tmp):
+def check_batching(t, c):
     """Three adapter sets inside one batch window: three batches, each image as alone."""
     sets = [[{"name": "a", "scale": 0.8}], [{"name": "b", "scale": 1.0}], None, [{"name": "a", "scale": 0.8}]]
     before = metric(c, "sdxld_batches_total")
@@ -160,32 +161,35 @@ def check_errors(t, c):
 
 def main(t):
     tmp = tempfile.mkdtemp(prefix="sdxld-test-lora-")
-    models = os.path.join(tmp, "models")
-    os.makedirs(os.path.join(models, "loras"))
-    make_lora(os.path.join(models, "a.safetensors"), 1)
-    make_lora(os.path.join(models, "loras", "b.safetensors"), 2, rank=3, bscale=0.08)
-    os.symlink(os.path.join(models, "a.safetensors"), os.path.join(models, "c.safetensors"))
-    with Daemon("--models_dir", models, "--max_batch", "4", "--batch_window_ms", "1500", "--warmup", "false",
-                tmp=tmp) as d:
-        check_batching(t, d.client, tmp)
-    with Daemon("--models_dir", models, "--batch_window_ms", "0", "--warmup", "false", tmp=tmp) as d:
-        c = d.client
-        check_routes(t, c)
-        check_no_reload(t, c)
-        check_errors(t, c)
-    with Daemon("--models_dir", models, "--lora_cache_mb", "1", "--warmup", "false", tmp=tmp) as d:
-        # a (rank 2) is 0.7 MiB in fp32, b (rank 3) 1 MiB: one at a time fits, both do not
-        ok_a = gen_png(d.client, lora=[{"name": "a"}]) is not None
-        r = d.client.post("/v1/generate", {"prompt": "x", "width": 64, "height": 64,
-                                           "lora": [{"name": "a"}, {"name": "b"}]})
-        t.ok(ok_a and r.status == 503 and "lora_cache_mb" in r.error().get("message", ""),
-             "adapters beyond lora_cache_mb: 503 saying so", r)
-        t.ok(gen_png(d.client, lora=[{"name": "b"}]) is not None and metric(d.client, "sdxld_lora_evictions_total") >= 1,
-             "one at a time still serves (the least recently used evicted)")
-    with Daemon("--warmup", "false") as d:
-        r = d.client.post("/v1/generate", {"prompt": "x", "width": 64, "height": 64, "lora": [{"name": "a"}]})
-        t.ok(r.status == 400 and "no models_dir" in r.error().get("message", ""),
-             "a daemon without models_dir: 400 naming lora", r)
+    try:
+        models = os.path.join(tmp, "models")
+        os.makedirs(os.path.join(models, "loras"))
+        make_lora(os.path.join(models, "a.safetensors"), 1)
+        make_lora(os.path.join(models, "loras", "b.safetensors"), 2, rank=3, bscale=0.08)
+        os.symlink(os.path.join(models, "a.safetensors"), os.path.join(models, "c.safetensors"))
+        with Daemon("--models_dir", models, "--max_batch", "4", "--batch_window_ms", "1500", "--warmup", "false",
+                    tmp=tmp) as d:
+            check_batching(t, d.client)
+        with Daemon("--models_dir", models, "--batch_window_ms", "0", "--warmup", "false", tmp=tmp) as d:
+            c = d.client
+            check_routes(t, c)
+            check_no_reload(t, c)
+            check_errors(t, c)
+        with Daemon("--models_dir", models, "--lora_cache_mb", "1", "--warmup", "false", tmp=tmp) as d:
+            # a (rank 2) is 0.7 MiB in fp32, b (rank 3) 1 MiB: one at a time fits, both do not
+            ok_a = gen_png(d.client, lora=[{"name": "a"}]) is not None
+            r = d.client.post("/v1/generate", {"prompt": "x", "width": 64, "height": 64,
+                                               "lora": [{"name": "a"}, {"name": "b"}]})
+            t.ok(ok_a and r.status == 503 and "lora_cache_mb" in r.error().get("message", ""),
+                 "adapters beyond lora_cache_mb: 503 saying so", r)
+            t.ok(gen_png(d.client, lora=[{"name": "b"}]) is not None and metric(d.client, "sdxld_lora_evictions_total") >= 1,
+                 "one at a time still serves (the least recently used evicted)")
+        with Daemon("--warmup", "false", tmp=tmp) as d:
+            r = d.client.post("/v1/generate", {"prompt": "x", "width": 64, "height": 64, "lora": [{"name": "a"}]})
+            t.ok(r.status == 400 and "no models_dir" in r.error().get("message", ""),
+                 "a daemon without models_dir: 400 naming lora", r)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 run_main(main)
