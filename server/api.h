@@ -107,6 +107,20 @@ enum MHD_Result api_no_job(struct req *r, const char *what);
 /* The job's event stream as SSE, resuming after the request's Last-Event-ID. */
 enum MHD_Result api_job_sse(struct req *r, struct job *j);
 
+/* api_models.c: models by name (models.h). */
+enum MHD_Result api_models(struct req *r);              /* GET /v1/models */
+/* A generation's `model` (v may be NULL: none named): resolved into g->model (owned by g)
+ * and g->model_named; 400 naming field when it is unknown, not a whole model, or over
+ * the memory budget. */
+int api_model_field(struct sdxld *d, json_t *v, const char *field, struct gen_request *g, struct api_error *e);
+/* A generation that named no model runs on the default one at its queueing (api_submit). */
+void api_model_stamp(struct sdxld *d, struct gen_request *g);
+/* Queue a whole-model switch to the model named by v (a JSON string; field: the request's
+ * name for it) and park the request until the worker acted; on_done (NULL: the
+ * POST /v1/models/load answer) answers, r->job the load job.  Does not check auth. */
+enum MHD_Result api_model_load_submit(struct req *r, json_t *v, const char *field,
+                                      enum MHD_Result (*on_done)(struct req *r));
+
 /* webui.c */
 enum MHD_Result api_webui(struct req *r);               /* GET / */
 

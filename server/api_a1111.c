@@ -6,7 +6,8 @@
  *                              `parameters`, `info` (a JSON string) with the infotexts
  *   GET  /sdapi/v1/sd-models   the served model as A1111's checkpoint list
  *   GET  /sdapi/v1/options     sd_model_checkpoint (the served model)
- *   POST /sdapi/v1/options     sd_model_checkpoint switches the served UNet through the
+ *   POST /sdapi/v1/options     sd_model_checkpoint names a model of models_dir (the whole
+ *                              model switches, models.h), or switches the served UNet through the
  *                              model-load job of POST /v1/models/load (admin); other keys
  *                              are accepted and ignored
  *   GET  /sdapi/v1/progress    the oldest running generation job, from the job table
@@ -27,6 +28,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "models.h"
 
 enum a1111_answer { SEND_IMAGES = 1 };   /* r->handler_data: a flag */
 
@@ -80,7 +82,8 @@ static json_t *model_item(const char *title, const char *filename) {
 }
 
 /* GET /sdapi/v1/sd-models: the served model, then (while another UNet is served) the model
- * folder's own, which POST /sdapi/v1/options can switch back to. */
+ * folder's own, which POST /sdapi/v1/options can switch back to, then the whole models of
+ * models_dir (models.h) by name. */
 enum MHD_Result api_a1111_sd_models(struct req *r) {
     struct sdxld *d = r->d;
     char served[256], own[256], gen[CFG_STR_MAX];
@@ -93,6 +96,15 @@ enum MHD_Result api_a1111_sd_models(struct req *r) {
         json_array_append_new(list, model_item(served, other && gen[0] ? gen : d->cfg.model));
         if (other) json_array_append_new(list, model_item(own, d->cfg.model));
     }
+    struct model_entry *m = NULL;
+    int n = 0, truncated;
+    char err[256];
+    if (d->cfg.models_dir[0]) models_scan(d, &m, &n, &truncated, err, sizeof err);
+    for (int i = 0; i < n; i++)   /* the whole models of models_dir, by their catalog names */
+        if ((m[i].p.kind == ENGINE_MODEL_DIFFUSERS || m[i].p.kind == ENGINE_MODEL_CHECKPOINT) &&
+            strcmp(m[i].name, served) && strcmp(m[i].name, own))
+            json_array_append_new(list, model_item(m[i].name, m[i].path));
+    free(m);
     return reply_json(r, 200, list);
 }
 
@@ -139,6 +151,17 @@ enum MHD_Result api_a1111_set_options(struct req *r) {
     if (auth_check(d->auth, AUTH_ADMIN, req_header(r, MHD_HTTP_HEADER_AUTHORIZATION)))
         return reply_error(r, 401, "unauthorized", NULL, "switching the model (sd_model_checkpoint) "
                            "needs a valid admin bearer token");
+    struct model_ref ref;
+    char err[512];
+    int whole = d->cfg.models_dir[0] && !models_resolve(d, json_string_value(v), "sd_model_checkpoint", &ref,
+                                                        err, sizeof err);
+    pthread_mutex_lock(&d->info_lock);
+    whole = whole && strcmp(ref.path, d->model_served);
+    pthread_mutex_unlock(&d->info_lock);
+    if (whole) {   /* a model of models_dir: the whole model switches (api_models.c) */
+        LOG_I("POST /sdapi/v1/options: switching to model %s", ref.name);
+        return api_model_load_submit(r, v, "sd_model_checkpoint", on_switch_done);
+    }
     int to_own = !strcmp(json_string_value(v), own);
     LOG_I("POST /sdapi/v1/options: switching to %s", to_own ? "the model folder's own UNet" : json_string_value(v));
     return api_load_submit(r, to_own ? NULL : v, "sd_model_checkpoint", NULL, 1.0f, on_switch_done);
@@ -341,17 +364,22 @@ static int get_int_or(json_t *body, const char *key, long long lo, long long hi,
     return v ? api_get_int(v, key, lo, hi, out, e) : 0;
 }
 
-/* override_settings: sd_model_checkpoint may only name the served model (switching per
- * request is POST /sdapi/v1/options); other keys are A1111 settings sdxld does not have. */
-static int check_overrides(struct sdxld *d, json_t *body, json_t *ignored, struct api_error *e) {
+/* override_settings: sd_model_checkpoint names the served model, or a model of models_dir
+ * that this request runs on (as /v1/generate's "model"; the daemon's default stays); other
+ * keys are A1111 settings sdxld does not have. */
+static int check_overrides(struct sdxld *d, json_t *body, json_t *ignored, struct gen_request *g,
+                           struct api_error *e) {
     json_t *o = used(body, "override_settings");
     if (!o || !json_object_size(o)) return 0;
     json_t *ck = json_object_get(o, "sd_model_checkpoint");
     char served[256], own[256];
     model_titles(d, served, own, sizeof served);
-    if (ck && !json_is_null(ck) && (!json_is_string(ck) || strcmp(json_string_value(ck), served)))
+    if (ck && !json_is_null(ck) && (!json_is_string(ck) || strcmp(json_string_value(ck), served))) {
+        if (d->cfg.models_dir[0] && json_is_string(ck))
+            return api_model_field(d, ck, "override_settings", g, e);
         return api_fail(e, "override_settings", "override_settings.sd_model_checkpoint: the served model "
                         "is '%s'; switch models with POST /sdapi/v1/options", served);
+    }
     json_object_set(ignored, "override_settings", o);
     return 0;
 }
@@ -365,7 +393,7 @@ static int parse_txt2img(struct sdxld *d, json_t *body, struct gen_request *g, i
     const struct sdxld_config *c = &d->cfg;
     json_t *ignored = NULL, *v;
     long long bs, ni, w, h, steps;
-    int rc = check_fields(body, &ignored, e) || check_overrides(d, body, ignored, e);
+    int rc = check_fields(body, &ignored, e) || check_overrides(d, body, ignored, g, e);
     if (!rc && json_object_size(ignored)) g->ignored = json_dumps(ignored, JSON_COMPACT);
     json_decref(ignored);
     if (rc) return -1;
@@ -400,6 +428,14 @@ static int parse_txt2img(struct sdxld *d, json_t *body, struct gen_request *g, i
 
 /* ---- txt2img: the answer ---- */
 
+/* The model an infotext names ("..., Model: NAME, ..."): what made the images, which is
+ * not the served one when the request named another (override_settings, models.h). */
+static void infotext_model(json_t *infotexts, char *out, size_t n) {
+    const char *s = json_string_value(json_array_get(infotexts, 0));
+    const char *m = s ? strstr(s, ", Model: ") : NULL;
+    if (m) snprintf(out, n, "%.*s", (int)strcspn(m + 9, ","), m + 9);
+}
+
 /* A1111's Processed.js() for the job: what made the images (sampler_name "DMD2",
  * cfg_scale 1, the steps run, no negative prompt: the same as each infotext), and
  * "ignored", the request's fields that changed nothing.  Steals infotexts. */
@@ -407,6 +443,7 @@ static json_t *info_json(struct req *r, json_t *infotexts) {
     const struct gen_request *g = &r->job->req;   /* immutable once submitted */
     char served[256], own[256], ts[32];
     model_titles(r->d, served, own, sizeof served);
+    infotext_model(infotexts, served, sizeof served);
     job_timestamp(r->job->created_at, ts, sizeof ts);
     json_t *v = used(r->json, "batch_size");
     json_int_t batch = v ? json_integer_value(v) : 1;
@@ -483,6 +520,7 @@ enum MHD_Result api_a1111_txt2img(struct req *r) {
     if (parse_txt2img(r->d, r->json, &g, &send, &e)) {
         free(g.prompt);
         free(g.ignored);
+        free(g.model);
         return reply_invalid(r, &e);
     }
     r->handler_data = send ? SEND_IMAGES : 0;

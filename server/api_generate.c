@@ -122,7 +122,7 @@ int api_parse_base(struct sdxld *d, json_t *body, const char *const *known, stru
 static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, enum fmt *fmt,
                           int *async, struct api_error *e) {
     static const char *const known[] = { "prompt", "n", "width", "height", "seed", "steps",
-                                         "timesteps", "response_format", "async", "lora", NULL };
+                                         "timesteps", "response_format", "async", "model", "lora", NULL };
     const struct sdxld_config *c = &d->cfg;
     if (api_parse_base(d, body, known, g, e)) return -1;
     long long x = 0;
@@ -155,6 +155,7 @@ static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, 
         g->params.nsteps = steps ? steps : c->default_steps;
         engine_default_timesteps(g->params.nsteps, g->params.timesteps);
     }
+    if (api_model_field(d, json_object_get(body, "model"), "model", g, e)) return -1;
     *fmt = FMT_DEFAULT;
     if ((v = json_object_get(body, "response_format"))) {
         const char *s = json_string_value(v);
@@ -312,10 +313,12 @@ enum MHD_Result api_submit(struct req *r, struct gen_request *g, int async,
     g->sync = !async;
     advice_size(g->params.width, g->params.height, d->native_width, d->native_height,
                 g->warning, sizeof g->warning);
+    api_model_stamp(d, g);
     struct job *j = job_new_generate(d->jobs, g);
     if (!j) {
         free(g->prompt);
         free(g->ignored);
+        free(g->model);
         return reply_error(r, 503, "resource_exhausted", NULL, "out of memory");
     }
     int pos = 0;
@@ -366,6 +369,7 @@ enum MHD_Result api_generate(struct req *r) {
     if (api_not_ready(r, &ret)) return ret;
     if (parse_generate(r->d, r->json, &g, &fmt, &async, &e)) {
         free(g.prompt);
+        free(g.model);
         return reply_error(r, e.http, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);
     }
     int png = fmt == FMT_PNG || (fmt == FMT_DEFAULT && g.n == 1 && wants_png(r));

@@ -588,14 +588,20 @@ enum MHD_Result api_load_submit(struct req *r, json_t *generator, const char *fi
 enum MHD_Result api_models_load(struct req *r) {
     enum MHD_Result ret;
     if (api_not_ready(r, &ret)) return ret;
-    static const char *const known[] = { "generator", "lora", "lora_scale", NULL };
+    static const char *const known[] = { "generator", "lora", "lora_scale", "model", NULL };
     struct api_error e = { 0 };
     json_t *v = json_object_get(r->json, "generator"), *vl = json_object_get(r->json, "lora");
     json_t *vs = json_object_get(r->json, "lora_scale");
     float scale = 1.0f;
     if (api_check_unknown(r->json, known, &e)) return reply_api_error(r, &e);
+    json_t *vm = json_object_get(r->json, "model");
+    if (vm && (v || vl || vs))
+        return reply_error(r, 400, "invalid_argument", "model", "model: a whole model loads alone; load "
+                           "its generator or LoRA with a second request");
+    if (vm) return api_model_load_submit(r, vm, "model", NULL);
     if (!v && !vl) return reply_error(r, 400, "invalid_argument", "generator", "generator: required (a "
-                                      "UNet safetensors file under data_root), or lora (an adapter file)");
+                                      "UNet safetensors file under data_root), or lora (an adapter file), "
+                                      "or model (a model's name, GET /v1/models)");
     if (vs && (!vl || get_num(vs, "lora_scale", 0, 10, 1, &scale, &e)))
         return vl ? reply_api_error(r, &e)
                   : reply_error(r, 400, "invalid_argument", "lora_scale", "lora_scale: given without lora");

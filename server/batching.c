@@ -20,6 +20,12 @@ int sched_compatible(const struct gen_params *a, const struct gen_params *b) {
     return !memcmp(a, b, sizeof *a);
 }
 
+/* One model per batch (models.h): the worker switches models between batches. */
+static int same_batch(const struct job *a, const struct job *b) {
+    const char *ma = a->req.model, *mb = b->req.model;
+    return sched_compatible(&a->req.params, &b->req.params) && (ma == mb || (ma && mb && !strcmp(ma, mb)));
+}
+
 struct job *sched_head(struct job *queue) {
     struct job *q = queue;
     while (q && job_status_final(q->status)) q = q->q_next;
@@ -31,7 +37,7 @@ int sched_companions(const struct sched_policy *p, struct job *queue) {
     const int cap = batch_cap(p);
     int n = 0;
     for (const struct job *q = head; q && n < cap; q = q->q_next)
-        if (!job_status_final(q->status) && sched_compatible(&q->req.params, &head->req.params))
+        if (!job_status_final(q->status) && same_batch(q, head))
             n += q->req.n - q->dispatched;
     return n;
 }
@@ -53,7 +59,7 @@ int sched_fill_batch(const struct sched_policy *p, struct job *queue, struct bat
     if (!head) return 0;
     b->params = head->req.params;
     for (struct job *q = head; q && b->images < cap; q = q->q_next) {
-        if (job_status_final(q->status) || !sched_compatible(&q->req.params, &b->params))
+        if (job_status_final(q->status) || !same_batch(q, head))
             continue;
         int take = q->req.n - q->dispatched;
         if (take > cap - b->images) take = cap - b->images;

@@ -10,7 +10,7 @@
  *
  * Batching rule: the oldest live queued job (the head) always goes into the next batch,
  * so nothing starves; compatible jobs behind it (same size, timesteps and conditioning:
- * sched_compatible) join it up to max_batch images, even from behind incompatible ones.
+ * sched_compatible, and the same model: models.h) join it up to max_batch images, even from behind incompatible ones.
  * The head waits at most batch_window_ms after its submission for companions — under
  * load the queue is already full and nobody waits; when idle a lone request pays the
  * window once; while the daemon drains nobody waits.  A job with more images than fit
@@ -49,7 +49,8 @@ struct sched_policy {
 /* What the worker's next step depends on. */
 struct sched_state {
     struct job *queue;        /* generation queue, oldest first through q_next; reads
-                                 status, req.params, req.n, dispatched, t_submit_ms */
+                                 status, req.params, req.model, req.n, dispatched,
+                                 t_submit_ms */
     int load_waiting;         /* a model load is queued */
     int training;             /* the worker holds a training run ... */
     int training_ending;      /* ... that is final or was asked to stop */

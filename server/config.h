@@ -25,7 +25,8 @@ struct sdxld_config {
     char unet[CFG_STR_MAX];             /* optional separate UNet file ("" = none) */
     char model_config[CFG_STR_MAX];     /* a single-file model's config folder ("" = by its shapes) */
     char tokenizers[CFG_STR_MAX];       /* a single-file model's tokenizer folder ("" = default) */
-    char models_dir[CFG_STR_MAX];       /* models served by name ("" = none): LoRA files (api_lora.c) */
+    char models_dir[CFG_STR_MAX];       /* models served by name ("" = none; server/models.h) */
+    int model_memory_mb;                /* weights budget for a switch (0 = 3/4 of the RAM) */
     char backend[16];                   /* auto | cpu | cuda */
     char weights_dtype[8];              /* auto | f32 | f16 | bf16 */
     int threads;                        /* engine CPU threads, 0 = all cores */

@@ -7,6 +7,7 @@
 #ifndef SD_SERVER_DAEMON_H
 #define SD_SERVER_DAEMON_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -49,6 +50,12 @@ struct sdxld {
     char backend[16];          /* the backend actually in use */
     char generator[CFG_STR_MAX]; /* the served UNet file ("" = the model folder's own):
                                   * cfg.unet, then what POST /v1/models/load loaded */
+    /* Models by name (models.h), real paths: the model the engine holds now, the one a
+     * generation that names none is queued for, and the one the daemon started with
+     * (written by the worker before PHASE_READY; the first two change with switches). */
+    char model_served[PATH_MAX + 256];
+    char model_default[PATH_MAX + 256];
+    char model_startup[PATH_MAX + 256];
 
     /* Request defaults and bounds resolved against the model once it is loaded
      * (written by the worker before PHASE_READY, read-only afterwards). */
@@ -89,16 +96,15 @@ struct train_run {
      * acts for the run. */
     struct run_roots roots;
     /* Between the UNet passes of an iteration the worker serves generations (the dmd2
-     * yield hook): with this engine, this batch buffer; a device error there is fatal. */
+     * yield hook): with this batch buffer; a device error there is fatal. */
     struct sdxld *d;
-    struct engine *e;
     struct batch *b;
     int *fatal;
 };
 /* Open the run of training job j (the worker's reference is taken over); on failure the
  * job fails and the run stays idle. */
-void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j, struct engine *e,
-                     struct batch *b, int *fatal);
+void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j, struct batch *b,
+                     int *fatal);
 /* One iteration; the job succeeds after the last one and fails on an error.  *fatal is
  * set on a device error (the context may be poisoned). */
 void train_run_step(struct sdxld *d, struct train_run *tr, int *fatal);
@@ -108,12 +114,20 @@ void train_run_stop(struct sdxld *d, struct train_run *tr);
 void train_run_free(struct sdxld *d, struct train_run *tr);
 /* Swap the served UNet for load job j's file (the worker's reference is taken over). */
 void worker_load_generator(struct sdxld *d, struct engine *e, struct job *j);
+/* worker_models.c: switch the whole served model (*e) to the model at path (a real path,
+ * models.h), memory checked first (the rules: worker_models.c).  On failure msg names the
+ * model and the old one serves on; SD_ERR_CUDA: no model is left (fatal, *e NULL). */
+sd_status worker_switch_model(struct sdxld *d, struct engine **e, const char *path, int *freed_first,
+                              char *msg, size_t n);
+/* Run load job j for a whole model (j->load_model; the worker's reference is taken over).
+ * Returns worker_switch_model's status (SD_ERR_CUDA: fatal). */
+sd_status worker_load_model(struct sdxld *d, struct engine **e, struct job *j);
 /* Between two UNet passes of the worker's training job `training`: count the pass, run
  * the generation batches that are due (b is the worker's batch buffer), and say how the
  * run goes on (stop: the job was cancelled or the daemon drains; abort: a forced stop or
  * a device error). */
 enum pass_verdict { PASS_GO_ON, PASS_STOP, PASS_ABORT };
-enum pass_verdict worker_between_passes(struct sdxld *d, struct engine *e, struct batch *b,
-                                        struct job *training, int *fatal);
+enum pass_verdict worker_between_passes(struct sdxld *d, struct batch *b, struct job *training,
+                                        int *fatal);
 
 #endif

@@ -94,6 +94,9 @@ struct gen_request {
      * sampler_name, cfg_scale, ...), as JSON object text, or NULL: owned by the job,
      * shown in its request as "ignored" (docs/daemon.md: recorded, never used) */
     char *ignored;
+    char *model;               /* the real path of the model it runs on (models.h), owned by
+                                  the job; NULL until api_submit stamps it */
+    int model_named;           /* the request named it (else: the default when queued) */
     char warning[256];         /* advice_size's line when the size is far above the model's
                                   native one, else "" (the job's `warnings`) */
 };
@@ -164,6 +167,10 @@ struct job {
     char *load_lora;           /*           a LoRA file to merge in, or NULL */
     float load_lora_scale;
     char *load_shown;          /*           what is loaded, as the client wrote it */
+    char *load_model;          /*           a whole model to switch to (models.h; its real
+                                  path), or NULL for a generator/LoRA swap */
+    int load_freed_first;      /*           out: the old model was freed before the load */
+    unsigned long long seq;    /* submission order (jobs_submit) */
 
     double created_at, started_at, finished_at;   /* unix seconds, 0 = not yet */
     double t_submit_ms;                           /* monotonic, for the batch window */
@@ -317,6 +324,9 @@ void jobs_train_finish(struct jobs *js, struct job *j, enum job_status st, const
  * ("generator" or "lora") and message. */
 void jobs_load_finish(struct jobs *js, struct job *j, sd_status st, const char *code, int http,
                       const char *field, const char *msg);
+/* A whole-model load failed: queued generations that named no model and were queued for
+ * `from` (the default then) run on `to` instead (models.h). */
+void jobs_restamp_model(struct jobs *js, const char *from, const char *to);
 /* Drain: cancel queued training jobs and ask the running one to stop (it writes a final
  * checkpoint and ends cancelled with this reason). */
 void jobs_stop_training(struct jobs *js, const char *code, int http, const char *msg);

@@ -58,6 +58,7 @@ struct jobs {
     size_t results_bytes;
 
     int accepting, stopping, stop_now;
+    unsigned long long submit_seq;   /* jobs submitted so far (job->seq) */
     double ewma_batch_s;             /* recent engine time per batch, for Retry-After */
 };
 

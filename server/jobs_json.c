@@ -139,6 +139,10 @@ json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail) {
                                                     "scale", strtod(sc, NULL)));
             }
             if (lo) json_object_set_new(rq, "lora", lo);
+            if (r->model) {   /* the model's folder or file name (models.h) */
+                const char *b = strrchr(r->model, '/');
+                json_object_set_new(rq, "model", json_string(b && b[1] ? b + 1 : r->model));
+            }
             json_t *ig = r->ignored ? json_loads(r->ignored, 0, NULL) : NULL;
             if (ig) json_object_set_new(rq, "ignored", ig);
         }

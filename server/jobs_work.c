@@ -87,6 +87,14 @@ void jobs_count_pass(struct jobs *js) {
     pthread_mutex_unlock(&js->lock);
 }
 
+/* Is the first queued load due?  A generator swap goes before the next batch; a whole-model
+ * switch waits until every generation queued before it was dispatched, so they run on the
+ * model they were queued for (models.h) instead of switching back and forth. */
+static int load_due_locked(const struct jobs *js) {
+    const struct job *l = js->cq.head, *h = sched_head(js->q.head);
+    return l && (!l->load_model || !h || h->seq > l->seq);
+}
+
 enum work_kind jobs_next_work(struct jobs *js, struct batch *b, struct job *training,
                               struct job **job, int mid_iteration) {
     const struct sched_policy p = { .max_batch = js->cfg->max_batch,
@@ -95,7 +103,7 @@ enum work_kind jobs_next_work(struct jobs *js, struct batch *b, struct job *trai
     pthread_mutex_lock(&js->lock);
     for (;;) {
         const struct sched_state s = {
-            .queue = js->q.head, .load_waiting = js->cq.head != NULL,
+            .queue = js->q.head, .load_waiting = load_due_locked(js),
             .training = training != NULL,
             .training_ending = training && (job_status_final(training->status) ||
                                             training->train->stop),
@@ -228,6 +236,18 @@ void jobs_store_images(struct jobs *js, struct job *j, int first, int count,
 void jobs_fail(struct jobs *js, struct job *j, const char *code, int http, const char *msg) {
     pthread_mutex_lock(&js->lock);
     if (!job_status_final(j->status)) jobs_finish_locked(js, j, JOB_FAILED, code, http, NULL, msg);
+    pthread_mutex_unlock(&js->lock);
+}
+
+void jobs_restamp_model(struct jobs *js, const char *from, const char *to) {
+    pthread_mutex_lock(&js->lock);
+    for (struct job *q = js->q.head; q; q = q->q_next) {
+        if (q->req.model_named || !q->req.model || q->dispatched || strcmp(q->req.model, from)) continue;
+        char *t = strdup(to);
+        if (!t) continue;   /* out of memory: it asks for `from` and fails with its name */
+        free(q->req.model);
+        q->req.model = t;
+    }
     pthread_mutex_unlock(&js->lock);
 }
 

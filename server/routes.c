@@ -89,28 +89,6 @@ static enum MHD_Result api_config(struct req *r) {
     return reply_json(r, 200, config_to_json(&r->d->cfg));
 }
 
-static enum MHD_Result api_models(struct req *r) {
-    struct sdxld *d = r->d;
-    pthread_mutex_lock(&d->info_lock);
-    json_t *data = json_array();
-    int loaded = d->have_info;
-    if (d->have_info) {
-        const char *gen = d->generator[0] ? d->generator : NULL;
-        json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s, s:I, s:I, s:i, s:i, s:i, s:i, s:i}",
-            "id", d->info.model_name, "object", "model", "owned_by", "sdxld",
-            "path", d->cfg.model, "generator", gen, "unet", gen,
-            "backend", d->backend, "param_bytes", (json_int_t)d->info.param_bytes,
-            "scratch_bytes", (json_int_t)d->info.scratch_bytes,
-            "latent_channels", d->info.latent_channels, "max_tokens", d->info.max_tokens,
-            "size_multiple", d->size_multiple, "default_width", d->default_width,
-            "default_height", d->default_height);
-        if (m) json_array_append_new(data, m);
-    }
-    pthread_mutex_unlock(&d->info_lock);
-    return reply_json(r, 200, json_pack("{s:s, s:o, s:s}", "object", "list", "data", data,
-                                        "status", loaded ? "loaded" : "loading"));
-}
-
 /* ---- jobs ---- */
 
 static struct job *find_job(struct req *r) {

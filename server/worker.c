@@ -6,7 +6,9 @@
  * them with per-image seeds, and hand the pixels to the encoder threads.  Encoding images
  * off the worker keeps the device busy with the next batch meanwhile.  When no
  * generation waits, it advances the training job by one iteration, and it swaps the
- * served UNet between batches (worker_train.c; the order is jobs_next_work's).
+ * served UNet between batches (worker_train.c; the order is jobs_next_work's), or the
+ * whole model, when a load asks or the next batch's jobs were queued for another one
+ * (worker_models.c).
  *
  * Cancellation: the engine calls back after every sampler step (progress) and polls
  * between the blocks of every UNet and VAE pass; both stop the batch once no job in it
@@ -32,6 +34,8 @@
 
 struct rgb_buf {
     atomic_int refs;
+    char model[256];             /* the model that made these pixels (engine_info's name):
+                                    the worker may switch models before they are encoded */
     uint8_t data[];
 };
 
@@ -52,16 +56,11 @@ struct worker {
     pthread_cond_t cond;
     struct enc_task *head, *tail;
     int enc_stop;
+    struct engine *e;            /* the served model; replaced by a switch (worker_models.c) */
 };
 
 static void rgb_unref(struct rgb_buf *b) {
     if (b && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
-}
-
-static void model_name(struct sdxld *d, char *out, size_t n) {
-    pthread_mutex_lock(&d->info_lock);
-    snprintf(out, n, "%s", d->have_info ? d->info.model_name : "");
-    pthread_mutex_unlock(&d->info_lock);
 }
 
 /* One image in the job's format; the "parameters" text goes into the PNG's text chunk
@@ -86,8 +85,7 @@ static void encode_task(struct sdxld *d, struct enc_task *t) {
     const int w = j->req.params.width, h = j->req.params.height;
     const size_t img_bytes = (size_t)w * h * 3;
     struct job_image imgs[JOB_MAX_IMAGES];
-    char model[256];
-    model_name(d, model, sizeof model);
+    const char *model = t->buf->model;
     size_t plen = strlen(j->req.prompt) + 512;
     char *params = malloc(plen);
     if (!params) {
@@ -341,7 +339,24 @@ static sd_status generate(struct sdxld *d, struct engine *e, const struct gen_pa
     return st;
 }
 
-static void run_batch(struct sdxld *d, struct engine *e, struct batch *b, int *stop) {
+/* The batch's model (one per batch: batching.c) is served, switching to it if need be;
+ * else its jobs fail with the message naming the model.  0 when the batch can run. */
+static int batch_model(struct sdxld *d, struct batch *b, int *stop) {
+    const char *want = b->s[0].job->req.model;   /* immutable once dispatched */
+    if (!want || !strcmp(want, d->model_served)) return 0;
+    char msg[1536];
+    int freed_first;
+    sd_status st = worker_switch_model(d, &d->worker->e, want, &freed_first, msg, sizeof msg);
+    if (st == SD_OK) return 0;
+    const struct api_status as = api_status_of(st == SD_ERR_CUDA ? SD_ERR_IO : st, API_WORK_LOAD);
+    for (int i = 0; i < b->nslices; i++) jobs_fail(d->jobs, b->s[i].job, as.code, as.http, msg);
+    if (st == SD_ERR_CUDA) *stop = 1;
+    return -1;
+}
+
+static void run_batch(struct sdxld *d, struct batch *b, int *stop) {
+    if (batch_model(d, b, stop)) return;
+    struct engine *e = d->worker->e;
     const struct gen_params *p = &b->params;
     sd_status st = engine_check_params(e, p);
     if (st != SD_OK) {
@@ -365,6 +380,7 @@ static void run_batch(struct sdxld *d, struct engine *e, struct batch *b, int *s
         return;
     }
     atomic_init(&buf->refs, 1);
+    snprintf(buf->model, sizeof buf->model, "%s", engine_info(e)->model_name);
     struct gen_timings tm = { 0 };
     struct progress_ctx pc = { d, b };
     const struct gen_hooks hooks = { on_progress, on_cancel_poll, &pc };
@@ -395,7 +411,17 @@ static void run_batch(struct sdxld *d, struct engine *e, struct batch *b, int *s
     }
 }
 
-static void worker_loop(struct sdxld *d, struct engine *e);
+static void worker_loop(struct sdxld *d);
+
+/* The model paths once the startup model is loaded (models.h). */
+static void startup_paths(struct sdxld *d) {
+    char real[PATH_MAX];
+    pthread_mutex_lock(&d->info_lock);
+    snprintf(d->model_startup, sizeof d->model_startup, "%s", realpath(d->cfg.model, real) ? real : d->cfg.model);
+    snprintf(d->model_served, sizeof d->model_served, "%s", d->model_startup);
+    snprintf(d->model_default, sizeof d->model_default, "%s", d->model_startup);
+    pthread_mutex_unlock(&d->info_lock);
+}
 
 static void *worker_main(void *arg) {
     struct sdxld *d = arg;
@@ -405,6 +431,7 @@ static void *worker_main(void *arg) {
     struct engine *e = load_engine(d);
     if (!e) return NULL;
     copy_info(d, e);
+    startup_paths(d);
     pthread_mutex_lock(&d->info_lock);
     snprintf(d->generator, sizeof d->generator, "%s", d->cfg.unet);
     pthread_mutex_unlock(&d->info_lock);
@@ -427,19 +454,20 @@ static void *worker_main(void *arg) {
     atomic_compare_exchange_strong(&d->phase, &expect, PHASE_READY);
     sdxld_wake_main(d);
 
-    worker_loop(d, e);
-    engine_free(e);
+    d->worker->e = e;
+    worker_loop(d);
+    engine_free(d->worker->e);
     return NULL;
 }
 
-enum pass_verdict worker_between_passes(struct sdxld *d, struct engine *e, struct batch *b,
-                                        struct job *training, int *fatal) {
+enum pass_verdict worker_between_passes(struct sdxld *d, struct batch *b, struct job *training,
+                                        int *fatal) {
     jobs_count_pass(d->jobs);
     for (;;) {
         struct job *j;
         switch (jobs_next_work(d->jobs, b, training, &j, 1)) {
         case WORK_BATCH:
-            run_batch(d, e, b, fatal);
+            run_batch(d, b, fatal);
             jobs_batch_release(d->jobs, b);
             if (*fatal) return PASS_ABORT;
             continue;
@@ -453,7 +481,8 @@ enum pass_verdict worker_between_passes(struct sdxld *d, struct engine *e, struc
 /* Serve until the daemon stops: batches first, training iterations while no generation
  * waits (and between the passes of one: worker_between_passes), model loads between
  * batches (the order is jobs_next_work's). */
-static void worker_loop(struct sdxld *d, struct engine *e) {
+static void worker_loop(struct sdxld *d) {
+    struct worker *w = d->worker;
     struct batch *b = malloc(sizeof *b);
     struct train_run tr = { 0 };
     struct job *j;
@@ -464,15 +493,19 @@ static void worker_loop(struct sdxld *d, struct engine *e) {
             stop = 2;
             break;
         case WORK_BATCH:
-            run_batch(d, e, b, &stop);
+            run_batch(d, b, &stop);
             jobs_batch_release(d->jobs, b);
             break;
         case WORK_LOAD:
-            worker_load_generator(d, e, j);
-            copy_info(d, e);
+            if (j->load_model) {
+                if (worker_load_model(d, &w->e, j) == SD_ERR_CUDA) stop = 1;
+                break;
+            }
+            worker_load_generator(d, w->e, j);
+            copy_info(d, w->e);
             break;
         case WORK_TRAIN_START:
-            train_run_start(d, &tr, j, e, b, &stop);
+            train_run_start(d, &tr, j, b, &stop);
             break;
         case WORK_TRAIN_STEP:
             train_run_step(d, &tr, &stop);

@@ -48,7 +48,8 @@ static const char *last_error(sd_status st) {
 static sd_status roots_open(struct sdxld *d, struct run_roots *rr, const char *data_root, int write) {
     rr->data_root.fd = rr->model.fd = -1;
     SD_TRY(sd_root_open(&rr->data_root, data_root, write ? SD_ROOT_WRITE : 0));
-    if (sd_root_open(&rr->model, d->cfg.model, SD_ROOT_LINKS)) rr->model.fd = -1;
+    if (sd_root_open(&rr->model, d->model_served[0] ? d->model_served : d->cfg.model, SD_ROOT_LINKS))
+        rr->model.fd = -1;
     sd_clear_error();
     return SD_OK;
 }
@@ -103,7 +104,7 @@ static void fail_job(struct sdxld *d, struct train_run *tr, sd_status st, const 
  * waits behind at most one pass), and a stop or a forced stop reaches the run. */
 static int pass_hook(void *ud) {
     struct train_run *tr = ud;
-    enum pass_verdict v = worker_between_passes(tr->d, tr->e, tr->b, tr->job, tr->fatal);
+    enum pass_verdict v = worker_between_passes(tr->d, tr->b, tr->job, tr->fatal);
     if (v == PASS_ABORT) return DMD2_YIELD_ABORT;
     if (v == PASS_STOP) return DMD2_YIELD_STOP;
     if (tr->d->cfg.debug_train_pass_sleep_ms > 0) usleep((useconds_t)tr->d->cfg.debug_train_pass_sleep_ms * 1000);
@@ -174,12 +175,11 @@ static void run_open(struct sdxld *d, struct train_run *tr, struct job *j) {
     tr->t0_ms = sd_now_ms();
 }
 
-void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j, struct engine *e,
-                     struct batch *b, int *fatal) {
+void train_run_start(struct sdxld *d, struct train_run *tr, struct job *j, struct batch *b,
+                     int *fatal) {
     memset(tr, 0, sizeof *tr);
     tr->job = j;
     tr->d = d;
-    tr->e = e;
     tr->b = b;
     tr->fatal = fatal;
     tr->last_ckpt_step = -1;

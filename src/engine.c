@@ -255,6 +255,7 @@ sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
     in->param_bytes = arena_capacity(&e->k.te1.params) + arena_capacity(&e->k.te2.params) +
                       arena_capacity(&e->unet->params) + arena_capacity(&e->vae.params);
     engine_mem_report(e);
+    sd_heap_trim();   /* the loaders' temporaries */
     LOG_I("loaded %s on %s in %.0f ms: %.1f MiB of weights (UNet %s); %s", in->model_name, in->backend,
           sd_now_ms() - t0, in->param_bytes / 1048576.0, in->weights_dtype, in->kernels);
     *out = e;
@@ -634,6 +635,9 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     if ((st = check_finite(host, per * n, per, "latent"))) goto out;
 
     double t2 = sd_now_ms();
+    be->ops->trim(be);   /* the UNet's widened weights and tiles are not the VAE's */
+    arena_reset(&e->acts, 0);   /* nor its activations: the decode starts from an empty arena */
+    if (!(x = upload(&f, host, per * n))) { st = backend_status(be) ? backend_status(be) : SD_ERR_NOMEM; goto out; }
     if ((st = decode_latents(e, &f, x, host, n, h, w))) goto out;
     if (trace && trace->image) memcpy(trace->image, host, 3 * npix * n * sizeof(float));
     for (int i = 0; i < n; i++)        /* CHW float -> HWC uint8 */

@@ -281,4 +281,33 @@ sd_status engine_unet_backward(struct engine *e, const float *x, const float *t,
 sd_status engine_load_unet(struct engine *e, const char *unet_path, const char *lora_path, float lora_scale,
                            const char **failed);
 
+/* ---- models by name (src/engine_models.c): what a models folder holds ----
+ *
+ * engine_model_probe says what the file or folder at path is from its headers alone (no
+ * tensor is read; safetensors and torch files are opened as engine_load would open them):
+ *   diffusers   a folder with model_index.json (its components' weight headers);
+ *   checkpoint  one file in the original (SGM) layout: UNet, VAE and both text encoders;
+ *   unet        a UNet-only file (the DMD2 generator), diffusers or original key layout;
+ *   lora        an adapter file (model/lora.h's key names);
+ *   error       anything else, or what does not open: `error` says why.
+ * file_bytes: the bytes on disk (a folder: its regular files, no link followed under a
+ * confined root).  resident_bytes: an estimate of the weights a loaded model holds, with
+ * the GEMM weights (tensors of 2 or more dimensions but the text encoders' position
+ * tables) stored in weights_dtype ("auto": the precision the files hold, as engine_load
+ * decides it) and every other tensor in f32; 0 for unet and lora entries (they load into the served model).  Runs on any
+ * thread (fs.h's confinement of the caller applies). */
+enum engine_model_kind {
+    ENGINE_MODEL_ERROR, ENGINE_MODEL_DIFFUSERS, ENGINE_MODEL_CHECKPOINT, ENGINE_MODEL_UNET,
+    ENGINE_MODEL_LORA,
+};
+const char *engine_model_kind_name(enum engine_model_kind k);  /* "error", "diffusers", ... */
+struct engine_model_probe {
+    enum engine_model_kind kind;
+    uint64_t file_bytes;
+    uint64_t resident_bytes;
+    int sdxl_base;           /* checkpoint: its shapes are SDXL base's (shipped configs fit) */
+    char error[320];
+};
+void engine_model_probe(const char *path, const char *weights_dtype, struct engine_model_probe *out);
+
 #endif

@@ -4,8 +4,8 @@
  *
  * Covers: compatible jobs batched up to max_batch (and sliced past it); the batch window
  * (a batch waits for companions until the head's window closes and no longer, a full
- * batch goes at once); different sizes, step lists or LoRA adapter sets never share a
- * batch; cancelled
+ * batch goes at once); different sizes, step lists, models or LoRA adapter sets never
+ * share a batch; cancelled
  * jobs are never batched and never count as companions; the order between kinds
  * (generations before the next training iteration, loads between batches, stops); and a
  * simulated worker serving generations while a training run steps. */
@@ -258,6 +258,29 @@ static void test_lora_sets(void) {
     ok(each && !q, "then b, no adapter, a+b with b+a together, a × 0.5: one batch per set");
 }
 
+/* Models by name (server/models.h): jobs for different models never share a batch, even
+ * with equal parameters; jobs for one model (the same path, whether named or stamped with
+ * the default) do. */
+static void test_models_never_mixed(void) {
+    const struct sched_policy p = { .max_batch = 8, .batch_window_ms = 20 };
+    const struct gen_params a = params(64, 64, 4);
+    char ma[] = "/m/tiny-a", mb[] = "/m/tiny-b", ma2[] = "/m/tiny-a";
+    static struct batch b;
+    npool = 0;
+    struct job *j1 = job(a, 1, 0), *j2 = job(a, 2, 1), *j3 = job(a, 1, 2), *j4 = job(a, 1, 3);
+    j1->req.model = ma;
+    j2->req.model = mb;
+    j3->req.model = ma2;   /* another string, the same model */
+    j4->req.model = mb;
+    struct job *q = QUEUE(j1, j2, j3, j4);
+    ok(sched_companions(&p, q) == 2, "companions: the head's model only (2 images)");
+    ok(sched_fill_batch(&p, q, &b) == 2 && b.nslices == 2 && has_slice(&b, j1, 0, 1) &&
+       has_slice(&b, j3, 0, 1), "the batch: tiny-a's jobs, past the tiny-b job between them");
+    q = take(q, &b);
+    ok(sched_fill_batch(&p, q, &b) == 3 && has_slice(&b, j2, 0, 2) && has_slice(&b, j4, 0, 1),
+       "then tiny-b's, together");
+}
+
 static void test_cancelled(void) {
     const struct sched_policy p = { .max_batch = 4, .batch_window_ms = 20 };
     const struct gen_params a = params(512, 512, 4);
@@ -403,6 +426,7 @@ int main(void) {
     test_window();
     test_never_mixed();
     test_lora_sets();
+    test_models_never_mixed();
     test_cancelled();
     test_order();
     test_simulated_worker();

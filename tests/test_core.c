@@ -43,6 +43,12 @@ static void test_arena(void) {
     int hit = sd_fault_hit_optional();
     sd_fault_arm_alloc(0);
     ok(nb >= 2 && a.nblocks == nb && hit && arena_alloc(&a, 20000), "a failed coalesce keeps the chain (optional)");
+    arena_reset(&a, 0);
+    size_t cap = arena_capacity(&a);
+    x = arena_alloc(&a, cap * 2);
+    ok(x && a.nblocks == 1 && arena_capacity(&a) >= cap * 2, "growing an empty arena replaces its blocks by one "
+       "(%d block, %zu bytes)", a.nblocks, arena_capacity(&a));
+    memset(x, 4, cap * 2);
     sd_fault_arm_alloc(1);
     void *v = sd_malloc(8);
     ok(!v && !sd_fault_hit_optional(), "an ordinary allocation's failure is not optional");

@@ -44,6 +44,10 @@ struct backend_ops {
     void (*copy)(struct backend *be, void *dst, const void *src, size_t bytes);
     void (*zero)(struct backend *be, void *dst, size_t bytes);
     void (*sync)(struct backend *be);
+    /* Give back the scratch kept between ops for speed (widened weights, im2col tiles):
+     * the engine calls it between the phases of a generation, so the next phase's peak
+     * does not include the last one's buffers.  Later ops grow them again. */
+    void (*trim)(struct backend *be);
     void (*destroy)(struct backend *be);
 
     /* C[b] = alpha·op(A[b])·op(B[b]) + beta·C[b], row-major, b < batch, strides in floats.

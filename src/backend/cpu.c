@@ -60,6 +60,14 @@ static void cpu_free(struct backend *be, void *p) { (void)be; sd_free(p); }
 static void cpu_memcpy(struct backend *be, void *d, const void *s, size_t n) { (void)be; if (n) memmove(d, s, n); }
 static void cpu_zero(struct backend *be, void *d, size_t n) { (void)be; memset(d, 0, n); }
 static void cpu_sync(struct backend *be) { (void)be; }
+static void cpu_trim(struct backend *be) {
+    struct cpu *c = be->impl;
+    sd_free(c->scratch);
+    c->scratch = NULL;
+    c->scratch_floats = 0;
+    cpu_wstate_trim(c->ws);
+    sd_heap_trim();
+}
 static void cpu_destroy(struct backend *be) {
     struct cpu *c = be->impl;
     cpu_wstate_destroy(c->ws);
@@ -428,7 +436,7 @@ static void cpu_transpose(struct backend *be, float *out, const float *inp, int 
 
 static const struct backend_ops cpu_ops = {
     .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_memcpy, .download = cpu_memcpy,
-    .copy = cpu_memcpy, .zero = cpu_zero, .sync = cpu_sync, .destroy = cpu_destroy,
+    .copy = cpu_memcpy, .zero = cpu_zero, .sync = cpu_sync, .trim = cpu_trim, .destroy = cpu_destroy,
     .gemm = cpu_gemm, .linear = cpu_linear, .conv2d = cpu_conv2d,
     .group_norm = cpu_group_norm, .layer_norm = cpu_layer_norm, .attention = cpu_attention,
     .act = cpu_act, .geglu = cpu_geglu, .upsample2x = cpu_upsample2x,

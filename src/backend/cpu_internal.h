@@ -70,6 +70,8 @@ struct cpu_wstate;
 struct cpu_wstate *cpu_wstate(struct backend *be);
 struct cpu_wstate *cpu_wstate_create(struct backend *be);
 void cpu_wstate_destroy(struct cpu_wstate *s);
+/* Free the widened-weight and rounded-activation buffers (they grow again on use). */
+void cpu_wstate_trim(struct cpu_wstate *s);
 /* w as fp32: itself for F32, else widened into a buffer valid until the next call (NULL
  * and a sticky error when out of memory). */
 const float *cpu_weight_f32(struct backend *be, const void *w, sd_dtype dt, size_t n);

@@ -41,6 +41,14 @@ struct cpu_wstate *cpu_wstate_create(struct backend *be) {
     return s;
 }
 
+void cpu_wstate_trim(struct cpu_wstate *s) {
+    sd_free(s->wide);
+    sd_free(s->half);
+    s->wide = NULL;
+    s->half = NULL;
+    s->nwide = s->nhalf = 0;
+}
+
 void cpu_wstate_destroy(struct cpu_wstate *s) {
     if (!s) return;
 #ifdef SD_HAVE_DNNL

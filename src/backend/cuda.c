@@ -157,6 +157,8 @@ static void cuda_zero(struct backend *be, void *dst, size_t n) {
     if (n) cuda_cu_ok(be, cudaMemsetAsync(dst, 0, n, c->stream), "zero", "cudaMemsetAsync");
 }
 
+static void cuda_trim(struct backend *be) { (void)be; }   /* its scratch is one arena, sized once */
+
 static void cuda_sync(struct backend *be) {
     struct cuda *c = be->impl;
     cuda_cu_ok(be, cudaStreamSynchronize(c->stream), "sync", "cudaStreamSynchronize");
@@ -497,7 +499,7 @@ static void cuda_transpose(struct backend *be, float *out, const float *inp, int
 
 static const struct backend_ops cuda_ops = {
     .alloc = cuda_alloc, .free = cuda_free, .upload = cuda_upload, .download = cuda_download,
-    .copy = cuda_copy, .zero = cuda_zero, .sync = cuda_sync, .destroy = cuda_destroy,
+    .copy = cuda_copy, .zero = cuda_zero, .sync = cuda_sync, .trim = cuda_trim, .destroy = cuda_destroy,
     .gemm = cuda_gemm, .linear = cuda_linear, .conv2d = cuda_conv2d,
     .group_norm = cuda_group_norm, .layer_norm = cuda_layer_norm, .attention = cuda_attention,
     .act = cuda_act, .geglu = cuda_geglu, .upsample2x = cuda_upsample2x,

@@ -64,6 +64,14 @@ void *arena_alloc(struct arena *a, size_t bytes) {
         size_t want = bytes + ALIGN;
         size_t grow = arena_capacity(a) / 2;
         if (grow > want) want = grow;
+        if (a->cur == 0 && a->used == 0 && a->nblocks) {
+            /* nothing in use: one block for all replaces the old ones, so their capacity is
+             * not stranded beside the new block (a VAE decode after a UNet pass) */
+            size_t cap = arena_capacity(a);
+            for (int i = 0; i < a->nblocks; i++) a->al.free(a->al.ud, a->blocks[i].base);
+            a->nblocks = 0;
+            if (cap > want) want = cap;
+        }
         if (add_block(a, want) != SD_OK) return NULL;
         a->cur = a->nblocks - 1;
         a->used = 0;

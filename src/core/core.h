@@ -58,6 +58,9 @@ void sd_log(enum sd_log_level lvl, const char *fmt, ...) __attribute__((format(p
 void *sd_malloc(size_t n);
 void *sd_calloc(size_t n, size_t size);
 void *sd_realloc(void *p, size_t n);
+/* Return the heap's free memory to the system (glibc malloc_trim; a no-op elsewhere):
+ * after loading, and when a backend gives back its scratch. */
+void sd_heap_trim(void);
 void sd_free(void *p);
 char *sd_strdup(const char *s);
 

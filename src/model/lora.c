@@ -44,6 +44,11 @@ static int suffix_kind(const char *key, size_t *stem) {
     return -1;
 }
 
+int lora_key_is_adapter(const char *key) {
+    size_t stem;
+    return suffix_kind(key, &stem) >= 0;
+}
+
 /* The table row a file stem names, or -1.  kohya stems are matched against the rows'
  * kohya names (the '_' of a path is ambiguous, so the mapping is built from the table). */
 static int stem_row(const struct weight_table *wt, char (*kohya)[LORA_NAME_MAX], const char *key, size_t stem) {

@@ -34,6 +34,10 @@
 int lora_is_target(const char *name);
 /* "down_blocks.0.resnets.1.conv1.weight" -> "lora_unet_down_blocks_0_resnets_1_conv1". */
 void lora_kohya_name(const char *weight_name, char *out, size_t n);
+/* 1 if a file's tensor name is an adapter's (".lora_down.weight", ".lora_up.weight",
+ * ".lora_A.weight", ".lora_B.weight" or ".alpha"): how a model catalog tells a LoRA file
+ * from a model by its header alone. */
+int lora_key_is_adapter(const char *key);
 
 /* Merge the adapter file at path into the UNet weights of table wt (on be), scaled by
  * scale (1 = as trained).  Every adapter in the file must name an adapted-shape weight

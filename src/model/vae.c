@@ -425,6 +425,7 @@ static void run_chain(struct fwd *f, const struct vae *m, struct vae_tape *tp, i
     size_t cap = infer_cap(tp);
     float *pp[2] = { fwd_alloc(f, cap), fwd_alloc(f, cap) };
     int c = 0;
+    if (f->be->err) { arena_reset(f->ar, mk); return; }   /* copy is not an op that skips */
     f->be->ops->copy(f->be, pp[0], in, (size_t)tp->N * tp->s[0].C * tp->s[0].H * tp->s[0].W * sizeof(float));
     for (int i = 0; i < tp->n && !f->be->err; i++) {
         struct vae_step *s = &tp->s[i];
@@ -432,7 +433,8 @@ static void run_chain(struct fwd *f, const struct vae *m, struct vae_tape *tp, i
         if (!step_in_place(s)) c = !c;
     }
     const struct vae_step *last = &tp->s[tp->n - 1];
-    f->be->ops->copy(f->be, out, pp[c], (size_t)tp->N * last->Co * last->Ho * last->Wo * sizeof(float));
+    if (!f->be->err)
+        f->be->ops->copy(f->be, out, pp[c], (size_t)tp->N * last->Co * last->Ho * last->Wo * sizeof(float));
     arena_reset(f->ar, mk);
 }
 

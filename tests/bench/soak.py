@@ -51,7 +51,7 @@ class Tally:
         self.lock = threading.Lock()
         self.answers = collections.Counter()
         self.problems = collections.Counter()
-        self.jobs_open = {}
+        self.latency = collections.defaultdict(list)
 
     def answer(self, route, status):
         with self.lock:
@@ -64,13 +64,19 @@ class Tally:
             self.problems[what] += 1
 
 
+TIMEOUT_S = 900   # a request unanswered this long is lost, not slow (the box may be busy)
+
+
 def call(t, client, route, method, path, body=None, **kw):
+    t0 = time.time()
     try:
-        r = client.request(method, path, body, **kw)
+        r = client.request(method, path, body, timeout=TIMEOUT_S, **kw)
     except (OSError, TimeoutError) as e:
         t.problem(f"{route}: {type(e).__name__}")
         return None
     t.answer(route, r.status)
+    with t.lock:
+        t.latency[route].append(time.time() - t0)
     return r
 
 
@@ -189,6 +195,10 @@ def report(samples, t, duration, clients):
     for (route, st), n in sorted(t.answers.items()):
         print(f"  {route:14s} {st:4d}: {n}")
     print(f"total answers: {sum(t.answers.values())}")
+    print("latency (s) by route: p50 / p99 / max")
+    for route, v in sorted(t.latency.items()):
+        v = sorted(v)
+        print(f"  {route:14s} {v[len(v) // 2]:.2f} / {v[min(len(v) - 1, int(0.99 * len(v)))]:.2f} / {v[-1]:.2f}")
     print("problems (must be none):", dict(t.problems) or "none")
     return 0 if not t.problems else 1
 
