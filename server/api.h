@@ -122,6 +122,13 @@ struct api_img2img_fields { const char *init, *mask, *strength; enum api_mask_ki
  * request's).  Absent init: nothing to do (a mask or strength without it is an error). */
 int api_parse_img2img(struct sdxld *d, json_t *vi, json_t *vm, json_t *vs, const struct api_img2img_fields *f,
                       int size_given, struct gen_request *g, struct api_error *e);
+/* api_lora.c: a request's LoRA adapters into p->lora (docs/api.md, "LoRA per request"):
+ * the "lora" field, [{"name", "scale"}] (scale 1 when absent), and A1111's <lora:NAME:SCALE>
+ * / <lora:NAME> prompt tags, removed from prompt in place.  Every name must be a LoRA file
+ * under models_dir (400 naming "lora" or "prompt" otherwise; bad scales, a name twice and
+ * too many adapters likewise). */
+int api_parse_lora(struct sdxld *d, json_t *v, struct gen_params *p, struct api_error *e);
+int api_prompt_lora(struct sdxld *d, char *prompt, struct gen_params *p, struct api_error *e);
 
 /* api_openai.c */
 enum MHD_Result api_images_generations(struct req *r);  /* POST /v1/images/generations */

@@ -279,7 +279,7 @@ static const struct field txt2img_fields[] = {
     { "width", USED, T_INT, NULL },            { "height", USED, T_INT, NULL },
     { "steps", USED, T_INT, NULL },            { "batch_size", USED, T_INT, NULL },
     { "n_iter", USED, T_INT, NULL },           { "send_images", USED, T_BOOL, NULL },
-    { "override_settings", USED, T_OBJ, NULL },
+    { "override_settings", USED, T_OBJ, NULL }, { "lora", USED, T_LIST, NULL },   /* sdxld's own (api_lora.c) */
     /* the DMD2 sampler: no unconditional branch (so no negative prompt, no CFG), one
      * sampler and one schedule, no sampler noise settings */
     { "negative_prompt", IGNORED, T_STR, NULL }, { "sampler_name", IGNORED, T_STR, NULL },
@@ -457,6 +457,9 @@ static int parse_txt2img(struct sdxld *d, json_t *body, int img2img, struct gen_
     if (rc) return -1;
     v = used(body, "prompt");
     if (!(g->prompt = strdup(v ? json_string_value(v) : ""))) return api_fail(e, "prompt", "prompt: out of memory");
+    if (api_prompt_lora(d, g->prompt, &g->params, e) ||
+        ((v = used(body, "lora")) && api_parse_lora(d, v, &g->params, e)))
+        return -1;
     if (get_int_or(body, "batch_size", 1, c->max_n, 1, &bs, e) ||
         get_int_or(body, "n_iter", 1, c->max_n, 1, &ni, e))
         return -1;

@@ -122,7 +122,7 @@ int api_parse_base(struct sdxld *d, json_t *body, const char *const *known, stru
 static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, enum fmt *fmt,
                           int *async, struct api_error *e) {
     static const char *const known[] = { "prompt", "n", "width", "height", "seed", "steps",
-                                         "timesteps", "response_format", "async", "model", "init_image",
+                                         "timesteps", "response_format", "async", "model", "lora", "init_image",
                                          "strength", "mask", NULL };
     static const struct api_img2img_fields img2img = { "init_image", "mask", "strength", API_MASK_WHITE };
     const struct sdxld_config *c = &d->cfg;
@@ -140,6 +140,7 @@ static int parse_generate(struct sdxld *d, json_t *body, struct gen_request *g, 
         g->params.height = (int)x;
     }
     if (api_parse_seed(json_object_get(body, "seed"), g->n, 0, &g->seed, e)) return -1;
+    if ((v = json_object_get(body, "lora")) && api_parse_lora(d, v, &g->params, e)) return -1;
     int steps = 0;
     if ((v = json_object_get(body, "steps"))) {
         if (api_get_int(v, "steps", 1, API_MAX_STEPS, &x, e)) return -1;

@@ -124,6 +124,7 @@ static int parse_openai(struct sdxld *d, json_t *body, const char *const *known,
         return -1;
     *answer = !strcmp(a, "url") ? OPENAI_URL : OPENAI_B64;
     if (parse_output(body, g, e) || parse_hints(body, g, e)) return -1;
+    if ((v = json_object_get(body, "lora")) && api_parse_lora(d, v, &g->params, e)) return -1;
     api_parse_seed(NULL, g->n, 0, &g->seed, e);   /* random: cannot fail */
     g->params.nsteps = d->cfg.default_steps;
     engine_default_timesteps(g->params.nsteps, g->params.timesteps);
@@ -133,7 +134,7 @@ static int parse_openai(struct sdxld *d, json_t *body, const char *const *known,
 /* The fields of POST /v1/images/generations. */
 static const char *const generations_known[] = { "prompt", "n", "size", "response_format", "output_format",
                                                  "output_compression", "quality", "style", "user", "model",
-                                                 NULL };
+                                                 "lora", NULL };
 
 int api_parse_openai_request(struct sdxld *d, json_t *body, struct gen_request *g, struct api_error *e) {
     enum openai_answer answer;

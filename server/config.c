@@ -78,6 +78,8 @@ static const struct cfg_option options[] = {
              "CPU threads for the cpu backend (0 = all cores)"),
     CFG_INT ("vae_tile", 0, ENGINE_VAE_TILE_MAX, 0, 0, vae_tile,
              "tiled VAE decode: 0 = off; else images whose latent is wider or taller than this many latent pixels (8 pixels each for SDXL; at least " CFG_TEXT(ENGINE_VAE_TILE_MIN) ") are decoded in tiles of that size overlapping by a quarter, blended across the overlap, so the decode's activation memory is one tile's (tiles of 64: about a 512x512 decode) at any image size; the pixels differ somewhat from the untiled decode (docs/benchmarks.md, \"Tiled VAE decode\"); images within one tile are unchanged"),
+    CFG_INT ("lora_cache_mb", 1, 1 << 20, 1024, 0, lora_cache_mb,
+             "memory for the LoRA adapters requests name, kept loaded (fp32) so switching adapters between requests reads no file; beyond it the least recently used are dropped, and a request whose adapters alone exceed it fails"),
     CFG_INT ("http_threads", 1, 64, 2, 0, http_threads,
              "HTTP event-loop threads (connections waiting for images hold no thread)"),
     CFG_INT ("max_connections", 4, 65536, 1024, 0, max_connections,

@@ -31,6 +31,7 @@ struct sdxld_config {
     char weights_dtype[8];              /* auto | f32 | f16 | bf16 */
     int threads;                        /* engine CPU threads, 0 = all cores */
     int vae_tile;                       /* tiled VAE decode: tile in latent pixels, 0 = off */
+    int lora_cache_mb;                  /* run-time LoRA adapters kept loaded */
     int http_threads;                   /* libmicrohttpd event-loop threads */
     int max_connections;
     int http_timeout_s;                 /* idle keep-alive connections are closed */

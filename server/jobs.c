@@ -264,10 +264,22 @@ void jobs_queue_remove_locked(struct jobs *js, struct job *j) {
 }
 
 /* Append an event (a snapshot of the job, jobs_json.c) and wake the job's waiters. */
-/* j holds delta more bytes (less when negative); the table's total follows. */
+static void table_remove_locked(struct jobs *js, struct job *j, enum gone_why why);
+
+/* j holds delta more bytes (less when negative); the table's total follows.  A job that
+ * grows (its events) past retained_jobs_mb evicts the oldest finished jobs other than
+ * itself, so the bound holds between housekeeping passes too. */
 static void account_locked(struct jobs *js, struct job *j, long long delta) {
     j->mem = (size_t)((long long)j->mem + delta);
-    if (j->in_table) js->jobs_bytes = (size_t)((long long)js->jobs_bytes + delta);
+    if (!j->in_table) return;
+    js->jobs_bytes = (size_t)((long long)js->jobs_bytes + delta);
+    const size_t cap = (size_t)js->cfg->retained_jobs_mb << 20;
+    for (struct job *o = js->all_head, *nx; delta > 0 && o && js->jobs_bytes > cap; o = nx) {
+        nx = o->all_next;
+        if (o == j || !job_status_final(o->status)) continue;
+        table_remove_locked(js, o, GONE_MAX_MB);
+        js->evicted++;
+    }
 }
 
 void jobs_emit_locked(struct jobs *js, struct job *j) {

@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static json_t *json_time(double t) { return t > 0 ? json_real(round(t * 1e3) / 1e3) : json_null(); }
@@ -130,6 +131,14 @@ json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail) {
                 json_object_set_new(rq, "output_compression", json_integer(r->quality));
             if (r->quality_hint[0]) json_object_set_new(rq, "quality", json_string(r->quality_hint));
             if (r->style[0]) json_object_set_new(rq, "style", json_string(r->style));
+            json_t *lo = r->params.lora[0].name[0] ? json_array() : NULL;
+            for (int i = 0; lo && i < ENGINE_LORA_MAX && r->params.lora[i].name[0]; i++) {
+                char sc[32];   /* the float's shortest decimal, as the client wrote it */
+                snprintf(sc, sizeof sc, "%.7g", (double)r->params.lora[i].scale);
+                json_array_append_new(lo, json_pack("{s:s, s:f}", "name", r->params.lora[i].name,
+                                                    "scale", strtod(sc, NULL)));
+            }
+            if (lo) json_object_set_new(rq, "lora", lo);
             if (r->model) {   /* the model's folder or file name (models.h) */
                 const char *b = strrchr(r->model, '/');
                 json_object_set_new(rq, "model", json_string(b && b[1] ? b + 1 : r->model));

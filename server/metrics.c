@@ -236,6 +236,19 @@ static void label_all(struct sbuf *out, const char *text, const char *name) {
     }
 }
 
+/* The per-request LoRA adapters' cache (engine_info): kept, read, found, dropped. */
+static void render_lora(struct sbuf *b, const struct metrics_gauges *g) {
+    gauge(b, "sdxld_lora_cached", "LoRA adapters kept loaded for requests (lora_cache_mb bounds them).",
+          (double)g->lora_cached);
+    sb_printf(b, "# HELP sdxld_lora_loads_total LoRA adapter files read for requests (a switch to a cached "
+                 "adapter reads none).\n# TYPE sdxld_lora_loads_total counter\nsdxld_lora_loads_total %lld\n"
+                 "# HELP sdxld_lora_cache_hits_total Adapters of a generation found loaded.\n"
+                 "# TYPE sdxld_lora_cache_hits_total counter\nsdxld_lora_cache_hits_total %lld\n"
+                 "# HELP sdxld_lora_evictions_total Adapters dropped to make room (least recently used).\n"
+                 "# TYPE sdxld_lora_evictions_total counter\nsdxld_lora_evictions_total %lld\n",
+              g->lora_loads, g->lora_hits, g->lora_evictions);
+}
+
 char *metrics_render(struct metrics *m, const struct metrics_gauges *g, size_t *len) {
     struct sbuf b = { malloc(8192), 0, 8192, 0 };
     if (!b.p) return NULL;
@@ -267,8 +280,10 @@ char *metrics_render(struct metrics *m, const struct metrics_gauges *g, size_t *
     sb_printf(&b, "# HELP sdxld_device_memory_bytes Memory held by the engine (weights, activations).\n"
                   "# TYPE sdxld_device_memory_bytes gauge\n"
                   "sdxld_device_memory_bytes{kind=\"params\"} %zu\n"
-                  "sdxld_device_memory_bytes{kind=\"scratch\"} %zu\n",
-              g->param_bytes, g->scratch_bytes);
+                  "sdxld_device_memory_bytes{kind=\"scratch\"} %zu\n"
+                  "sdxld_device_memory_bytes{kind=\"lora\"} %zu\n",
+              g->param_bytes, g->scratch_bytes, g->lora_bytes);
+    render_lora(&b, g);
     gauge(&b, "sdxld_process_resident_memory_bytes", "Resident set size of the process.",
           (double)g->rss_bytes);
     if (g->train_seen) render_train(&b, g);

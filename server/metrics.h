@@ -22,6 +22,9 @@ struct metrics_gauges {
     long long jobs_evicted;           /* finished jobs evicted early to make room */
     int ready, draining;
     size_t param_bytes, scratch_bytes;  /* from the engine */
+    size_t lora_bytes;                  /* run-time LoRA adapters cached (engine_info) */
+    int lora_cached;
+    long long lora_loads, lora_hits, lora_evictions;
     size_t rss_bytes;                   /* this process */
     double start_time;                  /* unix seconds */
     const char *version, *model, *backend;

@@ -64,6 +64,11 @@ static enum MHD_Result api_metrics(struct req *r) {
     if (d->have_info) {
         g.param_bytes = d->info.param_bytes;
         g.scratch_bytes = d->info.scratch_bytes;
+        g.lora_bytes = d->info.lora_bytes;
+        g.lora_cached = d->info.lora_cached;
+        g.lora_loads = d->info.lora_loads;
+        g.lora_hits = d->info.lora_hits;
+        g.lora_evictions = d->info.lora_evictions;
         snprintf(model, sizeof model, "%s", d->info.model_name);
     }
     snprintf(backend, sizeof backend, "%s", d->backend[0] ? d->backend : d->cfg.backend);

@@ -321,6 +321,26 @@ static void encode_slices(struct sdxld *d, struct batch *b, struct rgb_buf *buf,
     }
 }
 
+/* engine_generate; with LoRA adapters the engine may read their files, so the thread is
+ * confined to models_dir meanwhile (src/core/fs.h: no link followed, nothing written), and
+ * a request's names can reach no other file.  The engine is told models_dir's real path
+ * (what the confinement matches) and lora_cache_mb here, whichever way it was loaded. */
+static sd_status generate(struct sdxld *d, struct engine *e, const struct gen_params *p, struct gen_item *items,
+                          int n, uint8_t *rgb, struct gen_timings *tm, const struct gen_hooks *hooks) {
+    if (!p->lora[0].name[0]) return engine_generate(e, p, items, n, rgb, tm, hooks, NULL);
+    struct sd_root root;
+    sd_status st = sd_root_open(&root, d->cfg.models_dir, 0);
+    if (st) return sd_wrap(st, "lora: models_dir");
+    const struct sd_root *rs[1] = { &root };
+    if (!(st = engine_set_lora_dir(e, root.path, (size_t)d->cfg.lora_cache_mb << 20))) {
+        sd_fs_confine(rs, 1);
+        st = engine_generate(e, p, items, n, rgb, tm, hooks, NULL);
+        sd_fs_confine(NULL, 0);
+    }
+    sd_root_close(&root);
+    return st;
+}
+
 /* The batch's model (one per batch: batching.c) is served, switching to it if need be;
  * else its jobs fail with the message naming the model.  0 when the batch can run. */
 static int batch_model(struct sdxld *d, struct batch *b, int *stop) {
@@ -371,7 +391,7 @@ static void run_batch(struct sdxld *d, struct batch *b, int *stop) {
     LOG_D("batch: %d image(s) from %d job(s), %dx%d, %d steps", b->images, b->nslices,
           p->width, p->height, p->nsteps);
     double t0 = sd_now_ms();
-    st = engine_generate(e, p, items, b->images, buf->data, &tm, &hooks, NULL);
+    st = generate(d, e, p, items, b->images, buf->data, &tm, &hooks);
     double gen_ms = sd_now_ms() - t0;
     const char *msg = st == SD_OK ? "" : sd_last_error();
     if (st == SD_ERR_CANCELLED) {

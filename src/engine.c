@@ -15,6 +15,7 @@
 #include "model/cond.h"
 #include "io/wfiles.h"
 #include "model/lora.h"
+#include "model/lora_cache.h"
 #include "model/sgm.h"
 #include "model/unet.h"
 #include "model/vae.h"
@@ -35,6 +36,8 @@ struct engine {
     char *model_file;           /* a single-file model: its path (the UNet's default weights) */
     int loaded_vae;
     sd_dtype wdt;               /* the weight storage asked for (may be WT_DTYPE_AUTO) */
+    struct lora_cache loras;    /* run-time LoRA adapters by path (model/lora_cache.h) */
+    char *lora_dir;             /* where their names are looked up, NULL = nowhere */
 };
 
 static sd_status load_part(const char *dir, const char *sub, char **path) {
@@ -47,6 +50,8 @@ void engine_free(struct engine *e) {
     cond_free(&e->k);
     if (e->unet) { unet_free(e->unet); sd_free(e->unet); }
     if (e->loaded_vae) vae_free(&e->vae);
+    lora_cache_free(&e->loras);
+    sd_free(e->lora_dir);
     schedule_free(&e->sched);
     arena_free(&e->acts);
     backend_destroy(e->be);
@@ -213,6 +218,8 @@ sd_status engine_load(struct engine **out, const struct engine_config *cfg) {
     int single = sd_stat(dir, &sb) == 0 && S_ISREG(sb.st_mode);
     double t0 = sd_now_ms();
     if (!(e->model_dir = sd_strdup(dir))) { st = SD_ERR_NOMEM; goto fail; }
+    lora_cache_init(&e->loras, cfg->lora_cache_bytes ? cfg->lora_cache_bytes : ENGINE_LORA_CACHE_DEFAULT);
+    if (cfg->lora_dir && !(e->lora_dir = sd_strdup(cfg->lora_dir))) { st = SD_ERR_NOMEM; goto fail; }
     if (single && !cfg->config_dir) {
         st = sd_fail(SD_ERR_INVALID, "%s is a single file: its configs must come from a folder (--config DIR)", dir);
         goto fail;
@@ -294,12 +301,52 @@ void engine_default_timesteps(int nsteps, int *ts) {
     for (int i = 0; i < nsteps; i++) ts[i] = 999 - (int)((long)i * 1000 / nsteps);  /* 4: 999 749 499 249 */
 }
 
+/* ---- run-time LoRA adapters ---- */
+
+sd_status engine_set_lora_dir(struct engine *e, const char *dir, size_t cache_bytes) {
+    e->loras.max_bytes = cache_bytes ? cache_bytes : ENGINE_LORA_CACHE_DEFAULT;
+    if (dir && e->lora_dir && !strcmp(dir, e->lora_dir)) return SD_OK;
+    char *d = dir ? sd_strdup(dir) : NULL;
+    if (dir && !d) return SD_ERR_NOMEM;
+    sd_free(e->lora_dir);
+    e->lora_dir = d;
+    return SD_OK;
+}
+
+static void lora_info(struct engine *e) {
+    e->info.lora_bytes = e->loras.bytes;
+    e->info.lora_cached = e->loras.n;
+    e->info.lora_loads = e->loras.loads;
+    e->info.lora_hits = e->loras.hits;
+    e->info.lora_evictions = e->loras.evictions;
+}
+
+/* The adapters p->lora names, from the cache (loaded on a miss), as the set the UNet
+ * passes apply; act stays empty when p names none. */
+static sd_status lora_activate(struct engine *e, const struct gen_params *p, struct lora_active *act) {
+    char paths[ENGINE_LORA_MAX][PATH_MAX];
+    const char *pp[ENGINE_LORA_MAX];
+    const struct lora_adapter *ads[ENGINE_LORA_MAX];
+    float scales[ENGINE_LORA_MAX];
+    int n = 0;
+    for (; n < ENGINE_LORA_MAX && p->lora[n].name[0]; n++) {
+        SD_TRY(lora_find_file(e->lora_dir, p->lora[n].name, paths[n], sizeof paths[n]));
+        pp[n] = paths[n];
+        scales[n] = p->lora[n].scale;
+    }
+    if (!n) return SD_OK;
+    sd_status st = lora_cache_get(&e->loras, e->be, &e->unet->wt, pp, n, ads);
+    lora_info(e);
+    return st ? sd_wrap(st, "lora") : lora_active_build(act, e->unet->wt.n, ads, scales, n);
+}
+
 sd_status engine_check_params(const struct engine *e, const struct gen_params *p) {
     int s = e->info.size_multiple;
     if (p->width < s || p->width % s || p->width > 16384)
         return sd_fail(SD_ERR_INVALID, "width %d must be a positive multiple of %d", p->width, s);
     if (p->height < s || p->height % s || p->height > 16384)
         return sd_fail(SD_ERR_INVALID, "height %d must be a positive multiple of %d", p->height, s);
+    SD_TRY(engine_lora_check(p));
     if (p->sampler == GEN_SAMPLER_DDIM) {
         if (p->strength != 0 && p->strength != 1) return sd_fail(SD_ERR_INVALID, "strength: the DMD2 sampler only");
         if (p->nsteps < 1 || p->nsteps > e->sched.T) return sd_fail(SD_ERR_INVALID, "steps %d outside [1, %d]", p->nsteps, e->sched.T);
@@ -566,12 +613,14 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     struct img2img ii = { 0 };
     double t0 = sd_now_ms();
     sd_status st = SD_OK;
+    struct lora_active act = { 0 };
     const char **prompts = sd_malloc(sizeof(char *) * n);
     int *trunc = sd_calloc(n, sizeof(int));
     struct sd_rng *rngs = sd_malloc(sizeof *rngs * n);
     float *host = sd_malloc(sizeof(float) * (per > 3 * npix ? per : 3 * npix) * n);
     float *tid = sd_malloc(sizeof(float) * 6 * n), *tid2 = NULL;
     if (!prompts || !trunc || !rngs || !host || !tid) { st = SD_ERR_NOMEM; goto out; }
+    if ((st = lora_activate(e, p, &act))) goto out;
     for (int i = 0; i < n; i++) {
         prompts[i] = items[i].prompt ? items[i].prompt : "";
         sd_rng_init(&rngs[i], items[i].seed);
@@ -615,7 +664,10 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     };
     struct ddim_job dj = { e->unet, &e->sched, ctx, pooled, cfg ? tid2 : tid, n, h, w, L, p->nsteps, p->guidance };
     double t1 = sd_now_ms();
-    if ((st = ddim ? sampler_ddim(&f, &dj, x) : sampler_run(&f, &j, x))) goto out;
+    f.lora = act.nt ? &act : NULL;   /* the UNet passes only: rows index the UNet's table */
+    st = ddim ? sampler_ddim(&f, &dj, x) : sampler_run(&f, &j, x);
+    f.lora = NULL;
+    if (st) goto out;
     be->ops->sync(be);
     t.unet_ms = sd_now_ms() - t1;
     be->ops->download(be, host, x, per * n * sizeof(float));   /* host holds 3·npix·n >= per·n */
@@ -635,6 +687,7 @@ sd_status engine_generate(struct engine *e, const struct gen_params *p, struct g
     t.vae_ms += sd_now_ms() - t2;
 out:
     if (tm) *tm = t;
+    lora_active_free(&act);
     sd_free(prompts);
     sd_free(trunc);
     sd_free(rngs);
@@ -652,6 +705,8 @@ sd_status engine_load_unet(struct engine *e, const char *path, const char *lora_
     sd_status st;
     struct unet *nu = load_unet(e, path, lora_path, lora_scale, &st, failed);
     if (!nu) return st;
+    lora_cache_clear(&e->loras);   /* run-time adapters were bound to the old UNet's table */
+    lora_info(e);
     unet_free(e->unet);
     sd_free(e->unet);
     e->unet = nu;
@@ -662,12 +717,15 @@ sd_status engine_load_unet(struct engine *e, const char *path, const char *lora_
 
 void engine_parameters_text(char *out, size_t n, const char *prompt, uint64_t seed,
                             const struct gen_params *p, const char *model, const char *extra) {
-    char ts[ENGINE_MAX_STEPS * 5 + 1] = "";
+    char ts[ENGINE_MAX_STEPS * 5 + 1] = "", tags[ENGINE_LORA_MAX * (ENGINE_LORA_NAME_MAX + 24)] = "";
     size_t o = 0;
     for (int i = 0; i < p->nsteps && o < sizeof ts; i++)
         o += (size_t)snprintf(ts + o, sizeof ts - o, i ? ",%d" : "%d", p->timesteps[i]);
-    snprintf(out, n, "%s\nSteps: %d, Sampler: DMD2, CFG scale: 1, Seed: %llu, Size: %dx%d, Model: %s, "
-             "Timesteps: %s, Version: sdxld " SDXLD_VERSION "%s%s", prompt, p->nsteps, (unsigned long long)seed,
+    o = 0;   /* run-time LoRA adapters as A1111 writes them: tags in the prompt */
+    for (int i = 0; i < ENGINE_LORA_MAX && p->lora[i].name[0] && o < sizeof tags; i++)
+        o += (size_t)snprintf(tags + o, sizeof tags - o, " <lora:%s:%g>", p->lora[i].name, (double)p->lora[i].scale);
+    snprintf(out, n, "%s%s\nSteps: %d, Sampler: DMD2, CFG scale: 1, Seed: %llu, Size: %dx%d, Model: %s, "
+             "Timesteps: %s, Version: sdxld " SDXLD_VERSION "%s%s", prompt, tags, p->nsteps, (unsigned long long)seed,
              p->width, p->height, model, ts, extra ? ", " : "", extra ? extra : "");
 }
 

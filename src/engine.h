@@ -2,7 +2,8 @@
  * images.  Knows all of src/, nothing of HTTP.
  *
  * Threading: an engine is owned by one thread at a time (the daemon's worker).  Nothing
- * here is thread-safe except engine_info(), which reads immutable fields.
+ * here is thread-safe except engine_info(), which reads immutable fields, and the
+ * functions that take no engine (engine_lora_add, engine_lora_path, ...).
  *
  * A generation call takes a batch of items that share size, timesteps and img2img
  * strength; each item has its own prompt and seed (and init image and mask, for img2img:
@@ -48,7 +49,12 @@ struct engine_config {
     int vae_tile;            /* tiled VAE decode: 0 = off, else the tile's size in latent
                                 pixels (ENGINE_VAE_TILE_MIN..MAX); engine_set_vae_tile */
     int vae_tile_overlap;    /* latent pixels neighbouring tiles share; 0 = vae_tile / 4 */
+    const char *lora_dir;    /* where run-time LoRA adapters are found by name (gen_params.lora,
+                                engine_lora_path); NULL = none */
+    size_t lora_cache_bytes; /* bound on the adapters kept loaded; 0 = ENGINE_LORA_CACHE_DEFAULT */
 };
+
+#define ENGINE_LORA_CACHE_DEFAULT ((size_t)1024 << 20)
 
 #define ENGINE_VAE_TILE_MIN 8
 #define ENGINE_VAE_TILE_MAX 2048
@@ -68,6 +74,12 @@ struct engine_info {
     size_t device_bytes;     /* backend memory held now, and the most held at once (weights, */
     size_t device_peak_bytes;/* arenas, scratch); 0 where the backend does not count (cpu) */
     int vae_tile, vae_tile_overlap; /* the tiled VAE decode in force (0 = untiled) */
+    /* run-time LoRA adapters (engine_generate with gen_params.lora): the cache's backend
+     * memory and adapters now, and since load the files read, the adapters found loaded
+     * and the ones evicted to make room */
+    size_t lora_bytes;
+    int lora_cached;
+    long long lora_loads, lora_hits, lora_evictions;
 };
 
 #define ENGINE_MAX_STEPS 16
@@ -76,6 +88,17 @@ enum gen_sampler {
     GEN_SAMPLER_DMD2 = 0,    /* the few-step DMD2/LCM loop over `timesteps` (the product) */
     GEN_SAMPLER_DDIM,        /* deterministic DDIM over nsteps evenly spaced steps with CFG
                                 (`guidance`, null condition = zero embeddings): a teacher's sampler */
+};
+
+/* Run-time LoRA adapters of a generation (model/lora_rt.h): applied unmerged, y = W x +
+ * scale · (alpha/rank) · B (A x), so adapters change per batch without touching the UNet.
+ * A name is a plain file name found under engine_config.lora_dir (engine_lora_path). */
+#define ENGINE_LORA_MAX 4            /* adapters per generation */
+#define ENGINE_LORA_NAME_MAX 64      /* bytes of a name, with its NUL */
+#define ENGINE_LORA_SCALE_MAX 10.0f  /* |scale| at most this */
+struct gen_lora {
+    char name[ENGINE_LORA_NAME_MAX]; /* "" = unused */
+    float scale;
 };
 
 struct gen_params {
@@ -89,11 +112,28 @@ struct gen_params {
     float strength;          /* img2img (src/img2img.h): 0 or 1 = from noise; in (0, 1) the run
                                 starts at the first timestep below strength × 1000 from each
                                 item's noised init image (every item needs one) */
+    struct gen_lora lora[ENGINE_LORA_MAX]; /* canonical (engine_lora_add): sorted by name,
+                                unused entries all zero, so equal sets compare equal byte for
+                                byte (the daemon batches by memcmp of gen_params) */
 };
 
 /* The first step an img2img run at p->strength runs (0 at strength 0 or 1), or -1 when
  * the strength leaves no step or is outside [0, 1] (a 400 naming "strength"). */
 int engine_img2img_start(const struct gen_params *p);
+
+/* Add LoRA `name` at `scale` to p->lora in canonical order (a scale of 0 adds nothing).
+ * SD_ERR_INVALID with a message naming "lora" for a name that is not plain (engine_lora_path's
+ * rule), a scale not finite or beyond ±ENGINE_LORA_SCALE_MAX, a name given twice, or more
+ * than ENGINE_LORA_MAX adapters. */
+sd_status engine_lora_add(struct gen_params *p, const char *name, float scale);
+/* p->lora as engine_lora_add leaves it (a prefix of used entries, names terminated, scales
+ * in bounds); engine_check_params runs it.  SD_ERR_INVALID naming "lora". */
+sd_status engine_lora_check(const struct gen_params *p);
+/* The file of LoRA `name` under dir (dir/NAME.safetensors, else dir/loras/NAME.safetensors)
+ * into out: SD_ERR_INVALID for a name that is not a plain name (no '/', '\\', control
+ * characters, leading '.'; 1..ENGINE_LORA_NAME_MAX-1 bytes), SD_ERR_NOTFOUND when neither
+ * file exists.  The one place this rule lives (model/lora_cache.h). */
+sd_status engine_lora_path(const char *dir, const char *name, char *out, size_t n);
 
 /* The seed of image i of a request with seed `seed`: every image is reproducible alone
  * (the one place this rule is written). */
@@ -142,7 +182,8 @@ int engine_file_is_sdxl_base(const char *path);
 /* The PNG "parameters" text of one image, in AUTOMATIC1111's infotext format (the prompt,
  * then "Steps: 4, Sampler: DMD2, CFG scale: 1, Seed: …, Size: WxH, Model: …, Timesteps:
  * 999,749,499,249, Version: sdxld …"), so any image can be regenerated from its file and
- * A1111-aware tools read it.  extra (may be NULL) is appended as ", extra". */
+ * A1111-aware tools read it; run-time LoRA adapters follow the prompt as A1111's tags
+ * (" <lora:NAME:SCALE>").  extra (may be NULL) is appended as ", extra". */
 void engine_parameters_text(char *out, size_t n, const char *prompt, uint64_t seed,
                             const struct gen_params *p, const char *model, const char *extra);
 
@@ -184,6 +225,11 @@ const struct engine_info *engine_info(const struct engine *e);
  * tile 0 turns it off.  SD_ERR_INVALID naming "vae_tile" out of bounds. */
 sd_status engine_set_vae_tile(struct engine *e, int tile, int overlap);
 
+/* Where run-time LoRA adapters are found and how much of them is kept (engine_config's
+ * lora_dir and lora_cache_bytes, 0 = ENGINE_LORA_CACHE_DEFAULT) for the engine as it is,
+ * however it was loaded; cached adapters stay (they are kept by path).  SD_ERR_NOMEM. */
+sd_status engine_set_lora_dir(struct engine *e, const char *dir, size_t cache_bytes);
+
 /* Validate params against the model (sizes, steps, timesteps); SD_ERR_INVALID with a
  * message naming the field ("width", "timesteps", ...) on failure. */
 sd_status engine_check_params(const struct engine *e, const struct gen_params *p);
@@ -192,7 +238,10 @@ sd_status engine_check_params(const struct engine *e, const struct gen_params *p
 void engine_default_timesteps(int nsteps, int *timesteps);
 
 /* rgb: n * H * W * 3 bytes, image-major, row-major HWC.  hooks and trace may be NULL.
- * A cancelled call leaves the engine ready for the next one. */
+ * A cancelled call leaves the engine ready for the next one.  With p->lora the adapters
+ * are taken from the engine's cache, their files read (under lora_dir, through
+ * core/fs.h) only on a miss; SD_ERR_NOTFOUND for a name with no file, SD_ERR_NOMEM when
+ * they do not fit lora_cache_bytes, messages starting "lora". */
 sd_status engine_generate(struct engine *e, const struct gen_params *p,
                           struct gen_item *items, int n, uint8_t *rgb,
                           struct gen_timings *tm, const struct gen_hooks *hooks,

@@ -4,7 +4,8 @@
  *
  * Covers: compatible jobs batched up to max_batch (and sliced past it); the batch window
  * (a batch waits for companions until the head's window closes and no longer, a full
- * batch goes at once); different sizes, step lists or models never share a batch; cancelled
+ * batch goes at once); different sizes, step lists, models or LoRA adapter sets never
+ * share a batch; cancelled
  * jobs are never batched and never count as companions; the order between kinds
  * (generations before the next training iteration, loads between batches, stops); and a
  * simulated worker serving generations while a training run steps. */
@@ -224,6 +225,39 @@ static void test_never_mixed(void) {
     ok(alone && !q, "each of the four then runs alone, in submission order");
 }
 
+/* LoRA adapter sets (gen_params.lora, engine_lora_add): requests with different sets never
+ * share a batch; the same set named in another order does. */
+static void test_lora_sets(void) {
+    const struct sched_policy p = { .max_batch = 8, .batch_window_ms = 20 };
+    struct gen_params none = params(512, 512, 4), a = none, b = none, ab = none, ba = none, a5 = none;
+    engine_lora_add(&a, "a", 0.8f);
+    engine_lora_add(&b, "b", 1.0f);
+    engine_lora_add(&ab, "a", 0.8f);
+    engine_lora_add(&ab, "b", 1.0f);
+    engine_lora_add(&ba, "b", 1.0f);
+    engine_lora_add(&ba, "a", 0.8f);
+    engine_lora_add(&a5, "a", 0.5f);
+    ok(sched_compatible(&ab, &ba) && !sched_compatible(&a, &ab) && !sched_compatible(&a, &a5) &&
+       !sched_compatible(&none, &a), "sets compare equal in any order, and differ by an adapter or a scale");
+    static struct batch bt;
+    npool = 0;
+    struct job *j1 = job(a, 1, 0), *j2 = job(b, 1, 1), *j3 = job(none, 1, 2), *j4 = job(ab, 1, 3);
+    struct job *j5 = job(a, 2, 4), *j6 = job(ba, 1, 5), *j7 = job(a5, 1, 6);
+    struct job *q = QUEUE(j1, j2, j3, j4, j5, j6, j7);
+    ok(sched_fill_batch(&p, q, &bt) == 3 && bt.nslices == 2 && in_batch(&bt, j1) && in_batch(&bt, j5),
+       "the first batch: the two jobs with lora a × 0.8, nothing else");
+    q = take(q, &bt);
+    const struct job *want[4][2] = { { j2, NULL }, { j3, NULL }, { j4, j6 }, { j7, NULL } };
+    int each = 1;
+    for (int i = 0; i < 4; i++) {
+        sched_fill_batch(&p, q, &bt);
+        each &= bt.nslices == (want[i][1] ? 2 : 1) && bt.s[0].job == want[i][0] &&
+                (!want[i][1] || bt.s[1].job == want[i][1]);
+        q = take(q, &bt);
+    }
+    ok(each && !q, "then b, no adapter, a+b with b+a together, a × 0.5: one batch per set");
+}
+
 /* Models by name (server/models.h): jobs for different models never share a batch, even
  * with equal parameters; jobs for one model (the same path, whether named or stamped with
  * the default) do. */
@@ -408,6 +442,7 @@ int main(void) {
     test_same_size();
     test_window();
     test_never_mixed();
+    test_lora_sets();
     test_models_never_mixed();
     test_strength();
     test_cancelled();

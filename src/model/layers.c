@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "layers.h"
+#include "lora_rt.h"
 
 float *fwd_alloc(struct fwd *f, size_t n) {
     float *p = arena_floats(f->ar, n);
@@ -40,6 +41,7 @@ void linear_declare(struct weight_table *t, struct linear *l, int in, int out, i
     l->in = in;
     l->out = out;
     l->b = NULL;
+    l->row = t->n;
     wt_add(t, &l->w, WT_INIT_NORMAL, 1.0f / sqrtf((float)in), 2, (int64_t[]){ out, in }, "%s.weight", prefix);
     wt_lowp(t, &l->wdt);
     if (bias) wt_add(t, &l->b, WT_INIT_ZERO, 0, 1, (int64_t[]){ out }, "%s.bias", prefix);
@@ -49,6 +51,7 @@ void conv_declare(struct weight_table *t, struct conv *c, int cin, int cout, int
     c->cin = cin;
     c->cout = cout;
     c->k = k;
+    c->row = t->n;
     wt_add(t, &c->w, WT_INIT_NORMAL, 1.0f / sqrtf((float)cin * k * k), 4, (int64_t[]){ cout, cin, k, k },
            "%s.weight", prefix);
     wt_lowp(t, &c->wdt);
@@ -63,11 +66,18 @@ void norm_declare(struct weight_table *t, struct norm *n, int C, const char *pre
 
 void linear_forward(struct fwd *f, float *out, const float *inp, const struct linear *l, int R, int S) {
     f->be->ops->linear(f->be, out, inp, l->w, l->wdt, l->b, R, S, l->in, l->out);
+    if (f->lora) lora_linear_add(f, out, inp, l->row, R, S, l->in, l->out);
+}
+
+void conv_forward_strided(struct fwd *f, float *out, const float *inp, const struct conv *c, int N, int H, int W,
+                          int s) {
+    int p = c->k / 2;
+    f->be->ops->conv2d(f->be, out, inp, c->w, c->wdt, c->b, N, c->cin, H, W, c->cout, c->k, c->k, s, p, p, p, p);
+    if (f->lora) lora_conv_add(f, out, inp, c->row, N, c->cin, H, W, c->cout, c->k, s);
 }
 
 void conv_forward(struct fwd *f, float *out, const float *inp, const struct conv *c, int N, int H, int W) {
-    int p = c->k / 2;
-    f->be->ops->conv2d(f->be, out, inp, c->w, c->wdt, c->b, N, c->cin, H, W, c->cout, c->k, c->k, 1, p, p, p, p);
+    conv_forward_strided(f, out, inp, c, N, H, W, 1);
 }
 
 /* ---- ResNet ---- */

@@ -24,10 +24,15 @@
  * transformer block), saves one forward's worth of compute per training step. */
 #define KEEP_MAX 8192
 struct keep_stack { int n; float *p[KEEP_MAX]; };
+struct lora_active;
 struct fwd {
     struct backend *be;
     struct arena *ar;
     struct keep_stack *keep;
+    /* Run-time LoRA adapters (model/lora_rt.h) for the UNet pass under way, or NULL (the
+     * cost of a pass without adapters: one pointer test per linear and conv).  Rows
+     * index the UNet's weight table, so it is set only around UNet passes. */
+    const struct lora_active *lora;
     /* Optional (NULL: never): polled by fwd_poll between blocks; non-zero cancels the pass. */
     int (*cancelled)(void *ud);
     void *cancel_ud;
@@ -42,9 +47,10 @@ void keep_push(struct fwd *f, float *p);
 float *keep_pop(struct fwd *f);
 
 /* w holds wdt elements (F32 unless the model keeps its weights in F16/BF16: io/weights.h,
- * wt_lowp); only F32 layers train.  b is always fp32. */
-struct linear { float *w, *b; int in, out; sd_dtype wdt; };   /* w [out,in], b [out] or NULL */
-struct conv { float *w, *b; int cin, cout, k; sd_dtype wdt; }; /* w [cout,cin,k,k] */
+ * wt_lowp); only F32 layers train.  b is always fp32.  row: w's index in the weight table
+ * it was declared in (how run-time LoRA adapters find their layer). */
+struct linear { float *w, *b; int in, out; sd_dtype wdt; int row; };   /* w [out,in], b [out] or NULL */
+struct conv { float *w, *b; int cin, cout, k; sd_dtype wdt; int row; }; /* w [cout,cin,k,k] */
 struct norm { float *w, *b; int C; };
 
 void linear_declare(struct weight_table *t, struct linear *l, int in, int out, int bias, const char *prefix);
@@ -56,6 +62,10 @@ void norm_declare(struct weight_table *t, struct norm *n, int C, const char *pre
 void linear_forward(struct fwd *f, float *out, const float *inp, const struct linear *l, int R, int S);
 /* Same-size conv (pad k/2), stride 1. */
 void conv_forward(struct fwd *f, float *out, const float *inp, const struct conv *c, int N, int H, int W);
+/* Pad k/2, stride s: out [N, cout, (H + 2·(k/2) - k)/s + 1, likewise W] (the UNet's
+ * downsamplers). */
+void conv_forward_strided(struct fwd *f, float *out, const float *inp, const struct conv *c, int N, int H, int W,
+                          int s);
 
 /* ResnetBlock2D: out = shortcut(x) + conv2(SiLU(GN2(conv1(SiLU(GN1(x))) + temb_proj))). */
 struct resnet {

@@ -37,13 +37,6 @@ void lora_kohya_name(const char *weight_name, char *out, size_t n) {
 
 /* ---- reading adapter files ---- */
 
-/* One adapter of a file: its A/B/alpha tensors and the table row it adapts. */
-struct adapter {
-    const struct st_tensor *a, *b, *alpha;
-    int row, rank, cout;
-    long long K;
-};
-
 static int suffix_kind(const char *key, size_t *stem) {
     static const char *const suf[5] = { ".lora_down.weight", ".lora_up.weight", ".lora_A.weight", ".lora_B.weight", ".alpha" };
     size_t n = strlen(key);
@@ -74,7 +67,7 @@ static int stem_row(const struct weight_table *wt, char (*kohya)[LORA_NAME_MAX],
     return r ? (int)(r - wt->rows) : -1;
 }
 
-static sd_status check_adapter(const struct weight_table *wt, const char *path, const char *stem, struct adapter *ad) {
+static sd_status check_adapter(const struct weight_table *wt, const char *path, const char *stem, struct lora_file_adapter *ad) {
     const struct weight_row *r = &wt->rows[ad->row];
     if (!ad->a || !ad->b)
         return sd_fail(SD_ERR_FORMAT, "%s: adapter %s has no %s", path, stem, ad->a ? "up/B matrix" : "down/A matrix");
@@ -113,9 +106,10 @@ static double max_abs(const float *x, size_t n) {
  * alpha finite, and each update scale·(alpha/r)·B·A bounded (|·| <= r·max|B|·max|A| per
  * entry) well below the float range, so no merged weight can overflow.  host: scratch for
  * the largest A or B. */
-static sd_status check_values(const char *path, const struct adapter *ads, int nad, float scale, float *host) {
+static sd_status check_values(const char *path, const struct lora_file_adapter *ads, int nad, float scale,
+                              float *host) {
     for (int i = 0; i < nad; i++) {
-        const struct adapter *ad = &ads[i];
+        const struct lora_file_adapter *ad = &ads[i];
         float alpha = (float)ad->rank;
         if (ad->alpha) st_read_f32(ad->alpha, &alpha);
         if (!isfinite(alpha)) return sd_fail(SD_ERR_NUMERIC, "%s: %s: alpha is not finite", path, ad->a->name);
@@ -135,7 +129,7 @@ static sd_status check_values(const char *path, const struct adapter *ads, int n
 }
 
 /* Collect and validate every adapter of f against wt: nothing is applied unless all fit. */
-static sd_status collect(const struct weight_table *wt, const struct st_file *f, struct adapter *ads, int *nad) {
+static sd_status collect(const struct weight_table *wt, const struct st_file *f, struct lora_file_adapter *ads, int *nad) {
     sd_status st = SD_OK;
     char (*kohya)[LORA_NAME_MAX] = sd_calloc((size_t)wt->n, LORA_NAME_MAX);
     int *slot = sd_malloc(sizeof(int) * (size_t)wt->n);
@@ -155,7 +149,7 @@ static sd_status collect(const struct weight_table *wt, const struct st_file *f,
             break;
         }
         if (slot[row] < 0) { slot[row] = (*nad)++; memset(&ads[slot[row]], 0, sizeof *ads); ads[slot[row]].row = row; }
-        struct adapter *ad = &ads[slot[row]];
+        struct lora_file_adapter *ad = &ads[slot[row]];
         const struct st_tensor **dst = kind == 0 || kind == 2 ? &ad->a : kind == 1 || kind == 3 ? &ad->b : &ad->alpha;
         if (*dst) { st = sd_fail(SD_ERR_FORMAT, "%s: '%s' duplicates another key of the same adapter", f->path, x->name); break; }
         *dst = x;
@@ -167,39 +161,67 @@ static sd_status collect(const struct weight_table *wt, const struct st_file *f,
     return st;
 }
 
+sd_status lora_reader_open(struct lora_reader *r, const struct weight_table *wt, const char *path) {
+    memset(r, 0, sizeof *r);
+    SD_TRY(st_open(&r->f, path));
+    r->ad = sd_malloc(sizeof *r->ad * (size_t)(r->f.ntensors > 0 ? r->f.ntensors : 1));
+    sd_status st = r->ad ? collect(wt, &r->f, r->ad, &r->n) : SD_ERR_NOMEM;
+    if (st) lora_reader_close(r);
+    return st;
+}
+
+void lora_reader_close(struct lora_reader *r) {
+    sd_free(r->ad);
+    r->ad = NULL;
+    r->n = 0;
+    st_close(&r->f);
+}
+
+static sd_status read_finite(const struct lora_reader *r, const struct st_tensor *t, float *dst, size_t n) {
+    st_read_f32(t, dst);
+    if (sd_find_nonfinite(dst, n) >= 0)
+        return sd_fail(SD_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value", r->f.path, t->name);
+    return SD_OK;
+}
+
+sd_status lora_reader_read(const struct lora_reader *r, int i, float *a, float *b, float *alpha) {
+    const struct lora_file_adapter *ad = &r->ad[i];
+    *alpha = (float)ad->rank;
+    if (ad->alpha) st_read_f32(ad->alpha, alpha);
+    if (!isfinite(*alpha)) return sd_fail(SD_ERR_NUMERIC, "%s: %s: alpha is not finite", r->f.path, ad->a->name);
+    SD_TRY(read_finite(r, ad->a, a, (size_t)ad->rank * ad->K));
+    return read_finite(r, ad->b, b, (size_t)ad->cout * ad->rank);
+}
+
 sd_status lora_apply_file(struct weight_table *wt, struct backend *be, const char *path, float scale) {
     if (!isfinite(scale)) return sd_fail(SD_ERR_INVALID, "%s: LoRA scale is not finite", path);
-    struct st_file f;
-    SD_TRY(st_open(&f, path));
-    struct adapter *ads = sd_malloc(sizeof *ads * (size_t)(f.ntensors > 0 ? f.ntensors : 1));
-    int nad = 0;
-    sd_status st = ads ? collect(wt, &f, ads, &nad) : SD_ERR_NOMEM;
-    size_t most = 0;
-    for (int i = 0; i < nad && !st; i++) {
-        size_t need = (size_t)ads[i].rank * ads[i].K + (size_t)ads[i].cout * ads[i].rank + (size_t)ads[i].cout * ads[i].K;
-        if (need > most) most = need;
+    struct lora_reader rd;
+    SD_TRY(lora_reader_open(&rd, wt, path));
+    sd_status st = SD_OK;
+    size_t most = 0, most_ab = 0;
+    for (int i = 0; i < rd.n; i++) {
+        const struct lora_file_adapter *ad = &rd.ad[i];
+        size_t na = (size_t)ad->rank * ad->K, nb = (size_t)ad->cout * ad->rank, nw = (size_t)ad->cout * ad->K;
+        if (na + nb + nw > most) most = na + nb + nw;
+        if (na + nb > most_ab) most_ab = na + nb;
     }
+    if (most_ab > most) most = most_ab;
     struct arena scratch;
     struct arena_allocator al = backend_allocator(be);
     arena_init(&scratch, "lora scratch", &al, 0);
     float *host = NULL;
-    if (!st && !(st = arena_reserve(&scratch, 2 * most * sizeof(float) + 512)) && !(host = sd_malloc(most * sizeof(float))))
+    if (!(st = arena_reserve(&scratch, 2 * most * sizeof(float) + 512)) && !(host = sd_malloc(most * sizeof(float))))
         st = SD_ERR_NOMEM;
-    if (!st) st = check_values(path, ads, nad, scale, host);
-    for (int i = 0; i < nad && !st; i++) {
-        struct adapter *ad = &ads[i];
+    if (!st) st = check_values(path, rd.ad, rd.n, scale, host);   /* nothing merges unless all are sound */
+    for (int i = 0; i < rd.n && !st; i++) {
+        const struct lora_file_adapter *ad = &rd.ad[i];
         size_t na = (size_t)ad->rank * ad->K, nb = (size_t)ad->cout * ad->rank, nw = (size_t)ad->cout * ad->K;
-        float alpha = (float)ad->rank;
-        if (ad->alpha) st_read_f32(ad->alpha, &alpha);
+        float alpha;
         arena_reset(&scratch, 0);
         float *a = arena_floats(&scratch, na), *b = arena_floats(&scratch, nb), *p = arena_floats(&scratch, nw);
-        if (!isfinite(alpha)) { st = sd_fail(SD_ERR_NUMERIC, "%s: %s: alpha is not finite", path, ad->a->name); break; }
-        st_read_f32(ad->a, host);
-        if (sd_find_nonfinite(host, na) >= 0) { st = sd_fail(SD_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value", path, ad->a->name); break; }
+        if ((st = lora_reader_read(&rd, i, host, host + na, &alpha))) break;
         be->ops->upload(be, a, host, na * sizeof(float));
-        st_read_f32(ad->b, host);
-        if (sd_find_nonfinite(host, nb) >= 0) { st = sd_fail(SD_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value", path, ad->b->name); break; }
-        be->ops->upload(be, b, host, nb * sizeof(float));
+        be->ops->upload(be, b, host + na, nb * sizeof(float));
         be->ops->linear_backward(be, p, NULL, NULL, b, NULL, a, ad->cout, (int)ad->K, ad->rank);   /* p = B·A */
         /* 16-bit weights merge in fp32 and round once */
         const struct weight_row *r = &wt->rows[ad->row];
@@ -209,11 +231,10 @@ sd_status lora_apply_file(struct weight_table *wt, struct backend *be, const cha
         st = backend_status(be);
         if (!st && r->dt != DT_F32) { be->ops->download(be, host, w, nw * sizeof(float)); st = wt_row_write(be, r, host); }
     }
-    if (!st) LOG_I("%s: merged %d LoRA adapters (scale %g)", path, nad, scale);
+    if (!st) LOG_I("%s: merged %d LoRA adapters (scale %g)", path, rd.n, scale);
     sd_free(host);
     arena_free(&scratch);
-    sd_free(ads);
-    st_close(&f);
+    lora_reader_close(&rd);
     return st;
 }
 

@@ -6,7 +6,8 @@
  * channels and B a 1×1 conv), computed by merging: the UNet keeps running on plain
  * weights, so every forward and backward in the engine serves LoRA unchanged.
  *
- *   - Serving: lora_apply_file merges an adapter file into a loaded UNet (W += scale·s·B·A).
+ *   - Serving: lora_apply_file merges an adapter file into a loaded UNet (W += scale·s·B·A);
+ *     model/lora_rt.h applies adapter files unmerged, per generation, from a cache.
  *   - Training: struct lora holds A, B (a weight table the optimiser and checkpoints use),
  *     their gradients, and a frozen copy of each adapted W0.  After a backward pass has
  *     left dL/dW in the UNet's gradient twin, lora_grads turns it into dL/dA = s·Bᵀ·dW and
@@ -24,6 +25,7 @@
 #ifndef SD_LORA_H
 #define SD_LORA_H
 
+#include "../io/safetensors.h"
 #include "../io/weights.h"
 
 #define LORA_NAME_MAX 200
@@ -42,6 +44,25 @@ int lora_key_is_adapter(const char *key);
  * of the table, with A and B shapes that fit it; anything else is an error naming the key
  * and leaves the weights untouched. */
 sd_status lora_apply_file(struct weight_table *wt, struct backend *be, const char *path, float scale);
+
+/* Reading an adapter file against a UNet table (the merge above and the run-time adapters
+ * of model/lora_rt.h).  lora_reader_open checks every key and shape (the rules of
+ * lora_apply_file) and reads no values; lora_reader_read reads adapter i's A [rank, K] and
+ * B [cout, rank] as fp32 (a non-finite value is an error naming the tensor) and its alpha
+ * (rank when the file has none). */
+struct lora_file_adapter {
+    const struct st_tensor *a, *b, *alpha;
+    int row, rank, cout;    /* row: the table row it adapts */
+    long long K;
+};
+struct lora_reader {
+    struct st_file f;
+    struct lora_file_adapter *ad;
+    int n;
+};
+sd_status lora_reader_open(struct lora_reader *r, const struct weight_table *wt, const char *path);
+sd_status lora_reader_read(const struct lora_reader *r, int i, float *a, float *b, float *alpha);
+void lora_reader_close(struct lora_reader *r);
 
 struct lora_module {
     int row;                /* index in the UNet's table (and its gradient twin's) */

@@ -224,7 +224,7 @@ void unet_down(struct fwd *f, const struct unet *m, struct unet_tape *tp, int tr
         }
         if (l->sample.w) {
             float *o = fwd_alloc(f, (size_t)N * C * (h / 2) * (w / 2));
-            be->ops->conv2d(be, o, cur, l->sample.w, l->sample.wdt, l->sample.b, N, C, h, w, C, 3, 3, 2, 1, 1, 1, 1);
+            conv_forward_strided(f, o, cur, &l->sample, N, h, w, 2);
             h /= 2; w /= 2;
             cur = o;
             tp->skip[tp->nskip] = cur; tp->skip_hw[tp->nskip] = h * w; tp->skip_c[tp->nskip++] = C;
