@@ -33,4 +33,6 @@ cp "$WORK/vae/vae/diffusion_pytorch_model.safetensors" "$WORK/vae/vae/config.jso
 t2=$(date +%s)
 rm -rf "$OUT" && cp -r "$WORK/stage2" "$OUT"
 cp "$WORK/teacher/unet/diffusion_pytorch_model.safetensors" "$OUT/unet/"
+mkdir -p "$OUT/teacher"   # the teacher a DMD2 run on OUT distils from (docs/training.md)
+cp "$WORK/teacher/unet/config.json" "$WORK/teacher/unet/diffusion_pytorch_model.safetensors" "$OUT/teacher/"
 echo "train-builtin: vae $((t1 - t0)) s, teacher $((t2 - t1)) s, model in $OUT"

@@ -379,6 +379,8 @@ static int parse_train(struct sdxld *d, json_t *body, struct train_request *t,
     t->resume = o->resume;
     if (real_root(d, "out", root, e) || !(t->root = strdup(root))) return -1;
     if (run_dir(root, body, t, e) || resolve_options(d, root, o, e)) return -1;
+    if (!t->resume && train_teacher_defaults(o->teacher, o, &given))
+        return api_fail(e, "teacher", "teacher: %s", sd_last_error());
     if (t->resume && resume_merge(d, root, t->out, o, &given, e)) return -1;
     o->resume = t->resume;
     t->steps = o->steps;

@@ -66,6 +66,7 @@ static int run_options(const char *cmd, const char *usage, enum train_kind kind,
         return 2;
     }
     if (o->resume && (rc = resume_options(cmd, kind, o, &given))) return rc;
+    if (kind == TRAIN_DMD2 && !o->resume && train_teacher_defaults(o->teacher, o, &given)) return cli_fail(cmd);
     struct train_model_info m;
     if (train_model_probe(kind == TRAIN_DMD2 ? o->teacher : o->model, &m)) return cli_fail(cmd);
     train_options_finish(o, kind, &m, train_ram_bytes());

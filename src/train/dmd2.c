@@ -16,6 +16,7 @@
 #include "../model/lora.h"
 #include "../model/unet.h"
 #include "../sample/sampler.h"
+#include "estimate.h"
 #include "../sample/timesteps.h"
 #include "checkpoint.h"
 #include "dmd2.h"
@@ -111,8 +112,9 @@ static void draw(struct dmd2 *d, enum dmd2_draw what, long long *idx, int B) {
     for (int i = 0; i < B; i++, d->cursor++) idx[i] = draw_u(d, what, i, (uint32_t)d->cache.K);
 }
 
+/* The teacher's UNet (DIR/teacher or DIR/unet: estimate.h), with other weights when given. */
 static sd_status load_unet(struct unet *u, struct backend *be, const char *dir, const char *weights) {
-    char *p = sd_path_join(dir, "unet");
+    char *p = sd_path_join(dir, train_teacher_component(dir));
     if (!p) return SD_ERR_NOMEM;
     sd_status st = unet_load(u, be, p, weights, DT_F32);
     sd_free(p);

@@ -97,6 +97,37 @@ static sd_status count_unet(struct train_model_info *m) {
     return SD_OK;
 }
 
+const char *train_teacher_component(const char *dir) {
+    char *p = sd_path_join(dir, "teacher/config.json");
+    struct stat st;
+    int own = p && !sd_stat(p, &st) && S_ISREG(st.st_mode);
+    sd_free(p);
+    return own ? "teacher" : "unet";
+}
+
+#define MAX_DEFAULTS_BYTES (64u << 10)
+
+sd_status train_teacher_defaults(const char *dir, struct train_options *o, const struct topt_given *given) {
+    if (strcmp(train_teacher_component(dir), "teacher")) return SD_OK;
+    char *p = sd_path_join(dir, "teacher/dmd2_defaults.json"), *text = NULL, field[64] = "", err[256];
+    struct stat st;
+    size_t len;
+    if (!p) return SD_ERR_NOMEM;
+    sd_status rc = SD_OK;
+    if (!sd_stat(p, &st) && !(rc = sd_read_file(p, MAX_DEFAULTS_BYTES, &text, &len))) {
+        json_error_t je;
+        json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+        if (!j)
+            rc = sd_fail(SD_ERR_FORMAT, "%s: invalid JSON at line %d: %s", p, je.line, je.text);
+        else if (topt_apply_defaults(o, given, TRAIN_DMD2, j, field, err, sizeof err))
+            rc = sd_fail(SD_ERR_FORMAT, "%s: %s", p, err);
+        json_decref(j);
+    }
+    sd_free(text);
+    sd_free(p);
+    return rc;
+}
+
 sd_status train_model_probe(const char *dir, struct train_model_info *m) {
     memset(m, 0, sizeof *m);
     struct vae_config v;
@@ -105,12 +136,14 @@ sd_status train_model_probe(const char *dir, struct train_model_info *m) {
     m->latent_ch = v.latent_ch;
     m->native_resolution = v.sample_size;
     m->frozen_params = file_floats(dir, "vae/diffusion_pytorch_model.safetensors");
-    char *p = sd_path_join(dir, "unet/config.json");
+    char sub[32];
+    snprintf(sub, sizeof sub, "%s/config.json", train_teacher_component(dir));
+    char *p = sd_path_join(dir, sub);
     struct stat st;
     m->has_unet = p && !sd_stat(p, &st);
     sd_free(p);
     if (!m->has_unet) return SD_OK;
-    SD_TRY(load_cfg(dir, "unet/config.json", unet_cfg, &m->unet));
+    SD_TRY(load_cfg(dir, sub, unet_cfg, &m->unet));
     m->native_resolution = m->unet.sample_size * m->vae_scale;
     m->text_dim = m->unet.cross_dim;
     m->pooled_dim = m->unet.add_in_dim - 6 * m->unet.addition_time_embed_dim;

@@ -29,6 +29,17 @@ struct train_model_info {
     struct unet_config unet;    /* activations follow its levels, channels and blocks */
 };
 
+/* A model folder may carry the teacher it was distilled from, beside the generator it
+ * serves in unet/: DIR/teacher/ (a UNet config.json and its weights, diffusers names),
+ * with DIR/teacher/dmd2_defaults.json, the DMD2 options of the run that distilled it
+ * (the built-in model does: docs/training.md).  The UNet component a DMD2 run on DIR takes
+ * as its teacher: "teacher" when DIR/teacher/config.json exists, else "unet". */
+const char *train_teacher_component(const char *model_dir);
+/* Set the DMD2 options not in given from DIR/teacher/dmd2_defaults.json when it exists
+ * (SD_OK when not); a bad file is SD_ERR_FORMAT naming it and the option. */
+sd_status train_teacher_defaults(const char *model_dir, struct train_options *o,
+                                 const struct topt_given *given);
+
 /* Read model_dir's config.json files and weight headers (a run kind without a UNet,
  * the VAE trainer, needs only vae/). */
 sd_status train_model_probe(const char *model_dir, struct train_model_info *m);

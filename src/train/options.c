@@ -51,7 +51,7 @@ static const struct topt_row rows[] = {
     ROW("model",      T_PATH,  V|T, 0,           model,           0, 0, "", "required",
         "model folder (diffusers layout) whose VAE / UNet is trained"),
     ROW("teacher",    T_PATH,  D, 0,              teacher,         0, 0, "", "the served `model` folder (its own UNet, not `unet`); required on the command line",
-        "model folder (diffusers layout) under `data_root`: the frozen real score; the generator and the fake score start from it"),
+        "model folder (diffusers layout) under `data_root`: the frozen real score; the generator and the fake score start from it (from its `teacher/` UNet when it carries one, whose `dmd2_defaults.json` then sets the options not given: docs/training.md)"),
     ROW("generator_init", T_PATH, D, 0,           generator_init,  0, 0, "teacher", "`\"teacher\"`",
         "or a UNet safetensors file under `data_root` to start the generator from"),
     ROW("out",        T_PATH,  ALL, NOSTORE,      out,             0, 0, "", "required",
@@ -413,6 +413,26 @@ const char *topt_resume_merge(struct train_options *stored, const struct topt_gi
         memcpy((char *)stored + r->off, (const char *)o + r->off, r->type == T_TS ? 5 * sizeof(int) : r->size);
     }
     return NULL;
+}
+
+int topt_apply_defaults(struct train_options *o, const struct topt_given *given, enum train_kind kind,
+                        json_t *defaults, char *field, char *err, size_t errlen) {
+    const char *key;
+    json_t *v;
+    if (!json_is_object(defaults)) {
+        snprintf(err, errlen, "expected a JSON object, got %s", sd_json_kind(defaults));
+        return -1;
+    }
+    json_object_foreach(defaults, key, v) {
+        int k = find_row(key, strlen(key), kind, TOPT_API, 0);
+        snprintf(field, 64, "%s", key);
+        if (k < 0 || (rows[k].flags & NOSTORE) || rows[k].type == T_PATH) {
+            snprintf(err, errlen, "'%s' is not an option a model may set", key);
+            return -1;
+        }
+        if (!given->row[k] && set_json(o, &rows[k], v, err, errlen)) return -1;
+    }
+    return 0;
 }
 
 /* ---- help and docs ---- */

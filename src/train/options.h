@@ -97,6 +97,12 @@ int topt_from_json(struct train_options *o, struct topt_given *present, enum tra
 const char *topt_resume_merge(struct train_options *stored, const struct topt_given *present,
                               const struct train_options *o, const struct topt_given *given,
                               enum train_kind kind);
+/* A model's own defaults (a JSON object of option names and values, e.g. the DMD2
+ * recipe shipped beside a teacher: estimate.h, train_teacher_defaults) set every option
+ * of the kind the caller did not give.  A key that is not a stored, non-path option of
+ * the kind, or a bad value, is -1 naming it in field (64 bytes) with a message in err. */
+int topt_apply_defaults(struct train_options *o, const struct topt_given *given, enum train_kind kind,
+                        json_t *defaults, char *field, char *err, size_t errlen);
 /* "--lora-rank" for a name. */
 const char *topt_flag(const char *name, char *buf, size_t n);
 

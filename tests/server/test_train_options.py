@@ -11,6 +11,7 @@ On the micro teacher (16x16 native):
     train_memory_mb set low the same body is a 400 whose message carries the estimate;
   - retention: checkpoint_every 1 + keep_checkpoints 2 leaves exactly the newest two;
   - docs/daemon.md's field table is what `sdxld train dmd2 --print-api-table` prints.
+On the built-in model: the smallest body takes the shipped teacher's DMD2 recipe.
 """
 import json
 import math
@@ -125,6 +126,24 @@ def check_retention(t, c, root):
     t.eq(left, ["checkpoint-0000004", "checkpoint-0000005"], "... and leaves exactly the newest two checkpoints")
 
 
+def check_builtin_recipe(t, tmp, root):
+    """The built-in model carries its teacher and DMD2 recipe: the smallest body takes them."""
+    builtin = os.path.join(TOP, "models", "shapes-small")
+    with Daemon("--data_root", root, model=builtin, tmp=tmp) as d:
+        r = d.client.post("/v1/train", {"out": "runs/builtin", "steps": 1, "cache_size": 4, "checkpoint_every": 0,
+                                        "sample_every": 0})
+        t.ok(r.status == 202, "the smallest body on the built-in model is accepted", r)
+        if r.status == 202:
+            j = poll(d.client, r.json()["id"], final)
+            q = j.get("request", {})
+            want = {"batch": 4, "ttur": 5, "lr_generator": 5e-5, "lr_fake": 5e-5, "warmup": 20, "guidance": 4.0,
+                    "seed": 7, "steps": 1, "cache_size": 4}
+            t.ok(all(same(q.get(k), v) for k, v in want.items()),
+                 "... with the model's own DMD2 recipe (teacher/dmd2_defaults.json) where the body is silent", q)
+            t.ok(j.get("status") == "succeeded", "... and the run trains from the shipped teacher", j.get("error"))
+        t.eq(d.stop(), 0, "daemon exits 0")
+
+
 def check_docs(t):
     p = subprocess.run([BIN, "train", "dmd2", "--print-api-table"], capture_output=True, text=True, timeout=30)
     with open(os.path.join(TOP, "docs", "daemon.md")) as f:
@@ -148,6 +167,7 @@ def main(t):
         check_retention(t, c, root)
         check_admission(t, c, tmp, root, teacher)
         t.eq(d.stop(), 0, "daemon exits 0")
+    check_builtin_recipe(t, tmp, root)
     t.diag(f"option tests took {time.time() - t0:.1f} s (scale {SCALE})")
     if not t.failed:
         shutil.rmtree(tmp, ignore_errors=True)
