@@ -467,6 +467,36 @@ static void test_corrupt(void) {
     ok(sd_alloc_live_bytes() == live, "corrupt input leaves nothing allocated");
 }
 
+/* A chunk declaring a length near 2^31 in a file of a few hundred bytes: refused by its
+ * declared size before anything that large is allocated (libpng as distributions build it
+ * allocated the 2 GiB first; found by tests/fuzz/fuzz_image). */
+static void test_huge_chunk(void) {
+    const int W = 8, H = 8;
+    uint8_t *img = test_image(W, H), *png;
+    size_t len, live = sd_alloc_live_bytes();
+    png_encode(img, W, H, NULL, 0, &png, &len);
+    size_t at = find_chunk(png, len, "IDAT");
+    const uint8_t text[] = "parameters\0x";
+    size_t blen;
+    uint8_t *b = insert_chunk(png, len, at, "tEXt", text, sizeof text - 1, &blen);
+    wr32(b + at, 0x7ffffff0u);    /* the chunk now claims 2 GiB; the file stays short */
+    for (int rgba = 0; rgba < 3; rgba++) {
+        uint8_t *px = NULL;
+        char *v = NULL;
+        int w, h;
+        sd_status st = rgba == 2 ? png_text_get(b, blen, "parameters", &v)
+                     : rgba ? png_decode_rgba(b, blen, 1 << 20, &px, &w, &h) : png_decode(b, blen, 1 << 20, &px, &w, &h);
+        /* png_text_get walks the chunks itself and checks each length against the data */
+        ok(st == SD_ERR_FORMAT && !px && !v && strstr(sd_last_error(), rgba == 2 ? "runs past the data" : "too large"),
+           "%s: a 2 GiB chunk in a %zu-byte file is refused by its size: %s",
+           rgba == 2 ? "png_text_get" : rgba ? "png_decode_rgba" : "png_decode", blen, sd_last_error());
+    }
+    free(b);
+    sd_free(png);
+    free(img);
+    ok(sd_alloc_live_bytes() == live, "nothing left allocated");
+}
+
 /* Fail each allocation (libpng's own included) of encode and decode in turn. */
 static void test_faults(void) {
     const int W = 24, H = 9;
@@ -560,6 +590,7 @@ int main(void) {
     test_layouts();
     test_text_chunks();
     test_corrupt();
+    test_huge_chunk();
     test_faults();
     test_write_file();
     return done_testing();

@@ -28,9 +28,14 @@
 
 /* ---- shared libpng plumbing ----------------------------------------------------- */
 
+#define PNG_CHUNK_MAX (8u << 20)   /* the largest chunk a decode reads (text, ICC, ...) */
+#define PNG_CHUNK_CACHE 1000        /* ancillary chunks kept at most */
+
 struct png_io {
     char msg[192];          /* libpng's error message */
     int nomem;              /* an allocation failed */
+    size_t alloc_max;       /* decoding: libpng's largest allowed allocation (0: no bound) */
+    int toolarge;           /* an allocation went over alloc_max */
     /* read side */
     const uint8_t *data;
     size_t len, pos;
@@ -48,11 +53,13 @@ static void on_error(png_structp png, png_const_charp msg) {
 static void on_warning(png_structp png, png_const_charp msg) { (void)png; (void)msg; }
 
 static png_voidp on_malloc(png_structp png, png_alloc_size_t n) {
-    void *p = sd_malloc(n ? n : 1);
-    if (!p) {
-        struct png_io *io = png_get_mem_ptr(png);
-        if (io) io->nomem = 1;
+    struct png_io *io = png_get_mem_ptr(png);
+    if (io && io->alloc_max && n > io->alloc_max) {
+        io->toolarge = 1;
+        return NULL;
     }
+    void *p = sd_malloc(n ? n : 1);
+    if (!p && io) io->nomem = 1;
     return p;
 }
 
@@ -85,6 +92,9 @@ static void on_write(png_structp png, png_bytep in, png_size_t n) {
 static void on_flush(png_structp png) { (void)png; }
 
 static sd_status io_status(const struct png_io *io, const char *what) {
+    if (io->toolarge)
+        return sd_fail(SD_ERR_FORMAT, "png: %s: a chunk or row too large for the image (over %zu bytes)", what,
+                       io->alloc_max);
     if (io->nomem) return sd_fail(SD_ERR_NOMEM, "png: %s: out of memory", what);
     return sd_fail(SD_ERR_FORMAT, "png: %s: %s", what, io->msg);
 }
@@ -231,6 +241,14 @@ static sd_status dec_init(struct png_dec *d, const uint8_t *data, size_t len) {
     if (!d->png || !(d->info = png_create_info_struct(d->png)))
         return sd_fail(SD_ERR_NOMEM, "png: decode: out of memory");
     png_set_read_fn(d->png, &d->io, on_read);
+    /* No chunk is read into a buffer larger than PNG_CHUNK_MAX: Debian's libpng 1.6.39
+     * allocated a tEXt chunk's declared length (2 GiB from a 100-byte upload) before the
+     * short read was noticed, whatever png_set_chunk_malloc_max said, so on_malloc refuses
+     * anything larger until the image's size is known and checked (decode_run).  At most
+     * PNG_CHUNK_CACHE ancillary chunks are kept. */
+    d->io.alloc_max = PNG_CHUNK_MAX;
+    png_set_chunk_malloc_max(d->png, PNG_CHUNK_MAX);
+    png_set_chunk_cache_max(d->png, PNG_CHUNK_CACHE);
     return SD_OK;
 }
 
@@ -252,6 +270,8 @@ static sd_status decode_run(struct png_dec *d, size_t max_pixels, int rgba) {
     if ((uint64_t)w * h > max_pixels)
         return sd_fail(SD_ERR_INVALID, "png: image %ux%u exceeds the limit of %zu pixels",
                        (unsigned)w, (unsigned)h, max_pixels);
+    /* libpng's row buffers: up to 8 bytes a pixel (16-bit RGBA) plus its slack */
+    if ((size_t)w * 8 + 4096 > d->io.alloc_max) d->io.alloc_max = (size_t)w * 8 + 4096;
     png_set_expand(d->png);
     png_set_strip_16(d->png);
     png_set_gray_to_rgb(d->png);
