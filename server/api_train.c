@@ -445,8 +445,7 @@ enum MHD_Result api_train_create(struct req *r) {
     snprintf(loc, sizeof loc, "/v1/train/%s", j->id);
     req_add_header(r, MHD_HTTP_HEADER_LOCATION, loc);
     json_t *o = json_pack("{s:s, s:s, s:i}", "id", j->id, "status", "queued", "queue_position", pos);
-    json_object_set_new(o, "estimate", est_mem > 0 ? json_pack("{s:f, s:f}", "memory_bytes", est_mem,
-                        "iteration_s", est_it) : json_null());
+    json_object_set_new(o, "estimate", train_estimate_json(est_mem, est_it));
     jobs_unref(d->jobs, j);
     return reply_json(r, 202, o);
 }

@@ -277,6 +277,9 @@ json_t *job_to_json_locked(struct jobs *js, struct job *j, int detail);
 /* A generation's `warnings` array (its request's warning, if any): the job's JSON and
  * the answers of POST /v1/generate carry it. */
 json_t *gen_warnings_json(const struct gen_request *r);
+/* A training run's admission estimate as shown by the 202 and GET /v1/train/{id}:
+ * {"memory_bytes": integer, "iteration_s": number}, or null when there is none. */
+json_t *train_estimate_json(double memory_bytes, double iteration_s);
 /* Recent jobs, newest first; status_filter -1 for all. */
 json_t *jobs_list_json(struct jobs *js, int status_filter, int limit);
 

@@ -72,8 +72,7 @@ static void train_to_json_locked(struct job *j, json_t *o, int detail) {
     json_object_set_new(o, "resumed_from_step",
                         t->resumed_step >= 0 ? json_integer(t->resumed_step) : json_null());
     json_object_set_new(o, "stopping", json_boolean(t->stop && !job_status_final(j->status)));
-    json_object_set_new(o, "estimate", r->est_memory_bytes > 0 ? json_pack("{s:f, s:f}", "memory_bytes",
-                        r->est_memory_bytes, "iteration_s", r->est_iteration_s) : json_null());
+    json_object_set_new(o, "estimate", train_estimate_json(r->est_memory_bytes, r->est_iteration_s));
     if (detail) {
         json_t *rq = r->echo ? json_loads(r->echo, 0, NULL) : NULL;
         json_object_set_new(o, "request", rq ? rq : json_null());
@@ -203,4 +202,9 @@ json_t *jobs_list_json(struct jobs *js, int status_filter, int limit) {
     long total = js->njobs;
     pthread_mutex_unlock(&js->lock);
     return json_pack("{s:o, s:I}", "jobs", arr, "total", (json_int_t)total);
+}
+
+json_t *train_estimate_json(double memory_bytes, double iteration_s) {
+    if (!(memory_bytes > 0)) return json_null();
+    return json_pack("{s:I, s:f}", "memory_bytes", (json_int_t)llround(memory_bytes), "iteration_s", iteration_s);
 }

@@ -95,7 +95,7 @@ def check_admission(t, c, tmp, root, teacher):
     body = {"out": "runs/min", "steps": 1, "cache_size": 4, "checkpoint_every": 0, "sample_every": 0}
     r = c.post("/v1/train", body)
     est = r.json().get("estimate") if r.status == 202 else None
-    t.ok(r.status == 202 and est and est["memory_bytes"] > 0 and est["iteration_s"] > 0,
+    t.ok(r.status == 202 and est and isinstance(est["memory_bytes"], int) and est["memory_bytes"] > 0 and est["iteration_s"] > 0,
          "the smallest body is accepted with its estimate (memory_bytes, iteration_s)", r)
     if r.status == 202:
         j = c.get(f"/v1/train/{r.json()['id']}").json()
