@@ -315,19 +315,36 @@ static void plan_decoder(struct vae_tape *tp, const struct vae *m, int h, int w)
  * the largest tensor plus each step's temporaries (a resnet's 3, the 4× upsampled
  * input) to the 2 buffers alone. */
 
-#define UP_BAND_BYTES (16u << 20)   /* one band of an upsampling conv's output */
+/* A banded conv's output band: small, because the bands' copies are all the extra memory
+ * a step takes.  An upsampling conv's band also computes two rows it drops (the band's
+ * upsampled input starts and ends a row early), so its bands are larger. */
+#define UP_BAND_BYTES (8u << 20)
+#define IP_BAND_BYTES (4u << 20)
 
-/* x (destroyed) -> the resnet's output, in x's buffer; tmp holds 2·N·cout·HW floats.
- * With a shortcut: A = shortcut(x), x = GN+SiLU(x) in place, B = conv1(x), B =
- * GN+SiLU(B), x = conv2(B) + A.  Without: B = GN+SiLU(x), A = conv1(B), A = GN+SiLU(A),
- * B = conv2(A), x = x + B.  (resnet_forward's sums, in the same order: a + b == b + a.) */
-static void res_in_place(struct fwd *f, float *x, float *tmp, const struct resnet *r, int N, int H, int W) {
+static void conv_in_place(struct fwd *f, float *x, const struct conv *cv, int N, int H, int W, size_t band_bytes);
+
+/* x (destroyed) -> the resnet's output, in x's buffer; tmp holds N·cout·HW floats.
+ * With a shortcut that does not widen (cout <= cin, as everywhere in a decoder): A =
+ * shortcut(x) in tmp, x = GN+SiLU(x) in place, x = conv1(x) in place, GN+SiLU in
+ * place, x = conv2(x) in place, x = x + A.  Without a shortcut: B = GN+SiLU(x) in tmp,
+ * B = conv1(B), GN+SiLU, B = conv2(B) (in place in tmp), x = B + x.  A widening shortcut
+ * (the encoder) keeps both temporaries in tmp: 2·N·cout·HW floats (res_tmp_floats).
+ * Every sum is resnet_forward's, in the same order (a + b == b + a). */
+static void res_in_place(struct fwd *f, float *x, float *tmp, const struct resnet *r, int N, int H, int W,
+                         size_t band_bytes) {
     struct backend *be = f->be;
     int HW = H * W;
     long long n = (long long)N * r->cout * HW;
-    float *A = tmp, *B = tmp + n;
     fwd_poll(f);
-    if (r->shortcut.w) {
+    if (r->shortcut.w && r->cout <= r->cin) {
+        conv_forward(f, tmp, x, &r->shortcut, N, H, W);
+        be->ops->group_norm(be, x, x, r->norm1.w, r->norm1.b, N, r->cin, HW, r->groups, r->eps, 1);
+        conv_in_place(f, x, &r->conv1, N, H, W, band_bytes);
+        be->ops->group_norm(be, x, x, r->norm2.w, r->norm2.b, N, r->cout, HW, r->groups, r->eps, 1);
+        conv_in_place(f, x, &r->conv2, N, H, W, band_bytes);
+        be->ops->axpby(be, x, 1.0f, x, 1.0f, tmp, n);
+    } else if (r->shortcut.w) {
+        float *A = tmp, *B = tmp + n;
         conv_forward(f, A, x, &r->shortcut, N, H, W);
         be->ops->group_norm(be, x, x, r->norm1.w, r->norm1.b, N, r->cin, HW, r->groups, r->eps, 1);
         conv_forward(f, B, x, &r->conv1, N, H, W);
@@ -335,12 +352,18 @@ static void res_in_place(struct fwd *f, float *x, float *tmp, const struct resne
         conv_forward(f, x, B, &r->conv2, N, H, W);
         be->ops->axpby(be, x, 1.0f, x, 1.0f, A, n);
     } else {
-        be->ops->group_norm(be, B, x, r->norm1.w, r->norm1.b, N, r->cin, HW, r->groups, r->eps, 1);
-        conv_forward(f, A, B, &r->conv1, N, H, W);
-        be->ops->group_norm(be, A, A, r->norm2.w, r->norm2.b, N, r->cout, HW, r->groups, r->eps, 1);
-        conv_forward(f, B, A, &r->conv2, N, H, W);
-        be->ops->axpby(be, x, 1.0f, B, 1.0f, x, n);
+        be->ops->group_norm(be, tmp, x, r->norm1.w, r->norm1.b, N, r->cin, HW, r->groups, r->eps, 1);
+        conv_in_place(f, tmp, &r->conv1, N, H, W, band_bytes);
+        be->ops->group_norm(be, tmp, tmp, r->norm2.w, r->norm2.b, N, r->cout, HW, r->groups, r->eps, 1);
+        conv_in_place(f, tmp, &r->conv2, N, H, W, band_bytes);
+        be->ops->axpby(be, x, 1.0f, tmp, 1.0f, x, n);
     }
+}
+
+/* Floats a resnet step needs in the other buffer (res_in_place's tmp). */
+static size_t res_tmp_floats(const struct vae_step *s) {
+    size_t o = (size_t)s->N * s->Co * s->Ho * s->Wo;
+    return s->res->shortcut.w && s->res->cout > s->res->cin ? 2 * o : o;
 }
 
 /* Rows [r0, r1) of every channel of x [C, H, W] into dst [C, r1 - r0, W]. */
@@ -348,6 +371,13 @@ static void rows_copy(struct backend *be, float *dst, const float *x, int C, int
     size_t n = (size_t)(r1 - r0) * W;
     for (int c = 0; c < C && !be->err; c++)
         be->ops->copy(be, dst + (size_t)c * n, x + ((size_t)c * H + r0) * W, n * sizeof(float));
+}
+
+/* The reverse: src [C, r1 - r0, W] into rows [r0, r1) of every channel of x [C, H, W]. */
+static void rows_put(struct backend *be, float *x, const float *src, int C, int H, int W, int r0, int r1) {
+    size_t n = (size_t)(r1 - r0) * W;
+    for (int c = 0; c < C && !be->err; c++)
+        be->ops->copy(be, x + ((size_t)c * H + r0) * W, src + (size_t)c * n, n * sizeof(float));
 }
 
 /* out [N, K, 2H, 2W] = conv(upsample2x(x [N, C, H, W])), band by band of output rows, so
@@ -379,26 +409,70 @@ static void up_conv_banded(struct fwd *f, float *out, const float *x, const stru
     arena_reset(f->ar, mk);
 }
 
+/* x [N, C, H, W] -> conv(x) [N, K, H, W] in the same buffer (K <= C; 3×3 pad 1 or 1×1),
+ * a band of output rows at a time.  A band [o0, o1) reads input rows o0 - 1 .. o1 (copied
+ * out, padded only at the image's own edges), so its output may overwrite input rows only
+ * once the next band has read them: each band is written back after the next one is
+ * computed (two output bands in flight).  Output element (n, k, r) lands at or before the
+ * address of input (n, k, r), and every input row still to be read lies past the rows
+ * written, so nothing is overwritten before it is read.  One band covering the image is
+ * conv_forward's call, bit for bit. */
+static void conv_in_place(struct fwd *f, float *x, const struct conv *cv, int N, int H, int W, size_t band_bytes) {
+    struct backend *be = f->be;
+    int C = cv->cin, K = cv->cout, p = cv->k / 2;
+    SD_ASSERT(K <= C && (cv->k == 1 || cv->k == 3));
+    int rows = (int)(band_bytes / ((size_t)K * W * sizeof(float)));
+    if (rows < 1) rows = 1;
+    if (rows > H) rows = H;
+    uint64_t mk = arena_mark(f->ar);
+    float *xb = fwd_alloc(f, (size_t)C * (rows + 2) * W), *ob[2] = { fwd_alloc(f, (size_t)K * rows * W),
+                                                                       fwd_alloc(f, (size_t)K * rows * W) };
+    for (int n = 0; n < N && !be->err; n++) {
+        const float *in = x + (size_t)n * C * H * W;
+        float *out = x + (size_t)n * K * H * W;
+        int prev0 = -1, prev1 = -1, cur = 0;
+        for (int o0 = 0; o0 < H && !be->err; o0 += rows, cur = !cur) {
+            int o1 = o0 + rows < H ? o0 + rows : H;
+            int a = o0 - p > 0 ? o0 - p : 0, b = o1 + p < H ? o1 + p : H;
+            int pt = p - (o0 - a), pb = p - (b - o1);
+            rows_copy(be, xb, in, C, H, W, a, b);
+            be->ops->conv2d(be, ob[cur], xb, cv->w, cv->wdt, cv->b, 1, C, b - a, W, K, cv->k, cv->k, 1, pt, p, pb, p);
+            if (prev0 >= 0) rows_put(be, out, ob[!cur], K, H, W, prev0, prev1);
+            prev0 = o0;
+            prev1 = o1;
+        }
+        if (prev0 >= 0 && !be->err) rows_put(be, out, ob[!cur], K, H, W, prev0, prev1);
+    }
+    arena_reset(f->ar, mk);
+}
+
 static int step_in_place(const struct vae_step *s) { return s->kind == VS_RES || s->kind == VS_GNSILU; }
 
-/* Floats each of the two buffers needs: every step's input and output, and a resnet's
- * two temporaries (they live in the other buffer). */
-static size_t infer_cap(const struct vae_tape *tp) {
-    size_t cap = 0;
+/* Floats each of the two buffers needs, following the chain's ping-pong: the buffer a
+ * step reads holds its input and (in place) its output; the other holds a resnet's
+ * temporaries or a step's output.  The buffers differ in size: in the SDXL decoder at
+ * 512², one holds the 256-channel output of the last upsampling conv (256 MiB), the
+ * other at most the 128-channel temporaries after it. */
+static void infer_caps(const struct vae_tape *tp, size_t cap[2]) {
+    int c = 0;
+    cap[0] = cap[1] = 0;
     for (int i = 0; i < tp->n; i++) {
         const struct vae_step *s = &tp->s[i];
         size_t in = (size_t)tp->N * s->C * s->H * s->W, o = (size_t)tp->N * s->Co * s->Ho * s->Wo;
-        size_t need = s->kind == VS_RES ? 2 * o : o;
-        if (in > cap) cap = in;
-        if (need > cap) cap = need;
+        size_t here = step_in_place(s) && o > in ? o : in;
+        size_t there = s->kind == VS_RES ? res_tmp_floats(s) : s->kind == VS_GNSILU ? 0 : o;
+        if (here > cap[c]) cap[c] = here;
+        if (there > cap[!c]) cap[!c] = there;
+        if (!step_in_place(s)) c = !c;
     }
-    return cap;
 }
 
+/* band_bytes: a banded conv's output band (0: UP_BAND_BYTES / IP_BAND_BYTES; tests set it) */
 static void infer_step(struct fwd *f, const struct vae *m, struct vae_step *s, float *cur, float *other,
                        size_t band_bytes) {
-    size_t up = (size_t)s->N * s->C * s->H * s->W * 4 * sizeof(float);
-    if (s->kind == VS_RES) res_in_place(f, cur, other, s->res, s->N, s->H, s->W);
+    size_t up = (size_t)s->N * s->C * s->H * s->W * 4 * sizeof(float), ip_band = band_bytes ? band_bytes : IP_BAND_BYTES;
+    if (!band_bytes) band_bytes = UP_BAND_BYTES;
+    if (s->kind == VS_RES) res_in_place(f, cur, other, s->res, s->N, s->H, s->W, ip_band);
     else if (s->kind == VS_GNSILU)
         f->be->ops->group_norm(f->be, cur, cur, s->norm->w, s->norm->b, s->N, s->C, s->H * s->W, m->cfg.groups,
                                VAE_EPS, 1);
@@ -407,7 +481,7 @@ static void infer_step(struct fwd *f, const struct vae *m, struct vae_step *s, f
 }
 
 /* Run the planned chain from in to out.  train: every step output is kept (the tape);
- * else the two buffers above.  band_bytes: the upsampling band (0 = UP_BAND_BYTES). */
+ * else the two buffers above.  band_bytes: as infer_step's. */
 static void run_chain(struct fwd *f, const struct vae *m, struct vae_tape *tp, int train, const float *in, float *out,
                       size_t band_bytes) {
     uint64_t mk = arena_mark(f->ar);
@@ -422,14 +496,15 @@ static void run_chain(struct fwd *f, const struct vae *m, struct vae_tape *tp, i
         }
         return;
     }
-    size_t cap = infer_cap(tp);
-    float *pp[2] = { fwd_alloc(f, cap), fwd_alloc(f, cap) };
+    size_t cap[2];
+    infer_caps(tp, cap);
+    float *pp[2] = { fwd_alloc(f, cap[0]), fwd_alloc(f, cap[1]) };
     int c = 0;
     if (f->be->err) { arena_reset(f->ar, mk); return; }   /* copy is not an op that skips */
     f->be->ops->copy(f->be, pp[0], in, (size_t)tp->N * tp->s[0].C * tp->s[0].H * tp->s[0].W * sizeof(float));
     for (int i = 0; i < tp->n && !f->be->err; i++) {
         struct vae_step *s = &tp->s[i];
-        infer_step(f, m, s, pp[c], pp[!c], band_bytes ? band_bytes : UP_BAND_BYTES);
+        infer_step(f, m, s, pp[c], pp[!c], band_bytes);
         if (!step_in_place(s)) c = !c;
     }
     const struct vae_step *last = &tp->s[tp->n - 1];
@@ -477,7 +552,13 @@ size_t vae_decode_bytes(const struct vae *m, int N, int h, int w) {
     tp->N = N;
     plan_decoder(tp, m, h, w);
     size_t mid = (size_t)N * m->cfg.ch[m->cfg.nlevels - 1] * h * w;
-    size_t bytes = (2 * infer_cap(tp) + 3 * mid) * sizeof(float) + 4 * UP_BAND_BYTES + 64 * 1024;
+    size_t cap[2];
+    infer_caps(tp, cap);
+    /* + a banded step's copies: an upsampling band's input, upsampled input and output
+     * (about 3 bands), or an in-place band's input (up to twice the output's channels,
+     * with 2 rows of margin) and two output bands */
+    size_t bands = 3 * UP_BAND_BYTES > 6 * IP_BAND_BYTES ? 3 * UP_BAND_BYTES : 6 * IP_BAND_BYTES;
+    size_t bytes = (cap[0] + cap[1] + 3 * mid) * sizeof(float) + bands + 64 * 1024;
     sd_free(tp);
     return bytes;
 }

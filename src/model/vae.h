@@ -27,7 +27,7 @@ struct vae {
     struct conv quant, post_quant;   /* 1×1; w NULL when the config disables them */
     struct weight_table wt;
     struct arena params;
-    size_t band_bytes;   /* inference decode: an upsampling conv's output band (0 = 16 MiB; tests) */
+    size_t band_bytes;   /* inference: a banded conv's output band (0 = 4 MiB; tests) */
 };
 
 sd_status vae_create(struct vae *m, struct backend *be, const struct vae_config *cfg);
