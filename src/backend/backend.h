@@ -187,8 +187,10 @@ void backend_set_error(struct backend *be, sd_status st, const char *msg);
 struct arena_allocator backend_allocator(struct backend *be);
 
 sd_status backend_cpu_create(struct backend **out, int threads);
-/* The CUDA backend (src/backend/cuda.c), present when built with SD_HAVE_CUDA; fails with
- * SD_ERR_CUDA when no GPU is usable.  threads is unused.  GEMM and convolutions use TF32
+/* The CUDA backend (src/backend/cuda.c, built as the module sdxld-cuda.so and loaded on
+ * first use: backend.c), present when built with SD_HAVE_CUDA; fails with SD_ERR_CUDA
+ * when no GPU is usable, SD_ERR_UNSUPPORTED when the build has none or its module does
+ * not load.  threads is unused.  GEMM and convolutions use TF32
  * tensor cores unless the environment sets SDXLD_CUDA_TF32=0. */
 sd_status backend_cuda_create(struct backend **out, int threads);
 /* Tests and benchmarks: TF32 (on != 0) or full fp32 (0) for GEMM and convolutions from

@@ -519,7 +519,10 @@ void backend_cuda_set_tf32(struct backend *be, int on) {
     if (be && be->ops == &cuda_ops) ((struct cuda *)be->impl)->tf32 = !!on;
 }
 
-sd_status backend_cuda_create(struct backend **out, int threads) {
+/* The entry point of the CUDA module (sdxld-cuda.so, loaded by backend.c) and of a
+ * binary that links this file in (tests/gpu). */
+__attribute__((visibility("default"))) sd_status sdxld_cuda_backend_create(struct backend **out, int threads);
+sd_status sdxld_cuda_backend_create(struct backend **out, int threads) {
     *out = NULL;
     int ndev = 0;
     cudaError_t e = cudaGetDeviceCount(&ndev);

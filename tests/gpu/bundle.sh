@@ -3,7 +3,7 @@
 # GPU) and pack what tests/gpu/run.sh needs into BUNDLE (default .gpu in the repository
 # root, listed in .git/info/exclude), small enough to travel to a lent GPU machine:
 #
-#   BUNDLE/server/sdxld, BUNDLE/tests/gpu/test_gpu_{ops,golden,backward}, BUNDLE/tests/st_compare
+#   BUNDLE/server/sdxld and its CUDA module sdxld-cuda.so (docs/cuda.md), BUNDLE/tests/gpu/test_gpu_{ops,golden,backward}, BUNDLE/tests/st_compare
 #                      (same layout as a build)
 #   BUNDLE/lib/*.so*   every shared library they need that is neither glibc nor CUDA
 #                      (libmicrohttpd and its TLS stack, jansson, libpng, ...): the GPU
@@ -21,11 +21,11 @@ BUILD=build-gpu
 if [ ! -f "$BUILD/build.ninja" ]; then
     meson setup "$BUILD" -Dcuda=enabled -Dblas=disabled -Dsystemd=disabled
 fi
-ninja -C "$BUILD" server/sdxld tests/gpu/test_gpu_ops tests/gpu/test_gpu_golden tests/gpu/test_gpu_backward tests/st_compare
+ninja -C "$BUILD" server/sdxld server/sdxld-cuda.so tests/gpu/test_gpu_ops tests/gpu/test_gpu_golden tests/gpu/test_gpu_backward tests/st_compare
 
 rm -rf "$BUNDLE"
 mkdir -p "$BUNDLE/server" "$BUNDLE/tests/gpu" "$BUNDLE/lib"
-cp "$BUILD/server/sdxld" "$BUNDLE/server/"
+cp "$BUILD/server/sdxld" "$BUILD/server/sdxld-cuda.so" "$BUNDLE/server/"
 cp "$BUILD/tests/gpu/test_gpu_ops" "$BUILD/tests/gpu/test_gpu_golden" "$BUILD/tests/gpu/test_gpu_backward" "$BUNDLE/tests/gpu/"
 cp "$BUILD/tests/st_compare" "$BUNDLE/tests/"
 
