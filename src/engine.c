@@ -431,10 +431,11 @@ sd_status engine_vae_encode(struct engine *e, const float *img, int N, int H, in
 /* Before an untiled decode from an empty arena: one block for all it will take (the
  * latents, the image, the decoder's buffers), not the UNet's block plus a new one. */
 static void expect_decode(struct engine *e, int N, int h, int w) {
+    if (vae_tiled(e, h, w)) return;   /* a tiled decode plans its own tiles */
     int s = vae_scale(&e->vae);
     size_t io = (size_t)N * (e->vae.cfg.latent_ch * h * w + e->vae.cfg.out_ch * (size_t)h * s * w * s) * sizeof(float);
     size_t dec = vae_decode_bytes(&e->vae, N, h, w);
-    if (dec && !vae_tiled(e, h, w)) arena_expect(&e->acts, dec + io + 4096);
+    if (dec) arena_expect(&e->acts, dec + io + 4096);
 }
 
 sd_status engine_vae_decode(struct engine *e, const float *z, int N, int h, int w, float *img) {

@@ -5,7 +5,7 @@ anywhere; rewrites those seed files (regression inputs, named regress-*, are kep
 
 api_body: the route digit ('0'..'5', fuzz_api_body.c) and a body; args: one argument a line;
 lora: '0' + an adapter file as is, or '1' + "KEY D0 D1 ..." lines (fuzz_lora.c); http: whole
-requests with fuzz_http.c's tokens."""
+requests with fuzz_http.c's tokens (the image routes' with a PNG of corpus/image)."""
 import json
 import os
 import struct
@@ -124,6 +124,27 @@ def http_seeds():
     return out + RAW
 
 
+def image_seeds():
+    """Image routes: /v1/images/edits as multipart (an image, a mask, fields) and an img2img
+    /v1/generate, with a small PNG of the image harness's seeds."""
+    import base64
+    png = open(os.path.join(CORPUS, "image", "rgb.png"), "rb").read()
+    rgba = open(os.path.join(CORPUS, "image", "rgba.png"), "rb").read()
+    b = b"fuzzboundary7"
+    parts = [(b'name="prompt"', b"a red circle"), (b'name="n"', b"2"), (b'name="size"', b"64x64"),
+             (b'name="image"; filename="a.png"\r\nContent-Type: image/png', png),
+             (b'name="mask"; filename="m.png"\r\nContent-Type: image/png', rgba)]
+    body = b"".join(b"--" + b + b"\r\nContent-Disposition: form-data; " + h + b"\r\n\r\n" + v + b"\r\n"
+                    for h, v in parts) + b"--" + b + b"--\r\n"
+    head = ("POST /v1/images/edits HTTP/1.1\r\nHost: a\r\n" + API + "Content-Type: multipart/form-data; "
+            "boundary=fuzzboundary7\r\nContent-Length: %d\r\n\r\n" % len(body)).encode()
+    js = json.dumps({"prompt": "x", "init_image": base64.b64encode(png).decode(), "strength": 0.5,
+                     "mask": "data:image/png;base64," + base64.b64encode(rgba).decode()}).encode()
+    gen = ("POST /v1/generate HTTP/1.1\r\nHost: a\r\n" + API + "Content-Type: application/json\r\n"
+           "Content-Length: %d\r\n\r\n" % len(js)).encode() + js
+    return [head + body, gen]
+
+
 def write(dirname, name, data):
     d = os.path.join(CORPUS, dirname)
     os.makedirs(d, exist_ok=True)
@@ -168,6 +189,8 @@ def main():
             write("api_body", "seed-%s-%d" % (route, i), (route + text).encode())
     for i, req in enumerate(http_seeds()):
         write("http", "seed-%02d" % i, req.encode())
+    for i, req in enumerate(image_seeds()):
+        write("http", "seed-image-%d" % i, req)
     for i, argv in enumerate(ARGS):
         write("args", "seed-%d" % i, "\n".join(argv).encode())
     kohya = os.path.join(REPO, "tests/data/tiny-sdxl-a/lora/lora_kohya.safetensors")
