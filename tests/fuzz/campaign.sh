@@ -18,7 +18,8 @@ for h in "$@"; do
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
     cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 | awk '{print $2 " | " $4}')
     found=nothing
-    fuzz_found "$h" && found="FAILURE: $(ls "$B"/crash-"$h"-* | head -1)"
+    fuzz_found "$h" && found="FAILURE: $(ls "$B"/crash-"$h"-* | grep -v -- -slow-unit- | head -1)"
+    [ -z "$(fuzz_slow "$h")" ] || echo "campaign: $h: slow inputs to look at: $(fuzz_slow "$h" | tr '\n' ' ')" >&2
     row="| \`$h\` | $(date +%F) ($M min) | ${execs:-?} | ${rate:-?} | ${cov:-? | ?} | $found |"
     echo "$row" | tee -a "$B/campaign.md"
     [ "$found" = nothing ] || exit 1

@@ -29,5 +29,8 @@ fuzz_one() {
         "$B/corpus/$h" "tests/fuzz/corpus/$h" 2>&1
 }
 
-# fuzz_found NAME: true when the harness left a reproducer
-fuzz_found() { ls "$B"/crash-"$1"-* >/dev/null 2>&1; }
+# fuzz_found NAME: true when the harness left a reproducer (a crash, leak, timeout or
+# out-of-memory).  libFuzzer's slow-unit files (one input over 10 s) are not counted: on a
+# loaded or paused machine any input can take that long; fuzz_slow lists them to look at.
+fuzz_found() { ls "$B"/crash-"$1"-* 2>/dev/null | grep -qv -- "-slow-unit-"; }
+fuzz_slow() { ls "$B"/crash-"$1"-slow-unit-* 2>/dev/null || true; }
