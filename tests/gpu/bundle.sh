@@ -10,16 +10,36 @@
 #                      machine's image lacks some of them
 #
 # The binaries come from a separate build folder, build-gpu, configured with
-# -Dcuda=enabled -Dblas=disabled -Dsystemd=disabled: OpenBLAS alone (36 MB) would push the
-# working tree past the 64 MiB a device call carries.  cuBLAS, cuBLASLt and cuDNN are not
+# -Dcuda=enabled -Dblas=disabled -Ddnnl=disabled -Dsystemd=disabled: OpenBLAS (36 MB) or
+# oneDNN (40 MB) alone would push the working tree past the 64 MiB a device call carries.  cuBLAS, cuBLASLt and cuDNN are not
 # packed (about 1 GB); run.sh finds them on the GPU machine.
+#
+# The tracked tree alone is over that limit now (the built-in model and its teacher): the
+# GPU run does not need models/, so `bundle.sh --lighten` takes it out of the index and
+# ignores it (.git/info/exclude; the files stay on disk) for the device calls, and
+# `bundle.sh --restore` puts it back.  Never commit in between.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+case "${1:-}" in
+--lighten)
+    git rm -r -q --cached models
+    grep -qx '/models/' .git/info/exclude 2>/dev/null || echo '/models/' >> .git/info/exclude
+    echo "bundle.sh: models/ untracked and ignored for device calls; run tests/gpu/bundle.sh --restore after them"
+    exit 0 ;;
+--restore)
+    sed -i '\#^/models/$#d' .git/info/exclude
+    git reset -q -- models
+    git status --short models | head -3
+    exit 0 ;;
+esac
 BUNDLE=${1:-.gpu}
 BUILD=build-gpu
 
+OPTS=(-Dcuda=enabled -Dblas=disabled -Ddnnl=disabled -Dsystemd=disabled)
 if [ ! -f "$BUILD/build.ninja" ]; then
-    meson setup "$BUILD" -Dcuda=enabled -Dblas=disabled -Dsystemd=disabled
+    meson setup "$BUILD" "${OPTS[@]}"
+else
+    meson configure "$BUILD" "${OPTS[@]}" >/dev/null
 fi
 ninja -C "$BUILD" server/sdxld server/sdxld-cuda.so tests/gpu/test_gpu_ops tests/gpu/test_gpu_golden tests/gpu/test_gpu_backward tests/st_compare
 
@@ -54,7 +74,7 @@ bundle=$(du -sb "$BUNDLE" | cut -f1)
 total=$(( (tree + bundle) / 1048576 ))
 echo "what a device call carries: working tree $(( tree / 1048576 )) MiB + bundle $(( bundle / 1048576 )) MiB = $total MiB (limit 64)"
 if [ "$total" -ge 64 ]; then
-    echo "bundle.sh: over the 64 MiB a device call carries: shrink tracked fixtures first (the largest:)" >&2
+    echo "bundle.sh: over the 64 MiB a device call carries: tests/gpu/bundle.sh --lighten (see above), or shrink tracked fixtures (the largest:)" >&2
     git ls-files -z | xargs -0 du -b 2>/dev/null | sort -rn | head -8 >&2
     exit 3
 fi
